@@ -1,0 +1,174 @@
+"""Finding, reading and checking checkpoint files (the Hugging Face folder layout).
+
+Files from outside are never trusted: safetensors first, ``.bin`` only through
+``torch.load(weights_only=True)``, and every problem is one sentence naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from .errors import LmatlasError
+
+SAFETENSORS = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+PYTORCH = "pytorch_model.bin"
+PYTORCH_INDEX = "pytorch_model.bin.index.json"
+
+# What a model folder needs from the hub: everything but other frameworks' weights.
+_HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors", "*/*.json", "*.jinja"]
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
+
+
+def resolve(path_or_id: str | os.PathLike) -> Path:
+    """A local model folder for a path, or for a hub id (downloaded once into the HF cache).
+
+    The hub is reached through ``huggingface_hub``, which honours ``HF_HUB_OFFLINE=1``: then
+    only ids already in the local cache resolve.
+    """
+    path = Path(path_or_id).expanduser()
+    if path.is_dir():
+        return path
+    text = str(path_or_id)
+    if path.exists():
+        raise LmatlasError(f"{text}: not a folder; give the model's folder (with config.json), not a file")
+    if not _HUB_ID.match(text) or text.startswith(".") or os.sep in text.replace("/", "", 1):
+        raise LmatlasError(f"{text}: no such folder, and not a Hugging Face hub id")
+    return _download(text)
+
+
+def _download(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        folder = Path(snapshot_download(repo_id, allow_patterns=_HUB_PATTERNS))
+        if not _weight_files_present(folder) and not (folder / "modules.json").exists():
+            # Older repos carry only PyTorch pickles; read later with weights_only=True.
+            folder = Path(snapshot_download(repo_id, allow_patterns=_HUB_PATTERNS + ["*.bin"]))
+        return folder
+    except LocalEntryNotFoundError:
+        raise LmatlasError(
+            f"{repo_id}: not a local folder, and not in the Hugging Face cache while offline "
+            "(HF_HUB_OFFLINE is set or the hub cannot be reached)"
+        ) from None
+    except RepositoryNotFoundError:
+        raise LmatlasError(f"{repo_id}: no such model on the Hugging Face hub (or it is private)") from None
+    except HfHubHTTPError as e:
+        raise LmatlasError(f"{repo_id}: download from the Hugging Face hub failed: {e}") from None
+
+
+def _weight_files_present(folder: Path) -> bool:
+    return any((folder / f).exists() for f in (SAFETENSORS, SAFETENSORS_INDEX, PYTORCH, PYTORCH_INDEX))
+
+
+def read_json(file: Path) -> dict:
+    try:
+        with open(file, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise LmatlasError(f"{file}: no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise LmatlasError(f"{file}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise LmatlasError(f"{file}: expected a JSON object, found {type(data).__name__}")
+    return data
+
+
+def read_config(folder: Path) -> dict:
+    file = folder / "config.json"
+    if not file.exists():
+        raise LmatlasError(f"{folder}: no config.json, so this is not a model folder")
+    return read_json(file)
+
+
+# Old TensorFlow-converted checkpoints name LayerNorm parameters gamma and beta.
+_LEGACY = [(re.compile(r"\.gamma$"), ".weight"), (re.compile(r"\.beta$"), ".bias")]
+
+
+def _canonical(name: str) -> str:
+    for pattern, repl in _LEGACY:
+        name = pattern.sub(repl, name)
+    return name
+
+
+class Weights:
+    """The tensors of a checkpoint, by name, read lazily from one or several files."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._where: dict[str, tuple[Path, str]] = {}
+        self._open: dict[Path, object] = {}
+        for file in self._files():
+            for stored in self._names(file):
+                self._where[_canonical(stored)] = (file, stored)
+
+    def _files(self) -> list[Path]:
+        f = self.folder
+        if (f / SAFETENSORS).exists():
+            return [f / SAFETENSORS]
+        for index in (SAFETENSORS_INDEX, PYTORCH_INDEX):
+            if (f / index).exists():
+                weight_map = read_json(f / index).get("weight_map")
+                if not isinstance(weight_map, dict):
+                    raise LmatlasError(f"{f / index}: no weight_map in the shard index")
+                shards = sorted({f / s for s in weight_map.values()})
+                missing = [s.name for s in shards if not s.exists()]
+                if missing:
+                    raise LmatlasError(f"{f / index}: shard {missing[0]} is missing from {f}")
+                return shards
+        if (f / PYTORCH).exists():
+            return [f / PYTORCH]
+        raise LmatlasError(f"{f}: no weights ({SAFETENSORS}, {PYTORCH} or a sharded index)")
+
+    def _handle(self, file: Path):
+        if file not in self._open:
+            if file.suffix == ".safetensors":
+                from safetensors import SafetensorError, safe_open
+
+                try:
+                    self._open[file] = safe_open(str(file), framework="pt")
+                except (SafetensorError, OSError) as e:
+                    raise LmatlasError(f"{file}: not a readable safetensors file ({e})") from None
+            else:
+                try:
+                    state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+                except Exception as e:  # pickle, zip and unpickler errors have no common base
+                    raise LmatlasError(f"{file}: not a readable PyTorch weights file ({e})") from None
+                if not isinstance(state, dict):
+                    raise LmatlasError(f"{file}: expected a dict of tensors, found {type(state).__name__}")
+                self._open[file] = state
+        return self._open[file]
+
+    def _names(self, file: Path) -> Iterator[str]:
+        handle = self._handle(file)
+        return iter(handle.keys())
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._where
+
+    def keys(self) -> list[str]:
+        return list(self._where)
+
+    def file_of(self, name: str) -> Path:
+        return self._where[name][0]
+
+    def get(self, name: str) -> torch.Tensor:
+        file, stored = self._where[name]
+        handle = self._handle(file)
+        try:
+            if isinstance(handle, dict):
+                tensor = handle[stored]
+            else:
+                tensor = handle.get_tensor(stored)
+        except Exception as e:
+            raise LmatlasError(f"{file}: tensor {stored} cannot be read ({e})") from None
+        if not isinstance(tensor, torch.Tensor):
+            raise LmatlasError(f"{file}: entry {stored} is not a tensor")
+        return tensor

@@ -1,0 +1,55 @@
+"""The ``lmatlas`` command: subcommands, each a thin shell over the public API.
+
+Each subcommand lives in ``lmatlas.commands.<name>`` and exposes ``register(subparsers)``,
+which adds its parser and sets ``func`` to a callable taking the parsed arguments and
+returning an exit code. A user's mistake raises ``LmatlasError``: printed as one line, exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import LmatlasError
+
+# The order here is the order of `lmatlas --help`.
+COMMANDS = ["embed", "similarity", "search", "catalog", "estimate"]
+
+
+class _Parser(argparse.ArgumentParser):
+    # argparse exits with 2 and its usage text; keep that, but make the last line our format.
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"lmatlas: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="lmatlas", description="Landmark language models, from scratch in PyTorch.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMANDS:
+        importlib.import_module(f"lmatlas.commands.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except LmatlasError as e:
+        print(f"lmatlas: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # `lmatlas ... | head` closes the pipe early; that is not an error.
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per ``lmatlas`` subcommand; see ``lmatlas.cli``."""

@@ -1,0 +1,123 @@
+"""The encoder skeleton: BERT and its descendants (DistilBERT, RoBERTa, XLM-R, ALBERT, ELECTRA)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .blocks import Layer, activation, make_norm, padding_mask
+from .config import ModelConfig
+
+
+class Embeddings(nn.Module):
+    """Token + learned position (+ token type) embeddings, normalised, optionally projected.
+
+    ALBERT and ELECTRA embed at a smaller width (``embedding_size``) and project up to the
+    hidden size: the factorised embeddings that shrink the vocabulary matrix.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        e = cfg.embedding_size
+        self.tokens = nn.Embedding(cfg.vocab_size, e, padding_idx=cfg.pad_token_id)
+        self.positions = (
+            nn.Embedding(cfg.max_positions, e) if cfg.position_embedding in ("learned", "sinusoidal") else None
+        )
+        self.token_types = nn.Embedding(cfg.type_vocab_size, e) if cfg.type_vocab_size else None
+        self.norm = make_norm(cfg, e) if cfg.embedding_norm else None
+        self.dropout = nn.Dropout(cfg.hidden_dropout)
+        self.project = nn.Linear(e, cfg.hidden_size) if cfg.embedding_projection else None
+        self.pad_token_id = cfg.pad_token_id
+        self.positions_from_padding = cfg.positions_from_padding
+        self.position_offset = cfg.position_offset
+
+    def position_ids(self, input_ids: torch.Tensor) -> torch.Tensor:
+        if self.positions_from_padding:
+            # RoBERTa (after fairseq): real tokens count from pad + 1, padding keeps pad's slot.
+            real = input_ids.ne(self.pad_token_id).long()
+            return torch.cumsum(real, dim=1) * real + self.pad_token_id
+        return torch.arange(input_ids.shape[1], device=input_ids.device)[None, :] + self.position_offset
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        x = self.tokens(input_ids)
+        if self.positions is not None:
+            if position_ids is None:
+                position_ids = self.position_ids(input_ids)
+            x = x + self.positions(position_ids)
+        if self.token_types is not None:
+            if token_type_ids is None:
+                x = x + self.token_types.weight[0]
+            else:
+                x = x + self.token_types(token_type_ids)
+        if self.norm is not None:
+            x = self.norm(x)
+        x = self.dropout(x)
+        if self.project is not None:
+            x = self.project(x)
+        return x
+
+
+class Pooler(nn.Module):
+    """A dense layer and an activation over the first token ([CLS], <s>)."""
+
+    def __init__(self, cfg: ModelConfig, act: str):
+        super().__init__()
+        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.act = activation(act)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.act(self.dense(hidden[:, 0]))
+
+
+class Encoder(nn.Module):
+    """Embeddings, then bidirectional layers, then an optional pooler.
+
+    ``layer_plan`` lists which block runs at each depth: ``range(num_layers)`` for most models;
+    for ALBERT's cross-layer sharing it revisits the blocks of each group.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.embeddings = Embeddings(cfg)
+        groups, inner = cfg.num_layer_groups, cfg.inner_group_size
+        shared = groups > 1 or inner > 1 or cfg.model_type == "albert"
+        n_blocks = groups * inner if shared else cfg.num_layers
+        self.layers = nn.ModuleList(Layer(cfg) for _ in range(n_blocks))
+        if shared:
+            self.layer_plan = [
+                int(i / (cfg.num_layers / groups)) * inner + j for i in range(cfg.num_layers) for j in range(inner)
+            ]
+        else:
+            self.layer_plan = list(range(cfg.num_layers))
+        self.final_norm = make_norm(cfg, cfg.hidden_size) if cfg.final_norm else None
+        self.pooler = Pooler(cfg, cfg.pooler_activation) if cfg.pooler_activation else None
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        x = self.embeddings(input_ids, token_type_ids, position_ids)
+        mask = padding_mask(attention_mask)
+        hidden_states = [x] if output_hidden_states else None
+        for i in self.layer_plan:
+            x = self.layers[i](x, mask)
+            if hidden_states is not None:
+                hidden_states.append(x)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        out = {"last_hidden_state": x}
+        if self.pooler is not None:
+            out["pooler_output"] = self.pooler(x)
+        if hidden_states is not None:
+            out["hidden_states"] = tuple(hidden_states)
+        return out

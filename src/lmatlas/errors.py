@@ -1,0 +1,9 @@
+"""The one exception type for mistakes a user can fix.
+
+The CLI prints its message as one line and exits non-zero, without a traceback; anything else
+that escapes is a bug in lmatlas and keeps its traceback.
+"""
+
+
+class LmatlasError(Exception):
+    """A problem with the user's input: a file, an argument, a model folder."""

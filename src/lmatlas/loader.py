@@ -1,0 +1,143 @@
+"""Files -> config + tensors -> model: the loading stage, and nothing else."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+
+from .checkpoint import Weights, read_config, resolve
+from .config import ModelConfig
+from .errors import LmatlasError
+from .heads import HEADS
+from .model import LmatlasModel
+from .presets import head_from_architectures, preset_for
+
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+
+def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        if dtype in DTYPES.values():
+            return dtype
+        raise LmatlasError(f"dtype {dtype} is not supported; use float32, bfloat16 or float16")
+    if dtype not in DTYPES:
+        raise LmatlasError(f"dtype {dtype!r} is not supported; use float32, bfloat16 or float16")
+    return DTYPES[dtype]
+
+
+def load(
+    path_or_id: str | os.PathLike,
+    head: str | None = None,
+    dtype: str | torch.dtype | None = None,
+) -> LmatlasModel:
+    """A model from a Hugging Face folder or hub id, in eval mode.
+
+    ``head`` is one of ``lmatlas.heads.HEADS``; by default the one that
+    ``config.architectures[0]`` names. ``dtype``: float32 (default), bfloat16 or float16.
+    """
+    folder = resolve(path_or_id)
+    hf = read_config(folder)
+    source = str(folder / "config.json")
+    preset = preset_for(hf.get("model_type"), source)
+    if head is None:
+        head = head_from_architectures(preset, hf.get("architectures") or [], source)
+    elif head not in HEADS or (head != "base" and head not in preset.HEADS.values()):
+        known = ", ".join(sorted({"base", *preset.HEADS.values()}))
+        raise LmatlasError(f"head {head!r} is not available for {hf['model_type']}; choose one of {known}")
+    torch_dtype = parse_dtype(dtype)
+    weights = Weights(folder)
+    try:
+        cfg = preset.config(hf, head)
+    except (KeyError, TypeError, ValueError) as e:
+        raise LmatlasError(f"{source}: cannot be read as a {hf['model_type']} config ({e})") from None
+    cfg = _drop_absent_pooler(cfg, preset, head, weights)
+    with torch.device("meta"):
+        model = LmatlasModel(cfg, head)
+    _load_state(model, preset, cfg, head, weights)
+    return model.to(torch_dtype).eval()
+
+
+def _drop_absent_pooler(cfg: ModelConfig, preset, head: str, weights: Weights) -> ModelConfig:
+    # A base model read from, say, a masked-LM checkpoint has no pooler weights: leave the
+    # pooler out rather than invent one.
+    if head == "base" and cfg.pooler_activation:
+        backbone, _ = preset.weights(cfg, head)
+        prefix = _prefix(preset, weights)
+        if prefix + backbone["backbone.pooler.dense.weight"] not in weights:
+            return cfg.replace(pooler_activation=None)
+    return cfg
+
+
+def _prefix(preset, weights: Weights) -> str:
+    p = preset.PREFIX + "."
+    return p if any(k.startswith(p) for k in weights.keys()) else ""
+
+
+def _load_state(model: LmatlasModel, preset, cfg: ModelConfig, head: str, weights: Weights) -> None:
+    backbone, head_map = preset.weights(cfg, head)
+    prefix = _prefix(preset, weights)
+    names = {ours: _prefixed(theirs, prefix) for ours, theirs in backbone.items()} | head_map
+    state: dict[str, torch.Tensor] = {}
+    fresh: list[str] = []
+    for ours, param in model.named_parameters():  # tied parameters appear once
+        theirs = names.get(ours)
+        if theirs is None:
+            raise AssertionError(f"the {cfg.model_type} weight map has no entry for {ours}")
+        parts = (theirs,) if isinstance(theirs, str) else theirs
+        absent = [p for p in parts if p not in weights]
+        if absent:
+            if ours.startswith(("head.", "backbone.pooler.")):
+                fresh.append(ours)
+                continue
+            raise LmatlasError(f"{weights.folder}: the checkpoint has no weight {absent[0]}, which {cfg.model_type} needs")
+        tensors = [weights.get(p) for p in parts]
+        tensor = tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=0)
+        if tuple(tensor.shape) != tuple(param.shape):
+            raise LmatlasError(
+                f"{weights.file_of(parts[0])}: weight {theirs if isinstance(theirs, str) else ' + '.join(parts)} "
+                f"has shape {tuple(tensor.shape)}, but config.json implies {tuple(param.shape)}"
+            )
+        if not tensor.dtype.is_floating_point:
+            raise LmatlasError(f"{weights.file_of(parts[0])}: weight {parts[0]} has dtype {tensor.dtype}, not a float")
+        state[ours] = tensor.to(torch.float32)
+    if fresh:
+        # A head the checkpoint lacks (a base model loaded for fine-tuning) starts random.
+        warnings.warn(
+            f"{weights.folder}: newly initialised (train before use): {', '.join(fresh)}", stacklevel=3
+        )
+        _init_fresh(model, fresh, state)
+    model.load_state_dict(state, strict=False, assign=True)
+    model.tie_weights()
+    leftover = [n for n, p in model.named_parameters() if p.is_meta]
+    if leftover:
+        raise AssertionError(f"parameters left unloaded: {leftover}")
+
+
+def _prefixed(theirs, prefix: str):
+    if isinstance(theirs, str):
+        return prefix + theirs
+    return tuple(prefix + t for t in theirs)
+
+
+def _init_fresh(model: LmatlasModel, fresh: list[str], state: dict[str, torch.Tensor]) -> None:
+    from .blocks import init_weights
+
+    modules = {name.rsplit(".", 1)[0] for name in fresh}
+    for name in modules:
+        module = model.get_submodule(name)
+        module.to_empty(device="cpu")
+        init_weights(module, std=0.02)
+        for pname, p in module.named_parameters(recurse=False):
+            state[f"{name}.{pname}"] = p.detach()
+

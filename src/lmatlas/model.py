@@ -1,0 +1,81 @@
+"""A skeleton with a head: the module ``lmatlas.load`` returns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .blocks import init_weights
+from .config import ModelConfig
+from .encoder import Encoder
+from .heads import HEADS
+
+
+class ModelOutput(dict):
+    """A dict whose keys are also attributes, like transformers' outputs.
+
+    ``out.logits`` and ``out["logits"]`` both work; absent fields read as None.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self.get(name)
+
+
+class LmatlasModel(nn.Module):
+    """``backbone`` (a skeleton) + optional ``head``, named as in ``lmatlas.heads.HEADS``."""
+
+    def __init__(self, cfg: ModelConfig, head: str = "base"):
+        super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"unknown head {head!r}; known: {', '.join(HEADS)}")
+        self.config = cfg
+        self.head_name = head
+        self.backbone = Encoder(cfg)
+        head_cls = HEADS[head]
+        self.head = head_cls(cfg) if head_cls is not None else None
+        init_weights(self)
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """Share the vocabulary projection with the input embeddings where the model does."""
+        decoder = getattr(self.head, "decoder", None)
+        if decoder is not None and self.config.tie_word_embeddings:
+            decoder.weight = self.backbone.embeddings.tokens.weight
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def num_parameters(self) -> int:
+        """Distinct parameters (tied weights counted once), as transformers counts them."""
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+    ) -> ModelOutput:
+        out = self.backbone(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            output_hidden_states=output_hidden_states,
+        )
+        if self.head is None:
+            return ModelOutput(out)
+        result = self.head(out)
+        if output_hidden_states:
+            result["hidden_states"] = out["hidden_states"]
+        return ModelOutput(result)

@@ -1,0 +1,94 @@
+"""Small builders for weight maps (see ``lmatlas.presets``)."""
+
+from __future__ import annotations
+
+WeightMap = dict[str, "str | tuple[str, ...]"]
+
+
+def linear(ours: str, theirs: str, bias: bool = True) -> WeightMap:
+    m: WeightMap = {f"{ours}.weight": f"{theirs}.weight"}
+    if bias:
+        m[f"{ours}.bias"] = f"{theirs}.bias"
+    return m
+
+
+def fused(ours: str, theirs: tuple[str, ...], bias: bool = True) -> WeightMap:
+    """One lmatlas projection made of several checkpoint projections, concatenated."""
+    m: WeightMap = {f"{ours}.weight": tuple(f"{t}.weight" for t in theirs)}
+    if bias:
+        m[f"{ours}.bias"] = tuple(f"{t}.bias" for t in theirs)
+    return m
+
+
+norm = linear  # a LayerNorm's weight and bias are named like a linear layer's
+
+
+def hf_common(hf: dict) -> dict:
+    """The config fields every family stores the same way in ``config.json``."""
+    id2label = hf.get("id2label") or {}
+    num_labels = hf.get("num_labels") or len(id2label) or 2
+    return dict(
+        pad_token_id=hf.get("pad_token_id"),
+        bos_token_id=hf.get("bos_token_id"),
+        eos_token_id=hf.get("eos_token_id"),
+        id2label=id2label or {i: f"LABEL_{i}" for i in range(num_labels)},
+        problem_type=hf.get("problem_type"),
+        architectures=list(hf.get("architectures") or []),
+        tie_word_embeddings=hf.get("tie_word_embeddings", True),
+        hf_config=hf,
+    )
+
+
+def bert_layers(num_layers: int, prefix: str = "encoder.layer") -> WeightMap:
+    """BERT's layer names, shared by RoBERTa, XLM-R and ELECTRA."""
+    m: WeightMap = {}
+    for i in range(num_layers):
+        ours, theirs = f"backbone.layers.{i}", f"{prefix}.{i}"
+        att = f"{theirs}.attention"
+        m |= fused(f"{ours}.attn.qkv", (f"{att}.self.query", f"{att}.self.key", f"{att}.self.value"))
+        m |= linear(f"{ours}.attn.out", f"{att}.output.dense")
+        m |= norm(f"{ours}.attn_norm", f"{att}.output.LayerNorm")
+        m |= linear(f"{ours}.mlp.fc_in", f"{theirs}.intermediate.dense")
+        m |= linear(f"{ours}.mlp.fc_out", f"{theirs}.output.dense")
+        m |= norm(f"{ours}.mlp_norm", f"{theirs}.output.LayerNorm")
+    return m
+
+
+def bert_embeddings(token_types: bool = True) -> WeightMap:
+    m: WeightMap = {
+        "backbone.embeddings.tokens.weight": "embeddings.word_embeddings.weight",
+        "backbone.embeddings.positions.weight": "embeddings.position_embeddings.weight",
+    }
+    if token_types:
+        m["backbone.embeddings.token_types.weight"] = "embeddings.token_type_embeddings.weight"
+    m |= norm("backbone.embeddings.norm", "embeddings.LayerNorm")
+    return m
+
+
+def classifier_heads(head: str, pooled: str | None = None, token: str = "classifier") -> WeightMap:
+    """Sequence / token classification and QA heads, as most families name them.
+
+    ``pooled``: the checkpoint name of the sequence head's own dense layer, if it has one.
+    """
+    if head == "sequence-classification":
+        m: WeightMap = {}
+        if pooled is not None:
+            m |= linear("head.pooler.dense", f"{pooled}.dense")
+            m |= linear("head.out", f"{pooled}.out_proj")
+        else:
+            m |= linear("head.out", "classifier")
+        return m
+    if head == "token-classification":
+        return linear("head.out", token)
+    if head == "question-answering":
+        return linear("head.out", "qa_outputs")
+    return {}
+
+
+ENCODER_HEADS = {
+    "ForMaskedLM": "masked-lm",
+    "ForSequenceClassification": "sequence-classification",
+    "ForTokenClassification": "token-classification",
+    "ForQuestionAnswering": "question-answering",
+    "Model": "base",
+}

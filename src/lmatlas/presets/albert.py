@@ -1,0 +1,45 @@
+"""ALBERT (Lan et al., 2019): factorised embeddings and layers shared across depth in groups."""
+
+from __future__ import annotations
+
+from ..config import ModelConfig
+from ._maps import ENCODER_HEADS, WeightMap, bert_embeddings, classifier_heads, fused, linear, norm
+from . import bert
+
+MODEL_TYPES = ("albert",)
+PREFIX = "albert"
+HEADS = ENCODER_HEADS | {"ForPreTraining": "masked-lm"}
+
+
+def config(hf: dict, head: str) -> ModelConfig:
+    hf = {"hidden_act": "gelu_new", **hf}
+    cfg = bert.config(hf, head)
+    return cfg.replace(
+        embedding_size=hf.get("embedding_size", 128),
+        embedding_projection=True,
+        num_layer_groups=hf.get("num_hidden_groups", 1),
+        inner_group_size=hf.get("inner_group_num", 1),
+    )
+
+
+def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
+    backbone = bert_embeddings() | linear("backbone.embeddings.project", "encoder.embedding_hidden_mapping_in")
+    for g in range(cfg.num_layer_groups):
+        for j in range(cfg.inner_group_size):
+            ours = f"backbone.layers.{g * cfg.inner_group_size + j}"
+            theirs = f"encoder.albert_layer_groups.{g}.albert_layers.{j}"
+            att = f"{theirs}.attention"
+            backbone |= fused(f"{ours}.attn.qkv", (f"{att}.query", f"{att}.key", f"{att}.value"))
+            backbone |= linear(f"{ours}.attn.out", f"{att}.dense")
+            backbone |= norm(f"{ours}.attn_norm", f"{att}.LayerNorm")
+            backbone |= linear(f"{ours}.mlp.fc_in", f"{theirs}.ffn")
+            backbone |= linear(f"{ours}.mlp.fc_out", f"{theirs}.ffn_output")
+            backbone |= norm(f"{ours}.mlp_norm", f"{theirs}.full_layer_layer_norm")
+    if cfg.pooler_activation:
+        backbone |= linear("backbone.pooler.dense", "pooler")
+    heads: WeightMap = classifier_heads(head)
+    if head == "masked-lm":
+        heads |= linear("head.dense", "predictions.dense")
+        heads |= norm("head.norm", "predictions.LayerNorm")
+        heads |= {"head.decoder.weight": "predictions.decoder.weight", "head.decoder.bias": "predictions.bias"}
+    return backbone, heads

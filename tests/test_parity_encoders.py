@@ -1,0 +1,197 @@
+"""Encoder presets against transformers, on checkpoints it writes with random weights.
+
+Unusual shapes on purpose: an odd vocabulary, hidden 48 with 3 or 4 heads, narrow
+factorised embeddings, ALBERT groups, right-padded batches with token types.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import lmatlas
+
+from .reference import randomize, transformers
+
+TOL = 1e-4
+VOCAB = 1013
+
+FAMILIES = {
+    "bert": dict(
+        config="BertConfig",
+        kw=dict(vocab_size=VOCAB, hidden_size=48, num_hidden_layers=3, num_attention_heads=3,
+                intermediate_size=70, max_position_embeddings=40, type_vocab_size=3, pad_token_id=0),
+        classes={"base": "BertModel", "masked-lm": "BertForMaskedLM",
+                 "sequence-classification": "BertForSequenceClassification",
+                 "token-classification": "BertForTokenClassification",
+                 "question-answering": "BertForQuestionAnswering"},
+    ),
+    "distilbert": dict(
+        config="DistilBertConfig",
+        kw=dict(vocab_size=VOCAB, dim=48, n_layers=3, n_heads=4, hidden_dim=70, max_position_embeddings=40,
+                pad_token_id=0),
+        classes={"base": "DistilBertModel", "masked-lm": "DistilBertForMaskedLM",
+                 "sequence-classification": "DistilBertForSequenceClassification",
+                 "token-classification": "DistilBertForTokenClassification",
+                 "question-answering": "DistilBertForQuestionAnswering"},
+    ),
+    "roberta": dict(
+        config="RobertaConfig",
+        kw=dict(vocab_size=VOCAB, hidden_size=48, num_hidden_layers=3, num_attention_heads=4,
+                intermediate_size=70, max_position_embeddings=42, type_vocab_size=1, pad_token_id=1,
+                bos_token_id=0, eos_token_id=2),
+        classes={"base": "RobertaModel", "masked-lm": "RobertaForMaskedLM",
+                 "sequence-classification": "RobertaForSequenceClassification",
+                 "token-classification": "RobertaForTokenClassification",
+                 "question-answering": "RobertaForQuestionAnswering"},
+    ),
+    "xlm-roberta": dict(
+        config="XLMRobertaConfig",
+        kw=dict(vocab_size=VOCAB, hidden_size=48, num_hidden_layers=2, num_attention_heads=3,
+                intermediate_size=70, max_position_embeddings=42, type_vocab_size=1, pad_token_id=1),
+        classes={"base": "XLMRobertaModel", "masked-lm": "XLMRobertaForMaskedLM",
+                 "sequence-classification": "XLMRobertaForSequenceClassification",
+                 "token-classification": "XLMRobertaForTokenClassification",
+                 "question-answering": "XLMRobertaForQuestionAnswering"},
+    ),
+    "albert": dict(
+        config="AlbertConfig",
+        kw=dict(vocab_size=VOCAB, embedding_size=20, hidden_size=48, num_hidden_layers=5, num_attention_heads=4,
+                intermediate_size=70, num_hidden_groups=2, inner_group_num=2, max_position_embeddings=40,
+                type_vocab_size=2, pad_token_id=0),
+        classes={"base": "AlbertModel", "masked-lm": "AlbertForMaskedLM",
+                 "sequence-classification": "AlbertForSequenceClassification",
+                 "token-classification": "AlbertForTokenClassification",
+                 "question-answering": "AlbertForQuestionAnswering"},
+    ),
+    "electra": dict(
+        config="ElectraConfig",
+        kw=dict(vocab_size=VOCAB, embedding_size=24, hidden_size=48, num_hidden_layers=3, num_attention_heads=3,
+                intermediate_size=70, max_position_embeddings=40, type_vocab_size=2, pad_token_id=0),
+        classes={"base": "ElectraModel", "masked-lm": "ElectraForMaskedLM",
+                 "sequence-classification": "ElectraForSequenceClassification",
+                 "token-classification": "ElectraForTokenClassification",
+                 "question-answering": "ElectraForQuestionAnswering",
+                 "replaced-token-detection": "ElectraForPreTraining"},
+    ),
+}
+
+CASES = [(family, head) for family, spec in FAMILIES.items() for head in spec["classes"]]
+
+
+def build_reference(family: str, head: str, **extra):
+    tf = transformers()
+    spec = FAMILIES[family]
+    config = getattr(tf, spec["config"])(**spec["kw"], **extra)
+    config.num_labels = 2 if head == "question-answering" else 5
+    torch.manual_seed(0)
+    model = getattr(tf, spec["classes"][head])(config).eval()
+    randomize(model, seed=hash((family, head)) % 1000)
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+    return model
+
+
+def batch(pad_id: int, type_vocab: int):
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(3, VOCAB, (3, 17), generator=gen)
+    mask = torch.ones_like(ids)
+    for row, length in enumerate((17, 11, 4)):  # right padding
+        ids[row, length:] = pad_id
+        mask[row, length:] = 0
+    types = torch.zeros_like(ids)
+    if type_vocab > 1:
+        types[:, 8:] = 1
+        types[0, 14:] = type_vocab - 1
+    return ids, mask, types
+
+
+def compare(ref, ours, head: str, inputs: dict) -> float:
+    with torch.no_grad():
+        expected = ref(**inputs)
+        got = ours(**inputs)
+    fields = {
+        "base": ["last_hidden_state", "pooler_output"],
+        "question-answering": ["start_logits", "end_logits"],
+    }.get(head, ["logits"])
+    worst = 0.0
+    for field in fields:
+        e = getattr(expected, field, None)
+        if e is None:
+            assert got.get(field) is None, field
+            continue
+        g = got[field]
+        assert g is not None, f"lmatlas gives no {field}"
+        assert g.shape == e.shape, (field, g.shape, e.shape)
+        worst = max(worst, (g.float() - e).abs().max().item())
+    return worst
+
+
+@pytest.mark.parametrize("family,head", CASES)
+@pytest.mark.parametrize("safe", [True, False], ids=["safetensors", "bin"])
+def test_parity(family, head, safe, tmp_path):
+    ref = build_reference(family, head)
+    ref.save_pretrained(tmp_path, safe_serialization=safe)
+    ours = lmatlas.load(tmp_path)
+    assert ours.head_name == head
+    cfg = ref.config
+    ids, mask, types = batch(cfg.pad_token_id, getattr(cfg, "type_vocab_size", 0))
+    inputs = dict(input_ids=ids, attention_mask=mask)
+    if family != "distilbert":
+        inputs["token_type_ids"] = types
+    diff = compare(ref, ours, head, inputs)
+    assert diff <= TOL, f"{family} {head}: max abs diff {diff:.2e}"
+
+
+def test_base_from_head_checkpoint(tmp_path):
+    """A base model read from a masked-LM checkpoint: same hidden states, no pooler invented."""
+    ref = build_reference("bert", "masked-lm")
+    ref.save_pretrained(tmp_path)
+    ours = lmatlas.load(tmp_path, head="base")
+    ids, mask, types = batch(0, 3)
+    with torch.no_grad():
+        expected = ref.bert(input_ids=ids, attention_mask=mask, token_type_ids=types).last_hidden_state
+        got = ours(input_ids=ids, attention_mask=mask, token_type_ids=types)
+    assert got.pooler_output is None
+    assert (got.last_hidden_state - expected).abs().max().item() <= TOL
+
+
+def test_head_from_base_checkpoint_is_fresh(tmp_path):
+    """Fine-tuning starts from a base checkpoint: the new head is initialised, with a warning."""
+    ref = build_reference("bert", "base")
+    ref.save_pretrained(tmp_path)
+    with pytest.warns(UserWarning, match="newly initialised"):
+        ours = lmatlas.load(tmp_path, head="sequence-classification")
+    ids, mask, types = batch(0, 3)
+    out = ours(input_ids=ids, attention_mask=mask)
+    assert out.logits.shape == (3, 5)
+
+
+def test_tied_embeddings_share_storage(tmp_path):
+    ref = build_reference("roberta", "masked-lm")
+    ref.save_pretrained(tmp_path)
+    ours = lmatlas.load(tmp_path)
+    assert ours.head.decoder.weight is ours.backbone.embeddings.tokens.weight
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision(dtype, tmp_path):
+    ref = build_reference("bert", "masked-lm")
+    ref.save_pretrained(tmp_path)
+    ours = lmatlas.load(tmp_path, dtype=dtype)
+    assert ours.dtype == getattr(torch, dtype)
+    ids, mask, types = batch(0, 3)
+    with torch.no_grad():
+        expected = ref(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+        got = ours(input_ids=ids, attention_mask=mask, token_type_ids=types).logits.float()
+    # Half precision keeps about three significant digits.
+    assert (got - expected).abs().max().item() < 0.1 * expected.abs().max().item()
+
+
+def test_sharded_checkpoint(tmp_path):
+    ref = build_reference("bert", "token-classification")
+    ref.save_pretrained(tmp_path, max_shard_size="20KB")
+    assert (tmp_path / "model.safetensors.index.json").exists()
+    ours = lmatlas.load(tmp_path)
+    ids, mask, types = batch(0, 3)
+    assert compare(ref, ours, "token-classification", dict(input_ids=ids, attention_mask=mask, token_type_ids=types)) <= TOL
