@@ -38,7 +38,7 @@ def main() -> None:
     from sentence_transformers import SentenceTransformer
 
     import lmatlas
-    from lmatlas.embed import encoder
+    from lmatlas.embeddings import encoder
 
     with open(DATA, encoding="utf-8") as f:
         rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]

@@ -7,7 +7,7 @@ import sys
 
 CODE = """
 import sys
-import lmatlas, lmatlas.cli, lmatlas.embed, lmatlas.search, lmatlas.tokenizer
+import lmatlas, lmatlas.cli, lmatlas.embeddings, lmatlas.search, lmatlas.tokenizer
 lmatlas.cli.build_parser()
 bad = sorted(m for m in sys.modules if m.split('.')[0] in ('transformers', 'sentence_transformers'))
 print(','.join(bad))
@@ -20,6 +20,6 @@ def test_runtime_imports_neither_transformers_nor_sentence_transformers():
 
 
 def test_embedding_imports_neither(tmp_path):
-    code = CODE.replace("print(", "lmatlas.embed.embed(['hello']); print(")
+    code = CODE.replace("print(", "lmatlas.embeddings.embed(['hello']); print(")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"embedding imported {out.stdout.strip()}"

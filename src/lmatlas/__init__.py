@@ -3,8 +3,10 @@
 The public API; everything else is an implementation detail.
 """
 
+from .embeddings import embed, similarity
 from .errors import LmatlasError
 from .loader import load
+from .tokenizer import load_tokenizer
 
-__all__ = ["LmatlasError", "load"]
+__all__ = ["LmatlasError", "embed", "load", "load_tokenizer", "similarity"]
 __version__ = "0.1.0"

@@ -147,7 +147,7 @@ class Index:
 
     def build(self, paths: Iterable[str | os.PathLike], model: str | None = None, batch_size: int = 32) -> dict:
         """Index ``paths``; returns counts of files embedded, reused and dropped."""
-        from .embed import encoder
+        from .embeddings import encoder
 
         files = find_files(list(paths))
         texts = {str(f): read_text(f) for f in files}  # read all first: a bad file stops us early
@@ -198,7 +198,7 @@ class Index:
         return stats
 
     def query(self, question: str, k: int = 5) -> list[Hit]:
-        from .embed import encoder
+        from .embeddings import encoder
 
         if not question.strip():
             raise LmatlasError("the question is empty")

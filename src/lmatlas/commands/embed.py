@@ -21,7 +21,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..embed import embed
+    from ..embeddings import embed
 
     out = Path(args.output)
     if out.suffix not in (".npy", ".jsonl"):

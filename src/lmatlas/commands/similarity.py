@@ -15,7 +15,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..embed import encoder, cosine
+    from ..embeddings import encoder, cosine
 
     for name, text in (("first", args.text_a), ("second", args.text_b)):
         if not text.strip():

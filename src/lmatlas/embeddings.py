@@ -118,6 +118,7 @@ class SentenceEncoder:
         self.folder = folder
         layout = _read_layout(folder)
         self.model = load(layout.transformer, head="base", dtype=dtype)
+        self.model.backbone.pooler = None  # sentence vectors pool the tokens themselves
         self.tokenizer = load_tokenizer(layout.transformer)
         self.pooling = layout.pooling
         self.normalize = layout.normalize
