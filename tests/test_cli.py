@@ -94,3 +94,9 @@ def test_bad_arguments_exit_2():
     assert code == 2 and "--input" in err
     code, _, err = run("frobnicate")
     assert code == 2
+
+
+def test_truncation_notice_is_one_line(tmp_path):
+    code, _, err = run("embed", "--input", "-", "--output", tmp_path / "v.npy", stdin="word " * 400)
+    assert code == 0
+    assert err.strip() == "lmatlas: warning: 1 text(s) longer than 256 tokens were truncated"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 
 
@@ -36,7 +37,13 @@ def query(args) -> int:
     from ..search import Index
 
     for rank, hit in enumerate(Index(args.index).query(args.question, k=args.k), start=1):
-        print(f"{rank}. {hit.score:.3f}  {hit.source}:{hit.line}")
+        print(f"{rank}. {hit.score:.3f}  {_shown(hit.source)}:{hit.line}")
         snippet = " ".join(hit.text.split())
         print(textwrap.indent(textwrap.shorten(snippet, width=300, placeholder=" …"), "   "))
     return 0
+
+
+def _shown(source: str) -> str:
+    """A source path relative to the working folder when it lies inside it."""
+    rel = os.path.relpath(source)
+    return source if rel.startswith("..") else rel
