@@ -6,6 +6,7 @@ knows which model it belongs to.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -59,10 +60,11 @@ class RMSNorm(nn.Module):
         return self.weight * (x.float() * torch.rsqrt(variance + self.eps)).to(x.dtype)
 
 
-def make_norm(cfg: ModelConfig, dim: int) -> nn.Module:
+def make_norm(cfg: ModelConfig, dim: int, eps: float | None = None) -> nn.Module:
+    eps = cfg.norm_eps if eps is None else eps
     if cfg.norm == "rmsnorm":
-        return RMSNorm(dim, cfg.norm_eps)
-    return nn.LayerNorm(dim, eps=cfg.norm_eps)
+        return RMSNorm(dim, eps)
+    return nn.LayerNorm(dim, eps=eps, elementwise_affine=cfg.norm_affine)
 
 
 def padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -75,14 +77,80 @@ def padding_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
     return attention_mask[:, None, None, :].bool()
 
 
+def rotary_inv_freq(cfg: ModelConfig) -> torch.Tensor:
+    """RoFormer's frequencies base^(-2i/d) over the rotated dimensions, with Llama 3's or linear
+    scaling of the long wavelengths when the checkpoint asks for it (float32, as trained)."""
+    dim = cfg.rotary_dim
+    inv_freq = 1.0 / (cfg.rotary_base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    scaling = cfg.rope_scaling or {}
+    rope_type = scaling.get("rope_type", scaling.get("type", "default"))
+    if rope_type == "linear":
+        inv_freq = inv_freq / scaling["factor"]
+    elif rope_type == "llama3":
+        factor = scaling["factor"]
+        low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
+        context = scaling["original_max_position_embeddings"]
+        wavelen = 2 * math.pi / inv_freq
+        # Long wavelengths (beyond the trained context) slow down by `factor`, short ones keep
+        # their speed, and the band between is interpolated.
+        scaled = torch.where(wavelen > context / low, inv_freq / factor, inv_freq)
+        smooth = (context / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = ~(wavelen < context / high) * ~(wavelen > context / low)
+        inv_freq = torch.where(medium, smoothed, scaled)
+    return inv_freq
+
+
+def rotary_cos_sin(
+    inv_freq: torch.Tensor, position_ids: torch.Tensor, interleaved: bool, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of position x frequency, shaped (batch, 1, tokens, rotary_dim) for the heads."""
+    angles = position_ids[:, None, :, None].float() * inv_freq.to(position_ids.device)
+    if interleaved:
+        angles = angles.repeat_interleave(2, dim=-1)
+    else:
+        angles = torch.cat((angles, angles), dim=-1)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleaved: bool) -> torch.Tensor:
+    """Rotate each pair of dimensions by its angle; dimensions past ``cos``'s width pass through."""
+    rot = cos.shape[-1]
+    x_rot, x_pass = (x, None) if rot == x.shape[-1] else (x[..., :rot], x[..., rot:])
+    if interleaved:  # GPT-J pairs neighbours (2i, 2i + 1)
+        x1, x2 = x_rot[..., 0::2], x_rot[..., 1::2]
+        rotated = torch.stack((-x2, x1), dim=-1).flatten(-2)
+    else:  # GPT-NeoX, Falcon and Llama pair i with i + d/2 ("rotate half")
+        x1, x2 = x_rot.chunk(2, dim=-1)
+        rotated = torch.cat((-x2, x1), dim=-1)
+    out = x_rot * cos + rotated * sin
+    return out if x_pass is None else torch.cat((out, x_pass), dim=-1)
+
+
+def alibi_slopes(num_heads: int) -> torch.Tensor:
+    """ALiBi's per-head slopes: a geometric sequence starting at 2^(-8/n) for the largest power
+    of two n <= heads; the remaining heads take every other slope of the sequence for 2n."""
+    closest = 2 ** math.floor(math.log2(num_heads))
+    base = torch.tensor(2 ** (-(2 ** -(math.log2(closest) - 3))), dtype=torch.float32)
+    slopes = torch.pow(base, torch.arange(1, 1 + closest, dtype=torch.int32))
+    if closest != num_heads:
+        extra_base = torch.tensor(2 ** (-(2 ** -(math.log2(2 * closest) - 3))), dtype=torch.float32)
+        remaining = min(closest, num_heads - closest)
+        slopes = torch.cat([slopes, torch.pow(extra_base, torch.arange(1, 1 + 2 * remaining, 2, dtype=torch.int32))])
+    return slopes
+
+
 class Attention(nn.Module):
     """Multi-head scaled dot-product attention with one fused q/k/v projection.
 
     Fusing the three projections is one matmul instead of three; the weight maps concatenate
-    the checkpoint's separate query, key and value weights into it.
+    the checkpoint's separate query, key and value weights into it. Grouped-query and
+    multi-query attention (fewer key/value heads) share each key/value head among a group of
+    query heads. With a key/value cache, the new keys and values are written into the cache in
+    place and attention reads the filled part of it.
     """
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, layer_idx: int = 0):
         super().__init__()
         self.num_heads = cfg.num_heads
         self.num_kv_heads = cfg.num_kv_heads
@@ -90,23 +158,47 @@ class Attention(nn.Module):
         q_dim = cfg.num_heads * cfg.head_dim
         kv_dim = cfg.num_kv_heads * cfg.head_dim
         self.split = (q_dim, kv_dim, kv_dim)
-        self.qkv = nn.Linear(cfg.hidden_size, q_dim + 2 * kv_dim, bias=cfg.attention_bias)
+        self.qkv = nn.Linear(cfg.hidden_size, q_dim + 2 * kv_dim, bias=cfg.qkv_bias)
         self.out = nn.Linear(q_dim, cfg.hidden_size, bias=cfg.attention_bias)
         self.dropout = cfg.attention_dropout
+        scale = cfg.attention_scale if cfg.attention_scale is not None else cfg.head_dim**-0.5
+        if cfg.attention_scale_by_inverse_layer:
+            scale /= float(layer_idx + 1)
+        self.scale = scale
+        self.rotary_interleaved = cfg.rotary_interleaved
+        self.gqa = self.num_kv_heads != self.num_heads
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        kv: tuple[torch.Tensor, torch.Tensor, int] | None = None,
+        is_causal: bool = False,
+    ) -> torch.Tensor:
         b, t, _ = x.shape
         q, k, v = self.qkv(x).split(self.split, dim=-1)
         q = q.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
         k = k.view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
         v = v.view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        if rope is not None:
+            q = apply_rotary(q, rope[0], rope[1], self.rotary_interleaved)
+            k = apply_rotary(k, rope[0], rope[1], self.rotary_interleaved)
+        if kv is not None:
+            k_cache, v_cache, start = kv
+            end = start + t
+            k_cache[:, :, start:end] = k
+            v_cache[:, :, start:end] = v
+            k, v = k_cache[:, :, :end], v_cache[:, :, :end]
         y = F.scaled_dot_product_attention(
             q,
             k,
             v,
             attn_mask=mask,
             dropout_p=self.dropout if self.training else 0.0,
-            enable_gqa=self.num_kv_heads != self.num_heads,
+            is_causal=is_causal and mask is None,
+            scale=self.scale,
+            enable_gqa=self.gqa,
         )
         return self.out(y.transpose(1, 2).reshape(b, t, -1))
 
@@ -130,25 +222,55 @@ class MLP(nn.Module):
 class Layer(nn.Module):
     """One transformer layer: attention then MLP, each with a residual and a norm."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, layer_idx: int = 0):
         super().__init__()
         self.norm_position = cfg.norm_position
-        self.attn = Attention(cfg)
+        self.residual_from_norm = cfg.residual_from_norm
+        self.attn = Attention(cfg, layer_idx)
         self.attn_norm = make_norm(cfg, cfg.hidden_size)
         self.mlp = MLP(cfg)
-        # The parallel layout (GPT-J, Falcon) reads one norm for both branches.
-        self.mlp_norm = None if cfg.norm_position == "parallel" else make_norm(cfg, cfg.hidden_size)
+        # The parallel layout reads one norm for both branches (GPT-J, Falcon-7B) or one each
+        # (Falcon-40B's new decoder architecture).
+        one_norm = cfg.norm_position == "parallel" and cfg.parallel_norms == 1
+        self.mlp_norm = None if one_norm else make_norm(cfg, cfg.hidden_size)
         self.dropout = nn.Dropout(cfg.hidden_dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        kv: tuple[torch.Tensor, torch.Tensor, int] | None = None,
+        is_causal: bool = False,
+    ) -> torch.Tensor:
         if self.norm_position == "post":
-            x = self.attn_norm(x + self.dropout(self.attn(x, mask)))
+            x = self.attn_norm(x + self.dropout(self.attn(x, mask, rope, kv, is_causal)))
             return self.mlp_norm(x + self.dropout(self.mlp(x)))
         if self.norm_position == "pre":
-            x = x + self.dropout(self.attn(self.attn_norm(x), mask))
-            return x + self.dropout(self.mlp(self.mlp_norm(x)))
+            h = self.attn_norm(x)
+            x = (h if self.residual_from_norm else x) + self.dropout(self.attn(h, mask, rope, kv, is_causal))
+            h = self.mlp_norm(x)
+            return (h if self.residual_from_norm else x) + self.dropout(self.mlp(h))
         h = self.attn_norm(x)
-        return x + self.dropout(self.attn(h, mask)) + self.dropout(self.mlp(h))
+        a = self.dropout(self.attn(h, mask, rope, kv, is_causal))
+        m = self.dropout(self.mlp(h if self.mlp_norm is None else self.mlp_norm(x)))
+        return x + (m + a)
+
+
+def sinusoidal_positions(position_ids: torch.Tensor, dim: int, layout: str = "concat") -> torch.Tensor:
+    """Fixed position encodings computed for the given positions (float32), not looked up.
+
+    ``concat``: all sines then all cosines of position / 10000^(2i/d) (CTRL, tensor2tensor).
+    """
+    i = torch.arange(dim, dtype=torch.int64, device=position_ids.device).float()
+    rates = 1 / torch.pow(10000, (2 * torch.div(i, 2, rounding_mode="floor")) / dim)
+    angles = position_ids[..., None].float() * rates
+    if layout == "concat":
+        return torch.cat([torch.sin(angles[..., 0::2]), torch.cos(angles[..., 1::2])], dim=-1)
+    out = torch.empty_like(angles)
+    out[..., 0::2] = torch.sin(angles[..., 0::2])
+    out[..., 1::2] = torch.cos(angles[..., 1::2])
+    return out
 
 
 def sinusoidal_table(num_positions: int, dim: int) -> torch.Tensor:
@@ -170,7 +292,7 @@ def init_weights(module: nn.Module, std: float = 0.02) -> None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, std=std)
-        elif isinstance(m, (nn.LayerNorm, RMSNorm)):
+        elif isinstance(m, (nn.LayerNorm, RMSNorm)) and getattr(m, "weight", None) is not None:
             nn.init.ones_(m.weight)
             if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)
@@ -183,8 +305,13 @@ __all__ = [
     "MLP",
     "RMSNorm",
     "activation",
+    "alibi_slopes",
+    "apply_rotary",
     "init_weights",
     "make_norm",
     "padding_mask",
+    "rotary_cos_sin",
+    "rotary_inv_freq",
+    "sinusoidal_positions",
     "sinusoidal_table",
 ]

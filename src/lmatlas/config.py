@@ -12,10 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 NORMS = ("layernorm", "rmsnorm")
-# "post": x = norm(x + f(x)) (the Transformer, BERT); "pre": x = x + f(norm(x)) (GPT-2 and
-# after); "parallel": attention and MLP read the same normalised input (GPT-J, Falcon).
+# "post": x = norm(x + f(x)) (the Transformer, GPT, BERT); "pre": x = x + f(norm(x)) (GPT-2 and
+# after); "parallel": x = x + attention(norm(x)) + mlp(norm'(x)), both branches read the layer's
+# input (GPT-J, Falcon), through one norm or two (``parallel_norms``).
 NORM_POSITIONS = ("post", "pre", "parallel")
 POSITION_EMBEDDINGS = ("learned", "sinusoidal", "rotary", "alibi", "relative", "none")
+# Rotary scalings of the frequencies that depend only on the config (not on the sequence length).
+ROPE_TYPES = ("default", "linear", "llama3")
 
 
 @dataclass
@@ -34,6 +37,31 @@ class ModelConfig:
     embedding_projection: bool = False
     max_positions: int = 512
     position_embedding: str = "learned"
+    # Sinusoidal tables are computed, not read, unless the checkpoint stores them (DistilBERT).
+    # "interleaved": sin on even, cos on odd dimensions (the Transformer); "concat": all sines
+    # then all cosines (CTRL, after tensor2tensor).
+    positions_stored: bool = True
+    sinusoidal_layout: str = "interleaved"
+    # OPT counts positions over the attention mask (padding does not advance them) even without
+    # a cache; the others count 0, 1, 2... unless the caller passes position ids.
+    positions_from_mask: bool = False
+    # Rotary position embeddings (RoFormer; GPT-NeoX, Falcon, Llama): how many dimensions of each
+    # head rotate (None: all), the frequency base, and whether pairs are (i, i + d/2) ("rotate
+    # half", GPT-NeoX) or neighbours (2i, 2i + 1, GPT-J's interleave).
+    rotary_dim: int | None = None
+    rotary_base: float = 10000.0
+    rotary_interleaved: bool = False
+    rope_scaling: dict[str, Any] | None = None
+    # ALiBi (Press et al., 2021): BLOOM adds the bias to the scaled scores; Falcon adds it before
+    # scaling, so its slopes shrink by 1/sqrt(head_dim).
+    alibi_before_scale: bool = False
+    # Embedding multiplier: CTRL scales token embeddings by sqrt(hidden_size), as the Transformer.
+    embedding_scale: float = 1.0
+    embedding_projection_bias: bool = True
+    # OPT-350m: only the word embeddings are narrow (embedding_size = word_embed_proj_dim); they
+    # are projected in, positions are added at the model width, and the last hidden state is
+    # projected back out to the narrow width for the tied LM head.
+    output_projection: bool = False
     # RoBERTa counts positions from padding_idx + 1 and gives padding the padding position.
     positions_from_padding: bool = False
     position_offset: int = 0
@@ -41,12 +69,31 @@ class ModelConfig:
     norm: str = "layernorm"
     norm_eps: float = 1e-12
     norm_position: str = "post"
+    # Falcon's new decoder architecture normalises attention and MLP inputs separately.
+    parallel_norms: int = 1
+    # BLOOM's apply_residual_connection_post_layernorm: the residual is the normalised input.
+    residual_from_norm: bool = False
+    # OPT's layer_norm_elementwise_affine=False: norms without weight and bias.
+    norm_affine: bool = True
     embedding_norm: bool = True
     final_norm: bool = False
+    final_norm_eps: float | None = None
     activation: str = "gelu"
     gated_mlp: bool = False
     attention_bias: bool = True
+    # The q/k/v projections' biases when they differ from the output projection's (GPT-Neo: only
+    # the output projection has one). None: as attention_bias.
+    qkv_bias: bool | None = None
+    # Score scale: None is 1/sqrt(head_dim); GPT-Neo does not scale (1.0).
+    attention_scale: float | None = None
+    # GPT-2's scale_attn_by_inverse_layer_idx (from the Mistral/Stanford CRFM runs).
+    attention_scale_by_inverse_layer: bool = False
+    # GPT-Neo's (GPT-3's) alternating attention: per layer "global" or "local", and the window
+    # of the local layers (a query sees itself and the window - 1 tokens before it).
+    attention_layers: list[str] | None = None
+    local_attention_window: int | None = None
     mlp_bias: bool = True
+    lm_head_bias: bool = False
     # A dense layer + activation over the first token, part of the base model (BERT, ALBERT).
     pooler_activation: str | None = None
     # Cross-layer parameter sharing (ALBERT): layer i uses group int(i / (layers / groups)), and
@@ -69,6 +116,8 @@ class ModelConfig:
     id2label: dict[int, str] = field(default_factory=dict)
     problem_type: str | None = None
     architectures: list[str] = field(default_factory=list)
+    # The folder's generation_config.json, the defaults of ``generate()`` as in transformers.
+    generation: dict[str, Any] = field(default_factory=dict, repr=False)
     # The checkpoint's own config.json, kept for what only a preset or a task needs.
     hf_config: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -91,12 +140,30 @@ class ModelConfig:
             raise ValueError(
                 f"position_embedding must be one of {POSITION_EMBEDDINGS}, not {self.position_embedding!r}"
             )
+        if self.qkv_bias is None:
+            self.qkv_bias = self.attention_bias
+        if self.position_embedding == "rotary" and self.rotary_dim is None:
+            self.rotary_dim = self.head_dim
+        if self.attention_layers is not None and len(self.attention_layers) != self.num_layers:
+            raise ValueError(f"attention_layers names {len(self.attention_layers)} layers, not {self.num_layers}")
+        if self.sinusoidal_layout not in ("interleaved", "concat"):
+            raise ValueError(f"sinusoidal_layout must be interleaved or concat, not {self.sinusoidal_layout!r}")
+        rope_type = (self.rope_scaling or {}).get("rope_type", (self.rope_scaling or {}).get("type", "default"))
+        if rope_type not in ROPE_TYPES:
+            raise ValueError(f"rope_scaling type {rope_type!r} is not supported; lmatlas knows {', '.join(ROPE_TYPES)}")
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
 
     @property
     def label2id(self) -> dict[str, int]:
         return {v: k for k, v in self.id2label.items()}
+
+    @property
+    def usable_positions(self) -> int | None:
+        """How many positions the model can address, or None when nothing limits them."""
+        if self.position_embedding in ("learned", "sinusoidal"):
+            return self.max_positions - self.position_offset
+        return None
 
     def replace(self, **changes: Any) -> "ModelConfig":
         return dataclasses.replace(self, **changes)

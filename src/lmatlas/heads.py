@@ -86,8 +86,21 @@ class ReplacedTokenDetectionHead(nn.Module):
         return {"logits": self.out(self.act(self.dense(out["last_hidden_state"]))).squeeze(-1)}
 
 
+class CausalLMHead(nn.Module):
+    """Next-token logits: the vocabulary projection, tied to the input embeddings unless the
+    checkpoint unties it (Llama). CTRL's carries a bias."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.decoder = nn.Linear(cfg.embedding_size, cfg.vocab_size, bias=cfg.lm_head_bias)
+
+    def forward(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"logits": self.decoder(out["last_hidden_state"])}
+
+
 HEADS: dict[str, type[nn.Module] | None] = {
     "base": None,
+    "causal-lm": CausalLMHead,
     "masked-lm": MaskedLMHead,
     "sequence-classification": SequenceClassificationHead,
     "token-classification": TokenClassificationHead,

@@ -7,12 +7,13 @@ import warnings
 
 import torch
 
-from .checkpoint import Weights, read_config, resolve
+from .checkpoint import Weights, read_config, read_json, resolve
 from .config import ModelConfig
 from .errors import LmatlasError
 from .heads import HEADS
 from .model import LmatlasModel
 from .presets import head_from_architectures, preset_for
+from .presets._maps import Derived
 
 DTYPES = {
     "float32": torch.float32,
@@ -62,9 +63,12 @@ def load(
     except (KeyError, TypeError, ValueError) as e:
         raise LmatlasError(f"{source}: cannot be read as a {hf['model_type']} config ({e})") from None
     cfg = _drop_absent_pooler(cfg, preset, head, weights)
+    generation_file = folder / "generation_config.json"
+    if generation_file.exists():
+        cfg.generation = read_json(generation_file)
     with torch.device("meta"):
         model = LmatlasModel(cfg, head)
-    _load_state(model, preset, cfg, head, weights)
+    _load_state(model, preset, cfg, head, weights, torch_dtype)
     return model.to(torch_dtype).eval()
 
 
@@ -84,7 +88,9 @@ def _prefix(preset, weights: Weights) -> str:
     return p if any(k.startswith(p) for k in weights.keys()) else ""
 
 
-def _load_state(model: LmatlasModel, preset, cfg: ModelConfig, head: str, weights: Weights) -> None:
+def _load_state(
+    model: LmatlasModel, preset, cfg: ModelConfig, head: str, weights: Weights, dtype: torch.dtype = torch.float32
+) -> None:
     backbone, head_map = preset.weights(cfg, head)
     prefix = _prefix(preset, weights)
     names = {ours: _prefixed(theirs, prefix) for ours, theirs in backbone.items()} | head_map
@@ -94,6 +100,9 @@ def _load_state(model: LmatlasModel, preset, cfg: ModelConfig, head: str, weight
         theirs = names.get(ours)
         if theirs is None:
             raise AssertionError(f"the {cfg.model_type} weight map has no entry for {ours}")
+        derive = theirs.fn if isinstance(theirs, Derived) else None
+        if derive is not None:
+            theirs = theirs.names if len(theirs.names) > 1 else theirs.names[0]
         parts = (theirs,) if isinstance(theirs, str) else theirs
         absent = [p for p in parts if p not in weights]
         if absent:
@@ -102,7 +111,16 @@ def _load_state(model: LmatlasModel, preset, cfg: ModelConfig, head: str, weight
                 continue
             raise LmatlasError(f"{weights.folder}: the checkpoint has no weight {absent[0]}, which {cfg.model_type} needs")
         tensors = [weights.get(p) for p in parts]
-        tensor = tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=0)
+        if derive is not None:
+            try:
+                tensor = derive(*tensors)
+            except RuntimeError as e:
+                raise LmatlasError(
+                    f"{weights.file_of(parts[0])}: weight {parts[0]} has shape {tuple(tensors[0].shape)}, "
+                    f"which does not fit config.json ({e})"
+                ) from None
+        else:
+            tensor = tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=0)
         if tuple(tensor.shape) != tuple(param.shape):
             raise LmatlasError(
                 f"{weights.file_of(parts[0])}: weight {theirs if isinstance(theirs, str) else ' + '.join(parts)} "
@@ -110,7 +128,7 @@ def _load_state(model: LmatlasModel, preset, cfg: ModelConfig, head: str, weight
             )
         if not tensor.dtype.is_floating_point:
             raise LmatlasError(f"{weights.file_of(parts[0])}: weight {parts[0]} has dtype {tensor.dtype}, not a float")
-        state[ours] = tensor.to(torch.float32)
+        state[ours] = tensor.to(dtype).contiguous()
     if fresh:
         # A head the checkpoint lacks (a base model loaded for fine-tuning) starts random.
         warnings.warn(
@@ -127,6 +145,8 @@ def _load_state(model: LmatlasModel, preset, cfg: ModelConfig, head: str, weight
 def _prefixed(theirs, prefix: str):
     if isinstance(theirs, str):
         return prefix + theirs
+    if isinstance(theirs, Derived):
+        return theirs.prefixed(prefix)
     return tuple(prefix + t for t in theirs)
 
 

@@ -9,6 +9,7 @@ from torch import nn
 
 from .blocks import init_weights
 from .config import ModelConfig
+from .decoder import Decoder, KVCache
 from .encoder import Encoder
 from .heads import HEADS
 
@@ -34,7 +35,7 @@ class LmatlasModel(nn.Module):
             raise ValueError(f"unknown head {head!r}; known: {', '.join(HEADS)}")
         self.config = cfg
         self.head_name = head
-        self.backbone = Encoder(cfg)
+        self.backbone = Decoder(cfg) if cfg.causal else Encoder(cfg)
         head_cls = HEADS[head]
         self.head = head_cls(cfg) if head_cls is not None else None
         init_weights(self)
@@ -58,6 +59,14 @@ class LmatlasModel(nn.Module):
         """Distinct parameters (tied weights counted once), as transformers counts them."""
         return sum(p.numel() for p in self.parameters())
 
+    @property
+    def is_decoder(self) -> bool:
+        return isinstance(self.backbone, Decoder)
+
+    def new_cache(self, batch_size: int, max_length: int) -> KVCache:
+        """A key/value cache for ``batch_size`` sequences of up to ``max_length`` tokens."""
+        return self.backbone.new_cache(batch_size, max_length)
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -65,17 +74,44 @@ class LmatlasModel(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         output_hidden_states: bool = False,
+        cache: KVCache | None = None,
+        logits_to_keep: int = 0,
     ) -> ModelOutput:
-        out = self.backbone(
-            input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=token_type_ids,
-            position_ids=position_ids,
-            output_hidden_states=output_hidden_states,
-        )
+        """Encoders: the whole sequence. Decoders: the new tokens, continuing ``cache`` if given
+        (``attention_mask`` then covers the cached tokens too); ``logits_to_keep=n`` projects
+        only the last n positions onto the vocabulary."""
+        if self.is_decoder:
+            if token_type_ids is not None:
+                raise ValueError("decoder models take no token_type_ids")
+            out = self.backbone(
+                input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                cache=cache,
+                output_hidden_states=output_hidden_states,
+            )
+            if logits_to_keep:
+                out["last_hidden_state"] = out["last_hidden_state"][:, -logits_to_keep:]
+        else:
+            out = self.backbone(
+                input_ids,
+                attention_mask=attention_mask,
+                token_type_ids=token_type_ids,
+                position_ids=position_ids,
+                output_hidden_states=output_hidden_states,
+            )
         if self.head is None:
             return ModelOutput(out)
         result = self.head(out)
         if output_hidden_states:
             result["hidden_states"] = out["hidden_states"]
         return ModelOutput(result)
+
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any):
+        """Continue ``input_ids``: transformers' ``generate()`` arguments and semantics.
+
+        See ``lmatlas.generate.generate``; returns the prompts followed by the new tokens.
+        """
+        from .generate import generate
+
+        return generate(self, input_ids, attention_mask=attention_mask, **kwargs)

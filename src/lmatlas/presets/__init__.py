@@ -8,7 +8,8 @@ A preset module defines:
 - ``config(hf, head) -> ModelConfig``;
 - ``weights(cfg, head) -> (backbone, head)``: two maps from lmatlas parameter names to the
   checkpoint's names — backbone names without ``PREFIX``, head names as stored. A tuple of
-  checkpoint names is concatenated along the first dimension (the fused q/k/v projection).
+  checkpoint names is concatenated along the first dimension (the fused q/k/v projection); a
+  ``_maps.Derived`` rearranges stored tensors (transposed or per-head interleaved layouts).
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from types import ModuleType
 
 from ..errors import LmatlasError
 
-_FAMILIES = ["bert", "distilbert", "roberta", "albert", "electra"]
+_FAMILIES = [
+    "bert", "distilbert", "roberta", "albert", "electra",
+    "gpt", "gpt2", "ctrl", "gpt_neo", "opt", "bloom", "falcon", "llama",
+]
 
 
 def _registry() -> dict[str, ModuleType]:

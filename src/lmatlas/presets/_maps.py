@@ -2,7 +2,60 @@
 
 from __future__ import annotations
 
-WeightMap = dict[str, "str | tuple[str, ...]"]
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A parameter computed from checkpoint tensors: ``fn(*tensors named by names)``.
+
+    For layouts that differ from lmatlas' (GPT-2's transposed Conv1D weights, BLOOM's and
+    Falcon's per-head interleaved q/k/v); ``fn`` only rearranges, it never changes a value.
+    """
+
+    names: tuple[str, ...]
+    fn: Callable[..., torch.Tensor]
+
+    def prefixed(self, prefix: str) -> "Derived":
+        return Derived(tuple(prefix + n for n in self.names), self.fn)
+
+
+WeightMap = dict[str, "str | tuple[str, ...] | Derived"]
+
+
+def _transpose(t: torch.Tensor) -> torch.Tensor:
+    return t.t()
+
+
+def conv1d(ours: str, theirs: str, bias: bool = True) -> WeightMap:
+    """GPT's and GPT-2's Conv1D stores its weight as (in, out): transposed into a Linear."""
+    m: WeightMap = {f"{ours}.weight": Derived((f"{theirs}.weight",), _transpose)}
+    if bias:
+        m[f"{ours}.bias"] = f"{theirs}.bias"
+    return m
+
+
+def grouped_qkv(ours: str, theirs: str, heads: int, kv_heads: int, head_dim: int, bias: bool = True) -> WeightMap:
+    """A fused q/k/v stored per key/value group — for each group, its query heads, then its key
+    and its value head (BLOOM and Falcon, where each head has one query, key and value, are the
+    case kv_heads = heads) — rearranged into lmatlas' [all q; all k; all v]."""
+
+    def regroup(t: torch.Tensor) -> torch.Tensor:
+        g = heads // kv_heads
+        rest = t.shape[1:]
+        t = t.reshape(kv_heads, g + 2, head_dim, *rest)
+        q = t[:, :g].reshape(heads * head_dim, *rest)
+        k = t[:, g].reshape(kv_heads * head_dim, *rest)
+        v = t[:, g + 1].reshape(kv_heads * head_dim, *rest)
+        return torch.cat([q, k, v], dim=0)
+
+    m: WeightMap = {f"{ours}.weight": Derived((f"{theirs}.weight",), regroup)}
+    if bias:
+        m[f"{ours}.bias"] = Derived((f"{theirs}.bias",), regroup)
+    return m
 
 
 def linear(ours: str, theirs: str, bias: bool = True) -> WeightMap:
@@ -92,3 +145,24 @@ ENCODER_HEADS = {
     "ForQuestionAnswering": "question-answering",
     "Model": "base",
 }
+
+
+DECODER_HEADS = {
+    "LMHeadModel": "causal-lm",
+    "DoubleHeadsModel": "causal-lm",
+    "ForCausalLM": "causal-lm",
+    "Model": "base",
+}
+
+
+def decoder_common(hf: dict) -> dict:
+    """Fields every decoder preset sets alike; a preset's own values override them."""
+    common = hf_common(hf)
+    return dict(common, causal=True, embedding_norm=False, final_norm=True)
+
+
+def lm_head(head: str, bias: bool = False) -> WeightMap:
+    """transformers' ``lm_head``: read only when untied (tied, it is the token embeddings)."""
+    if head != "causal-lm":
+        return {}
+    return linear("head.decoder", "lm_head", bias=bias)

@@ -1,0 +1,187 @@
+"""The decoder skeleton: GPT and its descendants (GPT-2, CTRL, GPT-Neo, OPT, BLOOM, Falcon, Llama).
+
+The same blocks as the encoder, with a causal mask and a key/value cache: a forward pass over new
+tokens reads the keys and values of the earlier ones from the cache instead of recomputing them.
+Decoding strategies (greedy, sampling, beams) live in ``lmatlas.generate``, not here.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .blocks import Layer, alibi_slopes, make_norm, rotary_cos_sin, rotary_inv_freq
+from .config import ModelConfig
+from .encoder import Embeddings
+
+
+class KVCache:
+    """Keys and values of every layer, allocated once for the whole generation.
+
+    One tensor of shape (2, layers, batch, kv_heads, max_length, head_dim); a forward pass writes
+    its new keys and values at ``length`` in place, so a token costs no reallocation or copy of
+    the past. Multi-query and grouped-query models store only their key/value heads.
+    """
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        batch_size: int,
+        max_length: int,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ):
+        self.max_length = max_length
+        self.length = 0
+        self.data = torch.empty(
+            2, cfg.num_layers, batch_size, cfg.num_kv_heads, max_length, cfg.head_dim, dtype=dtype, device=device
+        )
+
+    @property
+    def batch_size(self) -> int:
+        return self.data.shape[2]
+
+    def layer(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        return self.data[0, i], self.data[1, i], self.length
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Beam search: row r of the batch continues from row ``index[r]`` (filled part only)."""
+        n = self.length
+        if n == 0:
+            return
+        for kv in (self.data[0], self.data[1]):
+            for i in range(kv.shape[0]):
+                kv[i, :, :, :n] = kv[i, :, :, :n].index_select(0, index)
+
+    def nbytes(self) -> int:
+        return self.data.numel() * self.data.element_size()
+
+
+class Decoder(nn.Module):
+    """Embeddings, then causal layers (optionally local or with ALiBi), then a final norm.
+
+    ``forward`` takes the new tokens; with a cache, ``attention_mask`` covers the cached tokens
+    and the new ones (as in transformers), and positions continue from the cache's length.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.embeddings = Embeddings(cfg)
+        self.layers = nn.ModuleList(Layer(cfg, i) for i in range(cfg.num_layers))
+        self.kinds = list(cfg.attention_layers or ["global"] * cfg.num_layers)
+        self.window = cfg.local_attention_window
+        self.final_norm = make_norm(cfg, cfg.hidden_size, cfg.final_norm_eps) if cfg.final_norm else None
+        self.project_out = nn.Linear(cfg.hidden_size, cfg.embedding_size, bias=False) if cfg.output_projection else None
+        self.rotary = cfg.position_embedding == "rotary"
+        self.alibi = cfg.position_embedding == "alibi"
+        # Computed on first use rather than stored: nothing of the kind is in a checkpoint.
+        self._inv_freq: torch.Tensor | None = None
+        self._slopes: torch.Tensor | None = None
+
+    def new_cache(self, batch_size: int, max_length: int) -> KVCache:
+        p = next(self.parameters())
+        return KVCache(self.config, batch_size, max_length, dtype=p.dtype, device=p.device)
+
+    def default_position_ids(
+        self, attention_mask: torch.Tensor | None, batch: int, start: int, t: int, device
+    ) -> torch.Tensor:
+        if self.config.positions_from_mask and attention_mask is not None:
+            # OPT: padding does not advance the position (padding itself sits at -1).
+            mask = attention_mask.long()
+            return (torch.cumsum(mask, dim=1) * mask - 1)[:, start:]
+        return torch.arange(start, start + t, device=device)[None, :].expand(batch, t)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        output_hidden_states: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        b, t = input_ids.shape
+        start = cache.length if cache is not None else 0
+        total = start + t
+        if position_ids is None:
+            position_ids = self.default_position_ids(attention_mask, b, start, t, input_ids.device)
+        x = self.embeddings(input_ids, position_ids=position_ids)
+        padded = attention_mask is not None and not bool(attention_mask[:, :total].all())
+        key_mask = attention_mask[:, :total].bool() if padded else None
+        rope = None
+        if self.rotary:
+            if self._inv_freq is None:
+                self._inv_freq = rotary_inv_freq(self.config)
+            rope = rotary_cos_sin(self._inv_freq, position_ids, self.config.rotary_interleaved, x.dtype)
+        masks = self._masks(key_mask, attention_mask, b, t, start, x.dtype, x.device)
+        hidden_states = [x] if output_hidden_states else None
+        for i, layer in enumerate(self.layers):
+            mask, is_causal = masks[self.kinds[i]]
+            x = layer(x, mask, rope, cache.layer(i) if cache is not None else None, is_causal)
+            if hidden_states is not None:
+                hidden_states.append(x)
+        if cache is not None:
+            cache.length = total
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+            if hidden_states is not None:
+                hidden_states[-1] = x
+        if self.project_out is not None:
+            x = self.project_out(x)
+        out = {"last_hidden_state": x}
+        if hidden_states is not None:
+            out["hidden_states"] = tuple(hidden_states)
+        return out
+
+    def _masks(self, key_mask, attention_mask, b: int, t: int, start: int, dtype, device):
+        """Per attention kind, (mask for SDPA or None, is_causal): built once per forward.
+
+        Without padding, ALiBi or a window, a prefill uses SDPA's own causal mask and a one-token
+        step needs none, which lets SDPA take its fastest path.
+        """
+        total = start + t
+        out = {}
+        for kind in set(self.kinds):
+            window = self.window if kind == "local" else None
+            windowed = window is not None and total > window
+            if key_mask is None and not windowed and not self.alibi:
+                out[kind] = (None, t > 1 and start == 0)
+                if t > 1 and start > 0:
+                    out[kind] = (self._allowed(None, b, t, start, None, device), False)
+                continue
+            allowed = self._allowed(key_mask, b, t, start, window, device)
+            if self.alibi:
+                out[kind] = (self._alibi_bias(attention_mask, allowed, b, total, dtype, device), False)
+            else:
+                out[kind] = (allowed, False)
+        return out
+
+    @staticmethod
+    def _allowed(key_mask, b: int, t: int, start: int, window: int | None, device) -> torch.Tensor:
+        """Boolean (batch or 1, 1, t, keys): causal, within the window, and not padding."""
+        q = torch.arange(start, start + t, device=device)[:, None]
+        k = torch.arange(start + t, device=device)[None, :]
+        allowed = k <= q
+        if window is not None:
+            allowed = allowed & (k > q - window)
+        allowed = allowed[None, None]
+        if key_mask is not None:
+            allowed = allowed & key_mask[:, None, None, :]
+        return allowed
+
+    def _alibi_bias(self, attention_mask, allowed, b: int, total: int, dtype, device) -> torch.Tensor:
+        """ALiBi: each head adds slope x the key's position (counted over real tokens, as BLOOM
+        does); a per-query constant is dropped because softmax ignores it."""
+        if self._slopes is None:
+            self._slopes = alibi_slopes(self.config.num_heads)
+        slopes = self._slopes.to(device)
+        if attention_mask is None:
+            key_pos = torch.arange(total, device=device, dtype=torch.float32)[None, :].expand(b, total)
+        else:
+            mask = attention_mask[:, :total].long()
+            key_pos = ((mask.cumsum(-1) - 1) * mask).float()
+        bias = slopes[None, :, None, None] * key_pos[:, None, None, :]
+        if self.config.alibi_before_scale:  # Falcon: (q.k + alibi) / sqrt(d)
+            bias = bias * (self.config.head_dim**-0.5)
+        bias = bias.to(dtype)
+        return bias.masked_fill(~allowed, torch.finfo(dtype).min)

@@ -1,0 +1,51 @@
+"""BLOOM (BigScience, 2022): a multilingual open GPT-3-sized model with ALiBi positions.
+
+No position embeddings: each head adds a linear penalty on key distance to its scores (ALiBi).
+A norm right after the word embeddings; pre-norm layers; q/k/v fused per head.
+"""
+
+from __future__ import annotations
+
+from ..config import ModelConfig
+from ._maps import DECODER_HEADS, WeightMap, decoder_common, grouped_qkv, linear, lm_head, norm
+
+MODEL_TYPES = ("bloom",)
+PREFIX = "transformer"
+HEADS = DECODER_HEADS
+
+
+def config(hf: dict, head: str) -> ModelConfig:
+    d = hf.get("hidden_size", hf.get("n_embed", 64))
+    return ModelConfig(
+        model_type="bloom",
+        vocab_size=hf["vocab_size"],
+        hidden_size=d,
+        num_layers=hf.get("n_layer", hf.get("num_hidden_layers", 2)),
+        num_heads=hf.get("n_head", hf.get("num_attention_heads", 8)),
+        intermediate_size=4 * d,
+        activation="gelu_new",
+        max_positions=hf.get("seq_length", 2048),
+        position_embedding="alibi",
+        norm_eps=hf.get("layer_norm_epsilon", 1e-5),
+        norm_position="pre",
+        residual_from_norm=bool(hf.get("apply_residual_connection_post_layernorm", False)),
+        hidden_dropout=hf.get("hidden_dropout", 0.0),
+        attention_dropout=hf.get("attention_dropout", 0.0),
+        **(decoder_common(hf) | dict(embedding_norm=True)),
+    )
+
+
+def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
+    backbone: WeightMap = {"backbone.embeddings.tokens.weight": "word_embeddings.weight"}
+    backbone |= norm("backbone.embeddings.norm", "word_embeddings_layernorm")
+    for i in range(cfg.num_layers):
+        ours, theirs = f"backbone.layers.{i}", f"h.{i}"
+        att = f"{theirs}.self_attention"
+        backbone |= norm(f"{ours}.attn_norm", f"{theirs}.input_layernorm")
+        backbone |= grouped_qkv(f"{ours}.attn.qkv", f"{att}.query_key_value", cfg.num_heads, cfg.num_heads, cfg.head_dim)
+        backbone |= linear(f"{ours}.attn.out", f"{att}.dense")
+        backbone |= norm(f"{ours}.mlp_norm", f"{theirs}.post_attention_layernorm")
+        backbone |= linear(f"{ours}.mlp.fc_in", f"{theirs}.mlp.dense_h_to_4h")
+        backbone |= linear(f"{ours}.mlp.fc_out", f"{theirs}.mlp.dense_4h_to_h")
+    backbone |= norm("backbone.final_norm", "ln_f")
+    return backbone, lm_head(head)

@@ -1,0 +1,58 @@
+"""CTRL (Keskar et al., 2019): a conditional Transformer language model steered by control codes.
+
+Pre-norm layers, the Transformer's sinusoidal positions (all sines, then all cosines; computed,
+not stored), token embeddings scaled by sqrt(d), ReLU MLP, and an LM head with a bias.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..config import ModelConfig
+from ._maps import DECODER_HEADS, WeightMap, decoder_common, fused, linear, lm_head, norm
+
+MODEL_TYPES = ("ctrl",)
+PREFIX = "transformer"
+HEADS = DECODER_HEADS
+
+
+def config(hf: dict, head: str) -> ModelConfig:
+    d = hf.get("n_embd", 1280)
+    return ModelConfig(
+        model_type="ctrl",
+        vocab_size=hf["vocab_size"],
+        hidden_size=d,
+        num_layers=hf.get("n_layer", 48),
+        num_heads=hf.get("n_head", 16),
+        intermediate_size=hf.get("dff", 8192),
+        activation="relu",
+        max_positions=hf.get("n_positions", 256),
+        position_embedding="sinusoidal",
+        positions_stored=False,
+        sinusoidal_layout="concat",
+        embedding_scale=math.sqrt(d),
+        # The layers' norms are fixed at 1e-6; only the final one reads the config.
+        norm_eps=1e-6,
+        final_norm_eps=hf.get("layer_norm_epsilon", 1e-6),
+        norm_position="pre",
+        lm_head_bias=True,
+        hidden_dropout=hf.get("resid_pdrop", 0.1),
+        attention_dropout=0.0,
+        **decoder_common(hf),
+    )
+
+
+def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
+    backbone: WeightMap = {"backbone.embeddings.tokens.weight": "w.weight"}
+    for i in range(cfg.num_layers):
+        ours, theirs = f"backbone.layers.{i}", f"h.{i}"
+        att = f"{theirs}.multi_head_attention"
+        backbone |= norm(f"{ours}.attn_norm", f"{theirs}.layernorm1")
+        backbone |= fused(f"{ours}.attn.qkv", (f"{att}.Wq", f"{att}.Wk", f"{att}.Wv"))
+        backbone |= linear(f"{ours}.attn.out", f"{att}.dense")
+        backbone |= norm(f"{ours}.mlp_norm", f"{theirs}.layernorm2")
+        backbone |= linear(f"{ours}.mlp.fc_in", f"{theirs}.ffn.0")
+        backbone |= linear(f"{ours}.mlp.fc_out", f"{theirs}.ffn.2")
+    backbone |= norm("backbone.final_norm", "layernorm")
+    heads = lm_head(head, bias=True)
+    return backbone, heads

@@ -1,0 +1,51 @@
+"""GPT (Radford et al., 2018, "openai-gpt"): the first generative pre-trained Transformer.
+
+A decoder with learned positions and BERT's post-norm layers (norm after each residual), no
+final norm; tanh-approximated GELU; Conv1D (transposed) projections.
+"""
+
+from __future__ import annotations
+
+from ..config import ModelConfig
+from ._maps import DECODER_HEADS, WeightMap, conv1d, decoder_common, lm_head, norm
+
+MODEL_TYPES = ("openai-gpt",)
+PREFIX = "transformer"
+HEADS = DECODER_HEADS
+# GPT's "gelu" is the tanh approximation.
+_ACTIVATIONS = {"gelu": "gelu_new", "relu": "relu", "silu": "silu", "swish": "silu"}
+
+
+def config(hf: dict, head: str) -> ModelConfig:
+    d = hf.get("n_embd", 768)
+    return ModelConfig(
+        model_type="openai-gpt",
+        vocab_size=hf["vocab_size"],
+        hidden_size=d,
+        num_layers=hf.get("n_layer", 12),
+        num_heads=hf.get("n_head", 12),
+        intermediate_size=4 * d,
+        activation=_ACTIVATIONS[hf.get("afn", "gelu")],
+        max_positions=hf.get("n_positions", 512),
+        norm_eps=hf.get("layer_norm_epsilon", 1e-5),
+        norm_position="post",
+        hidden_dropout=hf.get("resid_pdrop", 0.1),
+        attention_dropout=hf.get("attn_pdrop", 0.1),
+        **(decoder_common(hf) | dict(final_norm=False)),
+    )
+
+
+def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
+    backbone: WeightMap = {
+        "backbone.embeddings.tokens.weight": "tokens_embed.weight",
+        "backbone.embeddings.positions.weight": "positions_embed.weight",
+    }
+    for i in range(cfg.num_layers):
+        ours, theirs = f"backbone.layers.{i}", f"h.{i}"
+        backbone |= conv1d(f"{ours}.attn.qkv", f"{theirs}.attn.c_attn")
+        backbone |= conv1d(f"{ours}.attn.out", f"{theirs}.attn.c_proj")
+        backbone |= norm(f"{ours}.attn_norm", f"{theirs}.ln_1")
+        backbone |= conv1d(f"{ours}.mlp.fc_in", f"{theirs}.mlp.c_fc")
+        backbone |= conv1d(f"{ours}.mlp.fc_out", f"{theirs}.mlp.c_proj")
+        backbone |= norm(f"{ours}.mlp_norm", f"{theirs}.ln_2")
+    return backbone, lm_head(head)

@@ -1,0 +1,55 @@
+"""GPT-2 (Radford et al., 2019) and DialoGPT (GPT-2 weights trained on Reddit dialogue).
+
+Pre-norm layers (norm before each sublayer) and a final norm; learned positions; Conv1D
+(transposed) projections. ``scale_attn_by_inverse_layer_idx`` divides scores by depth.
+"""
+
+from __future__ import annotations
+
+from ..config import ModelConfig
+from ..errors import LmatlasError
+from ._maps import DECODER_HEADS, WeightMap, conv1d, decoder_common, lm_head, norm
+
+MODEL_TYPES = ("gpt2",)
+PREFIX = "transformer"
+HEADS = DECODER_HEADS
+
+
+def config(hf: dict, head: str) -> ModelConfig:
+    if hf.get("add_cross_attention"):
+        raise LmatlasError("GPT-2 with cross-attention (add_cross_attention) is not supported")
+    d = hf.get("n_embd", 768)
+    return ModelConfig(
+        model_type="gpt2",
+        vocab_size=hf["vocab_size"],
+        hidden_size=d,
+        num_layers=hf.get("n_layer", 12),
+        num_heads=hf.get("n_head", 12),
+        intermediate_size=hf.get("n_inner") or 4 * d,
+        activation=hf.get("activation_function", "gelu_new"),
+        max_positions=hf.get("n_positions", 1024),
+        norm_eps=hf.get("layer_norm_epsilon", 1e-5),
+        norm_position="pre",
+        attention_scale=None if hf.get("scale_attn_weights", True) else 1.0,
+        attention_scale_by_inverse_layer=bool(hf.get("scale_attn_by_inverse_layer_idx", False)),
+        hidden_dropout=hf.get("resid_pdrop", 0.1),
+        attention_dropout=hf.get("attn_pdrop", 0.1),
+        **decoder_common(hf),
+    )
+
+
+def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
+    backbone: WeightMap = {
+        "backbone.embeddings.tokens.weight": "wte.weight",
+        "backbone.embeddings.positions.weight": "wpe.weight",
+    }
+    for i in range(cfg.num_layers):
+        ours, theirs = f"backbone.layers.{i}", f"h.{i}"
+        backbone |= norm(f"{ours}.attn_norm", f"{theirs}.ln_1")
+        backbone |= conv1d(f"{ours}.attn.qkv", f"{theirs}.attn.c_attn")
+        backbone |= conv1d(f"{ours}.attn.out", f"{theirs}.attn.c_proj")
+        backbone |= norm(f"{ours}.mlp_norm", f"{theirs}.ln_2")
+        backbone |= conv1d(f"{ours}.mlp.fc_in", f"{theirs}.mlp.c_fc")
+        backbone |= conv1d(f"{ours}.mlp.fc_out", f"{theirs}.mlp.c_proj")
+    backbone |= norm("backbone.final_norm", "ln_f")
+    return backbone, lm_head(head)

@@ -1,0 +1,65 @@
+"""GPT-Neo (Black et al., 2021): EleutherAI's open replication of GPT-3's design.
+
+GPT-2's pre-norm layers with GPT-3's alternating dense ("global") and locally banded ("local")
+attention; attention scores are not scaled by 1/sqrt(d); q/k/v projections without biases.
+"""
+
+from __future__ import annotations
+
+from ..config import ModelConfig
+from ._maps import DECODER_HEADS, WeightMap, decoder_common, fused, linear, lm_head, norm
+
+MODEL_TYPES = ("gpt_neo",)
+PREFIX = "transformer"
+HEADS = DECODER_HEADS
+
+
+def _attention_layers(hf: dict) -> list[str]:
+    if hf.get("attention_layers"):
+        return list(hf["attention_layers"])
+    # attention_types: [[["global", "local"], 12]] = the pattern repeated 12 times.
+    layers: list[str] = []
+    for pattern, repeat in hf.get("attention_types", [[["global", "local"], 12]]):
+        layers.extend(list(pattern) * repeat)
+    return layers
+
+
+def config(hf: dict, head: str) -> ModelConfig:
+    d = hf.get("hidden_size", 2048)
+    return ModelConfig(
+        model_type="gpt_neo",
+        vocab_size=hf["vocab_size"],
+        hidden_size=d,
+        num_layers=hf.get("num_layers", 24),
+        num_heads=hf.get("num_heads", 16),
+        intermediate_size=hf.get("intermediate_size") or 4 * d,
+        activation=hf.get("activation_function", "gelu_new"),
+        max_positions=hf.get("max_position_embeddings", 2048),
+        norm_eps=hf.get("layer_norm_epsilon", 1e-5),
+        norm_position="pre",
+        attention_scale=1.0,
+        qkv_bias=False,
+        attention_layers=_attention_layers(hf),
+        local_attention_window=hf.get("window_size", 256),
+        hidden_dropout=hf.get("resid_dropout", 0.0),
+        attention_dropout=hf.get("attention_dropout", 0.0),
+        **decoder_common(hf),
+    )
+
+
+def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
+    backbone: WeightMap = {
+        "backbone.embeddings.tokens.weight": "wte.weight",
+        "backbone.embeddings.positions.weight": "wpe.weight",
+    }
+    for i in range(cfg.num_layers):
+        ours, theirs = f"backbone.layers.{i}", f"h.{i}"
+        att = f"{theirs}.attn.attention"
+        backbone |= norm(f"{ours}.attn_norm", f"{theirs}.ln_1")
+        backbone |= fused(f"{ours}.attn.qkv", (f"{att}.q_proj", f"{att}.k_proj", f"{att}.v_proj"), bias=False)
+        backbone |= linear(f"{ours}.attn.out", f"{att}.out_proj")
+        backbone |= norm(f"{ours}.mlp_norm", f"{theirs}.ln_2")
+        backbone |= linear(f"{ours}.mlp.fc_in", f"{theirs}.mlp.c_fc")
+        backbone |= linear(f"{ours}.mlp.fc_out", f"{theirs}.mlp.c_proj")
+    backbone |= norm("backbone.final_norm", "ln_f")
+    return backbone, lm_head(head)

@@ -1,0 +1,63 @@
+"""Llama (Touvron et al., 2023), the open base model behind Alpaca and most chat models since.
+
+Pre-norm with RMSNorm, rotary positions, a SwiGLU MLP, grouped-query attention (Llama 2 70B and
+Llama 3), no biases, and (usually) an LM head of its own.
+"""
+
+from __future__ import annotations
+
+from ..config import ModelConfig
+from ._maps import DECODER_HEADS, WeightMap, decoder_common, fused, linear, lm_head
+
+MODEL_TYPES = ("llama",)
+PREFIX = "model"
+HEADS = DECODER_HEADS
+
+
+def config(hf: dict, head: str) -> ModelConfig:
+    d = hf.get("hidden_size", 4096)
+    heads = hf.get("num_attention_heads", 32)
+    head_dim = hf.get("head_dim") or d // heads
+    return ModelConfig(
+        model_type="llama",
+        vocab_size=hf["vocab_size"],
+        hidden_size=d,
+        num_layers=hf.get("num_hidden_layers", 32),
+        num_heads=heads,
+        num_kv_heads=hf.get("num_key_value_heads") or heads,
+        head_dim=head_dim,
+        intermediate_size=hf.get("intermediate_size", 11008),
+        activation=hf.get("hidden_act", "silu"),
+        gated_mlp=True,
+        max_positions=hf.get("max_position_embeddings", 2048),
+        position_embedding="rotary",
+        rotary_dim=int(head_dim * hf.get("partial_rotary_factor", 1.0)),
+        rotary_base=hf.get("rope_theta", 10000.0),
+        rope_scaling=hf.get("rope_scaling"),
+        norm="rmsnorm",
+        norm_eps=hf.get("rms_norm_eps", 1e-6),
+        norm_position="pre",
+        attention_bias=bool(hf.get("attention_bias", False)),
+        mlp_bias=bool(hf.get("mlp_bias", False)),
+        hidden_dropout=0.0,
+        attention_dropout=hf.get("attention_dropout", 0.0),
+        **(decoder_common(hf) | dict(tie_word_embeddings=hf.get("tie_word_embeddings", False))),
+    )
+
+
+def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
+    backbone: WeightMap = {"backbone.embeddings.tokens.weight": "embed_tokens.weight"}
+    for i in range(cfg.num_layers):
+        ours, theirs = f"backbone.layers.{i}", f"layers.{i}"
+        att = f"{theirs}.self_attn"
+        backbone[f"{ours}.attn_norm.weight"] = f"{theirs}.input_layernorm.weight"
+        backbone |= fused(
+            f"{ours}.attn.qkv", (f"{att}.q_proj", f"{att}.k_proj", f"{att}.v_proj"), bias=cfg.attention_bias
+        )
+        backbone |= linear(f"{ours}.attn.out", f"{att}.o_proj", bias=cfg.attention_bias)
+        backbone[f"{ours}.mlp_norm.weight"] = f"{theirs}.post_attention_layernorm.weight"
+        backbone |= linear(f"{ours}.mlp.gate", f"{theirs}.mlp.gate_proj", bias=cfg.mlp_bias)
+        backbone |= linear(f"{ours}.mlp.fc_in", f"{theirs}.mlp.up_proj", bias=cfg.mlp_bias)
+        backbone |= linear(f"{ours}.mlp.fc_out", f"{theirs}.mlp.down_proj", bias=cfg.mlp_bias)
+    backbone["backbone.final_norm.weight"] = "norm.weight"
+    return backbone, lm_head(head)
