@@ -145,3 +145,20 @@ def test_hub_id_offline(monkeypatch, tmp_path):
     monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hub"))
     with pytest.raises(LmatlasError, match="not in the Hugging Face cache while offline"):
         lmatlas.load("someone/some-model-that-is-not-cached")
+
+
+def test_hub_id_from_local_cache(monkeypatch, tmp_path):
+    """A hub id resolves through huggingface_hub's cache; offline, nothing is downloaded."""
+    import huggingface_hub.constants as c
+
+    snapshot = tmp_path / "hub" / "models--someone--tiny-bert" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (tmp_path / "hub" / "models--someone--tiny-bert" / "refs").mkdir()
+    (tmp_path / "hub" / "models--someone--tiny-bert" / "refs" / "main").write_text("0" * 40)
+    ref = build_reference("bert", "masked-lm")
+    ref.save_pretrained(snapshot)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    model = lmatlas.load("someone/tiny-bert")
+    assert model.head_name == "masked-lm"
