@@ -1,0 +1,560 @@
+"""Decoding: greedy, sampling and beam search over any model with a key/value cache.
+
+One engine for every decoder (and, later, encoder-decoder): the model only runs forward passes
+over new tokens with a cache; everything else — settings, logits processors, stopping, beam
+bookkeeping, batching with left padding, streaming — is here. Argument names and semantics
+follow transformers' ``generate()`` (4.57), so that the same call gives the same tokens:
+
+- processors run in transformers' order: repetition penalty, no-repeat n-grams, minimum length,
+  minimum new tokens, then (sampling only) temperature, top-k, top-p;
+- a finished row (EOS or stop string) continues with ``pad_token_id``; generation ends when every
+  row has finished or the length limit is reached;
+- beam search keeps transformers' vectorised algorithm: 2 x beams candidates per step (more with
+  several EOS tokens), finished hypotheses scored by sum of log-probabilities / (new length **
+  length_penalty), ``early_stopping`` True / False / "never" as documented there;
+- left-padded prompts take their positions from the attention mask (cumsum - 1).
+
+The cache is allocated once per call for prompt + new tokens; beam search reorders it in place.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .errors import LmatlasError
+
+NEG_INF = -math.inf
+
+
+@dataclass
+class GenerationSettings:
+    """The arguments of ``generate()``, after defaults (transformers' GenerationConfig ones,
+    then the model's config and generation_config.json, then the call's own)."""
+
+    max_length: int = 20
+    max_new_tokens: int | None = None
+    min_length: int = 0
+    min_new_tokens: int | None = None
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int | None = 50
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    num_beams: int = 1
+    length_penalty: float = 1.0
+    early_stopping: bool | str = False
+    num_return_sequences: int = 1
+    eos_token_id: int | list[int] | None = None
+    pad_token_id: int | None = None
+    bos_token_id: int | None = None
+    stop_strings: str | list[str] | None = None
+    use_cache: bool = True
+
+    @classmethod
+    def resolve(cls, model, kwargs: dict[str, Any]) -> "GenerationSettings":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise LmatlasError(f"generate() got unknown argument(s) {', '.join(unknown)}")
+        cfg = model.config
+        values: dict[str, Any] = {
+            "eos_token_id": cfg.eos_token_id,
+            "pad_token_id": cfg.pad_token_id,
+            "bos_token_id": cfg.bos_token_id,
+        }
+        values.update({k: v for k, v in (cfg.generation or {}).items() if k in known and v is not None})
+        values.update({k: v for k, v in kwargs.items() if v is not None})
+        return cls(**values)
+
+
+def _eos_list(eos: int | Sequence[int] | None) -> list[int]:
+    if eos is None:
+        return []
+    if isinstance(eos, int):
+        return [eos]
+    return [int(e) for e in eos]
+
+
+def _check(s: GenerationSettings, prompt_length: int, usable_positions: int | None, vocab_size: int) -> None:
+    """One clear sentence for each argument that cannot work (transformers mostly warns)."""
+    if s.max_new_tokens is not None and s.max_new_tokens < 0:
+        raise LmatlasError(f"max_new_tokens must be >= 0, not {s.max_new_tokens}")
+    if s.do_sample:
+        if not isinstance(s.temperature, (int, float)) or s.temperature <= 0:
+            raise LmatlasError(f"temperature must be > 0 when sampling, not {s.temperature}")
+        if not 0 < s.top_p <= 1:
+            raise LmatlasError(f"top_p must be in (0, 1], not {s.top_p}")
+        if s.top_k is not None and (not isinstance(s.top_k, int) or s.top_k < 0):
+            raise LmatlasError(f"top_k must be a whole number >= 0, not {s.top_k}")
+    if s.repetition_penalty <= 0:
+        raise LmatlasError(f"repetition_penalty must be > 0, not {s.repetition_penalty}")
+    if not isinstance(s.num_beams, int) or s.num_beams < 1:
+        raise LmatlasError(f"num_beams must be a whole number >= 1, not {s.num_beams}")
+    if s.num_return_sequences < 1:
+        raise LmatlasError(f"num_return_sequences must be >= 1, not {s.num_return_sequences}")
+    if s.num_beams == 1 and not s.do_sample and s.num_return_sequences != 1:
+        raise LmatlasError(
+            f"num_return_sequences={s.num_return_sequences} needs sampling (do_sample=True) or beam search "
+            "(num_beams >= num_return_sequences); greedy decoding gives one sequence per prompt"
+        )
+    if s.num_beams > 1 and s.num_return_sequences > s.num_beams:
+        raise LmatlasError(
+            f"num_return_sequences ({s.num_return_sequences}) cannot exceed num_beams ({s.num_beams})"
+        )
+    if s.early_stopping not in (True, False, "never"):
+        raise LmatlasError(f"early_stopping must be True, False or 'never', not {s.early_stopping!r}")
+    for e in _eos_list(s.eos_token_id):
+        if not 0 <= e < vocab_size:
+            raise LmatlasError(f"eos_token_id {e} is outside the vocabulary (0..{vocab_size - 1})")
+    if usable_positions is not None:
+        if prompt_length > usable_positions:
+            raise LmatlasError(
+                f"the prompt is {prompt_length} tokens long, but the model has only {usable_positions} positions"
+            )
+        if s.max_length > usable_positions:
+            new = s.max_length - prompt_length
+            raise LmatlasError(
+                f"max_new_tokens {new} goes beyond the model's {usable_positions} positions "
+                f"(the prompt takes {prompt_length}); ask for at most {usable_positions - prompt_length}"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# Logits processors, in transformers' order. Each takes the sequences so far (rows, length) and
+# the float32 scores (rows, vocab) and returns new scores.
+# ---------------------------------------------------------------------------------------------
+
+
+def repetition_penalty(ids: torch.Tensor, scores: torch.Tensor, penalty: float) -> torch.Tensor:
+    """CTRL's penalty on tokens already present (prompt included): divide positive scores, multiply
+    negative ones."""
+    seen = torch.gather(scores, 1, ids)
+    seen = torch.where(seen < 0, seen * penalty, seen / penalty)
+    return scores.scatter(1, ids, seen)
+
+
+def no_repeat_ngram(ids: torch.Tensor, scores: torch.Tensor, n: int) -> torch.Tensor:
+    """Forbid any token that would complete an n-gram already in the sequence."""
+    length = ids.shape[1]
+    if length + 1 < n:
+        return scores
+    scores = scores.clone()
+    for row, seq in enumerate(ids.tolist()):
+        prefix = tuple(seq[length + 1 - n :]) if n > 1 else ()
+        banned = [seq[i + n - 1] for i in range(length - n + 1) if tuple(seq[i : i + n - 1]) == prefix]
+        if banned:
+            scores[row, banned] = NEG_INF
+    return scores
+
+
+def forbid(scores: torch.Tensor, tokens: list[int]) -> torch.Tensor:
+    scores = scores.clone()
+    scores[:, tokens] = NEG_INF
+    return scores
+
+
+def top_k_filter(scores: torch.Tensor, k: int, keep: int = 1) -> torch.Tensor:
+    k = min(max(k, keep), scores.shape[-1])
+    threshold = torch.topk(scores, k)[0][..., -1, None]
+    return scores.masked_fill(scores < threshold, NEG_INF)
+
+
+def top_p_filter(scores: torch.Tensor, p: float, keep: int = 1) -> torch.Tensor:
+    """Nucleus sampling: keep the smallest set of most likely tokens whose probability exceeds p."""
+    sorted_scores, order = torch.sort(scores, descending=False)
+    cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)
+    remove = cumulative <= (1 - p)
+    remove[..., -keep:] = False
+    return scores.masked_fill(remove.scatter(1, order, remove), NEG_INF)
+
+
+class Processors:
+    """The logits processors that ``settings`` switch on."""
+
+    def __init__(self, s: GenerationSettings, prompt_length: int, keep: int):
+        self.s = s
+        self.eos = _eos_list(s.eos_token_id)
+        self.prompt_length = prompt_length
+        self.keep = keep
+
+    def __call__(self, ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        s = self.s
+        length = ids.shape[1]
+        if s.repetition_penalty != 1.0:
+            scores = repetition_penalty(ids, scores, s.repetition_penalty)
+        if s.no_repeat_ngram_size and s.no_repeat_ngram_size > 0:
+            scores = no_repeat_ngram(ids, scores, s.no_repeat_ngram_size)
+        if self.eos and s.min_length > 0 and length < s.min_length:
+            scores = forbid(scores, self.eos)
+        if self.eos and s.min_new_tokens and length - self.prompt_length < s.min_new_tokens:
+            scores = forbid(scores, self.eos)
+        if s.do_sample:
+            if s.temperature != 1.0:
+                scores = scores / s.temperature
+            if s.top_k:
+                scores = top_k_filter(scores, s.top_k, self.keep)
+            if s.top_p < 1.0:
+                scores = top_p_filter(scores, s.top_p, self.keep)
+        return scores
+
+
+# ---------------------------------------------------------------------------------------------
+# Stopping
+# ---------------------------------------------------------------------------------------------
+
+
+class StopStrings:
+    """A row stops when a stop string appears in its text and overlaps its last token (so a stop
+    string already in the prompt does not stop it), as transformers' StopStringCriteria."""
+
+    def __init__(self, strings: str | list[str], tokenizer):
+        if tokenizer is None:
+            raise LmatlasError("stop_strings needs the tokenizer: pass tokenizer= to generate()")
+        self.strings = [strings] if isinstance(strings, str) else list(strings)
+        if not self.strings or any(not isinstance(x, str) or not x for x in self.strings):
+            raise LmatlasError("stop_strings must be one or more non-empty strings")
+        self.tokenizer = tokenizer
+        # Enough tokens to hold the longest stop string, with a margin for tokens shorter than
+        # one character (byte-level pieces of one character).
+        self.window = max(len(x) for x in self.strings) + 4
+
+    def __call__(self, ids: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        done = torch.zeros(ids.shape[0], dtype=torch.bool)
+        tails = ids[:, -self.window :].tolist()
+        for r, tail in enumerate(tails):
+            if rows is not None and not rows[r]:
+                continue
+            before = self.tokenizer.decode(tail[:-1], skip_special_tokens=False)
+            text = self.tokenizer.decode(tail, skip_special_tokens=False)
+            for stop in self.strings:
+                at = text.rfind(stop)
+                if at >= 0 and at + len(stop) > len(before) - _common_suffix_slack(before, text):
+                    done[r] = True
+                    break
+        return done.to(ids.device)
+
+
+def _common_suffix_slack(before: str, text: str) -> int:
+    # Decoding the shorter list can differ from the prefix of the longer one (a partial UTF-8
+    # character, a cleaned-up space): count only the part of `before` that `text` shares.
+    n = 0
+    for a, b in zip(before, text):
+        if a != b:
+            break
+        n += 1
+    return len(before) - n
+
+
+# ---------------------------------------------------------------------------------------------
+# The engine
+# ---------------------------------------------------------------------------------------------
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    # transformers: cumsum of the mask - 1, with padding given position 1 (never attended).
+    pos = mask.long().cumsum(-1) - 1
+    return pos.masked_fill(mask == 0, 1)
+
+
+def _next_scores(model, ids, mask, pos, cache) -> torch.Tensor:
+    # inference_mode here, not around the loop: stream() yields between steps to the caller.
+    with torch.inference_mode():
+        out = model(ids, attention_mask=mask, position_ids=pos, cache=cache, logits_to_keep=1)
+    return out["logits"][:, -1, :].float()
+
+
+class _Run:
+    """What one call works with: prompt, mask, settings, cache."""
+
+    def __init__(self, model, input_ids, attention_mask, kwargs):
+        if not getattr(model, "is_decoder", False) or getattr(model, "head", None) is None:
+            raise LmatlasError("generate() needs a decoder loaded with the causal-lm head")
+        self.tokenizer = kwargs.pop("tokenizer", None)
+        self.streamer = kwargs.pop("streamer", None)
+        seed = kwargs.pop("seed", None)
+        self.generator = kwargs.pop("generator", None)
+        if self.generator is None and seed is not None:
+            self.generator = torch.Generator(device="cpu").manual_seed(int(seed))
+        if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2 or input_ids.dtype not in (
+            torch.int64, torch.int32,
+        ):
+            raise LmatlasError("input_ids must be a 2-D tensor of token ids (batch, length)")
+        if input_ids.shape[1] == 0:
+            raise LmatlasError("input_ids is empty: give at least one prompt token (e.g. the BOS token)")
+        s = GenerationSettings.resolve(model, kwargs)
+        cfg = model.config
+        L = input_ids.shape[1]
+        if s.max_new_tokens is not None:
+            s.max_length = L + s.max_new_tokens
+        vocab = cfg.vocab_size
+        if int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab:
+            raise LmatlasError(f"input_ids holds a token id outside the vocabulary (0..{vocab - 1})")
+        _check(s, L, cfg.usable_positions, vocab)
+        eos = _eos_list(s.eos_token_id)
+        if s.pad_token_id is None and eos:
+            s.pad_token_id = eos[0]  # as transformers, with its warning left out
+        if attention_mask is None:
+            # transformers infers the mask from padding when it can tell padding from EOS.
+            pad = s.pad_token_id
+            if pad is not None and bool((input_ids == pad).any()) and pad not in eos:
+                attention_mask = input_ids.ne(pad).long()
+            else:
+                attention_mask = torch.ones_like(input_ids)
+        elif attention_mask.shape != input_ids.shape:
+            raise LmatlasError(
+                f"attention_mask has shape {tuple(attention_mask.shape)}, input_ids {tuple(input_ids.shape)}"
+            )
+        self.model = model
+        self.s = s
+        self.eos = torch.tensor(eos, dtype=torch.long) if eos else None
+        self.input_ids = input_ids.long()
+        self.mask = attention_mask.long()
+        self.stop = StopStrings(s.stop_strings, self.tokenizer) if s.stop_strings else None
+        self.prompt_length = L
+
+    def expand(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.input_ids.repeat_interleave(n, dim=0), self.mask.repeat_interleave(n, dim=0)
+
+    def hits_eos(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.eos is None:
+            return torch.zeros_like(tokens, dtype=torch.bool)
+        return torch.isin(tokens, self.eos.to(tokens.device))
+
+
+def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+    """Prompts + new tokens, (batch x num_return_sequences, length), as transformers returns.
+
+    Arguments as transformers' ``generate()``: ``max_new_tokens`` (or ``max_length``),
+    ``min_new_tokens``, ``min_length``, ``do_sample``, ``temperature``, ``top_k``, ``top_p``,
+    ``repetition_penalty``, ``no_repeat_ngram_size``, ``num_beams``, ``length_penalty``,
+    ``early_stopping``, ``num_return_sequences``, ``eos_token_id`` (one or a list),
+    ``pad_token_id``, ``stop_strings`` (with ``tokenizer=``), ``streamer`` (an object with
+    ``put(ids)`` and ``end()``, as transformers' streamers). lmatlas adds ``seed``: sampling from
+    its own generator, reproducible whatever else uses torch's global one.
+    """
+    with torch.inference_mode():
+        run = _Run(model, input_ids, attention_mask, dict(kwargs))
+        if run.s.num_beams > 1:
+            return _beam_search(run)
+        ids = None
+        for ids in _sample_steps(run):
+            pass
+        return ids
+
+
+def stream(model, tokenizer, prompt: str | torch.Tensor, **kwargs) -> Iterator[str]:
+    """Yield the new text piece by piece as it is generated (one prompt; greedy or sampling).
+
+    Pieces end on whole characters: a byte-level token holding half a UTF-8 character waits for
+    the rest.
+    """
+    if isinstance(prompt, str):
+        ids = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long)
+    else:
+        ids = prompt
+    if ids.shape[0] != 1:
+        raise LmatlasError("stream() takes one prompt; use generate() for a batch")
+    kwargs.setdefault("tokenizer", tokenizer)
+    run = _Run(model, ids, kwargs.pop("attention_mask", None), dict(kwargs))
+    if run.s.num_beams > 1:
+        raise LmatlasError("stream() decodes greedily or by sampling; beam search (num_beams > 1) cannot stream")
+    shown = ""
+    L = run.prompt_length
+    for seq in _sample_steps(run):
+        text = tokenizer.decode(seq[0, L:].tolist(), skip_special_tokens=True)
+        if text.endswith("\ufffd"):
+            continue  # half a character so far
+        if text.startswith(shown):
+            if len(text) > len(shown):
+                yield text[len(shown) :]
+        shown = text  # (a re-segmentation that changes earlier text is not shown again)
+
+
+def _sample_steps(run: _Run) -> Iterator[torch.Tensor]:
+    """Greedy and multinomial sampling, one token per row per step: yields the sequences after
+    each step (the caller may stop early)."""
+    s, model = run.s, run.model
+    n = s.num_return_sequences if s.do_sample else 1
+    ids, mask = run.expand(n)
+    rows, L = ids.shape
+    max_length = s.max_length
+    keep = 1
+    processors = Processors(s, L, keep)
+    streamer = run.streamer
+    if streamer is not None:
+        streamer.put(ids.cpu())
+    if max_length <= L:
+        if streamer is not None:
+            streamer.end()
+        yield ids
+        return
+    seqs = torch.full((rows, max_length), s.pad_token_id if s.pad_token_id is not None else 0, dtype=torch.long)
+    seqs[:, :L] = ids
+    full_mask = torch.ones((rows, max_length), dtype=torch.long)
+    full_mask[:, :L] = mask
+    pos = _positions(mask)
+    next_pos = pos[:, -1:] + 1
+    cache = model.new_cache(rows, max_length) if s.use_cache else None
+    unfinished = torch.ones(rows, dtype=torch.bool)
+    pad = torch.tensor(s.pad_token_id if s.pad_token_id is not None else 0)
+    cur = L
+    if cache is not None:
+        scores = _next_scores(model, ids, mask, pos, cache)
+    else:
+        scores = _next_scores(model, ids, mask, pos, None)
+    try:
+        while True:
+            scores = processors(seqs[:, :cur], scores)
+            if s.do_sample:
+                probs = F.softmax(scores, dim=-1)
+                tokens = torch.multinomial(probs, num_samples=1, generator=run.generator).squeeze(1)
+            else:
+                tokens = torch.argmax(scores, dim=-1)
+            if run.eos is not None or run.stop is not None:
+                tokens = torch.where(unfinished, tokens, pad)
+            seqs[:, cur] = tokens
+            cur += 1
+            if streamer is not None:
+                streamer.put(tokens.cpu())
+            finished = run.hits_eos(tokens)
+            if run.stop is not None:
+                finished |= run.stop(seqs[:, :cur], unfinished)
+            unfinished &= ~finished
+            yield seqs[:, :cur]
+            if cur >= max_length or not bool(unfinished.any()):
+                break
+            if cache is not None:
+                scores = _next_scores(model, tokens[:, None], full_mask[:, :cur], next_pos, cache)
+            else:
+                p = _positions(full_mask[:, :cur])
+                scores = _next_scores(model, seqs[:, :cur], full_mask[:, :cur], p, None)
+            next_pos = next_pos + 1
+    finally:
+        if streamer is not None:
+            streamer.end()
+
+
+def _beam_search(run: _Run) -> torch.Tensor:
+    """transformers' vectorised beam search (GenerationMixin._beam_search, 4.57), step for step."""
+    s, model = run.s, run.model
+    nb = s.num_beams
+    B = run.input_ids.shape[0]
+    ids, mask = run.expand(nb)
+    L = ids.shape[1]
+    max_length = s.max_length
+    vocab = model.config.vocab_size
+    n_eos = 0 if run.eos is None else run.eos.numel()
+    keep_k = max(2, 1 + n_eos) * nb
+    top_nb_mask = torch.cat([torch.ones(nb, dtype=torch.bool), torch.zeros(keep_k - nb, dtype=torch.bool)])
+    processors = Processors(s, L, keep=1 + n_eos if n_eos else 2)
+    if max_length <= L:
+        return run.input_ids
+
+    # transformers fills unused slots with pad, or with the first EOS when pad is 0 or unset.
+    pad = s.pad_token_id
+    fill = (pad if pad else int(run.eos[0])) if run.eos is not None else -1
+    running = torch.full((B, nb, max_length), fill, dtype=torch.long)
+    running[:, :, :L] = ids.view(B, nb, L)
+    sequences = running.clone()
+    running_scores = torch.zeros((B, nb))
+    running_scores[:, 1:] = -1e9
+    beam_scores = torch.full((B, nb), -1e9)
+    finished = torch.zeros((B, nb), dtype=torch.bool)
+    improvable = torch.ones((B, 1), dtype=torch.bool)
+    hits = torch.zeros((B, nb), dtype=torch.bool)
+    running_idx = torch.full((B, nb, max_length - L), -1, dtype=torch.int32)
+    beam_idx = running_idx.clone()
+    batch_offset = torch.arange(B).view(-1, 1) * nb
+
+    full_mask = torch.ones((B * nb, max_length), dtype=torch.long)
+    full_mask[:, :L] = mask
+    pos = _positions(mask)
+    next_pos = pos[:, -1:] + 1
+    cache = model.new_cache(B * nb, max_length)
+    logits = _next_scores(model, ids, mask, pos, cache)
+    cur = L
+    while True:
+        flat = running[:, :, :cur].reshape(B * nb, cur)
+        log_probs = processors(flat, F.log_softmax(logits, dim=-1))
+        log_probs = (log_probs.view(B, nb, vocab) + running_scores[:, :, None]).reshape(B, nb * vocab)
+
+        # The best continuations of all beams (sampled without replacement with do_sample).
+        if s.do_sample:
+            top_idx = torch.multinomial(F.softmax(log_probs, dim=-1), num_samples=keep_k, generator=run.generator)
+            top_lp = torch.gather(log_probs, 1, top_idx)
+        else:
+            top_lp, top_idx = torch.topk(log_probs, k=keep_k)
+        parent = torch.div(top_idx, vocab, rounding_mode="floor")
+        top_ids = top_idx % vocab
+        top_running_idx = _gather(running_idx, parent)
+        top_running = _gather(running, parent)
+        top_running[:, :, cur] = top_ids
+        top_running_idx[:, :, cur - L] = (parent + batch_offset).to(torch.int32)
+
+        # Which candidates stop here: EOS, a stop string, or the length limit.
+        hits = run.hits_eos(top_ids)
+        if run.stop is not None:
+            hits |= run.stop(top_running[:, :, : cur + 1].reshape(B * keep_k, cur + 1)).view(B, keep_k)
+        if cur + 1 >= max_length:
+            hits = torch.ones_like(hits)
+
+        # The best candidates that did not stop carry on.
+        cont_lp = top_lp + hits.float() * -1.0e9
+        nxt = torch.topk(cont_lp, k=nb)[1]
+        running = _gather(top_running, nxt)
+        running_scores = _gather(cont_lp, nxt)
+        running_idx = _gather(top_running_idx, nxt)
+
+        # Candidates among the top nb that stopped join the finished hypotheses if they are better.
+        just_done = hits & top_nb_mask[None, :]
+        done_lp = top_lp / ((cur + 1 - L) ** s.length_penalty)
+        full = torch.all(finished, dim=-1, keepdim=True) & (s.early_stopping is True)
+        done_lp = done_lp + full.float() * -1.0e9
+        done_lp = done_lp + (~improvable).float() * -1.0e9
+        done_lp = done_lp + (~just_done) * -1.0e9
+        merged_scores = torch.cat((beam_scores, done_lp), dim=1)
+        best = torch.topk(merged_scores, k=nb)[1]
+        sequences = _gather(torch.cat((sequences, top_running), dim=1), best)
+        beam_scores = _gather(merged_scores, best)
+        beam_idx = _gather(torch.cat((beam_idx, top_running_idx), dim=1), best)
+        finished = _gather(torch.cat((finished, just_done), dim=1), best)
+
+        # The cache follows each running beam to its parent.
+        cache.reorder(running_idx[..., cur - L].reshape(-1).long())
+        cur += 1
+
+        # Can a running beam still beat the worst finished one?
+        if s.early_stopping == "never" and s.length_penalty > 0.0:
+            best_len = max_length - L
+        else:
+            best_len = cur - L
+        best_running = running_scores[:, :1] / (best_len**s.length_penalty)
+        worst_done = torch.where(finished, torch.min(beam_scores, dim=1, keepdim=True)[0], -1.0e9)
+        improvable = improvable & torch.any(best_running > worst_done, dim=-1, keepdim=True)
+        open_beams = not (bool(torch.all(finished)) and s.early_stopping is True)
+        if not (bool(torch.any(improvable)) and open_beams and not bool(torch.all(hits))):
+            break
+        tokens = running[:, :, cur - 1].reshape(B * nb, 1)
+        logits = _next_scores(model, tokens, full_mask[:, :cur], next_pos, cache)
+        next_pos = next_pos + 1
+
+    k = s.num_return_sequences
+    sequences = sequences[:, :k].reshape(B * k, max_length)
+    beam_idx = beam_idx[:, :k].reshape(B * k, -1)
+    generated = int((beam_idx + 1).bool().sum(dim=1).max())
+    return sequences[:, : L + generated]
+
+
+def _gather(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    while index.ndim < t.ndim:
+        index = index.unsqueeze(-1)
+    return torch.take_along_dim(t, index, dim=1)
+
+
+__all__ = ["GenerationSettings", "generate", "stream"]
