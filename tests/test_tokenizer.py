@@ -502,7 +502,7 @@ def _raises(match, fn, *args, **kwargs):
 
 
 def test_folder_errors(tmp_path):
-    _raises("does not exist", load_tokenizer, tmp_path / "nope")
+    _raises("no such folder", load_tokenizer, tmp_path / "nope")
     (tmp_path / "file.txt").write_text("x")
     _raises("not a folder", load_tokenizer, tmp_path / "file.txt")
     empty = make_folder(tmp_path, "empty", [], {"tokenizer_class": "BertTokenizer"})

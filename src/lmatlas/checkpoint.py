@@ -26,11 +26,12 @@ _HUB_PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors", "*/*.json", "*.j
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 
 
-def resolve(path_or_id: str | os.PathLike) -> Path:
+def resolve(path_or_id: str | os.PathLike, weights: bool = True) -> Path:
     """A local model folder for a path, or for a hub id (downloaded once into the HF cache).
 
     The hub is reached through ``huggingface_hub``, which honours ``HF_HUB_OFFLINE=1``: then
-    only ids already in the local cache resolve.
+    only ids already in the local cache resolve. ``weights=False`` fetches everything but the
+    weights (enough for a tokenizer).
     """
     path = Path(path_or_id).expanduser()
     if path.is_dir():
@@ -40,16 +41,17 @@ def resolve(path_or_id: str | os.PathLike) -> Path:
         raise LmatlasError(f"{text}: not a folder; give the model's folder (with config.json), not a file")
     if not _HUB_ID.match(text) or text.startswith(".") or os.sep in text.replace("/", "", 1):
         raise LmatlasError(f"{text}: no such folder, and not a Hugging Face hub id")
-    return _download(text)
+    return _download(text, weights)
 
 
-def _download(repo_id: str) -> Path:
+def _download(repo_id: str, weights: bool = True) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     try:
-        folder = Path(snapshot_download(repo_id, allow_patterns=_HUB_PATTERNS))
-        if not _weight_files_present(folder) and not (folder / "modules.json").exists():
+        patterns = _HUB_PATTERNS if weights else [p for p in _HUB_PATTERNS if p != "*.safetensors"]
+        folder = Path(snapshot_download(repo_id, allow_patterns=patterns))
+        if weights and not _weight_files_present(folder) and not (folder / "modules.json").exists():
             # Older repos carry only PyTorch pickles; read later with weights_only=True.
             folder = Path(snapshot_download(repo_id, allow_patterns=_HUB_PATTERNS + ["*.bin"]))
         return folder

@@ -31,6 +31,7 @@ from typing import Any, Callable, Sequence
 from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers, processors
 from tokenizers import Tokenizer as RustTokenizer
 
+from .checkpoint import resolve
 from .errors import LmatlasError
 
 __all__ = ["BatchEncoding", "Tokenizer", "load_tokenizer", "read_sentencepiece_model", "VERY_LARGE_INTEGER"]
@@ -559,10 +560,11 @@ _KIND_FILES = {"wordpiece": "vocab.txt", "bytelevel": "vocab.json + merges.txt",
 
 
 def load_tokenizer(folder: str | os.PathLike) -> "Tokenizer":
-    """Load the tokenizer of the checkpoint in a local ``folder`` (see the module docstring)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise LmatlasError(f"tokenizer folder {folder} does not exist or is not a folder")
+    """Load the tokenizer of a checkpoint folder or hub id (see the module docstring)."""
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise LmatlasError(f"tokenizer folder {folder} is not a folder")
+    folder = resolve(folder, weights=False)
     source = next((name for name, _ in _SOURCES if (folder / name).is_file()), None)
     if source is None:
         names = ", ".join(name for name, _ in _SOURCES)
