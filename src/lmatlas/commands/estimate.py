@@ -1,0 +1,37 @@
+"""`lmatlas estimate NAME|PATH`: parameters, FLOPs, memory, KV cache and a decoding speed bound."""
+
+from __future__ import annotations
+
+import json
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "estimate",
+        help="the numbers before you run: parameters, FLOPs, memory, KV cache, decode speed bound",
+        description="Estimate a catalogue model (GPT-3), an architecture preset (llama-7b) or a local "
+        "checkpoint folder, whose parameters are counted exactly from its weight files.",
+    )
+    p.add_argument("target", metavar="NAME|PATH", help="catalogue name, architecture preset or model folder")
+    p.add_argument("--dtype", default="bfloat16", help="float32, bfloat16 (default), float16, int8 or int4")
+    p.add_argument("--batch", default="1", help="sequences at once (default 1)")
+    p.add_argument("--seq", default=None, help="tokens per sequence (default: the model's context length)")
+    p.add_argument("--tokens", default=None, help="training tokens for the 6ND figure: 300B, 1.4T (default: the catalogue's, else compute-optimal)")
+    p.add_argument("--bandwidth", default=None, help="memory bandwidth in GB/s, e.g. 50 or 1.5TB/s (default: measured here)")
+    p.add_argument("--json", action="store_true", help="machine-readable output (plain numbers, bytes and FLOPs)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..estimate import estimate, format_estimate
+
+    est = estimate(
+        args.target,
+        dtype=args.dtype,
+        batch=args.batch,
+        seq=args.seq,
+        tokens=args.tokens,
+        bandwidth=args.bandwidth,
+    )
+    print(json.dumps(est.to_dict(), indent=2) if args.json else format_estimate(est))
+    return 0
