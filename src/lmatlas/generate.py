@@ -1,12 +1,16 @@
 """Decoding: greedy, sampling and beam search over any model with a key/value cache.
 
-One engine for every decoder (and, later, encoder-decoder): the model only runs forward passes
-over new tokens with a cache; everything else — settings, logits processors, stopping, beam
-bookkeeping, batching with left padding, streaming — is here. Argument names and semantics
+One engine for every decoder and encoder-decoder: the model only runs forward passes over new
+tokens with a cache; everything else — settings, logits processors, stopping, beam bookkeeping,
+batching with left padding, streaming — is here. An encoder-decoder's source is encoded once;
+its cache (``encoder_decoder.Seq2SeqCache``) holds the cross-attention keys and values once per
+source, shared by that source's beams, and the loop below runs on the decoder's tokens exactly
+as it does for a decoder's prompt (which for an encoder-decoder is the decoder start token). Argument names and semantics
 follow transformers' ``generate()`` (4.57), so that the same call gives the same tokens:
 
-- processors run in transformers' order: repetition penalty, no-repeat n-grams, minimum length,
-  minimum new tokens, then (sampling only) temperature, top-k, top-p;
+- processors run in transformers' order: repetition penalty, no-repeat n-grams, bad words,
+  minimum length, minimum new tokens, forced BOS (mBART's target language), forced EOS, then
+  (sampling only) temperature, top-k, top-p;
 - a finished row (EOS or stop string) continues with ``pad_token_id``; generation ends when every
   row has finished or the length limit is reached;
 - beam search keeps transformers' vectorised algorithm: 2 x beams candidates per step (more with
@@ -55,6 +59,13 @@ class GenerationSettings:
     bos_token_id: int | None = None
     stop_strings: str | list[str] | None = None
     use_cache: bool = True
+    # Encoder-decoders: the token the decoder starts from, and tokens forced first (mBART's
+    # target language) and last (at max_length).
+    decoder_start_token_id: int | None = None
+    forced_bos_token_id: int | None = None
+    forced_eos_token_id: int | list[int] | None = None
+    # Token sequences never to complete (Marian's checkpoints forbid their pad token).
+    bad_words_ids: list[list[int]] | None = None
 
     @classmethod
     def resolve(cls, model, kwargs: dict[str, Any]) -> "GenerationSettings":
@@ -68,7 +79,10 @@ class GenerationSettings:
             "pad_token_id": cfg.pad_token_id,
             "bos_token_id": cfg.bos_token_id,
         }
-        values.update({k: v for k, v in (cfg.generation or {}).items() if k in known and v is not None})
+        # Without a generation_config.json, transformers takes the generation settings that
+        # config.json holds (decoder_start_token_id, forced_eos_token_id, num_beams, ...).
+        defaults = cfg.generation or (cfg.hf_config or {})
+        values.update({k: v for k, v in defaults.items() if k in known and v is not None})
         values.update({k: v for k, v in kwargs.items() if v is not None})
         return cls(**values)
 
@@ -112,6 +126,22 @@ def _check(s: GenerationSettings, prompt_length: int, usable_positions: int | No
     for e in _eos_list(s.eos_token_id):
         if not 0 <= e < vocab_size:
             raise LmatlasError(f"eos_token_id {e} is outside the vocabulary (0..{vocab_size - 1})")
+    for name in ("forced_bos_token_id", "forced_eos_token_id", "decoder_start_token_id"):
+        for e in _eos_list(getattr(s, name)):
+            if not 0 <= e < vocab_size:
+                raise LmatlasError(f"{name} {e} is outside the vocabulary (0..{vocab_size - 1})")
+    if s.bad_words_ids is not None:
+        bad = s.bad_words_ids
+        if (
+            not isinstance(bad, (list, tuple))
+            or not bad
+            or any(not isinstance(w, (list, tuple)) or not w for w in bad)
+            or any(not isinstance(t, int) or not 0 <= t < vocab_size for w in bad for t in w)
+        ):
+            raise LmatlasError(
+                f"bad_words_ids must be a non-empty list of non-empty lists of token ids (0..{vocab_size - 1}), "
+                f"not {bad!r}"
+            )
     if usable_positions is not None:
         if prompt_length > usable_positions:
             raise LmatlasError(
@@ -153,6 +183,30 @@ def no_repeat_ngram(ids: torch.Tensor, scores: torch.Tensor, n: int) -> torch.Te
     return scores
 
 
+def bad_words(ids: torch.Tensor, scores: torch.Tensor, words: list[tuple[int, ...]]) -> torch.Tensor:
+    """Forbid the last token of each banned sequence where the sequence so far ends with the rest
+    of it (single tokens: always), as transformers' NoBadWordsLogitsProcessor."""
+    scores = scores.clone()
+    single = [w[0] for w in words if len(w) == 1]
+    if single:
+        scores[:, single] = NEG_INF
+    length = ids.shape[1]
+    for w in words:
+        if len(w) == 1 or len(w) > length:
+            continue
+        prefix = torch.tensor(w[:-1], dtype=ids.dtype, device=ids.device)
+        rows = torch.eq(ids[:, -(len(w) - 1) :], prefix).all(dim=1)
+        scores[rows, w[-1]] = NEG_INF
+    return scores
+
+
+def force(scores: torch.Tensor, tokens: list[int]) -> torch.Tensor:
+    """Only ``tokens`` remain possible (score 0, everything else -inf)."""
+    forced = torch.full_like(scores, NEG_INF)
+    forced[:, tokens] = 0.0
+    return forced
+
+
 def forbid(scores: torch.Tensor, tokens: list[int]) -> torch.Tensor:
     scores = scores.clone()
     scores[:, tokens] = NEG_INF
@@ -182,6 +236,9 @@ class Processors:
         self.eos = _eos_list(s.eos_token_id)
         self.prompt_length = prompt_length
         self.keep = keep
+        # transformers never bans EOS itself as a bad word.
+        words = [tuple(w) for w in s.bad_words_ids or []]
+        self.bad_words = [w for w in words if not (len(w) == 1 and w[0] in self.eos)]
 
     def __call__(self, ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         s = self.s
@@ -190,10 +247,16 @@ class Processors:
             scores = repetition_penalty(ids, scores, s.repetition_penalty)
         if s.no_repeat_ngram_size and s.no_repeat_ngram_size > 0:
             scores = no_repeat_ngram(ids, scores, s.no_repeat_ngram_size)
+        if self.bad_words:
+            scores = bad_words(ids, scores, self.bad_words)
         if self.eos and s.min_length > 0 and length < s.min_length:
             scores = forbid(scores, self.eos)
         if self.eos and s.min_new_tokens and length - self.prompt_length < s.min_new_tokens:
             scores = forbid(scores, self.eos)
+        if s.forced_bos_token_id is not None and length == 1:
+            scores = force(scores, [s.forced_bos_token_id])
+        if s.forced_eos_token_id is not None and length == s.max_length - 1:
+            scores = force(scores, _eos_list(s.forced_eos_token_id))
         if s.do_sample:
             if s.temperature != 1.0:
                 scores = scores / s.temperature
@@ -265,40 +328,51 @@ def _positions(mask: torch.Tensor) -> torch.Tensor:
 def _next_scores(model, ids, mask, pos, cache) -> torch.Tensor:
     # inference_mode here, not around the loop: stream() yields between steps to the caller.
     with torch.inference_mode():
-        out = model(ids, attention_mask=mask, position_ids=pos, cache=cache, logits_to_keep=1)
+        if getattr(model, "is_encoder_decoder", False):
+            # The source comes from the cache; ids are the decoder's tokens.
+            out = model(
+                decoder_input_ids=ids, decoder_attention_mask=mask, decoder_position_ids=pos, cache=cache,
+                logits_to_keep=1,
+            )
+        else:
+            out = model(ids, attention_mask=mask, position_ids=pos, cache=cache, logits_to_keep=1)
     return out["logits"][:, -1, :].float()
 
 
 class _Run:
-    """What one call works with: prompt, mask, settings, cache."""
+    """What one call works with: prompt, mask, settings, cache.
+
+    For an encoder-decoder, ``input_ids`` / ``attention_mask`` are the source, encoded here once;
+    the "prompt" the loop continues is the decoder's (``decoder_input_ids``, by default the
+    decoder start token), as in transformers.
+    """
 
     def __init__(self, model, input_ids, attention_mask, kwargs):
-        if not getattr(model, "is_decoder", False) or getattr(model, "head", None) is None:
-            raise LmatlasError("generate() needs a decoder loaded with the causal-lm head")
+        self.encoder_decoder = getattr(model, "is_encoder_decoder", False)
+        usable = getattr(model, "is_decoder", False) or self.encoder_decoder
+        if not usable or getattr(model, "head", None) is None:
+            raise LmatlasError(
+                "generate() needs a decoder loaded with the causal-lm head, or an encoder-decoder with the "
+                "seq2seq-lm head"
+            )
         self.tokenizer = kwargs.pop("tokenizer", None)
         self.streamer = kwargs.pop("streamer", None)
         seed = kwargs.pop("seed", None)
         self.generator = kwargs.pop("generator", None)
         if self.generator is None and seed is not None:
             self.generator = torch.Generator(device="cpu").manual_seed(int(seed))
-        if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2 or input_ids.dtype not in (
-            torch.int64, torch.int32,
-        ):
-            raise LmatlasError("input_ids must be a 2-D tensor of token ids (batch, length)")
+        decoder_input_ids = kwargs.pop("decoder_input_ids", None) if self.encoder_decoder else None
+        _check_ids(input_ids, "input_ids")
         if input_ids.shape[1] == 0:
             raise LmatlasError("input_ids is empty: give at least one prompt token (e.g. the BOS token)")
         s = GenerationSettings.resolve(model, kwargs)
         cfg = model.config
-        L = input_ids.shape[1]
-        if s.max_new_tokens is not None:
-            s.max_length = L + s.max_new_tokens
-        vocab = cfg.vocab_size
-        if int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab:
-            raise LmatlasError(f"input_ids holds a token id outside the vocabulary (0..{vocab - 1})")
-        _check(s, L, cfg.usable_positions, vocab)
         eos = _eos_list(s.eos_token_id)
         if s.pad_token_id is None and eos:
             s.pad_token_id = eos[0]  # as transformers, with its warning left out
+        vocab = cfg.vocab_size
+        if int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab:
+            raise LmatlasError(f"input_ids holds a token id outside the vocabulary (0..{vocab - 1})")
         if attention_mask is None:
             # transformers infers the mask from padding when it can tell padding from EOS.
             pad = s.pad_token_id
@@ -306,10 +380,27 @@ class _Run:
                 attention_mask = input_ids.ne(pad).long()
             else:
                 attention_mask = torch.ones_like(input_ids)
-        elif attention_mask.shape != input_ids.shape:
-            raise LmatlasError(
-                f"attention_mask has shape {tuple(attention_mask.shape)}, input_ids {tuple(input_ids.shape)}"
-            )
+        elif not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != input_ids.shape:
+            shape = tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else type(attention_mask)
+            raise LmatlasError(f"attention_mask has shape {shape}, input_ids {tuple(input_ids.shape)}")
+        self.encoded = None
+        self.source_mask = None
+        if self.encoder_decoder:
+            positions = cfg.usable_positions
+            if positions is not None and input_ids.shape[1] > positions:
+                raise LmatlasError(
+                    f"the source is {input_ids.shape[1]} tokens long, but the encoder has only {positions} positions"
+                )
+            self.source_mask = attention_mask.long()
+            with torch.inference_mode():
+                self.encoded = model.encode(input_ids.long(), self.source_mask)["last_hidden_state"]
+            input_ids = self._decoder_prompt(s, decoder_input_ids, input_ids.shape[0], cfg.target_vocab_size)
+            attention_mask = torch.ones_like(input_ids)
+            vocab = cfg.target_vocab_size
+        L = input_ids.shape[1]
+        if s.max_new_tokens is not None:
+            s.max_length = L + s.max_new_tokens
+        _check(s, L, cfg.usable_positions, vocab)
         self.model = model
         self.s = s
         self.eos = torch.tensor(eos, dtype=torch.long) if eos else None
@@ -318,6 +409,43 @@ class _Run:
         self.stop = StopStrings(s.stop_strings, self.tokenizer) if s.stop_strings else None
         self.prompt_length = L
 
+    @staticmethod
+    def _decoder_prompt(s: GenerationSettings, decoder_input_ids, batch: int, vocab: int) -> torch.Tensor:
+        """The decoder's first tokens: the start token, before any ``decoder_input_ids`` given
+        (unless they already begin with it), as transformers does."""
+        start = s.decoder_start_token_id if s.decoder_start_token_id is not None else s.bos_token_id
+        if start is None:
+            raise LmatlasError(
+                "the model's config has no decoder_start_token_id (nor bos_token_id): pass decoder_start_token_id="
+            )
+        if isinstance(start, (list, tuple)):
+            start = start[0]
+        first = torch.full((batch, 1), int(start), dtype=torch.long)
+        if decoder_input_ids is None:
+            return first
+        _check_ids(decoder_input_ids, "decoder_input_ids")
+        if decoder_input_ids.shape[0] != batch:
+            raise LmatlasError(
+                f"decoder_input_ids has {decoder_input_ids.shape[0]} rows, but there are {batch} sources"
+            )
+        if decoder_input_ids.numel() and (int(decoder_input_ids.min()) < 0 or int(decoder_input_ids.max()) >= vocab):
+            raise LmatlasError(f"decoder_input_ids holds a token id outside the vocabulary (0..{vocab - 1})")
+        decoder_input_ids = decoder_input_ids.long()
+        if decoder_input_ids.shape[1] == 0 or bool((decoder_input_ids[:, 0] != start).all()):
+            decoder_input_ids = torch.cat([first, decoder_input_ids], dim=1)
+        return decoder_input_ids
+
+    def new_cache(self, rows: int, max_length: int, use_cache: bool = True):
+        """The cache for ``rows`` sequences: the model's key/value cache (None without one), or
+        an encoder-decoder's ``Seq2SeqCache`` over the encoded sources (always: it carries the
+        source, with or without the decoder's own keys and values)."""
+        if self.encoded is None:
+            return self.model.new_cache(rows, max_length) if use_cache else None
+        return self.model.new_cache(
+            rows, max_length, encoder_last_hidden_state=self.encoded, attention_mask=self.source_mask,
+            use_cache=use_cache,
+        )
+
     def expand(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.input_ids.repeat_interleave(n, dim=0), self.mask.repeat_interleave(n, dim=0)
 
@@ -325,6 +453,11 @@ class _Run:
         if self.eos is None:
             return torch.zeros_like(tokens, dtype=torch.bool)
         return torch.isin(tokens, self.eos.to(tokens.device))
+
+
+def _check_ids(ids, name: str) -> None:
+    if not isinstance(ids, torch.Tensor) or ids.ndim != 2 or ids.dtype not in (torch.int64, torch.int32):
+        raise LmatlasError(f"{name} must be a 2-D tensor of token ids (batch, length)")
 
 
 def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
@@ -400,14 +533,11 @@ def _sample_steps(run: _Run) -> Iterator[torch.Tensor]:
     full_mask[:, :L] = mask
     pos = _positions(mask)
     next_pos = pos[:, -1:] + 1
-    cache = model.new_cache(rows, max_length) if s.use_cache else None
+    cache = run.new_cache(rows, max_length, s.use_cache)
     unfinished = torch.ones(rows, dtype=torch.bool)
     pad = torch.tensor(s.pad_token_id if s.pad_token_id is not None else 0)
     cur = L
-    if cache is not None:
-        scores = _next_scores(model, ids, mask, pos, cache)
-    else:
-        scores = _next_scores(model, ids, mask, pos, None)
+    scores = _next_scores(model, ids, mask, pos, cache)
     try:
         while True:
             scores = processors(seqs[:, :cur], scores)
@@ -429,11 +559,11 @@ def _sample_steps(run: _Run) -> Iterator[torch.Tensor]:
             yield seqs[:, :cur]
             if cur >= max_length or not bool(unfinished.any()):
                 break
-            if cache is not None:
+            if s.use_cache:
                 scores = _next_scores(model, tokens[:, None], full_mask[:, :cur], next_pos, cache)
             else:
                 p = _positions(full_mask[:, :cur])
-                scores = _next_scores(model, seqs[:, :cur], full_mask[:, :cur], p, None)
+                scores = _next_scores(model, seqs[:, :cur], full_mask[:, :cur], p, cache)
             next_pos = next_pos + 1
     finally:
         if streamer is not None:
@@ -448,7 +578,7 @@ def _beam_search(run: _Run) -> torch.Tensor:
     ids, mask = run.expand(nb)
     L = ids.shape[1]
     max_length = s.max_length
-    vocab = model.config.vocab_size
+    vocab = model.config.target_vocab_size
     n_eos = 0 if run.eos is None else run.eos.numel()
     keep_k = max(2, 1 + n_eos) * nb
     top_nb_mask = torch.cat([torch.ones(nb, dtype=torch.bool), torch.zeros(keep_k - nb, dtype=torch.bool)])
@@ -476,7 +606,7 @@ def _beam_search(run: _Run) -> torch.Tensor:
     full_mask[:, :L] = mask
     pos = _positions(mask)
     next_pos = pos[:, -1:] + 1
-    cache = model.new_cache(B * nb, max_length)
+    cache = run.new_cache(B * nb, max_length)
     logits = _next_scores(model, ids, mask, pos, cache)
     cur = L
     while True:
