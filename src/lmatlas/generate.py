@@ -83,8 +83,16 @@ class GenerationSettings:
         # config.json holds (decoder_start_token_id, forced_eos_token_id, num_beams, ...).
         defaults = cfg.generation or (cfg.hf_config or {})
         values.update({k: v for k, v in defaults.items() if k in known and v is not None})
-        values.update({k: v for k, v in kwargs.items() if v is not None})
+        # As in transformers, an explicit None switches these off (e.g. forced_eos_token_id=None);
+        # for the other settings None means "the default".
+        values.update({k: v for k, v in kwargs.items() if v is not None or k in _NONE_SWITCHES_OFF})
         return cls(**values)
+
+
+_NONE_SWITCHES_OFF = frozenset({
+    "eos_token_id", "forced_bos_token_id", "forced_eos_token_id", "bad_words_ids", "max_new_tokens",
+    "min_new_tokens", "stop_strings", "top_k",
+})  # fmt: skip
 
 
 def _eos_list(eos: int | Sequence[int] | None) -> list[int]:

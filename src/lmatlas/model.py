@@ -12,6 +12,7 @@ from .config import ModelConfig
 from .decoder import Decoder, KVCache
 from .encoder import Encoder
 from .encoder_decoder import EncoderDecoder, Seq2SeqCache
+from .errors import LmatlasError
 from .heads import HEADS
 
 
@@ -113,9 +114,13 @@ class LmatlasModel(nn.Module):
         ``decoder_input_ids`` are the new target tokens."""
         if self.is_encoder_decoder:
             if token_type_ids is not None:
-                raise ValueError("encoder-decoder models take no token_type_ids")
+                raise LmatlasError("encoder-decoder models take no token_type_ids")
             if decoder_input_ids is None:
-                raise ValueError("an encoder-decoder needs decoder_input_ids (the target so far)")
+                raise LmatlasError(
+                    "an encoder-decoder needs decoder_input_ids: the target so far, from the decoder start token"
+                )
+            if input_ids is None and encoder_outputs is None and cache is None:
+                raise LmatlasError("an encoder-decoder needs the source: input_ids (or encoder_outputs)")
             out = self.backbone(
                 input_ids,
                 attention_mask=attention_mask,
