@@ -181,7 +181,10 @@ class Attention(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
         kv: tuple[torch.Tensor, torch.Tensor, int] | None = None,
         is_causal: bool = False,
+        memory: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
+        if memory is not None:
+            return self.attend_memory(x, mask, memory)
         b, t, _ = x.shape
         q, k, v = self.qkv(x).split(self.split, dim=-1)
         q = q.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
@@ -297,13 +300,13 @@ class Layer(nn.Module):
         if self.norm_position == "post":
             x = self.attn_norm(x + self.dropout(self.attn(x, mask, rope, kv, is_causal)))
             if self.cross_attn is not None:
-                x = self.cross_norm(x + self.dropout(self.cross_attn.attend_memory(x, memory_mask, memory)))
+                x = self.cross_norm(x + self.dropout(self.cross_attn(x, memory_mask, memory=memory)))
             return self.mlp_norm(x + self.dropout(self.mlp(x)))
         if self.norm_position == "pre":
             h = self.attn_norm(x)
             x = (h if self.residual_from_norm else x) + self.dropout(self.attn(h, mask, rope, kv, is_causal))
             if self.cross_attn is not None:
-                x = x + self.dropout(self.cross_attn.attend_memory(self.cross_norm(x), memory_mask, memory))
+                x = x + self.dropout(self.cross_attn(self.cross_norm(x), memory_mask, memory=memory))
             h = self.mlp_norm(x)
             return (h if self.residual_from_norm else x) + self.dropout(self.mlp(h))
         h = self.attn_norm(x)
