@@ -95,13 +95,23 @@ class TextGeneration(Pipeline):
 
     def run(self, items: list, opts: dict, batch_size: int) -> list:
         gen = {k: v for k, v in self.defaults.items()}
-        gen.update({k: opts[k] for k in GENERATE_ARGS if opts.get(k) is not None})
+        given = {k: opts[k] for k in GENERATE_ARGS if opts.get(k) is not None}
+        if "max_length" in given and "max_new_tokens" not in given:
+            # A length asked for replaces the pipeline's default of 256 new tokens (transformers
+            # keeps the 256 and warns that max_length is ignored).
+            gen["max_new_tokens"] = None
+        gen.update(given)
         if opts["stop_sequence"] is not None:
             # transformers makes every token of the stop sequence an end-of-sequence token.
             gen["eos_token_id"] = self.tokenizer.encode(opts["stop_sequence"], add_special_tokens=False)
         prefix = opts["prefix"] if opts["prefix"] is not None else (self.model_prefix or "")
-        if prefix and opts.get("max_new_tokens") is None and gen.get("max_new_tokens") is None:
-            gen["max_length"] = gen["max_length"] + len(self._encode(prefix, opts))
+        if prefix:
+            # Lengths count the prompt, so the prefix's tokens come on top (as transformers).
+            extra = len(self._encode(prefix, opts))
+            if gen.get("max_new_tokens") is None:
+                gen["max_length"] = gen["max_length"] + extra
+            if gen.get("min_new_tokens") is None and opts.get("min_length") is not None:
+                gen["min_length"] = gen["min_length"] + extra
         mode = self._return_mode(opts)
         prompts = [self._prompt(prefix + text, opts, gen) for text in items]
         results = []
