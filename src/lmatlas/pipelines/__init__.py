@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import LmatlasError
 from .base import Pipeline
 
-__all__ = ["Pipeline", "TASKS", "ALIASES", "pipeline", "task_names"]
+__all__ = ["Pipeline", "TASKS", "ALIASES", "pipeline", "task_names", "task_options"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,12 @@ _TRANSLATION = re.compile(r"^translation_([a-z]{2,3})_to_([a-z]{2,3})$")
 
 def task_names() -> list[str]:
     return sorted([*TASKS, *ALIASES, "translation_xx_to_yy"])
+
+
+def task_options(task: str) -> dict:
+    """The options ``task`` takes: name -> ``base.Option`` (default, check, help)."""
+    spec = TASKS[canonical(task)]
+    return dict(_class(spec.target).OPTIONS) if spec.target else {}
 
 
 def canonical(task: str) -> str:

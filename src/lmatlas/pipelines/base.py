@@ -145,7 +145,7 @@ class Pipeline:
     def split_inputs(self, inputs: Any) -> tuple[bool, list]:
         """(is one input, the inputs as a list), each input checked."""
         if isinstance(inputs, list):
-            return False, [self.check_input(x, i) for i, x in enumerate(inputs)]
+            return False, [self.check_input(x, i if len(inputs) > 1 else None) for i, x in enumerate(inputs)]
         return True, [self.check_input(inputs, None)]
 
     def check_input(self, item: Any, index: int | None) -> Any:

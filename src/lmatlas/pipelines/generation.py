@@ -53,7 +53,10 @@ class TextGeneration(Pipeline):
                                          "'hole': cut the prompt's beginning to leave room for the new tokens"),
         "tokenizer_encode_kwargs": Option(None, mapping, "extra tokenizer arguments for the prompt", "json"),
         "add_special_tokens": Option(False, boolean, "add the tokenizer's special tokens around the prompt", "bool"),
-        **{name: Option(None, _any, "generate() argument", "json") for name in GENERATE_ARGS},
+        **{
+            name: Option(None, _any, "generate() argument", "bool" if name in ("do_sample", "use_cache") else "json")
+            for name in GENERATE_ARGS
+        },
     }
 
     def __init__(self, model, tokenizer, **kwargs: Any):
