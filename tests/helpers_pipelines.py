@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .reference import randomize, shared_data, transformers
+from .reference import default_model_path, randomize, shared_data, transformers
 
 NER_LABELS = {0: "B-PER", 1: "I-PER", 2: "O", 3: "B-LOC", 4: "I-LOC", 5: "MISC", 6: "B-ORG"}
 NLI_LABELS = {0: "NEUTRAL", 1: "Entailment", 2: "contradiction"}
@@ -74,10 +74,19 @@ def train_tokenizers(root: Path) -> dict[str, Path]:
     (bpe_dir / "tokenizer_config.json").write_text(
         json.dumps({"tokenizer_class": "RobertaTokenizer", "model_max_length": 64})
     )
-    return {"wordpiece": wp_dir, "bpe": bpe_dir}
+    # The default model's own uncased WordPiece vocabulary (30,522 tokens, accents stripped).
+    minilm = root / "minilm"
+    minilm.mkdir()
+    source = default_model_path()
+    for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        (minilm / name).write_bytes((source / name).read_bytes())
+    return {"wordpiece": wp_dir, "bpe": bpe_dir, "minilm": minilm}
 
 
 CLASSES = {
+    "bert-uncased": {"masked-lm": "BertForMaskedLM", "sequence-classification": "BertForSequenceClassification",
+                     "token-classification": "BertForTokenClassification",
+                     "question-answering": "BertForQuestionAnswering"},
     "bert": {"masked-lm": "BertForMaskedLM", "sequence-classification": "BertForSequenceClassification",
              "token-classification": "BertForTokenClassification", "question-answering": "BertForQuestionAnswering"},
     "roberta": {"masked-lm": "RobertaForMaskedLM", "sequence-classification": "RobertaForSequenceClassification",
@@ -88,7 +97,7 @@ CLASSES = {
                    "token-classification": "DistilBertForTokenClassification",
                    "question-answering": "DistilBertForQuestionAnswering"},
 }
-TOKENIZER_OF = {"bert": "wordpiece", "distilbert": "wordpiece", "roberta": "bpe"}
+TOKENIZER_OF = {"bert": "wordpiece", "distilbert": "wordpiece", "roberta": "bpe", "bert-uncased": "minilm"}
 
 
 def build_model(root: Path, tokenizers: dict[str, Path], family: str, head: str, name: str | None = None,
@@ -97,7 +106,10 @@ def build_model(root: Path, tokenizers: dict[str, Path], family: str, head: str,
     tf = transformers()
     tok_dir = tokenizers[TOKENIZER_OF[family]]
     vocab = 900 + 5  # room for the added special tokens
-    if family == "bert":
+    if family == "bert-uncased":  # the real MiniLM vocabulary and its 512 positions
+        cfg = tf.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                            intermediate_size=48, max_position_embeddings=512, type_vocab_size=2, pad_token_id=0)
+    elif family == "bert":
         cfg = tf.BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                             intermediate_size=48, max_position_embeddings=64, type_vocab_size=2, pad_token_id=0)
     elif family == "distilbert":
