@@ -4,6 +4,23 @@ and text2text pipelines the tutorials in the notes use).
 
 One module per task family; this file is the registry: which task names there are, which head a
 checkpoint needs for each, and which tasks the default model (all-MiniLM-L6-v2) serves.
+
+Where lmatlas differs from transformers 4.57 (each time where transformers crashes, warns or
+returns something odd):
+
+- a list in always gives a list out (transformers unwraps a list of one for fill-mask and
+  question-answering);
+- question-answering returns a dict exactly when ``top_k == 1``, and never returns spans of zero
+  probability (transformers pads short contexts' lists with them);
+- texts longer than the model are cut to its positions for classification, NER and zero-shot;
+  fill-mask and feature-extraction refuse them, naming the truncation option (transformers
+  indexes past the position table);
+- zero-shot-classification with a model that has no "entailment" label is an error (transformers
+  warns and takes the last label); with a sentence-embedding model it compares embeddings;
+- text-generation: ``max_length`` replaces the pipeline's default of 256 new tokens (transformers
+  ignores it, with a warning); chat messages are not taken yet;
+- feature-extraction's ``pool=True`` and the sentence-similarity task (the hub's schema) are
+  lmatlas' own; tokenizer arguments go in ``tokenizer_kwargs`` rather than loose keywords.
 """
 
 from __future__ import annotations
@@ -108,6 +125,9 @@ def pipeline(
     """
     name = canonical(task)
     spec = TASKS[name]
+    device = options.pop("device", None)
+    if device not in (None, -1, "cpu") and str(device) != "cpu":
+        raise LmatlasError(f"device={device!r}: lmatlas runs on the CPU (device='cpu')")
     if not spec.target:
         raise LmatlasError(f"{task} needs {spec.needs}, and lmatlas cannot run encoder-decoder models yet")
     extra = {"batch_size": batch_size} if batch_size is not None else {}
