@@ -15,7 +15,7 @@ import warnings
 from .errors import LmatlasError
 
 # The order here is the order of `lmatlas --help`.
-COMMANDS = ["embed", "similarity", "search", "catalog", "estimate"]
+COMMANDS = ["embed", "similarity", "search", "run", "topics", "generate", "catalog", "estimate"]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,0 +1,193 @@
+"""`lmatlas generate`: continue a prompt with a decoder, or chat with one that has a template."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from ..errors import LmatlasError
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="continue a prompt with a decoder model (GPT-2, OPT, BLOOM, Falcon, Llama...)",
+        description="Print the continuation of PROMPT. Greedy by default (or as the model's "
+        "generation_config.json says); --temperature, --top-k or --top-p sample.",
+    )
+    p.add_argument("prompt", nargs="?", help="the prompt; - reads it from standard input; with --chat, "
+                   "the user's message (without one, --chat asks for messages in turn)")
+    p.add_argument("--model", "-m", required=True, help="model folder or hub id")
+    p.add_argument("--max-new-tokens", type=int, default=50)
+    p.add_argument("--min-new-tokens", type=int, default=None)
+    p.add_argument("--sample", action="store_true", help="sample instead of taking the most likely token")
+    p.add_argument("--temperature", type=float, default=None, help="sampling temperature (implies --sample)")
+    p.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens (implies --sample)")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (implies --sample)")
+    p.add_argument("--repetition-penalty", type=float, default=None)
+    p.add_argument("--no-repeat-ngram-size", type=int, default=None)
+    p.add_argument("--num-beams", type=int, default=None, help="beam search with this many beams")
+    p.add_argument("--num-return-sequences", type=int, default=None)
+    p.add_argument("--stop", action="append", default=None, metavar="TEXT", help="stop after this text (repeatable)")
+    p.add_argument("--seed", type=int, default=None, help="seed for sampling: the same seed gives the same text")
+    p.add_argument("--stream", action="store_true", help="print the text as it is generated")
+    p.add_argument("--chat", action="store_true", help="treat the prompt as a chat message (needs a chat template)")
+    p.add_argument("--system", default=None, help="with --chat: a system message first")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="weights' precision")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..checkpoint import resolve
+    from ..loader import load
+    from ..tokenizer import load_tokenizer
+
+    if args.max_new_tokens < 0:
+        raise LmatlasError(f"--max-new-tokens must be >= 0, not {args.max_new_tokens}")
+    folder = resolve(args.model)
+    template = chat_template(folder) if args.chat else None
+    prompt = args.prompt
+    if prompt == "-":
+        prompt = sys.stdin.read()
+    if prompt is None and not args.chat:
+        raise LmatlasError("give a PROMPT (or - to read it from standard input)")
+    model = load(folder, head="causal-lm", dtype=args.dtype)
+    tokenizer = load_tokenizer(folder)
+    options = _options(args, tokenizer)
+    if not args.chat:
+        _answer(model, tokenizer, tokenizer.encode(prompt), options, args.stream)
+        return 0
+    messages = [{"role": "system", "content": args.system}] if args.system else []
+    turns = [prompt] if prompt is not None else _ask()
+    for text in turns:
+        messages.append({"role": "user", "content": text})
+        rendered = render_chat(folder, messages, template)
+        reply = _answer(model, tokenizer, tokenizer.encode(rendered, add_special_tokens=False), options, args.stream)
+        messages.append({"role": "assistant", "content": reply[0]})
+    return 0
+
+
+def _ask():
+    while True:
+        try:
+            line = input("> ")
+        except EOFError:
+            return
+        if line.strip():
+            yield line
+
+
+def _options(args, tokenizer) -> dict:
+    sampling = args.sample or any(v is not None for v in (args.temperature, args.top_k, args.top_p))
+    options = dict(
+        max_new_tokens=args.max_new_tokens,
+        min_new_tokens=args.min_new_tokens,
+        do_sample=True if sampling else None,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty,
+        no_repeat_ngram_size=args.no_repeat_ngram_size,
+        num_beams=args.num_beams,
+        num_return_sequences=args.num_return_sequences,
+        stop_strings=args.stop,
+        seed=args.seed,
+    )
+    if args.stop:
+        options["tokenizer"] = tokenizer
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _answer(model, tokenizer, ids: list[int], options: dict, streaming: bool) -> list[str]:
+    import torch
+
+    from ..generate import stream
+
+    if not ids:
+        raise LmatlasError("the prompt is empty")
+    prompt = torch.tensor([ids])
+    beams = options.get("num_beams", 1) > 1 or options.get("num_return_sequences", 1) > 1
+    if streaming and not beams:
+        pieces = []
+        for piece in stream(model, tokenizer, prompt, **options):
+            pieces.append(piece)
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        return ["".join(pieces)]
+    out = model.generate(prompt, **options)
+    texts = [tokenizer.decode(row[len(ids) :].tolist(), skip_special_tokens=True) for row in out]
+    for i, text in enumerate(texts):
+        if len(texts) > 1:
+            print(f"--- {i + 1}")
+        print(text)
+    return texts
+
+
+# ---------------------------------------------------------------------------------------------
+# Chat templates: the Jinja template a model's tokenizer_config.json (or chat_template.jinja)
+# carries, rendered as transformers' apply_chat_template does.
+# ---------------------------------------------------------------------------------------------
+
+
+def chat_template(folder: Path) -> str:
+    folder = Path(folder)
+    jinja = folder / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    config = _tokenizer_config(folder)
+    template = config.get("chat_template")
+    if isinstance(template, list):  # named templates: [{"name": ..., "template": ...}]
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default")
+    if not isinstance(template, str) or not template:
+        raise LmatlasError(f"{folder}: the tokenizer has no chat template, so --chat cannot format messages")
+    return template
+
+
+def _tokenizer_config(folder: Path) -> dict:
+    from ..checkpoint import read_json
+
+    file = Path(folder) / "tokenizer_config.json"
+    return read_json(file) if file.is_file() else {}
+
+
+def _token(value) -> str | None:
+    if isinstance(value, dict):
+        return value.get("content")
+    return value
+
+
+def render_chat(folder, messages: list[dict], template: str | None = None, add_generation_prompt: bool = True) -> str:
+    """The conversation as the model was trained to read it, ending where the assistant speaks."""
+    try:
+        import jinja2
+        from jinja2.ext import loopcontrols
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+    except ImportError:
+        raise LmatlasError("--chat needs jinja2: pip install jinja2") from None
+    template = template or chat_template(Path(folder))
+    config = _tokenizer_config(Path(folder))
+
+    def raise_exception(message):
+        raise jinja2.exceptions.TemplateError(message)
+
+    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    specials = {
+        k: _token(config.get(k))
+        for k in ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token")
+    }
+    try:
+        return env.from_string(template).render(
+            messages=messages, add_generation_prompt=add_generation_prompt, **specials
+        )
+    except jinja2.exceptions.TemplateError as e:
+        raise LmatlasError(f"{folder}: the chat template cannot render these messages ({e})") from None
