@@ -1067,6 +1067,15 @@ class Tokenizer:
         self._languages.tgt_lang = self._languages.check(code, "tgt_lang")
 
     @property
+    def language_layout(self) -> str | None:
+        """Where the language code goes: "prefix" (mBART-50: before the text; a translation
+        starts with the target code, forced as its first token), "suffix" (mBART: after </s>;
+        a translation's decoder starts from the target code), or None (no language codes)."""
+        if self._languages is None:
+            return None
+        return "prefix" if self._languages.family.language_template is _mbart50_language_template else "suffix"
+
+    @property
     def lang_code_to_id(self) -> dict[str, int]:
         """mBART's language codes and their ids (for ``forced_bos_token_id``)."""
         if self._languages is None:
