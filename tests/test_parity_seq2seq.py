@@ -239,3 +239,60 @@ def test_embeddings_stored_under_another_tied_name(saved_seq2seq, tmp_path):
         ours = lmatlas.load(tmp_path)
     assert torch.equal(ours.backbone.encoder.embeddings.tokens.weight, ref.model.shared.weight)
     assert not ours.head.decoder.bias.any()
+
+
+# ---- bad checkpoints -------------------------------------------------------------------------
+
+
+def _copy_folder(saved_seq2seq, variant, tmp_path):
+    import shutil
+
+    _, folder = saved_seq2seq(variant, folder=True)
+    dst = tmp_path / variant
+    shutil.copytree(folder, dst)
+    return dst
+
+
+def test_bad_feed_forward_proj(saved_seq2seq, tmp_path):
+    import json
+
+    folder = _copy_folder(saved_seq2seq, "t5", tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config["feed_forward_proj"] = "gated-gelu-extra"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(lmatlas.LmatlasError, match="config.json: cannot be read as a t5 config .*feed_forward_proj"):
+        lmatlas.load(folder)
+    folder = _copy_folder(saved_seq2seq, "bart", tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config["activation_function"] = "wiggle"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(lmatlas.LmatlasError, match="cannot be read as a bart config .*activation_function 'wiggle'"):
+        lmatlas.load(folder)
+
+
+def test_missing_cross_attention_weight(saved_seq2seq, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = _copy_folder(saved_seq2seq, "bart", tmp_path)
+    state = load_file(folder / "model.safetensors")
+    del state["model.decoder.layers.1.encoder_attn.k_proj.weight"]
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(lmatlas.LmatlasError, match="no weight model.decoder.layers.1.encoder_attn.k_proj.weight"):
+        lmatlas.load(folder)
+
+
+def test_decoder_depth_that_does_not_fit(saved_seq2seq, tmp_path):
+    import json
+
+    folder = _copy_folder(saved_seq2seq, "t5-v1.1", tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config["d_kv"] = 12
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(lmatlas.LmatlasError, match="has shape .* but config.json implies"):
+        lmatlas.load(folder)
+
+
+def test_unknown_head_for_seq2seq(saved_seq2seq):
+    _, folder = saved_seq2seq("marian", folder=True)
+    with pytest.raises(lmatlas.LmatlasError, match="head 'causal-lm' is not available for marian; choose one of base, seq2seq-lm"):
+        lmatlas.load(folder, head="causal-lm")

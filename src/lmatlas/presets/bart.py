@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+from ..blocks import ACTIVATIONS
 from ..config import ModelConfig
 from ._maps import (
     SEQ2SEQ_HEADS,
@@ -43,6 +44,9 @@ def family_config(
     learned = positions == "learned"
     vocab = hf["vocab_size"]
     shared = hf.get("share_encoder_decoder_embeddings", True)
+    activation = hf.get("activation_function", "gelu")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation_function {activation!r} is not one of {', '.join(sorted(ACTIVATIONS))}")
     return ModelConfig(
         model_type=model_type,
         vocab_size=vocab,
@@ -56,7 +60,7 @@ def family_config(
         # Marian's separate target vocabulary (only with separate embeddings).
         decoder_vocab_size=None if shared else (hf.get("decoder_vocab_size") or vocab),
         shared_embeddings=shared,
-        activation=hf.get("activation_function", "gelu"),
+        activation=activation,
         max_positions=hf.get("max_position_embeddings", 1024) + (_OFFSET if learned else 0),
         position_offset=_OFFSET if learned else 0,
         position_embedding=positions,

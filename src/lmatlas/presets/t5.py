@@ -11,7 +11,7 @@ and an untied head.
 from __future__ import annotations
 
 from ..config import ModelConfig
-from ..errors import LmatlasError
+from ..blocks import ACTIVATIONS
 from ._maps import SEQ2SEQ_HEADS, WeightMap, fused, linear, seq2seq_common, shared_tokens
 
 MODEL_TYPES = ("t5",)
@@ -22,9 +22,9 @@ HEADS = SEQ2SEQ_HEADS
 def _feed_forward(hf: dict) -> tuple[str, bool]:
     proj = hf.get("feed_forward_proj", "relu")
     parts = proj.split("-")
-    if len(parts) > 2 or (len(parts) == 2 and parts[0] != "gated"):
-        raise LmatlasError(f"feed_forward_proj {proj!r} is not 'ACT' or 'gated-ACT'")
     act = "gelu_new" if proj == "gated-gelu" else parts[-1]
+    if len(parts) > 2 or (len(parts) == 2 and parts[0] != "gated") or act not in ACTIVATIONS:
+        raise ValueError(f"feed_forward_proj {proj!r} is not 'ACT' or 'gated-ACT' with a known ACT")
     return act, len(parts) == 2
 
 
