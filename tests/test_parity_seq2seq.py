@@ -296,3 +296,32 @@ def test_unknown_head_for_seq2seq(saved_seq2seq):
     _, folder = saved_seq2seq("marian", folder=True)
     with pytest.raises(lmatlas.LmatlasError, match="head 'causal-lm' is not available for marian; choose one of base, seq2seq-lm"):
         lmatlas.load(folder, head="causal-lm")
+
+
+@pytest.mark.parametrize("variant", ["bart", "mbart", "t5"])
+def test_padded_targets_and_hidden_states(variant, saved_seq2seq):
+    """A right-padded decoder_attention_mask, and every layer's hidden states of both stacks."""
+    ref, ours = saved_seq2seq(variant)
+    ids, mask = padded_sources(variant)
+    dec = targets()
+    dec_mask = torch.ones_like(dec)
+    dec_mask[1, 5:] = 0
+    dec_mask[2, 2:] = 0
+    kw = dict(attention_mask=mask, decoder_input_ids=dec, decoder_attention_mask=dec_mask, output_hidden_states=True)
+    with torch.no_grad():
+        expected = ref(input_ids=ids, **kw)
+        got = ours(ids, **kw)
+    real = dec_mask.bool()
+    assert (got.logits - expected.logits)[real].abs().max().item() <= TOL
+    for name, keep in (("decoder_hidden_states", real), ("encoder_hidden_states", mask.bool())):
+        assert len(got[name]) == len(expected[name])
+        for g, e in zip(got[name], expected[name]):
+            assert (g - e)[keep].abs().max().item() <= TOL, name
+
+
+def test_bfloat16_generates(saved_seq2seq):
+    _, folder = saved_seq2seq("t5-v1.1", folder=True)
+    model = lmatlas.load(folder, dtype="bfloat16")
+    ids, mask = padded_sources("t5-v1.1")
+    out = model.generate(ids, mask, max_new_tokens=4, num_beams=2)
+    assert out.shape == (3, 5)

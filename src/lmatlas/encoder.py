@@ -155,6 +155,8 @@ class Encoder(nn.Module):
                 hidden_states.append(x)
         if self.final_norm is not None:
             x = self.final_norm(x)
+            if hidden_states is not None:
+                hidden_states[-1] = x  # as transformers counts them: the last one normalised
         out = {"last_hidden_state": x}
         if self.pooler is not None:
             out["pooler_output"] = self.pooler(x)
