@@ -347,6 +347,49 @@ def _next_scores(model, ids, mask, pos, cache) -> torch.Tensor:
     return out["logits"][:, -1, :].float()
 
 
+class _StepThreads:
+    """How many threads the one-token decoding steps use: whichever of all and one is faster.
+
+    A decoding step reads every weight once for a few rows, so it is bound by memory, and each of
+    its many small operations pays the fork and join of a parallel region. On a busy machine that
+    cost dominates (a waiting OpenMP thread spins on a core that another process needs; steps
+    then take ten times longer), while on an idle one a second thread may still add bandwidth.
+    So the first steps alternate between the caller's thread count and one, and the remaining
+    steps use the faster. Prompts and sources run with the caller's setting, which ``restore``
+    puts back.
+    """
+
+    TRIALS = 2  # timed steps per setting
+
+    def __init__(self):
+        import time
+
+        self._clock = time.perf_counter
+        self.full = torch.get_num_threads()
+        plan = [self.full, 1] * self.TRIALS
+        self.plan = plan if self.full > 1 else []
+        self.best: dict[int, float] = {}
+        self.chosen: int | None = None if self.plan else self.full
+
+    def run(self, fn):
+        if self.chosen is not None:
+            if torch.get_num_threads() != self.chosen:
+                torch.set_num_threads(self.chosen)
+            return fn()
+        n = self.plan.pop(0)
+        torch.set_num_threads(n)
+        start = self._clock()
+        out = fn()
+        self.best[n] = min(self.best.get(n, math.inf), self._clock() - start)
+        if not self.plan:
+            self.chosen = min(self.best, key=lambda k: (self.best[k], -k))
+        return out
+
+    def restore(self) -> None:
+        if torch.get_num_threads() != self.full:
+            torch.set_num_threads(self.full)
+
+
 class _Run:
     """What one call works with: prompt, mask, settings, cache.
 
@@ -546,6 +589,7 @@ def _sample_steps(run: _Run) -> Iterator[torch.Tensor]:
     pad = torch.tensor(s.pad_token_id if s.pad_token_id is not None else 0)
     cur = L
     scores = _next_scores(model, ids, mask, pos, cache)
+    threads = _StepThreads()
     try:
         while True:
             scores = processors(seqs[:, :cur], scores)
@@ -568,12 +612,14 @@ def _sample_steps(run: _Run) -> Iterator[torch.Tensor]:
             if cur >= max_length or not bool(unfinished.any()):
                 break
             if s.use_cache:
-                scores = _next_scores(model, tokens[:, None], full_mask[:, :cur], next_pos, cache)
+                step = tokens[:, None]
+                scores = threads.run(lambda: _next_scores(model, step, full_mask[:, :cur], next_pos, cache))
             else:
                 p = _positions(full_mask[:, :cur])
                 scores = _next_scores(model, seqs[:, :cur], full_mask[:, :cur], p, cache)
             next_pos = next_pos + 1
     finally:
+        threads.restore()
         if streamer is not None:
             streamer.end()
 
@@ -617,70 +663,74 @@ def _beam_search(run: _Run) -> torch.Tensor:
     cache = run.new_cache(B * nb, max_length)
     logits = _next_scores(model, ids, mask, pos, cache)
     cur = L
-    while True:
-        flat = running[:, :, :cur].reshape(B * nb, cur)
-        log_probs = processors(flat, F.log_softmax(logits, dim=-1))
-        log_probs = (log_probs.view(B, nb, vocab) + running_scores[:, :, None]).reshape(B, nb * vocab)
+    threads = _StepThreads()
+    try:
+        while True:
+            flat = running[:, :, :cur].reshape(B * nb, cur)
+            log_probs = processors(flat, F.log_softmax(logits, dim=-1))
+            log_probs = (log_probs.view(B, nb, vocab) + running_scores[:, :, None]).reshape(B, nb * vocab)
 
-        # The best continuations of all beams (sampled without replacement with do_sample).
-        if s.do_sample:
-            top_idx = torch.multinomial(F.softmax(log_probs, dim=-1), num_samples=keep_k, generator=run.generator)
-            top_lp = torch.gather(log_probs, 1, top_idx)
-        else:
-            top_lp, top_idx = torch.topk(log_probs, k=keep_k)
-        parent = torch.div(top_idx, vocab, rounding_mode="floor")
-        top_ids = top_idx % vocab
-        top_running_idx = _gather(running_idx, parent)
-        top_running = _gather(running, parent)
-        top_running[:, :, cur] = top_ids
-        top_running_idx[:, :, cur - L] = (parent + batch_offset).to(torch.int32)
+            # The best continuations of all beams (sampled without replacement with do_sample).
+            if s.do_sample:
+                top_idx = torch.multinomial(F.softmax(log_probs, dim=-1), num_samples=keep_k, generator=run.generator)
+                top_lp = torch.gather(log_probs, 1, top_idx)
+            else:
+                top_lp, top_idx = torch.topk(log_probs, k=keep_k)
+            parent = torch.div(top_idx, vocab, rounding_mode="floor")
+            top_ids = top_idx % vocab
+            top_running_idx = _gather(running_idx, parent)
+            top_running = _gather(running, parent)
+            top_running[:, :, cur] = top_ids
+            top_running_idx[:, :, cur - L] = (parent + batch_offset).to(torch.int32)
 
-        # Which candidates stop here: EOS, a stop string, or the length limit.
-        hits = run.hits_eos(top_ids)
-        if run.stop is not None:
-            hits |= run.stop(top_running[:, :, : cur + 1].reshape(B * keep_k, cur + 1)).view(B, keep_k)
-        if cur + 1 >= max_length:
-            hits = torch.ones_like(hits)
+            # Which candidates stop here: EOS, a stop string, or the length limit.
+            hits = run.hits_eos(top_ids)
+            if run.stop is not None:
+                hits |= run.stop(top_running[:, :, : cur + 1].reshape(B * keep_k, cur + 1)).view(B, keep_k)
+            if cur + 1 >= max_length:
+                hits = torch.ones_like(hits)
 
-        # The best candidates that did not stop carry on.
-        cont_lp = top_lp + hits.float() * -1.0e9
-        nxt = torch.topk(cont_lp, k=nb)[1]
-        running = _gather(top_running, nxt)
-        running_scores = _gather(cont_lp, nxt)
-        running_idx = _gather(top_running_idx, nxt)
+            # The best candidates that did not stop carry on.
+            cont_lp = top_lp + hits.float() * -1.0e9
+            nxt = torch.topk(cont_lp, k=nb)[1]
+            running = _gather(top_running, nxt)
+            running_scores = _gather(cont_lp, nxt)
+            running_idx = _gather(top_running_idx, nxt)
 
-        # Candidates among the top nb that stopped join the finished hypotheses if they are better.
-        just_done = hits & top_nb_mask[None, :]
-        done_lp = top_lp / ((cur + 1 - L) ** s.length_penalty)
-        full = torch.all(finished, dim=-1, keepdim=True) & (s.early_stopping is True)
-        done_lp = done_lp + full.float() * -1.0e9
-        done_lp = done_lp + (~improvable).float() * -1.0e9
-        done_lp = done_lp + (~just_done) * -1.0e9
-        merged_scores = torch.cat((beam_scores, done_lp), dim=1)
-        best = torch.topk(merged_scores, k=nb)[1]
-        sequences = _gather(torch.cat((sequences, top_running), dim=1), best)
-        beam_scores = _gather(merged_scores, best)
-        beam_idx = _gather(torch.cat((beam_idx, top_running_idx), dim=1), best)
-        finished = _gather(torch.cat((finished, just_done), dim=1), best)
+            # Candidates among the top nb that stopped join the finished hypotheses if they are better.
+            just_done = hits & top_nb_mask[None, :]
+            done_lp = top_lp / ((cur + 1 - L) ** s.length_penalty)
+            full = torch.all(finished, dim=-1, keepdim=True) & (s.early_stopping is True)
+            done_lp = done_lp + full.float() * -1.0e9
+            done_lp = done_lp + (~improvable).float() * -1.0e9
+            done_lp = done_lp + (~just_done) * -1.0e9
+            merged_scores = torch.cat((beam_scores, done_lp), dim=1)
+            best = torch.topk(merged_scores, k=nb)[1]
+            sequences = _gather(torch.cat((sequences, top_running), dim=1), best)
+            beam_scores = _gather(merged_scores, best)
+            beam_idx = _gather(torch.cat((beam_idx, top_running_idx), dim=1), best)
+            finished = _gather(torch.cat((finished, just_done), dim=1), best)
 
-        # The cache follows each running beam to its parent.
-        cache.reorder(running_idx[..., cur - L].reshape(-1).long())
-        cur += 1
+            # The cache follows each running beam to its parent.
+            cache.reorder(running_idx[..., cur - L].reshape(-1).long())
+            cur += 1
 
-        # Can a running beam still beat the worst finished one?
-        if s.early_stopping == "never" and s.length_penalty > 0.0:
-            best_len = max_length - L
-        else:
-            best_len = cur - L
-        best_running = running_scores[:, :1] / (best_len**s.length_penalty)
-        worst_done = torch.where(finished, torch.min(beam_scores, dim=1, keepdim=True)[0], -1.0e9)
-        improvable = improvable & torch.any(best_running > worst_done, dim=-1, keepdim=True)
-        open_beams = not (bool(torch.all(finished)) and s.early_stopping is True)
-        if not (bool(torch.any(improvable)) and open_beams and not bool(torch.all(hits))):
-            break
-        tokens = running[:, :, cur - 1].reshape(B * nb, 1)
-        logits = _next_scores(model, tokens, full_mask[:, :cur], next_pos, cache)
-        next_pos = next_pos + 1
+            # Can a running beam still beat the worst finished one?
+            if s.early_stopping == "never" and s.length_penalty > 0.0:
+                best_len = max_length - L
+            else:
+                best_len = cur - L
+            best_running = running_scores[:, :1] / (best_len**s.length_penalty)
+            worst_done = torch.where(finished, torch.min(beam_scores, dim=1, keepdim=True)[0], -1.0e9)
+            improvable = improvable & torch.any(best_running > worst_done, dim=-1, keepdim=True)
+            open_beams = not (bool(torch.all(finished)) and s.early_stopping is True)
+            if not (bool(torch.any(improvable)) and open_beams and not bool(torch.all(hits))):
+                break
+            tokens = running[:, :, cur - 1].reshape(B * nb, 1)
+            logits = threads.run(lambda: _next_scores(model, tokens, full_mask[:, :cur], next_pos, cache))
+            next_pos = next_pos + 1
+    finally:
+        threads.restore()
 
     k = s.num_return_sequences
     sequences = sequences[:, :k].reshape(B * k, max_length)
