@@ -5,8 +5,9 @@ tokens with a cache; everything else — settings, logits processors, stopping, 
 batching with left padding, streaming — is here. An encoder-decoder's source is encoded once;
 its cache (``encoder_decoder.Seq2SeqCache``) holds the cross-attention keys and values once per
 source, shared by that source's beams, and the loop below runs on the decoder's tokens exactly
-as it does for a decoder's prompt (which for an encoder-decoder is the decoder start token). Argument names and semantics
-follow transformers' ``generate()`` (4.57), so that the same call gives the same tokens:
+as it does for a decoder's prompt (which for an encoder-decoder is the decoder start token).
+Argument names and semantics follow transformers' ``generate()`` (4.57), so that the same call
+gives the same tokens:
 
 - processors run in transformers' order: repetition penalty, no-repeat n-grams, bad words,
   minimum length, minimum new tokens, forced BOS (mBART's target language), forced EOS, then
