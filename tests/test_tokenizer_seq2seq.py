@@ -116,9 +116,7 @@ def folders(tmp_path_factory, spm_files) -> dict:
     return {v.name: v.build(root, spm_files) for v in VARIANTS}
 
 
-@pytest.fixture(scope="session", params=NAMES)
-def pair(request, folders, tmp_path_factory):
-    name = request.param
+def _load_pair(name, folders, tmp_path_factory):
     if name not in _LOADED:
         base = name.removesuffix("_saved")
         variant = next(v for v in VARIANTS if v.name == base)
@@ -130,6 +128,16 @@ def pair(request, folders, tmp_path_factory):
             folder = saved
         _LOADED[name] = (name, variant.hf_loader(folder), load_tokenizer(folder))
     return _LOADED[name]
+
+
+@pytest.fixture(scope="session", params=NAMES)
+def pair(request, folders, tmp_path_factory):
+    return _load_pair(request.param, folders, tmp_path_factory)
+
+
+@pytest.fixture
+def load_pair(folders, tmp_path_factory):
+    return lambda name: _load_pair(name, folders, tmp_path_factory)
 
 
 def test_same_pipeline_and_specials(pair):
@@ -181,20 +189,18 @@ def test_targets(pair, texts):
     assert_same_output(both_hf, both_me, name)
 
 
-def test_t5_sentinels(pair):
-    name, hf, me = pair
-    if not name.startswith("t5"):
-        pytest.skip("T5 only")
+@pytest.mark.parametrize("name", [n for n in NAMES if n.startswith("t5")])
+def test_t5_sentinels(name, load_pair):
+    name, hf, me = load_pair(name)
     n = 10 if "ten" in name else 100
     assert me.convert_tokens_to_ids("<extra_id_0>") == len(me) - 1
     assert me.convert_tokens_to_ids(f"<extra_id_{n - 1}>") == hf.convert_tokens_to_ids(f"<extra_id_{n - 1}>")
     assert me.additional_special_tokens == hf.additional_special_tokens
 
 
-def test_mbart_languages(pair, texts):
-    name, hf, me = pair
-    if not name.startswith("mbart"):
-        pytest.skip("mBART only")
+@pytest.mark.parametrize("name", [n for n in NAMES if n.startswith("mbart")])
+def test_mbart_languages(name, load_pair, texts):
+    name, hf, me = load_pair(name)
     assert me.lang_code_to_id == {c: hf.convert_tokens_to_ids(c) for c in me.lang_code_to_id}
     assert me.src_lang == hf.src_lang
     hf.src_lang = me.src_lang = "fr_XX"
