@@ -93,6 +93,7 @@ VARIANTS = [
     _variant("t5_by_class", lambda f: [f["t5"]], {"tokenizer_class": "T5Tokenizer"}),
     _variant("t5_ten_sentinels", lambda f: [f["t5"]], {"tokenizer_class": "T5Tokenizer", "extra_ids": 10,
                                                         "model_max_length": 512}),
+    _variant("t5_not_legacy", lambda f: [f["t5"]], {"tokenizer_class": "T5Tokenizer", "legacy": False}),
     _variant("mbart", lambda f: [f["mbart"]], config={"model_type": "mbart"}),
     _variant("mbart_ro", lambda f: [f["mbart"]], {"tokenizer_class": "MBartTokenizer", "src_lang": "ro_RO",
                                                   "tgt_lang": "en_XX"}),
@@ -103,7 +104,7 @@ VARIANTS = [
     _variant("marian_separate", lambda f: [f["source"], f["target"], *f["separate"]],
              {**MARIAN_CONFIG, "separate_vocabs": True}),
 ]  # fmt: skip
-FAST = {"t5", "t5_by_class", "t5_ten_sentinels", "mbart", "mbart_ro", "mbart50"}
+FAST = {"t5", "t5_by_class", "t5_ten_sentinels", "t5_not_legacy", "mbart", "mbart_ro", "mbart50"}
 SAVED = ("t5", "mbart50", "mbart_ro")
 NAMES = [v.name for v in VARIANTS] + [n + "_saved" for n in SAVED]
 

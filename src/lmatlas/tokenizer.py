@@ -110,6 +110,9 @@ class Family:
     # (``src_lang``) around each text, ``language_template(code, ids)`` builds it.
     languages: tuple[str, ...] = ()
     language_template: Callable[[str, "_Ids"], Any] | None = None
+    # T5's ``legacy: false``: only the first word of a text gets the SentencePiece space marker
+    # (the others keep what the text has), as HF's converter does for classes with that flag.
+    legacy_option: bool = False
     # Settings the slow class defaults to when tokenizer_config.json says nothing (Marian: 512).
     settings: dict = dataclasses.field(default_factory=dict)
 
@@ -346,7 +349,7 @@ FAMILIES: dict[str, Family] = {
     "t5": Family(
         "spm", {"eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}, template=_t5_template,
         spm_vocab=_t5_vocab, spm_unk_id=lambda spm: spm.unk_id, spm_normalizer=_spm_normalizer,
-        extra_specials=_t5_extra_ids,
+        extra_specials=_t5_extra_ids, legacy_option=True,
     ),
     "mbart": Family(
         "spm", _ROBERTA_SPECIALS, mask_flags=_LSTRIP, spm_vocab=_mbart_vocab(_MBART_LANGUAGES),
@@ -578,8 +581,9 @@ def _build_spm(path: Path, family: Family, cfg: dict) -> RustTokenizer:
         raise LmatlasError(f"{path} is a SentencePiece word or char model; only unigram and BPE are supported")
     tok = RustTokenizer(model)
     tok.normalizer = family.spm_normalizer(spm, cfg)
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
-    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    prepend = "first" if family.legacy_option and cfg.get("legacy", True) is False else "always"
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=prepend)
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme=prepend)
     # Control and user-defined pieces are matched before the model sees the text; only control
     # pieces count as special (skipped by decode(skip_special_tokens=True)).
     kept = [(p, t) for p, _, t in spm.pieces if t in (_SPM_CONTROL, _SPM_USER_DEFINED)]
