@@ -115,7 +115,10 @@ def _resolve_tokenizer(args, ctx, out: Path):
                 files = args.data
                 if OBJECTIVES[args.objective] == "instruction":
                     raise LmatlasError("train a tokenizer with `lmatlas tokenizer train` for instruction data")
-                train_tokenizer(files, args.tokenizer, folder, vocab_size=args.vocab_size)
+                specials = None
+                if args.tokenizer == "char" and OBJECTIVES[args.objective] != "causal-lm":
+                    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # what masking needs
+                train_tokenizer(files, args.tokenizer, folder, vocab_size=args.vocab_size, specials=specials)
             dist_.barrier(ctx)
         return folder
     if args.tokenizer:
