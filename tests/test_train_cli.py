@@ -49,7 +49,7 @@ def _losses(out: Path) -> dict[int, float]:
 
 
 def test_a_run_killed_after_a_checkpoint_resumes_with_the_same_losses(corpus, tmp_path):
-    steps = 300
+    steps = 150
     whole = tmp_path / "whole"
     assert main(_train_args(corpus, whole, steps)) == 0
 

@@ -15,7 +15,7 @@ import warnings
 from .errors import LmatlasError
 
 # The order here is the order of `lmatlas --help`.
-COMMANDS = ["embed", "similarity", "search", "generate", "catalog", "estimate", "train", "tokenizer"]
+COMMANDS = ["embed", "similarity", "search", "generate", "catalog", "estimate", "train", "finetune", "tokenizer"]
 
 
 class _Parser(argparse.ArgumentParser):

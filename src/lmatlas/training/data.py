@@ -105,17 +105,25 @@ class EpochSampler:
     """Indices of ``n`` examples, shuffled anew each epoch (from ``seed`` and the epoch number,
     so that the position alone restores it), walked in order across epochs."""
 
-    def __init__(self, n: int, seed: int, shuffle: bool = True):
+    def __init__(self, n: int, seed: int, shuffle: bool = True, lengths: Sequence[int] | None = None,
+                 group: int = 1024):
         if n < 1:
             raise ValueError("no examples")
         self.n, self.seed, self.shuffle = n, seed, shuffle
+        self.lengths, self.group = lengths, group
         self.epoch, self.position = 0, 0
         self._order = self._permutation()
 
     def _permutation(self) -> list[int]:
         if not self.shuffle:
             return list(range(self.n))
-        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        if self.lengths is not None:
+            # Group by length (transformers' group_by_length): within each run of ``group``
+            # shuffled examples, longest first, so that a batch pads little.
+            order = [i for k in range(0, self.n, self.group)
+                     for i in sorted(order[k : k + self.group], key=lambda j: -self.lengths[j])]
+        return order
 
     def draw(self, k: int) -> list[int]:
         out = []

@@ -289,6 +289,7 @@ class Trainer:
         self.best: float | None = None
         self.bad_evals = 0
         self.tokens_seen = 0
+        self.elapsed = 0.0  # seconds of training before a resume
         self.history: list[dict[str, Any]] = []
         self.schedule = Schedule(cfg)
         self.log_path = self.out / "log.jsonl"
@@ -356,6 +357,7 @@ class Trainer:
         self.best = state.get("best")
         self.bad_evals = int(state.get("bad_evals", 0))
         self.tokens_seen = int(state.get("tokens", 0))
+        self.elapsed = float(state.get("elapsed", 0.0))
         self.task.load_state_dict(state["data"])
         rngs = state["rng"]
         mine = rngs[self.ctx.rank] if self.ctx.rank < len(rngs) else rngs[0]
@@ -398,7 +400,7 @@ class Trainer:
         step_times: list[float] = []
         stopped_early = False
         autocast = (torch.autocast(ctx.device.type, dtype=torch.bfloat16) if cfg.bf16 else nullcontext())
-        t_start = time.time()
+        t_start = self._t_start = time.time()
         evaluated = False
         while self.step < cfg.steps:
             t0 = time.perf_counter()
@@ -444,7 +446,7 @@ class Trainer:
             if len(names) > 1:
                 record.update({n: float(means[j]) for j, n in enumerate(names)})
             record.update(lr=lr, grad_norm=grad_norm, tokens=self.tokens_seen, tokens_per_s=tokens / dt,
-                          ms_per_step=dt * 1000)
+                          ms_per_step=dt * 1000, time=self.elapsed + time.time() - t_start)
             self._log(record)
             progress.update(self.step, total, tokens / dt, dt * 1000)
 
@@ -488,7 +490,7 @@ class Trainer:
         metrics = dist_.broadcast(metrics, self.ctx)
         if not metrics:
             return False
-        self._log({"step": self.step, "split": "dev", **metrics})
+        self._log({"step": self.step, "split": "dev", **metrics, "time": self.elapsed + time.time() - self._t_start})
         progress.message(f"step {self.step} dev: " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         if self.metric not in metrics:
             raise LmatlasError(f"--metric {self.metric!r} is not one of the evaluation's: {', '.join(metrics)}")
@@ -532,6 +534,7 @@ class Trainer:
                 "best": self.best,
                 "bad_evals": self.bad_evals,
                 "tokens": self.tokens_seen,
+                "elapsed": self.elapsed + time.time() - self._t_start,
                 "config": {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in asdict(self.cfg).items()},
             }
             torch.save(state, tmp / STATE_FILE)

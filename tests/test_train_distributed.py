@@ -1,0 +1,71 @@
+"""Data parallel: two processes with half the batch each train like one with the whole batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+import lmatlas
+from lmatlas.cli import main
+
+from .reference import shared_data
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def _args(data: Path, out: Path, batch: int, objective: str = "gpt") -> list[str]:
+    model = "gpt2" if objective == "gpt" else "bert-base"
+    return ["train", objective, "--model", model, "--tokenizer", "char", "--data", str(data), "--out", str(out),
+            "--layers", "2", "--heads", "2", "--dim", "32", "--block", "32", "--batch-size", str(batch),
+            "--steps", "20", "--lr", "3e-3", "--warmup", "2", "--dropout", "0", "--eval-every", "10",
+            "--eval-windows", "8", "--no-progress", "--seed", "5"]
+
+
+def _train_log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def _torchrun(args: list[str]) -> None:
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "lmatlas", *args]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _compare(single: Path, double: Path) -> None:
+    a, b = _train_log(single), _train_log(double)
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for x, y in zip(a, b):
+        assert x["split"] == y["split"]
+        if x["split"] == "train":
+            assert abs(x["loss"] - y["loss"]) < 1e-4, (x, y)
+            assert x["tokens"] == y["tokens"]  # both processes' tokens are counted
+        else:
+            assert abs(x["loss"] - y["loss"]) < 1e-4, (x, y)
+    ma, mb = lmatlas.load(single / "model").state_dict(), lmatlas.load(double / "model").state_dict()
+    assert max(float((ma[k] - mb[k]).abs().max()) for k in ma) < 1e-4
+
+
+def test_two_processes_with_half_the_batch_match_one_with_the_whole(tmp_path):
+    data = tmp_path / "text.txt"
+    data.write_text(shared_data("tinyshakespeare", "input.txt").read_text(encoding="utf-8")[:20000], encoding="utf-8")
+    single, double = tmp_path / "single", tmp_path / "double"
+    assert main(_args(data, single, 8)) == 0
+    _torchrun(_args(data, double, 4))
+    _compare(single, double)
+    # Only the main process writes: one log line per step, one set of files.
+    assert sorted(p.name for p in double.iterdir()) == sorted(p.name for p in single.iterdir())
+
+
+def test_masked_lm_under_data_parallel_masks_the_global_batch(tmp_path):
+    data = tmp_path / "text.txt"
+    data.write_text(shared_data("tinyshakespeare", "input.txt").read_text(encoding="utf-8")[:20000], encoding="utf-8")
+    single, double = tmp_path / "single", tmp_path / "double"
+    assert main(_args(data, single, 8, "bert")) == 0
+    _torchrun(_args(data, double, 4, "bert"))
+    _compare(single, double)
