@@ -54,12 +54,15 @@ def _compare(single: Path, double: Path) -> None:
 def test_two_processes_with_half_the_batch_match_one_with_the_whole(tmp_path):
     data = tmp_path / "text.txt"
     data.write_text(shared_data("tinyshakespeare", "input.txt").read_text(encoding="utf-8")[:20000], encoding="utf-8")
-    single, double = tmp_path / "single", tmp_path / "double"
+    single, double, sharded = tmp_path / "single", tmp_path / "double", tmp_path / "sharded"
     assert main(_args(data, single, 8)) == 0
     _torchrun(_args(data, double, 4))
     _compare(single, double)
     # Only the main process writes: one log line per step, one set of files.
     assert sorted(p.name for p in double.iterdir()) == sorted(p.name for p in single.iterdir())
+    # FSDP: the same training with parameters, gradients and optimizer state sharded.
+    _torchrun(_args(data, sharded, 4) + ["--fsdp", "--grad-accum", "1"])
+    _compare(single, sharded)
 
 
 def test_masked_lm_under_data_parallel_masks_the_global_batch(tmp_path):

@@ -56,12 +56,20 @@ def teardown() -> None:
 
 
 def wrap(module: nn.Module, ctx: Context, fsdp: bool = False) -> nn.Module:
+    """DDP (a replica per process, gradients averaged), or with ``fsdp`` FSDP2: each
+    transformer layer's parameters, gradients and optimizer state sharded across processes
+    and gathered layer by layer for the forward and backward passes."""
     if not ctx.distributed:
         return module
     if fsdp:
-        from torch.distributed.fsdp import FullyShardedDataParallel
+        from torch.distributed.fsdp import fully_shard
 
-        return FullyShardedDataParallel(module, device_id=ctx.device if ctx.device.type == "cuda" else None)
+        for name, sub in module.named_modules():
+            if name.endswith("backbone.layers") or name == "layers":
+                for layer in sub:
+                    fully_shard(layer)
+        fully_shard(module)
+        return module
     from torch.nn.parallel import DistributedDataParallel
 
     return DistributedDataParallel(module, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
@@ -69,6 +77,28 @@ def wrap(module: nn.Module, ctx: Context, fsdp: bool = False) -> nn.Module:
 
 def unwrap(module: nn.Module) -> nn.Module:
     return getattr(module, "module", module)
+
+
+def full_state(module: nn.Module, optimizer=None, fsdp: bool = False):
+    """The whole model's (and optimizer's) state on the main process, gathered from the shards
+    under FSDP (a collective: every process calls it); as is otherwise."""
+    if not fsdp:
+        return module.state_dict(), optimizer.state_dict() if optimizer is not None else None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    model_state = get_model_state_dict(module, options=options)
+    optim_state = get_optimizer_state_dict(module, optimizer, options=options) if optimizer is not None else None
+    return model_state, optim_state
+
+
+def load_optimizer_state(module: nn.Module, optimizer, state, fsdp: bool = False) -> None:
+    if not fsdp:
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(module, optimizer, state, options=StateDictOptions(full_state_dict=True))
 
 
 def all_reduce_sum(values: torch.Tensor, ctx: Context) -> torch.Tensor:
@@ -92,4 +122,5 @@ def barrier(ctx: Context) -> None:
         dist.barrier()
 
 
-__all__ = ["Context", "all_reduce_sum", "barrier", "broadcast", "setup", "teardown", "unwrap", "wrap"]
+__all__ = ["Context", "all_reduce_sum", "barrier", "broadcast", "full_state", "load_optimizer_state", "setup",
+           "teardown", "unwrap", "wrap"]

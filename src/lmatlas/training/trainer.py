@@ -16,6 +16,7 @@ batch is split over accumulation steps, over processes, or not at all.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -305,6 +306,9 @@ class Trainer:
             self._check_compatible(resume_from)
             self.task.load(resume_from)
         self.task.module.to(ctx.device)
+        self.fsdp = cfg.fsdp and ctx.distributed
+        # Under FSDP no process holds the whole model: the main one keeps a CPU copy to save.
+        self.shadow = copy.deepcopy(self.task.module).cpu() if self.fsdp and ctx.main else None
         self.model = dist_.wrap(self.task.module, ctx, cfg.fsdp)
         self.optimizer = torch.optim.AdamW(
             param_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
@@ -341,6 +345,9 @@ class Trainer:
             raise LmatlasError(
                 f"{folder}: the checkpoint was written by {state.get('objective')!r} training, not {self.task.name!r}"
             )
+        if bool(state.get("fsdp", False)) != bool(self.cfg.fsdp and self.ctx.distributed):
+            raise LmatlasError(f"{folder}: the checkpoint was written {'with' if state.get('fsdp') else 'without'} "
+                               f"FSDP; resume it {'with' if state.get('fsdp') else 'without'} --fsdp under torchrun")
         theirs, ours = state.get("signature", {}), self.task.signature()
         for key in sorted(set(theirs) | set(ours)):
             if theirs.get(key) != ours.get(key):
@@ -352,7 +359,7 @@ class Trainer:
 
     def _restore(self, folder: Path) -> None:
         state = self._state
-        self.optimizer.load_state_dict(state["optimizer"])
+        dist_.load_optimizer_state(self.model, self.optimizer, state["optimizer"], self.fsdp)
         self.step = int(state["step"])
         self.best = state.get("best")
         self.bad_evals = int(state.get("bad_evals", 0))
@@ -414,7 +421,9 @@ class Trainer:
             for i, batch in enumerate(batches):
                 batch = _to_device(batch, ctx.device)
                 last = i == len(batches) - 1
-                sync = nullcontext() if last or not ctx.distributed or cfg.fsdp else self.model.no_sync()
+                if self.fsdp:  # FSDP2 reduces gradients only after the last accumulation step
+                    self.model.set_requires_gradient_sync(last)
+                sync = nullcontext() if last or not ctx.distributed or self.fsdp else self.model.no_sync()
                 with sync:
                     with autocast:
                         terms = task.loss_terms(self.model, batch)
@@ -431,10 +440,8 @@ class Trainer:
                 group["lr"] = lr
             grad_norm = None
             if cfg.clip:
-                if cfg.fsdp and ctx.distributed:
-                    grad_norm = float(self.model.clip_grad_norm_(cfg.clip))
-                else:
-                    grad_norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip))
+                norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip)
+                grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
@@ -481,7 +488,7 @@ class Trainer:
 
     def _evaluate(self, progress: Progress) -> bool:
         """Evaluate, keep the best model, and say whether to stop early."""
-        module = self.model if self.cfg.fsdp and self.ctx.distributed else dist_.unwrap(self.model)
+        module = dist_.unwrap(self.model)  # under FSDP, every process runs the sharded forward
         module.eval()
         autocast = torch.autocast(self.ctx.device.type, dtype=torch.bfloat16) if self.cfg.bf16 else nullcontext()
         with torch.no_grad(), autocast:
@@ -502,11 +509,21 @@ class Trainer:
             self.bad_evals += 1
         return self.cfg.patience is not None and self.bad_evals >= self.cfg.patience
 
+    def _whole_model(self, optimizer: bool = False):
+        """(module to save, optimizer state): under FSDP, gathered into the CPU copy."""
+        if not self.fsdp:
+            return dist_.unwrap(self.model), self.optimizer.state_dict() if optimizer else None
+        model_state, optim_state = dist_.full_state(self.model, self.optimizer if optimizer else None, fsdp=True)
+        if self.ctx.main:
+            self.shadow.load_state_dict(model_state)
+        return self.shadow, optim_state
+
     def _save_model(self) -> None:
         """The model to use (the best one, when there is a dev metric) in ``out/model``."""
+        module, _ = self._whole_model()
         if self.ctx.main:
             tmp = fresh_tmp(self.out, "model")
-            self.task.save(dist_.unwrap(self.model), tmp)
+            self.task.save(module, tmp)
             publish(tmp, self.out / "model")
         dist_.barrier(self.ctx)
 
@@ -518,16 +535,18 @@ class Trainer:
         if ctx.distributed:
             rngs = [None] * ctx.world
             torch.distributed.all_gather_object(rngs, rng)
+        module, optimizer_state = self._whole_model(optimizer=True)
         if ctx.main:
             name = f"{CHECKPOINT_PREFIX}{self.step:06d}"
             tmp = fresh_tmp(self.out, name)
-            self.task.save(dist_.unwrap(self.model), tmp)
+            self.task.save(module, tmp)
             state = {
                 "format": 1,
                 "objective": self.task.name,
                 "signature": self.task.signature(),
                 "step": self.step,
-                "optimizer": self.optimizer.state_dict(),
+                "optimizer": optimizer_state,
+                "fsdp": self.fsdp,
                 "schedule": {"step": self.step},
                 "rng": rngs,
                 "data": self.task.state_dict(),
