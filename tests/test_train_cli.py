@@ -127,6 +127,16 @@ def test_resuming_from_another_models_checkpoint(corpus, tmp_path, capsys):
     assert "checkpoint-000010" in err and "another model" in err and "32 there, 48 here" in err
 
 
+def test_a_fresh_run_does_not_mix_with_an_old_ones_checkpoints(corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_train_args(corpus, out, 10)) == 0
+    capsys.readouterr()
+    assert main(_train_args(corpus, out, 10)) == 1
+    assert "already holds the checkpoints of a run" in capsys.readouterr().err
+    assert main(_train_args(corpus, out, 10, ["--resume"])) == 1
+    assert "already at --steps 10" in capsys.readouterr().err
+
+
 def test_resume_without_a_checkpoint(corpus, tmp_path, capsys):
     assert main(_train_args(corpus, tmp_path / "none", 5, ["--resume"])) == 1
     assert "no checkpoint to resume from" in capsys.readouterr().err

@@ -302,6 +302,9 @@ class Trainer:
         if ctx.main:
             self.out.mkdir(parents=True, exist_ok=True)
         resume_from = self._resume_folder()
+        if resume_from is None and checkpoints(self.out):
+            raise LmatlasError(f"{self.out} already holds the checkpoints of a run; continue it with --resume, "
+                               "or give another --out")
         if resume_from is not None:
             self._check_compatible(resume_from)
             self.task.load(resume_from)
@@ -402,6 +405,9 @@ class Trainer:
         """Train to ``cfg.steps`` (or until early stopping); returns a summary."""
         self._prepare()
         ctx, cfg, task = self.ctx, self.cfg, self.task
+        if self.step >= cfg.steps:
+            raise LmatlasError(f"the checkpoint is at step {self.step}, already at --steps {cfg.steps}; "
+                               "give more --steps to train further")
         names = list(task.weights)
         progress = Progress(cfg.steps, self.step, cfg.progress and ctx.main, cfg.log_every)
         step_times: list[float] = []
