@@ -6,7 +6,8 @@ The public API; everything else is an implementation detail.
 from .embeddings import embed, similarity
 from .errors import LmatlasError
 from .loader import load
+from .pipelines import pipeline
 from .tokenizer import load_tokenizer
 
-__all__ = ["LmatlasError", "embed", "load", "load_tokenizer", "similarity"]
+__all__ = ["LmatlasError", "embed", "load", "load_tokenizer", "pipeline", "similarity"]
 __version__ = "0.1.0"

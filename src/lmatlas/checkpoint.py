@@ -70,6 +70,26 @@ def _weight_files_present(folder: Path) -> bool:
     return any((folder / f).exists() for f in (SAFETENSORS, SAFETENSORS_INDEX, PYTORCH, PYTORCH_INDEX))
 
 
+def weight_files(folder: Path) -> list[Path]:
+    """The files holding a checkpoint's weights: one, or the shards its index names."""
+    f = folder
+    if (f / SAFETENSORS).exists():
+        return [f / SAFETENSORS]
+    for index in (SAFETENSORS_INDEX, PYTORCH_INDEX):
+        if (f / index).exists():
+            weight_map = read_json(f / index).get("weight_map")
+            if not isinstance(weight_map, dict):
+                raise LmatlasError(f"{f / index}: no weight_map in the shard index")
+            shards = sorted({f / s for s in weight_map.values()})
+            missing = [s.name for s in shards if not s.exists()]
+            if missing:
+                raise LmatlasError(f"{f / index}: shard {missing[0]} is missing from {f}")
+            return shards
+    if (f / PYTORCH).exists():
+        return [f / PYTORCH]
+    raise LmatlasError(f"{f}: no weights ({SAFETENSORS}, {PYTORCH} or a sharded index)")
+
+
 def read_json(file: Path) -> dict:
     try:
         with open(file, encoding="utf-8") as f:
@@ -112,22 +132,7 @@ class Weights:
                 self._where[_canonical(stored)] = (file, stored)
 
     def _files(self) -> list[Path]:
-        f = self.folder
-        if (f / SAFETENSORS).exists():
-            return [f / SAFETENSORS]
-        for index in (SAFETENSORS_INDEX, PYTORCH_INDEX):
-            if (f / index).exists():
-                weight_map = read_json(f / index).get("weight_map")
-                if not isinstance(weight_map, dict):
-                    raise LmatlasError(f"{f / index}: no weight_map in the shard index")
-                shards = sorted({f / s for s in weight_map.values()})
-                missing = [s.name for s in shards if not s.exists()]
-                if missing:
-                    raise LmatlasError(f"{f / index}: shard {missing[0]} is missing from {f}")
-                return shards
-        if (f / PYTORCH).exists():
-            return [f / PYTORCH]
-        raise LmatlasError(f"{f}: no weights ({SAFETENSORS}, {PYTORCH} or a sharded index)")
+        return weight_files(self.folder)
 
     def _handle(self, file: Path):
         if file not in self._open:

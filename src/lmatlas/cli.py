@@ -15,7 +15,10 @@ import warnings
 from .errors import LmatlasError
 
 # The order here is the order of `lmatlas --help`.
-COMMANDS = ["embed", "similarity", "search", "generate", "catalog", "estimate", "train", "finetune", "tokenizer"]
+COMMANDS = [
+    "embed", "similarity", "search", "run", "topics", "generate", "catalog", "estimate",
+    "train", "finetune", "tokenizer",
+]
 
 
 class _Parser(argparse.ArgumentParser):

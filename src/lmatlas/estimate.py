@@ -37,6 +37,7 @@ from .catalog import (
     parse_quantity,
 )
 from .catalog import _find_architecture_key, _suggest
+from .checkpoint import weight_files
 from .config import ModelConfig
 from .errors import LmatlasError
 
@@ -213,9 +214,6 @@ def count_params(shape: ArchitecturePreset | ModelConfig, extra: dict | None = N
 # Counting parameters in a checkpoint folder
 # --------------------------------------------------------------------------------------------
 
-_SAFETENSORS, _SAFETENSORS_INDEX = "model.safetensors", "model.safetensors.index.json"
-_PYTORCH, _PYTORCH_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json"
-
 # Buffers that some checkpoints store but that are not parameters: position-id ranges, rotary
 # frequencies, fairseq's placeholder, BART's final_logits_bias. GPT-2's causal mask
 # ("attn.bias", 4-D) is recognised by its shape.
@@ -232,27 +230,6 @@ _INPUT_SUFFIXES = (
     "word_embeddings.weight", "wte.weight", "embed_tokens.weight", "shared.weight",
     "tokens_embed.weight", "embed_in.weight", "transformer.w.weight",
 )
-
-
-def _weight_files(folder: Path) -> list[Path]:
-    if (folder / _SAFETENSORS).exists():
-        return [folder / _SAFETENSORS]
-    for index in (_SAFETENSORS_INDEX, _PYTORCH_INDEX):
-        if (folder / index).exists():
-            try:
-                weight_map = json.loads((folder / index).read_text(encoding="utf-8")).get("weight_map")
-            except (OSError, ValueError, UnicodeDecodeError) as e:
-                raise LmatlasError(f"{folder / index}: not a readable shard index ({e})") from None
-            if not isinstance(weight_map, dict):
-                raise LmatlasError(f"{folder / index}: no weight_map in the shard index")
-            shards = sorted({folder / s for s in weight_map.values()})
-            missing = [s.name for s in shards if not s.exists()]
-            if missing:
-                raise LmatlasError(f"{folder / index}: shard {missing[0]} is missing from {folder}")
-            return shards
-    if (folder / _PYTORCH).exists():
-        return [folder / _PYTORCH]
-    raise LmatlasError(f"{folder}: no weights ({_SAFETENSORS}, {_PYTORCH} or a sharded index)")
 
 
 def _tensor_shapes(file: Path) -> dict[str, tuple[tuple[int, ...], Any]]:
@@ -299,7 +276,7 @@ def folder_params(folder: str | os.PathLike) -> int:
     folder = Path(folder)
     hf = _read_config(folder)
     shapes: dict[str, tuple[tuple[int, ...], Any]] = {}
-    for file in _weight_files(folder):
+    for file in weight_files(folder):
         shapes.update(_tensor_shapes(file))
     tied = bool(hf.get("tie_word_embeddings", True))
     skip: set[str] = set()

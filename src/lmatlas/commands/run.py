@@ -1,0 +1,457 @@
+"""`lmatlas run TASK`: a task pipeline over texts from arguments, a file or standard input.
+
+One JSON line out per input: ``{"input": ..., "output": ...}`` (with ``"line"`` for inputs read
+from a file), or ``{"line": N, "error": ...}`` for an input that cannot run — a malformed JSON
+line, a fill-mask text without a mask — while the other lines still run; the exit status is
+then 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+import types
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..errors import LmatlasError
+
+FORMATS = {".txt": "txt", ".text": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv"}
+# The fields a task's inputs have, and the column each is read from unless --column says.
+FIELDS = {
+    "question-answering": ("question", "context"),
+    "text-classification": ("text", "text_pair"),
+    "sentence-similarity": ("source_sentence", "sentences"),
+}
+
+
+def register(sub) -> None:
+    from ..pipelines import TASKS, task_names, task_options
+
+    p = sub.add_parser(
+        "run",
+        help="run a task (fill-mask, ner, question-answering, zero-shot-classification, ...) over texts",
+        description="Run a task pipeline — transformers' task names, options and output schemas — over "
+        "texts given as arguments, in a file (.txt: one per line; .jsonl; .csv; .tsv) or on standard "
+        "input, and write one JSON line per input.",
+        epilog=_epilog(TASKS, task_options),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("task", metavar="TASK", help="one of: " + ", ".join(task_names()))
+    p.add_argument("texts", nargs="*", metavar="TEXT", help="inputs (default: --input, or standard input)")
+    p.add_argument("--model", "-m", default=None, help="model folder or hub id (default: all-MiniLM-L6-v2, for the tasks it serves)")
+    p.add_argument("--input", "-i", metavar="FILE", help=".txt, .jsonl, .csv or .tsv file; - for standard input")
+    p.add_argument("--format", choices=sorted(set(FORMATS.values())), help="the input's format when its name does not say")
+    p.add_argument(
+        "--column", "-c", action="append", default=[], metavar="[FIELD=]COLUMN",
+        help="the column (or JSON key) holding the text (default: text); FIELD=COLUMN for the other fields: "
+        "question, context, text_pair, source_sentence, sentences",
+    )
+    p.add_argument("--output", "-o", metavar="FILE", help="write the JSON lines here (default: standard output)")
+    p.add_argument("--batch-size", type=int, default=8, help="inputs per model call (default 8)")
+    p.add_argument("--context", help="question-answering: the context of every question")
+    p.add_argument("--source", help="sentence-similarity: compare every input with this sentence")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="weights' precision")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="a progress bar for file inputs (default: when standard error is a terminal)")
+    p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                   help="any task option, VALUE read as JSON when it can be (e.g. --option tokenizer_kwargs='{\"truncation\": true}')")
+    group = p.add_argument_group("task options (see the list below for which task takes which)")
+    seen: dict[str, str] = {}
+    for task in TASKS:
+        for name, opt in task_options(task).items():
+            kind = _cli_kind(opt.cli)
+            if name in seen:
+                continue
+            seen[name] = kind
+            flag = "--" + name.replace("_", "-")
+            if kind == "bool":
+                group.add_argument(flag, dest=f"opt_{name}", action=argparse.BooleanOptionalAction, default=None, help=opt.help)
+            elif kind == "list":
+                group.add_argument(flag, dest=f"opt_{name}", action="append", default=None, metavar="A,B",
+                                   help=opt.help + " (comma-separated; repeatable)")
+            else:
+                group.add_argument(flag, dest=f"opt_{name}", default=None, metavar="VALUE", help=opt.help)
+    p.set_defaults(func=run, option_kinds=seen)
+    # TEXT arguments may come before, after or between the options.
+    p.parse_known_args = types.MethodType(_parse_intermixed, p)
+
+
+def _parse_intermixed(self, args=None, namespace=None):
+    # argparse fills a "*" positional at the first chance, so `run TASK --opt X TEXT` would
+    # leave TEXT unrecognised; the intermixed parse collects positionals around options.
+    if getattr(self, "_intermixing", False):
+        return argparse.ArgumentParser.parse_known_args(self, args, namespace)
+    self._intermixing = True
+    try:
+        return self.parse_known_intermixed_args(args, namespace)
+    finally:
+        self._intermixing = False
+
+
+def _cli_kind(kind: str) -> str:
+    return {"int": "json", "float": "json", "int_or_all": "json"}.get(kind, kind)
+
+
+def _epilog(tasks, task_options) -> str:
+    lines = ["tasks and their options:"]
+    for task, spec in tasks.items():
+        options = ", ".join("--" + n.replace("_", "-") for n in task_options(task)) if spec.target else ""
+        note = " [default model]" if spec.default else ""
+        lines.append(f"  {task}{note}: {options or '(needs an encoder-decoder model; not yet)'}")
+    lines += [
+        "",
+        "examples:",
+        "  lmatlas run feature-extraction --pool 'A sentence to embed.'",
+        "  lmatlas run zero-shot-classification --candidate-labels cinema,food,politics 'I loved the film.'",
+        "  lmatlas run sentence-similarity 'A man plays guitar.' 'Someone plays music.' 'A cat sleeps.'",
+        "  lmatlas run fill-mask -m google-bert/bert-base-uncased 'Paris is the [MASK] of France.'",
+        "  lmatlas run ner -m dslim/bert-base-NER --aggregation-strategy simple -i news.txt -o ents.jsonl",
+        "  lmatlas run question-answering -m deepset/roberta-base-squad2 --context \"$(cat doc.txt)\" 'Who?'",
+        "  lmatlas run text-classification -m MODEL -i sst2/dev.tsv --column sentence -o preds.jsonl",
+    ]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def run(args) -> int:
+    from ..pipelines import canonical, pipeline
+
+    task = canonical(args.task)
+    if args.batch_size < 1:
+        raise LmatlasError(f"--batch-size must be at least 1, not {args.batch_size}")
+    options = _task_options(args)
+    columns = _columns(args.column)
+    out_path = _check_output(args.output)
+    records, from_file, header = _records(args)
+    if header is not None:
+        _check_header(task, header, columns, args)
+    items = list(_items(task, records, columns, args))
+    if not items:
+        raise LmatlasError("no inputs: every line is empty")
+    pipe = pipeline(args.task, args.model, dtype=args.dtype, batch_size=args.batch_size, **options)
+
+    out = io.StringIO() if out_path else sys.stdout
+    failures = 0
+    bar = _progress(len(items), from_file, args.progress)
+    try:
+        for chunk in _chunks(items, args.batch_size):
+            for line, record, value, err in _run_chunk(pipe, chunk):
+                if err is not None:
+                    failures += 1
+                    where = f"{_source_name(args)} line {line}: " if line is not None else ""
+                    print(f"lmatlas: error: {where}{err}", file=sys.stderr)
+                    row = {"line": line, "error": err} if line is not None else {"input": record, "error": err}
+                else:
+                    value = value[0] if task == "sentence-similarity" and args.source is not None else value
+                    row = {"input": record, "output": _jsonable(value)}
+                    if line is not None:
+                        row = {"line": line, **row}
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            if out is sys.stdout:
+                sys.stdout.flush()
+            if bar is not None:
+                bar.update(len(chunk))
+    finally:
+        if bar is not None:
+            bar.close()
+    if out_path:
+        tmp = out_path.with_name(out_path.name + ".tmp")
+        tmp.write_text(out.getvalue(), encoding="utf-8")
+        tmp.replace(out_path)
+        done = len(items) - failures
+        print(f"{done} result(s) written to {out_path}" + (f"; {failures} input(s) failed" if failures else ""),
+              file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _run_chunk(pipe, chunk: list) -> Iterator[tuple]:
+    """(line, record, result, error) per item; a chunk that fails runs again input by input, so
+    that one bad input does not sink the others."""
+    ready = [c for c in chunk if c[2] is None]
+    results: dict[int, Any] = {}
+    errors: dict[int, str] = {}
+    if ready:
+        try:
+            for c, value in zip(ready, pipe([c[3] for c in ready])):
+                results[id(c)] = value
+        except LmatlasError:
+            for c in ready:
+                try:
+                    results[id(c)] = pipe([c[3]])[0]
+                except LmatlasError as e:
+                    errors[id(c)] = str(e)
+    for c in chunk:
+        line, record, problem, _ = c
+        if problem is not None:
+            yield line, record, None, problem
+        elif id(c) in errors:
+            yield line, record, None, errors[id(c)]
+        else:
+            yield line, record, results[id(c)], None
+
+
+def _chunks(items: list, n: int) -> Iterator[list]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+# -- options ------------------------------------------------------------------------------------
+
+
+def _task_options(args) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for name, kind in args.option_kinds.items():
+        value = getattr(args, f"opt_{name}", None)
+        if value is None:
+            continue
+        if kind == "list":
+            value = [part for v in value for part in v.split(",") if part != ""]
+        elif kind == "json":
+            value = _json_or_text(value)
+        options[name] = value
+    for text in args.option:
+        name, sep, value = text.partition("=")
+        if not sep or not name.strip():
+            raise LmatlasError(f"--option {text!r}: write NAME=VALUE")
+        options[name.strip().replace("-", "_")] = _json_or_text(value)
+    return options
+
+
+def _json_or_text(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _columns(specs: list[str]) -> dict[str, str]:
+    columns: dict[str, str] = {}
+    for spec in specs:
+        field, sep, column = spec.partition("=")
+        if not sep:
+            field, column = "text", spec
+        if not field or not column:
+            raise LmatlasError(f"--column {spec!r}: write COLUMN or FIELD=COLUMN")
+        columns[field] = column
+    return columns
+
+
+def _check_output(output: str | None) -> Path | None:
+    if output is None:
+        return None
+    path = Path(output)
+    if not path.parent.exists():
+        raise LmatlasError(f"--output {output}: folder {path.parent} does not exist")
+    if path.is_dir():
+        raise LmatlasError(f"--output {output}: is a folder; give a file name")
+    return path
+
+
+# -- inputs -------------------------------------------------------------------------------------
+
+# A record: (line number or None, the record as read — a string or a dict — or None, and an
+# error message for a line that could not be read).
+
+
+def _source_name(args) -> str:
+    return "standard input" if args.input in (None, "-") else args.input
+
+
+def _records(args) -> tuple[list[tuple[int | None, Any, str | None]], bool, list[str] | None]:
+    """The records, whether they came from a file, and a table's header."""
+    if args.texts:
+        if args.input:
+            raise LmatlasError("give the inputs as TEXT arguments or with --input, not both")
+        return [(None, t, None) for t in args.texts], False, None
+    if args.input is None and sys.stdin.isatty():
+        raise LmatlasError("no inputs: give TEXT arguments, --input FILE, or pipe texts into standard input")
+    source = args.input or "-"
+    fmt = args.format
+    if fmt is None:
+        fmt = "txt" if source == "-" else FORMATS.get(Path(source).suffix.lower())
+        if fmt is None:
+            raise LmatlasError(
+                f"--input {source}: cannot tell the format from the name; it must end in "
+                f"{', '.join(sorted(FORMATS))}, or give --format"
+            )
+    text = _read_text(source)
+    if fmt == "txt":
+        return [(n, line, None) for n, line in enumerate(text.splitlines(), 1) if line.strip()], True, None
+    if fmt == "jsonl":
+        return list(_jsonl(text)), True, None
+    header, rows = _table(text, "\t" if fmt == "tsv" else ",", source)
+    return rows, True, header
+
+
+def _read_text(source: str) -> str:
+    if source == "-":
+        data, name = sys.stdin.buffer.read(), "standard input"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise LmatlasError(f"--input {source}: no such file")
+        data, name = path.read_bytes(), source
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise LmatlasError(f"{name}: not UTF-8 text (byte {e.start} cannot be decoded)") from None
+
+
+def _jsonl(text: str) -> Iterator[tuple[int, Any, str | None]]:
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError as e:
+            yield n, None, f"not valid JSON ({e})"
+            continue
+        if not isinstance(value, (str, dict)):
+            yield n, None, f"a JSON line must be an object or a string, not {type(value).__name__}"
+            continue
+        yield n, value, None
+
+
+def _table(text: str, delimiter: str, source: str) -> tuple[list[str], list[tuple[int, Any, str | None]]]:
+    # GLUE's .tsv files are not quoted: a quote character is text there.
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    kind = "TSV" if delimiter == "\t" else "CSV"
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise LmatlasError(f"{source}: the file is empty") from None
+    except csv.Error as e:
+        raise LmatlasError(f"{source} line 1: cannot be read as {kind} ({e})") from None
+    rows = []
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return header, rows
+        except csv.Error as e:
+            rows.append((reader.line_num, None, f"cannot be read as {kind} ({e})"))
+            continue
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            rows.append((reader.line_num, None, f"has {len(row)} fields but the header has {len(header)}"))
+            continue
+        rows.append((reader.line_num, dict(zip(header, row)), None))
+
+
+def _check_header(task: str, header: list[str], columns: dict[str, str], args) -> None:
+    """A column that the whole table lacks is one error, not one per line."""
+    if task == "question-answering":
+        needed = [("question", "text")] + ([] if args.context is not None else [("context",)])
+    elif task == "sentence-similarity":
+        needed = [("text",)] if args.source is not None else [("source_sentence",), ("sentences",)]
+    else:
+        needed = [("text",)]
+    for choices in needed:
+        names = [columns.get(field, field) for field in choices]
+        if not any(name in header for name in names):
+            field = choices[0]
+            flag = "--column COLUMN" if field == "text" else f"--column {field}=COLUMN"
+            what = " or ".join(repr(n) for n in names)
+            raise LmatlasError(
+                f"{args.input}: no {what} column (the columns are: {', '.join(header)}); choose one with {flag}"
+            )
+
+
+def _items(task: str, records, columns: dict[str, str], args) -> Iterator[tuple]:
+    """(line, record, error, pipeline input) for each record."""
+    fields = FIELDS.get(task, ("text",))
+    if task == "sentence-similarity" and args.source is None and args.texts:
+        # Arguments without --source: the first is the source, the others are compared with it.
+        if len(args.texts) < 2:
+            raise LmatlasError("sentence-similarity: give the source sentence and at least one sentence to compare")
+        item = {"source_sentence": args.texts[0], "sentences": list(args.texts[1:])}
+        yield None, item, None, item
+        return
+    for line, record, problem in records:
+        if problem is not None:
+            yield line, None, problem, None
+            continue
+        try:
+            yield line, record, None, _item(task, fields, record, columns, args)
+        except LmatlasError as e:
+            yield line, record, str(e), None
+
+
+def _field(record: Any, field: str, columns: dict[str, str], required: bool = True) -> Any:
+    """A field of a JSON object or table row, from the column --column names (default: the
+    field's own name); a plain text line is its own text."""
+    if isinstance(record, str):
+        return record
+    column = columns.get(field, field)
+    if record.get(column) is not None:
+        return record[column]
+    if required:
+        known = ", ".join(map(str, record)) or "none"
+        flag = "--column COLUMN" if field == "text" else f"--column {field}=COLUMN"
+        raise LmatlasError(f"no {column!r} column (the columns are: {known}); choose one with {flag}")
+    return None
+
+
+def _item(task: str, fields: tuple, record: Any, columns: dict[str, str], args) -> Any:
+    if task == "question-answering":
+        if isinstance(record, str):
+            question, context = record, None
+        else:
+            question = _field(record, "question", columns, required=False)
+            if question is None:
+                question = _field(record, "text", columns, required=False)
+            if question is None:
+                _field(record, "question", columns)  # raises, naming the columns there are
+            context = _field(record, "context", columns, required=False)
+        if context is None:
+            context = args.context
+        if context is None:
+            raise LmatlasError("the question has no context: give --context, or a 'context' column in the input")
+        return {"question": question, "context": context}
+    if task == "sentence-similarity":
+        if args.source is not None:
+            return {"source_sentence": args.source, "sentences": [_field(record, "text", columns)]}
+        if isinstance(record, str):
+            raise LmatlasError("sentence-similarity needs --source, or inputs with source_sentence and sentences")
+        return {
+            "source_sentence": _field(record, "source_sentence", columns),
+            "sentences": _field(record, "sentences", columns),
+        }
+    text = _field(record, "text", columns)
+    if task == "text-classification" and isinstance(record, dict):
+        pair = _field(record, "text_pair", columns, required=False)
+        if pair is not None:
+            return {"text": text, "text_pair": pair}
+    return text
+
+
+# -- output -------------------------------------------------------------------------------------
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # tensors and arrays
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _progress(total: int, from_file: bool, wanted: bool | None):
+    show = wanted if wanted is not None else (from_file and sys.stderr.isatty())
+    if not show:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="input", file=sys.stderr, dynamic_ncols=True)

@@ -1,0 +1,194 @@
+"""Task pipelines: ``lmatlas.pipeline(task, model)`` with transformers' task names, options and
+output schemas (those of transformers 4.x, whose question-answering, summarization, translation
+and text2text pipelines the tutorials in the notes use).
+
+One module per task family; this file is the registry: which task names there are, which head a
+checkpoint needs for each, and which tasks the default model (all-MiniLM-L6-v2) serves.
+
+Where lmatlas differs from transformers 4.57 (each time where transformers crashes, warns or
+returns something odd):
+
+- a list in always gives a list out (transformers unwraps a list of one for fill-mask and
+  question-answering);
+- question-answering returns a dict exactly when ``top_k == 1``, and never returns spans of zero
+  probability (transformers pads short contexts' lists with them);
+- texts longer than the model are cut to its positions for classification, NER and zero-shot;
+  fill-mask and feature-extraction refuse them, naming the truncation option (transformers
+  indexes past the position table);
+- zero-shot-classification with a model that has no "entailment" label is an error (transformers
+  warns and takes the last label); with a sentence-embedding model it compares embeddings;
+- text-generation: ``max_length`` replaces the pipeline's default of 256 new tokens (transformers
+  ignores it, with a warning); chat messages are not taken yet;
+- feature-extraction's ``pool=True`` and the sentence-similarity task (the hub's schema) are
+  lmatlas' own; tokenizer arguments go in ``tokenizer_kwargs`` rather than loose keywords.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import LmatlasError
+from .base import Pipeline
+
+__all__ = ["Pipeline", "TASKS", "ALIASES", "pipeline", "task_names", "task_options"]
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    target: str  # "module:Class" in this package
+    head: str | None  # the head the checkpoint must carry; None: any encoder (embedding tasks)
+    needs: str  # the checkpoints that serve the task, for messages
+    default: bool = False  # the default model serves it
+
+
+_SEQ2SEQ = "an encoder-decoder model (BART, T5, Pegasus, mBART, Marian)"
+
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in [
+        Task("fill-mask", "fill_mask:FillMask", "masked-lm",
+             "a masked language model (architectures ending in ForMaskedLM), such as "
+             "google-bert/bert-base-uncased, distilbert/distilroberta-base or albert/albert-base-v2"),
+        Task("text-classification", "text_classification:TextClassification", "sequence-classification",
+             "a sequence classifier (architectures ending in ForSequenceClassification), such as "
+             "distilbert/distilbert-base-uncased-finetuned-sst-2-english"),
+        Task("token-classification", "token_classification:TokenClassification", "token-classification",
+             "a token classifier (architectures ending in ForTokenClassification), such as dslim/bert-base-NER"),
+        Task("question-answering", "question_answering:QuestionAnswering", "question-answering",
+             "an extractive question-answering model (architectures ending in ForQuestionAnswering), such as "
+             "distilbert/distilbert-base-cased-distilled-squad or deepset/roberta-base-squad2"),
+        Task("zero-shot-classification", "zero_shot:ZeroShotNLI", "sequence-classification",
+             "an NLI classifier with an 'entailment' label, such as cross-encoder/nli-distilroberta-base, "
+             "or a sentence-embedding model (a sentence-transformers folder, like the default)", default=True),
+        Task("feature-extraction", "embeddings:FeatureExtraction", None, "any encoder model", default=True),
+        Task("sentence-similarity", "embeddings:SentenceSimilarity", None,
+             "a sentence-embedding model, such as sentence-transformers/all-MiniLM-L6-v2", default=True),
+        Task("text-generation", "generation:TextGeneration", "causal-lm",
+             "a decoder with a language-model head (architectures ending in ForCausalLM or LMHeadModel), "
+             "such as openai-community/gpt2 or EleutherAI/gpt-neo-125m"),
+        Task("summarization", "", None, _SEQ2SEQ),
+        Task("translation", "", None, _SEQ2SEQ),
+        Task("text2text-generation", "", None, _SEQ2SEQ),
+    ]
+}
+
+ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
+_TRANSLATION = re.compile(r"^translation_([a-z]{2,3})_to_([a-z]{2,3})$")
+
+
+def task_names() -> list[str]:
+    return sorted([*TASKS, *ALIASES, "translation_xx_to_yy"])
+
+
+def task_options(task: str) -> dict:
+    """The options ``task`` takes: name -> ``base.Option`` (default, check, help)."""
+    spec = TASKS[canonical(task)]
+    return dict(_class(spec.target).OPTIONS) if spec.target else {}
+
+
+def canonical(task: str) -> str:
+    """The registry's name for ``task`` (aliases and translation_xx_to_yy resolved)."""
+    if not isinstance(task, str):
+        raise LmatlasError(f"task must be a task name, not {task!r}")
+    name = ALIASES.get(task, task)
+    if _TRANSLATION.match(name):
+        return "translation"
+    if name not in TASKS:
+        close = difflib.get_close_matches(task, task_names(), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise LmatlasError(f"unknown task {task!r}{hint}; lmatlas knows: {', '.join(task_names())}")
+    return name
+
+
+def pipeline(
+    task: str,
+    model: str | os.PathLike | Any | None = None,
+    *,
+    tokenizer: Any = None,
+    dtype: str | None = None,
+    batch_size: int | None = None,
+    **options: Any,
+) -> Pipeline:
+    """A callable for ``task`` on ``model``, as ``transformers.pipeline(task, model)``.
+
+    ``model`` is a model folder, a hub id, or a model from ``lmatlas.load`` (then give
+    ``tokenizer``). Without a model, the tasks the default model all-MiniLM-L6-v2 serves use it
+    (feature-extraction, sentence-similarity, zero-shot-classification); the others say which
+    checkpoints they need. ``options`` are the task's options (``top_k``, ``aggregation_strategy``,
+    ``candidate_labels``, ...), defaults for every call; a call may override them.
+    """
+    name = canonical(task)
+    spec = TASKS[name]
+    device = options.pop("device", None)
+    if device not in (None, -1, "cpu") and str(device) != "cpu":
+        raise LmatlasError(f"device={device!r}: lmatlas runs on the CPU (device='cpu')")
+    if not spec.target:
+        raise LmatlasError(f"{task} needs {spec.needs}, and lmatlas cannot run encoder-decoder models yet")
+    extra = {"batch_size": batch_size} if batch_size is not None else {}
+    if model is None and not spec.default:
+        raise LmatlasError(f"{task} has no default model; name one with model=: {spec.needs}")
+
+    if spec.head is None or (name == "zero-shot-classification" and _is_sentence_model(model)):
+        if tokenizer is not None:
+            raise LmatlasError(f"{task} reads the tokenizer from the model folder; tokenizer= is not taken")
+        if model is not None and not isinstance(model, (str, os.PathLike)):
+            raise LmatlasError(f"{task} takes a model folder or hub id, not a loaded model")
+        from ..embeddings import SentenceEncoder, encoder
+
+        enc = encoder(model) if dtype is None else SentenceEncoder(model, dtype=dtype)
+        target = "zero_shot:ZeroShotEmbedding" if name == "zero-shot-classification" else spec.target
+        return _class(target)(enc, task=task, **extra, **options)
+
+    loaded, tok, source = _load(model, tokenizer, dtype)
+    if loaded.head_name != spec.head:
+        has = "no task head" if loaded.head_name == "base" else f"a {loaded.head_name} head"
+        archs = ", ".join(loaded.config.architectures or []) or "none"
+        raise LmatlasError(
+            f"{task} needs {spec.needs}; {source} has {has} (architectures: {archs})"
+        )
+    return _class(spec.target)(loaded, tok, task=task, **extra, **options)
+
+
+def _class(target: str) -> type:
+    module, cls = target.split(":")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
+
+
+def _is_sentence_model(model: Any) -> bool:
+    """The default model, or a sentence-transformers folder (it has a modules.json)."""
+    if model is None:
+        return True
+    if not isinstance(model, (str, os.PathLike)):
+        return False
+    from ..checkpoint import resolve
+
+    return (resolve(model) / "modules.json").is_file()
+
+
+def _load(model: Any, tokenizer: Any, dtype: str | None):
+    from ..loader import load
+    from ..tokenizer import load_tokenizer
+
+    if isinstance(model, (str, os.PathLike)):
+        from ..checkpoint import resolve
+
+        folder = resolve(model)
+        loaded = load(folder, dtype=dtype)
+        if tokenizer is None:
+            tokenizer = load_tokenizer(folder)
+        source = str(model)
+    elif hasattr(model, "head_name") and hasattr(model, "config"):
+        if tokenizer is None:
+            raise LmatlasError("with a loaded model, give its tokenizer too: tokenizer=lmatlas.load_tokenizer(folder)")
+        loaded, source = model, "the model given"
+    else:
+        raise LmatlasError(f"model must be a folder, a hub id or a model from lmatlas.load, not {type(model).__name__}")
+    if isinstance(tokenizer, (str, os.PathLike)):
+        tokenizer = load_tokenizer(tokenizer)
+    return loaded, tokenizer, source
