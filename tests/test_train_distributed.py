@@ -65,10 +65,50 @@ def test_two_processes_with_half_the_batch_match_one_with_the_whole(tmp_path):
     _compare(single, sharded)
 
 
-def test_masked_lm_under_data_parallel_masks_the_global_batch(tmp_path):
+def _tasks(tmp_path):
+    """Builders of each kind of task over the same data, for the sharding test."""
+    from lmatlas.tokenizer import load_tokenizer
+    from lmatlas.training import finetune, tasks
+    from lmatlas.training.data import load_stream
+    from lmatlas.training.tokenizer_trainer import train_tokenizer
+
     data = tmp_path / "text.txt"
-    data.write_text(shared_data("tinyshakespeare", "input.txt").read_text(encoding="utf-8")[:20000], encoding="utf-8")
-    single, double = tmp_path / "single", tmp_path / "double"
-    assert main(_args(data, single, 8, "bert")) == 0
-    _torchrun(_args(data, double, 4, "bert"))
-    _compare(single, double)
+    data.write_text(shared_data("tinyshakespeare", "input.txt").read_text(encoding="utf-8")[:5000], encoding="utf-8")
+    tok_dir = train_tokenizer([data], "char", tmp_path / "tok", specials=["[PAD]", "[CLS]", "[SEP]", "[MASK]"])
+    tok = load_tokenizer(tok_dir)
+    stream = load_stream(tok, [data])
+    size = dict(num_layers=1, num_heads=2, hidden_size=16)
+    rows = [{"input_ids": tok(line)["input_ids"], "label": i % 2} for i, line in enumerate(data.read_text().splitlines()) if line]
+
+    def causal():
+        return tasks.CausalLMTask(tasks.build_model("gpt2", "causal-lm", tok, 16, size), tok_dir, stream, None, 16, 3)
+
+    def masked():
+        return tasks.MaskedLMTask(tasks.build_model("bert-base", "masked-lm", tok, 16, size), tok, tok_dir, stream,
+                                  None, 16, 3, whole_word=True)
+
+    def classify():
+        model = tasks.build_model("bert-base", "sequence-classification", tok, 64, size)
+        return finetune.ClassifyTask(model, tok, tok_dir, rows, None, 3)
+
+    return {"causal": causal, "masked": masked, "classify": classify}
+
+
+def test_each_process_takes_its_slice_of_the_global_batch(tmp_path):
+    from lmatlas.training.distributed import Context
+
+    for name, make in _tasks(tmp_path).items():
+        whole, rank0, rank1 = make(), make(), make()
+        for _ in range(3):  # the samplers stay in step across batches
+            a = whole.next_batch(8, Context())
+            b0 = rank0.next_batch(4, Context(rank=0, world=2))
+            b1 = rank1.next_batch(4, Context(rank=1, world=2))
+            if name == "classify":  # each slice is padded to its own longest row
+                def rows(b):
+                    return [r[m.bool()].tolist() for r, m in zip(b["input_ids"], b["attention_mask"])]
+
+                assert rows(a) == rows(b0) + rows(b1)
+                assert a["labels"].tolist() == b0["labels"].tolist() + b1["labels"].tolist()
+            else:
+                for key in ("input_ids", "labels"):
+                    assert torch.equal(a[key], torch.cat([b0[key], b1[key]])), (name, key)
