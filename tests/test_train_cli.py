@@ -154,3 +154,15 @@ def test_objective_needs_the_right_skeleton(corpus, tmp_path, capsys):
                  "--out", str(tmp_path / "o"), "--layers", "1", "--dim", "16", "--heads", "2"])
     assert code == 1
     assert "not a decoder" in capsys.readouterr().err
+
+
+def test_gradient_accumulation_matches_the_whole_batch_and_bf16_runs(corpus, tmp_path):
+    base = ["train", "gpt", *TINY[:-2], "--tokenizer", "char", "--data", str(corpus), "--steps", "8",
+            "--dropout", "0", "--no-progress", "--seed", "2", "--eval-windows", "4"]
+    assert main(base + ["--out", str(tmp_path / "whole"), "--batch-size", "8"]) == 0
+    assert main(base + ["--out", str(tmp_path / "accum"), "--batch-size", "4", "--grad-accum", "2"]) == 0
+    a, b = _losses(tmp_path / "whole"), _losses(tmp_path / "accum")
+    assert max(abs(a[k] - b[k]) for k in a) < 1e-4
+    assert main(base + ["--out", str(tmp_path / "bf16"), "--batch-size", "8", "--bf16"]) == 0
+    c = _losses(tmp_path / "bf16")
+    assert max(abs(a[k] - c[k]) for k in a) < 0.1  # the same training, at bfloat16 precision
