@@ -27,7 +27,8 @@ OBJECTIVES = {
 
 def add_trainer_options(p, steps: int = 1000, lr: float = 3e-4, batch: int = 8) -> None:
     g = p.add_argument_group("optimisation")
-    g.add_argument("--steps", type=int, default=steps, help=f"optimizer steps (default {steps})")
+    g.add_argument("--steps", type=int, default=steps,
+                   help=f"optimizer steps (default {steps})" if steps else "optimizer steps (default: from --epochs)")
     g.add_argument("--batch-size", type=int, default=batch, help=f"sequences per process and step (default {batch})")
     g.add_argument("--grad-accum", type=int, default=1, help="accumulate gradients over this many batches")
     g.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr})")
