@@ -15,7 +15,10 @@ import warnings
 from .errors import LmatlasError
 
 # The order here is the order of `lmatlas --help`.
-COMMANDS = ["embed", "similarity", "search", "run", "topics", "generate", "catalog", "estimate"]
+COMMANDS = [
+    "embed", "similarity", "search", "run", "topics", "generate", "catalog", "estimate",
+    "train", "finetune", "tokenizer",
+]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -45,3 +45,27 @@ def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
         heads |= norm("head.norm", "cls.predictions.transform.LayerNorm")
         heads |= {"head.decoder.weight": "cls.predictions.decoder.weight", "head.decoder.bias": "cls.predictions.bias"}
     return backbone, heads
+
+
+def to_hf(cfg: ModelConfig) -> dict:
+    """config.json fields for ``cfg`` (the inverse of ``config``)."""
+    from ._inverse import common, plain_heads, require
+
+    plain_heads(cfg, "BERT")
+    require(cfg, "BERT", norm="layernorm", norm_position="post", position_embedding="learned", gated_mlp=False,
+            attention_bias=True, mlp_bias=True, embedding_norm=True, final_norm=False, norm_affine=True)
+    return dict(
+        common(cfg),
+        model_type=cfg.model_type,
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        intermediate_size=cfg.intermediate_size,
+        hidden_act=cfg.activation,
+        max_position_embeddings=cfg.max_positions,
+        type_vocab_size=cfg.type_vocab_size,
+        layer_norm_eps=cfg.norm_eps,
+        hidden_dropout_prob=cfg.hidden_dropout,
+        attention_probs_dropout_prob=cfg.attention_dropout,
+        position_embedding_type="absolute",
+    )

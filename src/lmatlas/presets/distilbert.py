@@ -57,3 +57,25 @@ def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
         heads |= norm("head.norm", "vocab_layer_norm")
         heads |= linear("head.decoder", "vocab_projector")
     return backbone, heads
+
+
+def to_hf(cfg: ModelConfig) -> dict:
+    """config.json fields for ``cfg`` (the inverse of ``config``)."""
+    from ._inverse import common, plain_heads, require
+
+    plain_heads(cfg, "DistilBERT")
+    require(cfg, "DistilBERT", norm="layernorm", norm_position="post", gated_mlp=False, attention_bias=True,
+            mlp_bias=True, embedding_norm=True, final_norm=False, type_vocab_size=0, norm_affine=True)
+    return dict(
+        common(cfg),
+        model_type="distilbert",
+        dim=cfg.hidden_size,
+        n_layers=cfg.num_layers,
+        n_heads=cfg.num_heads,
+        hidden_dim=cfg.intermediate_size,
+        activation=cfg.activation,
+        max_position_embeddings=cfg.max_positions,
+        sinusoidal_pos_embds=cfg.position_embedding == "sinusoidal",
+        dropout=cfg.hidden_dropout,
+        attention_dropout=cfg.attention_dropout,
+    )

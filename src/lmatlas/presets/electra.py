@@ -37,3 +37,10 @@ def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
         heads |= linear("head.dense", "discriminator_predictions.dense")
         heads |= linear("head.out", "discriminator_predictions.dense_prediction")
     return backbone, heads
+
+
+def to_hf(cfg: ModelConfig) -> dict:
+    """config.json fields for ``cfg`` (the inverse of ``config``)."""
+    out = bert.to_hf(cfg)
+    out["embedding_size"] = cfg.embedding_size
+    return out

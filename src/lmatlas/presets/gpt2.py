@@ -53,3 +53,32 @@ def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
         backbone |= conv1d(f"{ours}.mlp.fc_out", f"{theirs}.mlp.c_proj")
     backbone |= norm("backbone.final_norm", "ln_f")
     return backbone, lm_head(head)
+
+
+def to_hf(cfg: ModelConfig) -> dict:
+    """config.json fields for ``cfg`` (the inverse of ``config``)."""
+    from ._inverse import common, plain_heads, require
+
+    plain_heads(cfg, "GPT-2")
+    require(cfg, "GPT-2", norm="layernorm", norm_position="pre", position_embedding="learned", final_norm=True,
+            gated_mlp=False, attention_bias=True, qkv_bias=True, mlp_bias=True, embedding_norm=False,
+            embedding_size=cfg.hidden_size, lm_head_bias=False, norm_affine=True)
+    if cfg.attention_scale not in (None, 1.0):
+        raise LmatlasError(f"a GPT-2 config.json cannot express attention_scale={cfg.attention_scale}")
+    return dict(
+        common(cfg),
+        model_type="gpt2",
+        n_embd=cfg.hidden_size,
+        n_layer=cfg.num_layers,
+        n_head=cfg.num_heads,
+        n_inner=cfg.intermediate_size,
+        activation_function=cfg.activation,
+        n_positions=cfg.max_positions,
+        n_ctx=cfg.max_positions,
+        layer_norm_epsilon=cfg.norm_eps,
+        scale_attn_weights=cfg.attention_scale is None,
+        scale_attn_by_inverse_layer_idx=cfg.attention_scale_by_inverse_layer,
+        resid_pdrop=cfg.hidden_dropout,
+        embd_pdrop=cfg.hidden_dropout,
+        attn_pdrop=cfg.attention_dropout,
+    )

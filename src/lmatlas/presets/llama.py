@@ -61,3 +61,33 @@ def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
         backbone |= linear(f"{ours}.mlp.fc_out", f"{theirs}.mlp.down_proj", bias=cfg.mlp_bias)
     backbone["backbone.final_norm.weight"] = "norm.weight"
     return backbone, lm_head(head)
+
+
+def to_hf(cfg: ModelConfig) -> dict:
+    """config.json fields for ``cfg`` (the inverse of ``config``)."""
+    from ._inverse import common, require
+
+    require(cfg, "Llama", norm="rmsnorm", norm_position="pre", position_embedding="rotary", gated_mlp=True,
+            final_norm=True, embedding_norm=False, rotary_interleaved=False, lm_head_bias=False,
+            embedding_size=cfg.hidden_size, qkv_bias=cfg.attention_bias)
+    out = dict(
+        common(cfg),
+        model_type="llama",
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        head_dim=cfg.head_dim,
+        intermediate_size=cfg.intermediate_size,
+        hidden_act=cfg.activation,
+        max_position_embeddings=cfg.max_positions,
+        rope_theta=cfg.rotary_base,
+        rope_scaling=cfg.rope_scaling,
+        rms_norm_eps=cfg.norm_eps,
+        attention_bias=cfg.attention_bias,
+        mlp_bias=cfg.mlp_bias,
+        attention_dropout=cfg.attention_dropout,
+    )
+    if cfg.rotary_dim != cfg.head_dim:
+        out["partial_rotary_factor"] = cfg.rotary_dim / cfg.head_dim
+    return out

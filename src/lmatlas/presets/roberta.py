@@ -32,3 +32,8 @@ def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
         heads |= norm("head.norm", "lm_head.layer_norm")
         heads |= {"head.decoder.weight": "lm_head.decoder.weight", "head.decoder.bias": "lm_head.bias"}
     return backbone, heads
+
+
+def to_hf(cfg: ModelConfig) -> dict:
+    """config.json fields for ``cfg`` (the inverse of ``config``)."""
+    return bert.to_hf(cfg)

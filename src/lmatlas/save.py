@@ -1,0 +1,178 @@
+"""Model -> files: the loading stage run backwards, into the Hugging Face folder layout.
+
+The presets map each lmatlas parameter to the checkpoint tensors it is read from; saving walks
+the same maps the other way. A fused projection is split back by the sizes of its parts, and a
+``Derived`` rearrangement (GPT-2's transposed Conv1D, BLOOM's interleaved heads) is inverted by
+running it on the positions of the elements: presets promise that it only moves values, so
+the positions it returns are the permutation to undo. ``config.json`` is the checkpoint's own,
+updated by the preset's ``to_hf(cfg)`` where it has one (the only way for a model built from
+scratch). The folder loads in lmatlas and in transformers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import ModelConfig
+from .errors import LmatlasError
+from .presets import preset_for
+from .presets._maps import Derived
+
+# transformers' class name of each model type, before the head's suffix.
+CLASS_PREFIX = {
+    "bert": "Bert", "distilbert": "DistilBert", "roberta": "Roberta", "xlm-roberta": "XLMRoberta",
+    "albert": "Albert", "electra": "Electra", "openai-gpt": "OpenAIGPT", "gpt2": "GPT2", "ctrl": "CTRL",
+    "gpt_neo": "GPTNeo", "opt": "OPT", "bloom": "Bloom", "falcon": "Falcon", "llama": "Llama",
+}  # fmt: skip
+HEAD_SUFFIX = {
+    "base": "Model",
+    "masked-lm": "ForMaskedLM",
+    "sequence-classification": "ForSequenceClassification",
+    "token-classification": "ForTokenClassification",
+    "question-answering": "ForQuestionAnswering",
+    "replaced-token-detection": "ForPreTraining",
+    "causal-lm": "ForCausalLM",
+}
+# Older GPTs name their causal LM class "LMHeadModel".
+_LM_HEAD_MODEL = ("openai-gpt", "gpt2", "ctrl")
+
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+    "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model", "chat_template.jinja",
+)  # fmt: skip
+
+
+def architecture_name(model_type: str, head: str) -> str:
+    if model_type not in CLASS_PREFIX:
+        raise LmatlasError(f"model type {model_type!r} has no Hugging Face class lmatlas can save as")
+    suffix = "LMHeadModel" if head == "causal-lm" and model_type in _LM_HEAD_MODEL else HEAD_SUFFIX[head]
+    return CLASS_PREFIX[model_type] + suffix
+
+
+def hf_config(cfg: ModelConfig, head: str) -> dict[str, Any]:
+    """``config.json`` for a model: the checkpoint's own, with what lmatlas changed written back."""
+    try:
+        preset = preset_for(cfg.model_type)
+    except LmatlasError:
+        raise LmatlasError(
+            f"model type {cfg.model_type!r} has no Hugging Face format; train one of "
+            f"{', '.join(sorted(CLASS_PREFIX))} to save it"
+        ) from None
+    out = {k: v for k, v in cfg.hf_config.items() if not k.startswith("_")}
+    to_hf = getattr(preset, "to_hf", None)
+    if to_hf is not None:
+        out.update(to_hf(cfg))
+    elif not out:
+        raise LmatlasError(f"lmatlas cannot yet write a {cfg.model_type} config.json for a model built from scratch")
+    out["model_type"] = out.get("model_type") or cfg.model_type
+    out["architectures"] = [architecture_name(out["model_type"], head)]
+    out["id2label"] = {str(i): label for i, label in cfg.id2label.items()}
+    out["label2id"] = {label: i for i, label in cfg.id2label.items()}
+    out.pop("num_labels", None)
+    if cfg.problem_type:
+        out["problem_type"] = cfg.problem_type
+    out["torch_dtype"] = "float32"
+    return out
+
+
+def as_saved(cfg: ModelConfig, head: str) -> ModelConfig:
+    """``cfg`` as loading its saved folder would build it (e.g. BERT's pooler only under the
+    heads whose transformers class has one): build models from scratch with this, so that a
+    checkpoint reloads into the very same modules."""
+    return preset_for(cfg.model_type).config(hf_config(cfg, head), head)
+
+
+def _inverse(derived: Derived, value: torch.Tensor) -> torch.Tensor:
+    """The stored tensor that ``derived.fn`` turns into ``value``."""
+    shapes = [tuple(value.shape)]
+    if value.ndim == 2:
+        shapes.append(tuple(reversed(value.shape)))
+    for shape in shapes:
+        positions = torch.arange(value.numel()).reshape(shape)
+        try:
+            moved = derived.fn(positions)
+        except RuntimeError:
+            continue
+        if tuple(moved.shape) == tuple(value.shape):
+            stored = torch.empty(value.numel(), dtype=value.dtype)
+            stored[moved.reshape(-1)] = value.reshape(-1)
+            return stored.reshape(shape)
+    raise AssertionError(f"cannot invert the rearrangement of {derived.names}")
+
+
+def hf_state_dict(model) -> dict[str, torch.Tensor]:
+    """The model's tensors under the names (and layouts) transformers' class stores them."""
+    cfg, head = model.config, model.head_name
+    preset = preset_for(cfg.model_type)
+    backbone, head_map = preset.weights(cfg, head)
+    prefix = preset.PREFIX + "." if head != "base" else ""
+    out: dict[str, torch.Tensor] = {}
+    for ours, param in model.named_parameters():  # tied parameters appear once
+        value = param.detach().float().cpu()
+        if ours in backbone:
+            theirs = backbone[ours]
+            pre = prefix
+        elif ours in head_map:
+            theirs, pre = head_map[ours], ""
+        else:
+            raise AssertionError(f"the {cfg.model_type} weight map has no entry for {ours}")
+        if isinstance(theirs, Derived):
+            if len(theirs.names) != 1:
+                raise AssertionError(f"cannot invert {ours}: derived from several tensors")
+            out[pre + theirs.names[0]] = _inverse(theirs, value)
+        elif isinstance(theirs, str):
+            out[pre + theirs] = value
+        else:
+            # The sizes of the parts: the attention module's (q, k, v) split, else equal.
+            owner = ours.rsplit(".", 2)[0]
+            sizes = list(getattr(model.get_submodule(owner), "split", ()))
+            if len(sizes) != len(theirs) or sum(sizes) != value.shape[0]:
+                sizes = [value.shape[0] // len(theirs)] * len(theirs)
+            for name, part in zip(theirs, value.split(sizes, dim=0)):
+                out[pre + name] = part
+    return {k: v.contiguous().clone() for k, v in out.items()}
+
+
+def save_model(model, folder: str | os.PathLike, tokenizer: str | os.PathLike | None = None) -> Path:
+    """Write ``model`` (an ``LmatlasModel``) as a Hugging Face folder: config.json,
+    model.safetensors, generation_config.json when the model has one, and the tokenizer files
+    copied from the folder ``tokenizer``."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = hf_config(model.config, model.head_name)
+    state = hf_state_dict(model)
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    _write_json(folder / "config.json", config)
+    if model.config.generation:
+        _write_json(folder / "generation_config.json", model.config.generation)
+    if tokenizer is not None:
+        copy_tokenizer(tokenizer, folder)
+    return folder
+
+
+def copy_tokenizer(source: str | os.PathLike, folder: str | os.PathLike) -> None:
+    source, folder = Path(source), Path(folder)
+    if source.resolve() == folder.resolve():
+        return
+    found = False
+    for name in TOKENIZER_FILES:
+        if (source / name).is_file():
+            shutil.copyfile(source / name, folder / name)
+            found = True
+    if not found:
+        raise LmatlasError(f"{source}: no tokenizer files to copy")
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")
+
+
+__all__ = ["architecture_name", "as_saved", "copy_tokenizer", "hf_config", "hf_state_dict", "save_model"]

@@ -1,0 +1,210 @@
+"""`lmatlas finetune`: classification, NER and QA on small synthetic data, the fine-tuned
+checkpoint in transformers, the metrics, and bad input."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+import lmatlas
+from lmatlas.cli import main
+from lmatlas.save import save_model
+from lmatlas.training import metrics as M
+from lmatlas.training.tasks import build_model
+
+from .reference import default_model_path, shared_data, transformers
+
+NAMES = ["Smith", "Jones", "Brown", "Taylor", "Wilson", "Davies", "Evans", "Thomas", "Roberts", "Walker"]
+PLACES = ["Paris", "London", "Berlin", "Madrid", "Rome", "Vienna", "Prague", "Dublin", "Lisbon", "Oslo"]
+GOOD = ["good", "great", "lovely", "fine", "superb"]
+BAD = ["bad", "awful", "poor", "dull", "terrible"]
+FILL = ["the", "film", "was", "quite", "and", "plot", "acting", "very", "really", "story"]
+TAIL = ["--no-progress", "--seed", "1", "--warmup", "10"]
+
+
+def _sentiment(n: int, seed: int) -> list[tuple[str, str]]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = rng.randrange(2)
+        words = [rng.choice(FILL) for _ in range(rng.randrange(3, 8))]
+        words.insert(rng.randrange(len(words) + 1), rng.choice(GOOD if label else BAD))
+        rows.append((" ".join(words), str(label)))
+    return rows
+
+
+def _ner(n: int, seed: int) -> list[list[tuple[str, str]]]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        sent = [(w, "O") for w in rng.sample(FILL, 3)]
+        sent.insert(rng.randrange(len(sent) + 1), ("Mr", "O"))
+        i = [w for w, _ in sent].index("Mr")
+        sent.insert(i + 1, (rng.choice(NAMES), "B-PER"))
+        sent += [("in", "O"), (rng.choice(PLACES), "B-LOC")]
+        out.append(sent)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A small BERT from scratch, with a WordPiece tokenizer trained on the synthetic words."""
+    root = tmp_path_factory.mktemp("tiny")
+    text = root / "text.txt"
+    words = NAMES + PLACES + GOOD + BAD + FILL + ["Mr", "in", "What", "is", "the", "capital", "of", "?", "."]
+    text.write_text("\n".join(" ".join(words) for _ in range(5)), encoding="utf-8")
+    tok_dir = root / "tokenizer"
+    assert main(["tokenizer", "train", "--data", str(text), "--kind", "wordpiece", "--vocab-size", "200",
+                 "--out", str(tok_dir), "--min-frequency", "1"]) == 0
+    tok = lmatlas.load_tokenizer(tok_dir)
+    torch.manual_seed(0)
+    model = build_model("bert-base", "base", tok, 64, dict(num_layers=2, num_heads=2, hidden_size=32))
+    folder = root / "bert"
+    save_model(model, folder, tok_dir)
+    return folder
+
+
+def _write_tsv(path: Path, rows) -> Path:
+    path.write_text("sentence\tlabel\n" + "".join(f"{s}\t{y}\n" for s, y in rows), encoding="utf-8")
+    return path
+
+
+def _dev(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if '"dev"' in line]
+
+
+def test_classify_learns_and_keeps_the_best_model(tiny_bert, tmp_path):
+    train = _write_tsv(tmp_path / "train.tsv", _sentiment(400, 0))
+    dev = _write_tsv(tmp_path / "dev.tsv", _sentiment(100, 1))
+    out = tmp_path / "out"
+    assert main(["finetune", "classify", "--model", str(tiny_bert), "--train", str(train), "--dev", str(dev),
+                 "--out", str(out), "--epochs", "4", "--batch-size", "16", "--lr", "3e-3", *TAIL]) == 0
+    dev_log = _dev(out)
+    assert len(dev_log) == 4  # once per epoch
+    assert max(r["accuracy"] for r in dev_log) >= 0.9
+    model = lmatlas.load(out / "model")
+    assert model.head_name == "sequence-classification" and model.config.id2label == {0: "0", 1: "1"}
+
+
+def test_classify_jsonl_and_csv_with_named_columns(tiny_bert, tmp_path):
+    rows = _sentiment(40, 2)
+    jsonl = tmp_path / "train.jsonl"
+    jsonl.write_text("".join(json.dumps({"text": s, "stars": "pos" if y == "1" else "neg"}) + "\n" for s, y in rows))
+    csv = tmp_path / "dev.csv"
+    csv.write_text("text,stars\n" + "".join(f"\"{s}, indeed\",{'pos' if y == '1' else 'neg'}\n" for s, y in rows))
+    out = tmp_path / "out"
+    assert main(["finetune", "classify", "--model", str(tiny_bert), "--train", str(jsonl), "--dev", str(csv),
+                 "--out", str(out), "--steps", "3", "--batch-size", "8", "--text-column", "text",
+                 "--label-column", "stars", *TAIL]) == 0
+    assert lmatlas.load(out / "model").config.id2label == {0: "neg", 1: "pos"}
+
+
+def test_labels_outside_the_label_set(tiny_bert, tmp_path, capsys):
+    train = _write_tsv(tmp_path / "train.tsv", [("good film", "1"), ("bad film", "0")] * 4)
+    dev = _write_tsv(tmp_path / "dev.tsv", [("good film", "1"), ("so so", "2")])
+    assert main(["finetune", "classify", "--model", str(tiny_bert), "--train", str(train), "--dev", str(dev),
+                 "--out", str(tmp_path / "o"), "--steps", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "dev.tsv, row 2: label '2' is not one of the training labels (0, 1)" in err
+    bad_column = ["finetune", "classify", "--model", str(tiny_bert), "--train", str(train), "--out",
+                  str(tmp_path / "o"), "--text-column", "review", "--steps", "1"]
+    assert main(bad_column) == 1
+    assert "no column 'review'" in capsys.readouterr().err
+
+
+def test_fine_tuned_default_model_loads_in_transformers_with_the_same_logits(tmp_path):
+    tf = transformers()
+    rows = [line.split("\t") for line in shared_data("sst2", "train.tsv").read_text().splitlines()[1:33]]
+    train = _write_tsv(tmp_path / "train.tsv", [(s.strip(), y) for s, y in rows])
+    out = tmp_path / "out"
+    assert main(["finetune", "classify", "--model", str(default_model_path()), "--train", str(train),
+                 "--out", str(out), "--steps", "2", "--batch-size", "8", "--lr", "1e-4", *TAIL]) == 0
+    folder = out / "model"
+    ref = tf.AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    ref_tok = tf.AutoTokenizer.from_pretrained(folder)
+    ours, tok = lmatlas.load(folder), lmatlas.load_tokenizer(folder)
+    texts = ["a gorgeous , witty , seductive movie .", "the plot is nothing but boilerplate clichés"]
+    enc = tok(texts, padding=True, return_tensors="pt")
+    ref_enc = ref_tok(texts, padding=True, return_tensors="pt")
+    assert torch.equal(enc["input_ids"], ref_enc["input_ids"])
+    with torch.no_grad():
+        torch.testing.assert_close(ours(**enc).logits, ref(**ref_enc).logits, atol=1e-5, rtol=1e-5)
+    # The fine-tuning changed the weights of the base model, not only the new head.
+    base = lmatlas.load(default_model_path())
+    assert not torch.equal(base.backbone.layers[0].attn.qkv.weight, ours.backbone.layers[0].attn.qkv.weight)
+
+
+def _write_conll(path: Path, sentences) -> Path:
+    path.write_text("-DOCSTART- -X- O O\n\n" + "\n\n".join("\n".join(f"{w} NN O {t}" for w, t in s) for s in sentences)
+                    + "\n", encoding="utf-8")
+    return path
+
+
+def test_ner_learns_entities(tiny_bert, tmp_path):
+    tf = transformers()
+    train = _write_conll(tmp_path / "train.conll", _ner(300, 0))
+    dev = _write_conll(tmp_path / "dev.conll", _ner(60, 1))
+    out = tmp_path / "out"
+    assert main(["finetune", "ner", "--model", str(tiny_bert), "--train", str(train), "--dev", str(dev),
+                 "--out", str(out), "--epochs", "4", "--batch-size", "16", "--lr", "3e-3", *TAIL]) == 0
+    best = max(r["f1"] for r in _dev(out))
+    assert best > 0.9
+    model = lmatlas.load(out / "model")
+    assert set(model.config.id2label.values()) == {"O", "B-LOC", "B-PER"}
+    ref = tf.AutoModelForTokenClassification.from_pretrained(out / "model").eval()
+    ids = torch.tensor([lmatlas.load_tokenizer(out / "model")("Mr Smith in Paris")["input_ids"]])
+    torch.testing.assert_close(model(ids).logits, ref(ids).logits, atol=1e-5, rtol=1e-5)
+
+
+def _squad(n: int, seed: int) -> dict:
+    rng = random.Random(seed)
+    paragraphs = []
+    for i in range(n):
+        place, name = rng.choice(PLACES), rng.choice(NAMES)
+        context = f"Mr {name} lives in {place} . The capital of {name} is {place} ."
+        start = context.rindex(place)
+        paragraphs.append({"context": context, "qas": [{"id": f"q{i}", "question": f"What is the capital of {name} ?",
+                                                         "answers": [{"text": place, "answer_start": start}]}]})
+    return {"version": "1.1", "data": [{"title": "t", "paragraphs": paragraphs}]}
+
+
+def test_qa_learns_spans(tiny_bert, tmp_path):
+    tf = transformers()
+    train, dev = tmp_path / "train.json", tmp_path / "dev.json"
+    train.write_text(json.dumps(_squad(300, 0)))
+    dev.write_text(json.dumps(_squad(50, 1)))
+    out = tmp_path / "out"
+    assert main(["finetune", "qa", "--model", str(tiny_bert), "--train", str(train), "--dev", str(dev),
+                 "--out", str(out), "--epochs", "4", "--batch-size", "16", "--lr", "3e-3", "--max-length", "64",
+                 "--stride", "16", *TAIL]) == 0
+    best = max(r["exact_match"] for r in _dev(out))
+    assert best > 80
+    ref = tf.AutoModelForQuestionAnswering.from_pretrained(out / "model").eval()
+    ours = lmatlas.load(out / "model")
+    ids = torch.tensor([lmatlas.load_tokenizer(out / "model")("What is the capital of Smith ?",
+                                                             "Mr Smith lives in Rome .")["input_ids"]])
+    torch.testing.assert_close(ours(ids).start_logits, ref(ids).start_logits, atol=1e-5, rtol=1e-5)
+
+
+def test_seq2seq_needs_an_encoder_decoder(tiny_bert, tmp_path, capsys):
+    train = _write_tsv(tmp_path / "t.tsv", [("a", "b")])
+    assert main(["finetune", "seq2seq", "--model", str(tiny_bert), "--train", str(train), "--out", str(tmp_path)]) == 1
+    assert "encoder-decoder" in capsys.readouterr().err
+
+
+def test_metrics():
+    assert M.accuracy([1, 0, 1, 1], [1, 0, 0, 1]) == 0.75
+    assert M.f1([1, 0, 1, 1], [1, 0, 0, 1], 2) == pytest.approx(0.8)
+    tags = ["B-PER", "I-PER", "O", "B-LOC", "I-LOC", "I-LOC", "O", "I-ORG"]
+    assert M.chunks(tags) == {("PER", 0, 2), ("LOC", 3, 6), ("ORG", 7, 8)}
+    pred = ["B-PER", "I-PER", "O", "B-LOC", "I-LOC", "O", "O", "I-ORG"]
+    scores = M.entity_scores([pred], [tags])
+    assert scores["precision"] == pytest.approx(2 / 3) and scores["recall"] == pytest.approx(2 / 3)
+    assert M.exact_match("The Eiffel Tower!", ["eiffel tower"]) == 1.0
+    assert M.token_f1("in the city of Paris", ["Paris"]) == pytest.approx(0.4)  # "the" is dropped: 1 of 4
+    assert M.rouge_l("the cat sat on the mat", "the cat is on the mat") == pytest.approx(5 / 6)
+    assert M.rouge_l("", "something") == 0.0

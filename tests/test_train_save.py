@@ -1,0 +1,120 @@
+"""Saving in the Hugging Face format: what lmatlas writes, transformers loads with the same
+outputs, and lmatlas loads back exactly; models built from scratch included."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import lmatlas
+from lmatlas.catalog import architecture
+from lmatlas.model import LmatlasModel
+from lmatlas.presets import preset_for
+from lmatlas.save import as_saved, hf_config, save_model
+
+from .reference import randomize, transformers
+
+TINY = dict(num_layers=2, hidden_size=24, num_heads=3, intermediate_size=40, vocab_size=97, max_positions=40,
+            hidden_dropout=0.0, attention_dropout=0.0)
+
+CASES = [
+    ("gpt2", "causal-lm", {}),
+    ("gpt2", "base", {}),
+    ("bert-base", "masked-lm", {}),
+    ("bert-base", "sequence-classification", {"id2label": {0: "neg", 1: "neutral", 2: "pos"}}),
+    ("bert-base", "token-classification", {"id2label": {0: "O", 1: "B-PER", 2: "I-PER"}}),
+    ("bert-base", "question-answering", {}),
+    ("roberta-base", "masked-lm", {"pad_token_id": 1}),
+    ("roberta-base", "sequence-classification", {"pad_token_id": 1}),
+    ("distilbert-base", "masked-lm", {}),
+    ("distilbert-base", "sequence-classification", {}),
+    ("electra-base", "replaced-token-detection", {"embedding_size": 16}),
+    ("electra-base", "masked-lm", {"embedding_size": 16}),
+    ("llama-7b", "causal-lm", {"num_kv_heads": 1, "max_positions": 64}),
+]
+
+AUTO = {
+    "causal-lm": "AutoModelForCausalLM",
+    "masked-lm": "AutoModelForMaskedLM",
+    "sequence-classification": "AutoModelForSequenceClassification",
+    "token-classification": "AutoModelForTokenClassification",
+    "question-answering": "AutoModelForQuestionAnswering",
+    "replaced-token-detection": "AutoModelForPreTraining",
+    "base": "AutoModel",
+}
+
+
+def _model(name: str, head: str, extra: dict) -> LmatlasModel:
+    cfg = architecture(name, **{**TINY, **extra})
+    if cfg.type_vocab_size:
+        cfg = cfg.replace(type_vocab_size=2)
+    if cfg.positions_from_padding:
+        cfg = cfg.replace(max_positions=cfg.max_positions + cfg.pad_token_id + 1)
+    model = LmatlasModel(as_saved(cfg, head), head)
+    randomize(model, seed=3)
+    return model.eval()
+
+
+def _outputs(out, head: str) -> list[torch.Tensor]:
+    if head == "question-answering":
+        return [out.start_logits, out.end_logits]
+    if head == "base":
+        return [out.last_hidden_state]
+    return [out.logits]
+
+
+@pytest.mark.parametrize("name,head,extra", CASES, ids=[f"{n}-{h}" for n, h, _ in CASES])
+def test_saved_model_loads_in_transformers_and_lmatlas(tmp_path, name, head, extra):
+    tf = transformers()
+    model = _model(name, head, extra)
+    save_model(model, tmp_path)
+    ids = torch.randint(4, 97, (2, 9), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    kwargs = {"attention_mask": mask}
+    ref, info = getattr(tf, AUTO[head]).from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    ref.eval()
+    with torch.no_grad():
+        ours = _outputs(model(ids, **kwargs), head)
+        theirs = _outputs(ref(ids, **kwargs), head)
+        back = _outputs(lmatlas.load(tmp_path, head=head)(ids, **kwargs), head)
+    keep = mask.bool()
+    for a, b, c in zip(ours, theirs, back):
+        assert torch.equal(a, c)  # lmatlas reads back exactly what it wrote
+        if a.shape[:2] == keep.shape:  # per-token outputs: padding positions are not compared
+            a, b = a[keep], b[keep]
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["architectures"][0].endswith(
+        {"causal-lm": "LMHeadModel" if name == "gpt2" else "ForCausalLM"}.get(head, config["architectures"][0][-10:])
+    )
+    if "id2label" in extra:
+        assert ref.config.id2label == extra["id2label"]
+
+
+@pytest.mark.parametrize("name", ["gpt2", "bert-base", "roberta-base", "distilbert-base", "electra-base", "llama-7b"])
+def test_to_hf_inverts_the_preset_config(name):
+    cfg = architecture(name, **TINY)
+    head = "causal-lm" if cfg.causal else "masked-lm"
+    cfg = as_saved(cfg, head)
+    preset = preset_for(cfg.model_type)
+    again = preset.config(hf_config(cfg, head), head)
+    skip = {"hf_config", "architectures", "generation"}
+    for field in cfg.__dataclass_fields__:
+        if field not in skip:
+            assert getattr(again, field) == getattr(cfg, field), field
+
+
+def test_a_family_that_cannot_express_a_switch_refuses_to_save():
+    cfg = architecture("gpt2", **TINY).replace(norm="rmsnorm")
+    with pytest.raises(lmatlas.LmatlasError, match="rmsnorm"):
+        hf_config(cfg, "causal-lm")
+
+
+def test_architecture_without_a_checkpoint_format_is_a_clear_error():
+    cfg = architecture("gpt3-175b", **TINY)
+    with pytest.raises(lmatlas.LmatlasError, match="gpt3"):
+        hf_config(cfg, "causal-lm")
