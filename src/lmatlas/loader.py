@@ -70,7 +70,7 @@ def load(
         model = LmatlasModel(cfg, head)
     _load_state(model, preset, cfg, head, weights, torch_dtype)
     model = model.to(torch_dtype).eval()
-    if cfg.causal:
+    if cfg.causal or cfg.is_encoder_decoder:
         # Decoding is bound by reading the weights: faster CPU kernels for the linear layers.
         from . import kernels
 
