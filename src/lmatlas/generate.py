@@ -26,6 +26,7 @@ from typing import Any, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from . import kernels
 from .errors import LmatlasError
 
 NEG_INF = -math.inf
@@ -340,12 +341,15 @@ def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
     """
     with torch.inference_mode():
         run = _Run(model, input_ids, attention_mask, dict(kwargs))
-        if run.s.num_beams > 1:
-            return _beam_search(run)
-        ids = None
-        for ids in _sample_steps(run):
-            pass
-        return ids
+        rows = input_ids.shape[0] * (run.s.num_beams if run.s.num_beams > 1 else (
+            run.s.num_return_sequences if run.s.do_sample else 1))
+        with kernels.decode_rows(rows):
+            if run.s.num_beams > 1:
+                return _beam_search(run)
+            ids = None
+            for ids in _sample_steps(run):
+                pass
+            return ids
 
 
 def stream(model, tokenizer, prompt: str | torch.Tensor, **kwargs) -> Iterator[str]:

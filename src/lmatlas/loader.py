@@ -69,7 +69,13 @@ def load(
     with torch.device("meta"):
         model = LmatlasModel(cfg, head)
     _load_state(model, preset, cfg, head, weights, torch_dtype)
-    return model.to(torch_dtype).eval()
+    model = model.to(torch_dtype).eval()
+    if cfg.causal:
+        # Decoding is bound by reading the weights: faster CPU kernels for the linear layers.
+        from . import kernels
+
+        kernels.enable(model)
+    return model
 
 
 def _drop_absent_pooler(cfg: ModelConfig, preset, head: str, weights: Weights) -> ModelConfig:

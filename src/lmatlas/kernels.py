@@ -1,0 +1,172 @@
+"""CPU inference kernels for the linear layers: where decoding spends its time.
+
+Decoding one token reads every weight once, so at batch 1 a token costs (weight bytes) /
+(memory bandwidth) at best. PyTorch's default ``F.linear`` (MKL's sgemv on this AMD CPU) streams
+fp32 weights at about half the bandwidth, and MKL's small-M sgemm (a batch of 8 rows) at a
+small fraction of it. What this module does instead, measured side by side on a 2-core AMD EPYC
+(Zen 4) in ``benchmarks/decode_gpt2.py``:
+
+- one row (batch-1 decoding): the matrix-vector product written as a fused multiply-reduce and
+  compiled by TorchInductor into one vectorised, multi-threaded loop that reads each weight row
+  once (fp32 accumulation whatever the weights' dtype); float16 weights use ATen's own fp16
+  GEMV, which already runs at the bandwidth bound;
+- a few rows (batched or beam decoding, bfloat16 weights): oneDNN with the weights reordered
+  once into its blocked layout (``torch.ops.mkldnn``), made while the generation engine says that
+  several rows are being decoded (a second copy of the weights; see ``decode_rows``);
+- anything else (prompts, training, other devices): ``F.linear``.
+
+The numbers change only by summation order (max abs diff ~1e-6 in fp32, inside the parity
+tolerance). ``enable(model, False)`` or ``LMATLAS_KERNELS=0`` keeps plain PyTorch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import warnings
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_state = threading.local()
+_compiled: dict[str, object] = {}
+_broken: set[str] = set()
+# Rows up to which decoding counts as "a few": beyond, oneDNN packing pays no more than MKL.
+MAX_PACKED_ROWS = 64
+# Smaller weights stay with F.linear: they sit in cache, and a kernel call costs more than it saves.
+MIN_COMPILED_ELEMENTS = 1 << 18
+
+
+def _rows() -> int:
+    return getattr(_state, "rows", 1)
+
+
+@contextlib.contextmanager
+def decode_rows(rows: int) -> Iterator[None]:
+    """Declare that forward passes inside decode ``rows`` sequences at a time (the engine's hint:
+    with more than one, linear layers may keep a oneDNN-packed copy of their weights)."""
+    previous = _rows()
+    _state.rows = rows
+    try:
+        yield
+    finally:
+        _state.rows = previous
+
+
+def _gemv(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    # Multiply and reduce in one pass over w, accumulating in float32.
+    return (w.float() * x.float()).sum(-1).to(w.dtype)
+
+
+def _gemv_bias(w: torch.Tensor, x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return ((w.float() * x.float()).sum(-1) + b.float()).to(w.dtype)
+
+
+def _compiled_gemv(bias: bool):
+    key = "gemv_bias" if bias else "gemv"
+    if "gemv" in _broken:
+        return None
+    fn = _compiled.get(key)
+    if fn is None:
+        fn = torch.compile(_gemv_bias if bias else _gemv, dynamic=True, fullgraph=True)
+        _compiled[key] = fn
+    return fn
+
+
+def _disable(error: Exception) -> None:
+    _broken.add("gemv")
+    warnings.warn(
+        f"lmatlas: the compiled CPU matrix-vector kernel is unavailable ({type(error).__name__}: {error}); "
+        "decoding falls back to plain PyTorch, which is slower",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+class CpuLinear(nn.Linear):
+    """``nn.Linear`` with the kernels above for inference on CPU; same parameters, same state dict.
+
+    Models get it by class swap (``enable``); training, autograd and other devices take
+    ``F.linear`` unchanged.
+    """
+
+    _packed: torch.Tensor | None = None
+    _packed_version: int = -1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        if x.device.type != "cpu" or (torch.is_grad_enabled() and (w.requires_grad or x.requires_grad)):
+            return F.linear(x, w, self.bias)
+        k = x.shape[-1]
+        rows = x.numel() // k if k else 0
+        dtype = w.dtype
+        if rows == 1:
+            if dtype == torch.float16 or w.numel() < MIN_COMPILED_ELEMENTS:
+                return F.linear(x, w, self.bias)  # ATen's fp16 GEMV is at the bandwidth bound
+            b = self.bias
+            fn = _compiled_gemv(b is not None)
+            if fn is not None:
+                # A plain tensor (not a Parameter) and a fresh row keep one compiled kernel
+                # for every shape: no guard on parameter shapes or storage offsets.
+                args = (w.detach(), x.reshape(1, k).clone()) + (() if b is None else (b.detach(),))
+                try:
+                    y = fn(*args)
+                except Exception as e:  # no C++ compiler, an unsupported platform...
+                    _disable(e)
+                else:
+                    return y.reshape(*x.shape[:-1], w.shape[0])
+            return F.linear(x, w, self.bias)
+        if dtype in (torch.float32, torch.bfloat16) and self._use_packed(rows):
+            packed = self._pack(rows)
+            if packed is not None:
+                y = torch.ops.mkldnn._linear_pointwise(x.reshape(rows, k), packed, self.bias, "none", [], "")
+                return y.reshape(*x.shape[:-1], w.shape[0])
+        return F.linear(x, w, self.bias)
+
+    def _use_packed(self, rows: int) -> bool:
+        if self._packed is not None and self._packed_version == self.weight._version:
+            return rows <= MAX_PACKED_ROWS * 4
+        decoding = _rows()
+        return 1 < decoding <= MAX_PACKED_ROWS and rows <= MAX_PACKED_ROWS * 4
+
+    def _pack(self, rows: int) -> torch.Tensor | None:
+        if self._packed is None or self._packed_version != self.weight._version:
+            if not torch.backends.mkldnn.is_available():
+                return None
+            try:
+                with torch.no_grad():
+                    self._packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), max(_rows(), 2))
+            except RuntimeError:
+                return None
+            self._packed_version = self.weight._version
+        return self._packed
+
+    def release(self) -> None:
+        """Drop the packed copy (it is made again when needed)."""
+        self._packed = None
+
+
+def enable(model: nn.Module, on: bool = True) -> nn.Module:
+    """Switch ``model``'s linear layers to ``CpuLinear`` (or back to ``nn.Linear``)."""
+    if on and os.environ.get("LMATLAS_KERNELS", "1") == "0":
+        on = False
+    for m in model.modules():
+        if on and type(m) is nn.Linear:
+            m.__class__ = CpuLinear
+        elif not on and type(m) is CpuLinear:
+            m.release()
+            m.__class__ = nn.Linear
+    return model
+
+
+def release(model: nn.Module) -> None:
+    """Free every packed weight copy of ``model``."""
+    for m in model.modules():
+        if isinstance(m, CpuLinear):
+            m.release()
+
+
+__all__ = ["CpuLinear", "decode_rows", "enable", "release"]

@@ -1,0 +1,96 @@
+"""The CPU kernels of the linear layers (lmatlas.kernels) change only the summation order.
+
+The compiled matrix-vector product is used for weights above a size threshold, which the tiny
+test models are not: these tests lower it so that every kernel runs.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lmatlas import kernels
+
+from .test_parity_decoders import TOL, left_padded_batch, saved  # noqa: F401  (the fixture)
+
+
+@pytest.fixture
+def all_kernels(monkeypatch):
+    monkeypatch.setattr(kernels, "MIN_COMPILED_ELEMENTS", 0)
+
+
+def _plain(model):
+    import copy
+
+    twin = copy.deepcopy(model)
+    return kernels.enable(twin, False)
+
+
+@pytest.mark.parametrize("variant", ["gpt2", "llama-gqa", "falcon-rw-alibi-sequential"])
+def test_kernels_keep_logits_and_tokens(variant, saved, all_kernels):
+    _, ours = saved(variant)
+    assert any(isinstance(m, kernels.CpuLinear) for m in ours.modules())
+    plain = _plain(ours)
+    assert not any(isinstance(m, kernels.CpuLinear) for m in plain.modules())
+    ids, mask = left_padded_batch()
+    with torch.inference_mode():
+        # One row at a time: the compiled matrix-vector product.
+        for r in range(ids.shape[0]):
+            cache_a, cache_b = ours.new_cache(1, 12), plain.new_cache(1, 12)
+            a = ours(ids[r:r + 1, -3:], cache=cache_a).logits
+            b = plain(ids[r:r + 1, -3:], cache=cache_b).logits
+            step_a = ours(ids[r:r + 1, :1], cache=cache_a).logits
+            step_b = plain(ids[r:r + 1, :1], cache=cache_b).logits
+            assert (a - b).abs().max().item() <= TOL and (step_a - step_b).abs().max().item() <= TOL
+    for kw in (dict(max_new_tokens=8), dict(max_new_tokens=6, num_beams=3)):
+        assert torch.equal(ours.generate(ids, mask, **kw), plain.generate(ids, mask, **kw))
+        assert torch.equal(ours.generate(ids[:1], mask[:1], **kw), plain.generate(ids[:1], mask[:1], **kw))
+    kernels.release(ours)
+
+
+def test_packed_copy_only_while_decoding_several_rows(saved, all_kernels):
+    _, ours = saved("gpt2")
+    kernels.release(ours)
+    linears = [m for m in ours.modules() if isinstance(m, kernels.CpuLinear)]
+    ids, mask = left_padded_batch()
+    ours.generate(ids[:1], mask[:1], max_new_tokens=3)
+    assert all(m._packed is None for m in linears)  # batch 1: no second copy of the weights
+    ours.generate(ids, mask, max_new_tokens=3)
+    assert all(m._packed is not None for m in linears)
+    kernels.release(ours)
+    assert all(m._packed is None for m in linears)
+
+
+def test_state_dict_and_training_unchanged(saved):
+    _, ours = saved("gpt2")
+    plain = _plain(ours)
+    assert list(ours.state_dict()) == list(plain.state_dict())
+    layer = next(m for m in ours.modules() if isinstance(m, kernels.CpuLinear))
+    x = torch.randn(1, layer.in_features, requires_grad=True)
+    layer.weight.requires_grad_(True)
+    y = layer(x)
+    y.sum().backward()
+    assert x.grad is not None
+    assert torch.allclose(y, nn.functional.linear(x, layer.weight, layer.bias))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_kernels(dtype, all_kernels):
+    layer = nn.Linear(64, 300).to(dtype)
+    kernels.enable(layer)
+    assert isinstance(layer, kernels.CpuLinear)
+    x = torch.randn(1, 64).to(dtype)
+    with torch.inference_mode():
+        expected = nn.functional.linear(x.float(), layer.weight.float(), layer.bias.float())
+        for rows in (1, 4):
+            with kernels.decode_rows(rows):
+                got = layer(x.expand(rows, 64).contiguous()).float()
+            assert (got - expected).abs().max().item() < 0.05
+    kernels.release(layer)
+
+
+def test_switched_off_by_environment(monkeypatch):
+    monkeypatch.setenv("LMATLAS_KERNELS", "0")
+    layer = kernels.enable(nn.Sequential(nn.Linear(4, 4)))
+    assert type(layer[0]) is nn.Linear
