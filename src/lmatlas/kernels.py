@@ -133,7 +133,10 @@ class CpuLinear(nn.Linear):
             if fn is not None:
                 # A plain tensor (not a Parameter) and a fresh row keep one compiled kernel
                 # for every shape: no guard on parameter shapes or storage offsets.
-                args = (w.detach(), x.reshape(1, k).clone()) + (() if b is None else (b.detach(),))
+                row = x.reshape(1, k)
+                if row.storage_offset() or not row.is_contiguous():
+                    row = row.clone()
+                args = (w.detach(), row) + (() if b is None else (b.detach(),))
                 try:
                     y = fn(*args)
                 except Exception as e:  # no C++ compiler, an unsupported platform...
