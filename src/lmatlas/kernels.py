@@ -17,8 +17,15 @@ small fraction of it. What this module does instead, measured side by side on a 
   (float16 widens exactly) — twice their size;
 - anything else (prompts, training, other devices): ``F.linear``.
 
-The numbers change only by summation order (max abs diff ~1e-6 in fp32, inside the parity
-tolerance). ``enable(model, False)`` or ``LMATLAS_KERNELS=0`` keeps plain PyTorch.
+Streaming all 49 weight matrices of GPT-2 124M (498 MB) once with one row, best of many runs on
+a shared machine: ``F.linear`` 13.7 GB/s, MKL-packed sgemm 18 GB/s, oneDNN-packed 17 GB/s (one
+thread), the compiled loop 27 GB/s (two threads; a plain sum over 512 MB reads 27-34 GB/s there).
+With eight rows: ``F.linear`` 7 GB/s, oneDNN-packed 24 GB/s.
+
+The first call compiles the loop (about 10 s with an empty TorchInductor cache, which then keeps
+it on disk; a second or so later). The numbers change only by summation order (max abs diff
+~1e-6 in fp32, inside the parity tolerance). ``enable(model, False)`` or ``LMATLAS_KERNELS=0``
+keeps plain PyTorch; without a C++ compiler the compiled loop falls back to it with a warning.
 """
 
 from __future__ import annotations
