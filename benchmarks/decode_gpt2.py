@@ -105,6 +105,7 @@ def main() -> int:
     tok = load_tokenizer(folder)
     weight_bytes = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
     cases = [(1, 128), (8, 64)]
+    print(f"load average at start: {os.getloadavg()[0]:.1f} (1 min)")
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}, "
           f"CPU {os.cpu_count()}; GPT-2 124M shape, weights {weight_bytes / 1e6:.0f} MB fp32")
     bw = memory_bandwidth_gbs()
@@ -140,6 +141,19 @@ def main() -> int:
         add("transformers fp32",
             lambda: transformers.GPT2LMHeadModel.from_pretrained(folder, torch_dtype=torch.float32).eval(), hf)
 
+        if torch.get_num_threads() > 1:
+            # What transformers gets on one thread: lmatlas decodes on fewer threads when other
+            # processes hold cores (see lmatlas.generate._StepThreads), so show that side too.
+            def hf_one_thread(model, ids, mask, new):
+                threads = torch.get_num_threads()
+                torch.set_num_threads(1)
+                try:
+                    return hf(model, ids, mask, new)
+                finally:
+                    torch.set_num_threads(threads)
+
+            runners["transformers fp32, 1 thread"] = (runners["transformers fp32"][0], hf_one_thread)
+
     if args.only != "transformers":
         def ours(model, ids, mask, new):
             return model.generate(ids, mask, max_new_tokens=new, min_new_tokens=new, pad_token_id=50256)
@@ -167,11 +181,13 @@ def main() -> int:
         for batch, _ in cases:
             same = torch.equal(outputs[("lmatlas float32", batch)], outputs[("transformers fp32", batch)])
             print(f"batch {batch}: lmatlas fp32 tokens identical to transformers: {same}")
-        for name in sorted({n for n, _ in results} - {"transformers fp32"}):
-            ratios = ", ".join(
-                f"batch {b}: {results[(name, b)] / results[('transformers fp32', b)]:.2f}x" for b, _ in cases
-            )
-            print(f"{name:24s} vs transformers fp32: {ratios}")
+        references = [r for r in ("transformers fp32", "transformers fp32, 1 thread") if (r, 1) in results]
+        for name in sorted({n for n, _ in results if n.startswith("lmatlas")}):
+            for ref_name in references:
+                ratios = ", ".join(
+                    f"batch {b}: {results[(name, b)] / results[(ref_name, b)]:.2f}x" for b, _ in cases
+                )
+                print(f"{name:24s} vs {ref_name + ':':29s} {ratios}")
     print("peak RSS added by each model, loaded and run (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in memory.items()))
     for name in sorted({n for n, _ in results}):
         per_token = 1 / results[(name, 1)]
@@ -179,6 +195,7 @@ def main() -> int:
         bound = (weight_bytes / (2 if half else 1)) / (bw * 1e9)
         print(f"{name:24s} batch 1: {per_token * 1e3:6.1f} ms/token = {bound / per_token:4.0%} of the bandwidth bound "
               f"({bound * 1e3:.1f} ms to read the weights once)")
+    print(f"load average at end: {os.getloadavg()[0]:.1f} (1 min)")
     return 0
 
 

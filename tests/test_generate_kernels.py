@@ -94,3 +94,39 @@ def test_switched_off_by_environment(monkeypatch):
     monkeypatch.setenv("LMATLAS_KERNELS", "0")
     layer = kernels.enable(nn.Sequential(nn.Linear(4, 4)))
     assert type(layer[0]) is nn.Linear
+
+
+def test_decoding_threads_yield_to_other_processes(monkeypatch, saved):
+    from lmatlas import generate as engine
+
+    _, ours = saved("gpt2")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    chosen: list[int] = []
+    real_run = engine._StepThreads.run
+
+    def run(self, fn):
+        self.cores = 2
+        return real_run(self, lambda: (chosen.append(torch.get_num_threads()), fn())[1])
+
+    monkeypatch.setattr(engine._StepThreads, "run", run)
+    ids, mask = left_padded_batch()
+    try:
+        monkeypatch.setattr(kernels, "runnable_elsewhere", lambda: 3)  # a busy machine
+        ours.generate(ids[:1], mask[:1], max_new_tokens=6)
+        assert set(chosen) == {1} and torch.get_num_threads() == 2
+        chosen.clear()
+        monkeypatch.setattr(kernels, "runnable_elsewhere", lambda: 0)  # an idle one
+        ours.generate(ids, mask, max_new_tokens=6, num_beams=2)
+        assert set(chosen) == {2} and torch.get_num_threads() == 2
+        chosen.clear()
+        monkeypatch.setenv("LMATLAS_DECODE_THREADS", "1")
+        ours.generate(ids[:1], mask[:1], max_new_tokens=6)
+        assert set(chosen) == {1} and torch.get_num_threads() == 2
+        chosen.clear()
+        monkeypatch.delenv("LMATLAS_DECODE_THREADS")
+        monkeypatch.setattr(kernels, "runnable_elsewhere", lambda: None)  # no /proc: timed trials
+        ours.generate(ids[:1], mask[:1], max_new_tokens=8)
+        assert chosen[:4] == [2, 1, 2, 1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

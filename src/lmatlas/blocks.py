@@ -150,7 +150,7 @@ class Attention(nn.Module):
     place and attention reads the filled part of it.
     """
 
-    def __init__(self, cfg: ModelConfig, layer_idx: int = 0):
+    def __init__(self, cfg: ModelConfig, layer_idx: int = 0, cross: bool = False):
         super().__init__()
         self.num_heads = cfg.num_heads
         self.num_kv_heads = cfg.num_kv_heads
@@ -158,7 +158,13 @@ class Attention(nn.Module):
         q_dim = cfg.num_heads * cfg.head_dim
         kv_dim = cfg.num_kv_heads * cfg.head_dim
         self.split = (q_dim, kv_dim, kv_dim)
-        self.qkv = nn.Linear(cfg.hidden_size, q_dim + 2 * kv_dim, bias=cfg.qkv_bias)
+        if cross:
+            # Cross-attention (encoder-decoders): queries from the decoder, keys and values from
+            # the encoder's output, projected once per source (``memory_kv``).
+            self.q = nn.Linear(cfg.hidden_size, q_dim, bias=cfg.qkv_bias)
+            self.kv = nn.Linear(cfg.hidden_size, 2 * kv_dim, bias=cfg.qkv_bias)
+        else:
+            self.qkv = nn.Linear(cfg.hidden_size, q_dim + 2 * kv_dim, bias=cfg.qkv_bias)
         self.out = nn.Linear(q_dim, cfg.hidden_size, bias=cfg.attention_bias)
         self.dropout = cfg.attention_dropout
         scale = cfg.attention_scale if cfg.attention_scale is not None else cfg.head_dim**-0.5
@@ -175,7 +181,10 @@ class Attention(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
         kv: tuple[torch.Tensor, torch.Tensor, int] | None = None,
         is_causal: bool = False,
+        memory: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
+        if memory is not None:
+            return self.attend_memory(x, mask, memory)
         b, t, _ = x.shape
         q, k, v = self.qkv(x).split(self.split, dim=-1)
         q = q.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
@@ -200,6 +209,46 @@ class Attention(nn.Module):
             scale=self.scale,
             enable_gqa=self.gqa,
         )
+        return self.out(y.transpose(1, 2).reshape(b, t, -1))
+
+    def memory_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of the encoder's output, (batch, kv_heads, source, head_dim) each."""
+        b, s, _ = memory.shape
+        k, v = self.kv(memory).split(self.split[1:], dim=-1)
+        k = k.view(b, s, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(b, s, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        return k, v
+
+    def attend_memory(
+        self, x: torch.Tensor, mask: torch.Tensor | None, memory: tuple[torch.Tensor, torch.Tensor]
+    ) -> torch.Tensor:
+        """Cross-attention over ``memory_kv`` keys and values.
+
+        The keys and values may hold fewer rows than ``x``: each source row then serves a group
+        of consecutive decoder rows (the beams or samples of one source), whose queries are
+        folded into the query axis, so the source's keys and values are read once, not once per
+        beam, and never copied or reordered.
+        """
+        b, t, _ = x.shape
+        k, v = memory
+        sources = k.shape[0]
+        group = b // sources
+        q = self.q(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+        if group > 1:
+            q = q.reshape(sources, group, self.num_heads, t, self.head_dim).transpose(1, 2)
+            q = q.reshape(sources, self.num_heads, group * t, self.head_dim)
+        y = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            scale=self.scale,
+            enable_gqa=self.gqa,
+        )
+        if group > 1:
+            y = y.view(sources, self.num_heads, group, t, self.head_dim).transpose(1, 2)
+            y = y.reshape(b, self.num_heads, t, self.head_dim)
         return self.out(y.transpose(1, 2).reshape(b, t, -1))
 
 
@@ -228,6 +277,9 @@ class Layer(nn.Module):
         self.residual_from_norm = cfg.residual_from_norm
         self.attn = Attention(cfg, layer_idx)
         self.attn_norm = make_norm(cfg, cfg.hidden_size)
+        # An encoder-decoder's decoder layer attends to the source between its two sublayers.
+        self.cross_attn = Attention(cfg, layer_idx, cross=True) if cfg.cross_attention else None
+        self.cross_norm = make_norm(cfg, cfg.hidden_size) if cfg.cross_attention else None
         self.mlp = MLP(cfg)
         # The parallel layout reads one norm for both branches (GPT-J, Falcon-7B) or one each
         # (Falcon-40B's new decoder architecture).
@@ -242,13 +294,19 @@ class Layer(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
         kv: tuple[torch.Tensor, torch.Tensor, int] | None = None,
         is_causal: bool = False,
+        memory: tuple[torch.Tensor, torch.Tensor] | None = None,
+        memory_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if self.norm_position == "post":
             x = self.attn_norm(x + self.dropout(self.attn(x, mask, rope, kv, is_causal)))
+            if self.cross_attn is not None:
+                x = self.cross_norm(x + self.dropout(self.cross_attn(x, memory_mask, memory=memory)))
             return self.mlp_norm(x + self.dropout(self.mlp(x)))
         if self.norm_position == "pre":
             h = self.attn_norm(x)
             x = (h if self.residual_from_norm else x) + self.dropout(self.attn(h, mask, rope, kv, is_causal))
+            if self.cross_attn is not None:
+                x = x + self.dropout(self.cross_attn(self.cross_norm(x), memory_mask, memory=memory))
             h = self.mlp_norm(x)
             return (h if self.residual_from_norm else x) + self.dropout(self.mlp(h))
         h = self.attn_norm(x)
@@ -257,11 +315,23 @@ class Layer(nn.Module):
         return x + (m + a)
 
 
-def sinusoidal_positions(position_ids: torch.Tensor, dim: int, layout: str = "concat") -> torch.Tensor:
+def sinusoidal_positions(
+    position_ids: torch.Tensor, dim: int, layout: str = "concat", float64: bool = False
+) -> torch.Tensor:
     """Fixed position encodings computed for the given positions (float32), not looked up.
 
     ``concat``: all sines then all cosines of position / 10000^(2i/d) (CTRL, tensor2tensor).
+    ``float64``: computed in double precision and rounded, as Marian's and Pegasus' tables are.
     """
+    if float64:
+        i = torch.arange(dim, dtype=torch.float64, device=position_ids.device)
+        angles = position_ids[..., None].double() / torch.pow(10000.0, 2 * torch.div(i, 2, rounding_mode="floor") / dim)
+        if layout == "concat":
+            return torch.cat([torch.sin(angles[..., 0::2]), torch.cos(angles[..., 1::2])], dim=-1).float()
+        out = torch.empty_like(angles)
+        out[..., 0::2] = torch.sin(angles[..., 0::2])
+        out[..., 1::2] = torch.cos(angles[..., 1::2])
+        return out.float()
     i = torch.arange(dim, dtype=torch.int64, device=position_ids.device).float()
     rates = 1 / torch.pow(10000, (2 * torch.div(i, 2, rounding_mode="floor")) / dim)
     angles = position_ids[..., None].float() * rates
@@ -281,6 +351,43 @@ def sinusoidal_table(num_positions: int, dim: int) -> torch.Tensor:
     table[:, 0::2] = torch.sin(position * freq)
     table[:, 1::2] = torch.cos(position * freq[: dim // 2])
     return table.float()
+
+
+def relative_position_bucket(
+    relative_position: torch.Tensor, bidirectional: bool, num_buckets: int, max_distance: int
+) -> torch.Tensor:
+    """T5's bucket of each key-minus-query offset (Raffel et al., 2020, after Shaw et al.).
+
+    Half the buckets hold exact small offsets, the other half offsets growing logarithmically
+    up to ``max_distance``, beyond which all share the last bucket. Bidirectional (encoder):
+    keys after the query use a separate half of the buckets; causal (decoder): only offsets into
+    the past count.
+    """
+    buckets = torch.zeros_like(relative_position)
+    if bidirectional:
+        num_buckets //= 2
+        buckets = buckets + (relative_position > 0).long() * num_buckets
+        distance = relative_position.abs()
+    else:
+        distance = -torch.clamp(relative_position, max=0)
+    max_exact = num_buckets // 2
+    is_small = distance < max_exact
+    large = max_exact + (
+        torch.log(distance.float() / max_exact) / math.log(max_distance / max_exact) * (num_buckets - max_exact)
+    ).long()
+    large = torch.clamp(large, max=num_buckets - 1)
+    return buckets + torch.where(is_small, distance, large)
+
+
+def relative_position_bias(
+    table: nn.Embedding, query_start: int, queries: int, keys: int, bidirectional: bool, max_distance: int
+) -> torch.Tensor:
+    """T5's learned per-head bias of every (query, key) pair: (1, heads, queries, keys)."""
+    device = table.weight.device
+    q = torch.arange(query_start, query_start + queries, device=device)[:, None]
+    k = torch.arange(keys, device=device)[None, :]
+    buckets = relative_position_bucket(k - q, bidirectional, table.num_embeddings, max_distance)
+    return table(buckets).permute(2, 0, 1).unsqueeze(0)
 
 
 def init_weights(module: nn.Module, std: float = 0.02) -> None:
@@ -310,6 +417,8 @@ __all__ = [
     "init_weights",
     "make_norm",
     "padding_mask",
+    "relative_position_bias",
+    "relative_position_bucket",
     "rotary_cos_sin",
     "rotary_inv_freq",
     "sinusoidal_positions",

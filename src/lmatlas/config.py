@@ -116,6 +116,28 @@ class ModelConfig:
     id2label: dict[int, str] = field(default_factory=dict)
     problem_type: str | None = None
     architectures: list[str] = field(default_factory=list)
+    # Encoder-decoders (the Transformer, BART, T5): the fields above describe the encoder (and
+    # what both stacks share); the decoder's depth, heads, MLP width and target vocabulary where
+    # they differ (None: as the encoder's). ``cross_attention`` marks the decoder's own config:
+    # each of its layers also attends to the encoder's output.
+    is_encoder_decoder: bool = False
+    decoder_layers: int | None = None
+    decoder_heads: int | None = None
+    decoder_intermediate_size: int | None = None
+    decoder_vocab_size: int | None = None
+    # Encoder and decoder read one token table (all but Marian's separate-vocabulary models).
+    shared_embeddings: bool = True
+    cross_attention: bool = False
+    decoder_start_token_id: int | None = None
+    forced_bos_token_id: int | None = None
+    forced_eos_token_id: int | list[int] | None = None
+    # T5's relative position buckets: half exact offsets, half logarithmic up to max_distance.
+    relative_attention_num_buckets: int = 32
+    relative_attention_max_distance: int = 128
+    # Marian and Pegasus build their sinusoidal table in double precision (numpy), then round it.
+    positions_float64: bool = False
+    # T5 v1.0 rescales the last hidden state by d_model**-0.5 before its tied vocabulary projection.
+    lm_head_scale: float = 1.0
     # The folder's generation_config.json, the defaults of ``generate()`` as in transformers.
     generation: dict[str, Any] = field(default_factory=dict, repr=False)
     # The checkpoint's own config.json, kept for what only a preset or a task needs.
@@ -151,6 +173,8 @@ class ModelConfig:
         rope_type = (self.rope_scaling or {}).get("rope_type", (self.rope_scaling or {}).get("type", "default"))
         if rope_type not in ROPE_TYPES:
             raise ValueError(f"rope_scaling type {rope_type!r} is not supported; lmatlas knows {', '.join(ROPE_TYPES)}")
+        if self.cross_attention and self.norm_position == "parallel":
+            raise ValueError("a decoder with cross-attention cannot use the parallel layout")
         if self.num_heads % self.num_kv_heads:
             raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
 
@@ -164,6 +188,31 @@ class ModelConfig:
         if self.position_embedding in ("learned", "sinusoidal"):
             return self.max_positions - self.position_offset
         return None
+
+    def encoder_config(self) -> "ModelConfig":
+        """An encoder-decoder's encoder: the fields as they are, bidirectional."""
+        return self.replace(is_encoder_decoder=False, causal=False, cross_attention=False)
+
+    def decoder_config(self) -> "ModelConfig":
+        """An encoder-decoder's decoder: causal, with cross-attention, at its own depth and width."""
+        heads = self.decoder_heads or self.num_heads
+        return self.replace(
+            is_encoder_decoder=False,
+            causal=True,
+            cross_attention=True,
+            num_layers=self.decoder_layers or self.num_layers,
+            num_heads=heads,
+            num_kv_heads=None,
+            # BART-like models split the width among the heads; T5 gives head_dim (d_kv) itself.
+            head_dim=self.head_dim if heads == self.num_heads else self.hidden_size // heads,
+            intermediate_size=self.decoder_intermediate_size or self.intermediate_size,
+            vocab_size=self.decoder_vocab_size or self.vocab_size,
+        )
+
+    @property
+    def target_vocab_size(self) -> int:
+        """The vocabulary the model predicts: the decoder's for an encoder-decoder."""
+        return (self.decoder_vocab_size or self.vocab_size) if self.is_encoder_decoder else self.vocab_size
 
     def replace(self, **changes: Any) -> "ModelConfig":
         return dataclasses.replace(self, **changes)

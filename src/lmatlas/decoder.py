@@ -10,7 +10,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import Layer, alibi_slopes, make_norm, rotary_cos_sin, rotary_inv_freq
+from .blocks import (
+    Layer,
+    alibi_slopes,
+    make_norm,
+    padding_mask,
+    relative_position_bias,
+    rotary_cos_sin,
+    rotary_inv_freq,
+)
 from .config import ModelConfig
 from .encoder import Embeddings
 
@@ -49,9 +57,10 @@ class KVCache:
         n = self.length
         if n == 0:
             return
-        for kv in (self.data[0], self.data[1]):
-            for i in range(kv.shape[0]):
-                kv[i, :, :, :n] = kv[i, :, :, :n].index_select(0, index)
+        # One gather and one copy for every layer's keys and values at once: a step of beam
+        # search then costs two operations here, whatever the depth.
+        filled = self.data[:, :, :, :, :n]
+        filled.copy_(filled.index_select(2, index))
 
     def nbytes(self) -> int:
         return self.data.numel() * self.data.element_size()
@@ -75,6 +84,12 @@ class Decoder(nn.Module):
         self.project_out = nn.Linear(cfg.hidden_size, cfg.embedding_size, bias=False) if cfg.output_projection else None
         self.rotary = cfg.position_embedding == "rotary"
         self.alibi = cfg.position_embedding == "alibi"
+        # T5: per-head biases by (causal) relative-position bucket, shared by every layer.
+        self.relative_attention_bias = (
+            nn.Embedding(cfg.relative_attention_num_buckets, cfg.num_heads)
+            if cfg.position_embedding == "relative"
+            else None
+        )
         # Computed on first use rather than stored: nothing of the kind is in a checkpoint.
         self._inv_freq: torch.Tensor | None = None
         self._slopes: torch.Tensor | None = None
@@ -82,6 +97,10 @@ class Decoder(nn.Module):
     def new_cache(self, batch_size: int, max_length: int) -> KVCache:
         p = next(self.parameters())
         return KVCache(self.config, batch_size, max_length, dtype=p.dtype, device=p.device)
+
+    def cross_kv(self, memory: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Every layer's cross-attention keys and values of the encoder's output ``memory``."""
+        return [layer.cross_attn.memory_kv(memory) for layer in self.layers]
 
     def default_position_ids(
         self, attention_mask: torch.Tensor | None, batch: int, start: int, t: int, device
@@ -99,7 +118,11 @@ class Decoder(nn.Module):
         position_ids: torch.Tensor | None = None,
         cache: KVCache | None = None,
         output_hidden_states: bool = False,
+        memory: torch.Tensor | list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        memory_mask: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
+        """``memory`` (decoders with cross-attention): the encoder's output, or its keys and
+        values per layer (``cross_kv``); ``memory_mask`` marks its real tokens."""
         b, t = input_ids.shape
         start = cache.length if cache is not None else 0
         total = start + t
@@ -114,10 +137,21 @@ class Decoder(nn.Module):
                 self._inv_freq = rotary_inv_freq(self.config)
             rope = rotary_cos_sin(self._inv_freq, position_ids, self.config.rotary_interleaved, x.dtype)
         masks = self._masks(key_mask, attention_mask, b, t, start, x.dtype, x.device)
+        cross_mask = None
+        if self.config.cross_attention:
+            if memory is None:
+                raise ValueError("this decoder attends to an encoder's output: pass memory")
+            if isinstance(memory, torch.Tensor):
+                memory = self.cross_kv(memory)
+            cross_mask = padding_mask(memory_mask)
         hidden_states = [x] if output_hidden_states else None
         for i, layer in enumerate(self.layers):
             mask, is_causal = masks[self.kinds[i]]
-            x = layer(x, mask, rope, cache.layer(i) if cache is not None else None, is_causal)
+            kv = cache.layer(i) if cache is not None else None
+            if memory is None:
+                x = layer(x, mask, rope, kv, is_causal)
+            else:
+                x = layer(x, mask, rope, kv, is_causal, memory[i], cross_mask)
             if hidden_states is not None:
                 hidden_states.append(x)
         if cache is not None:
@@ -144,6 +178,13 @@ class Decoder(nn.Module):
         for kind in set(self.kinds):
             window = self.window if kind == "local" else None
             windowed = window is not None and total > window
+            if self.relative_attention_bias is not None:
+                bias = relative_position_bias(
+                    self.relative_attention_bias, start, t, total, False, self.config.relative_attention_max_distance
+                ).to(dtype)
+                allowed = self._allowed(key_mask, b, t, start, window, device)
+                out[kind] = (bias.masked_fill(~allowed, torch.finfo(dtype).min), False)
+                continue
             if key_mask is None and not windowed and not self.alibi:
                 out[kind] = (None, t > 1 and start == 0)
                 if t > 1 and start > 0:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import Layer, activation, make_norm, padding_mask, sinusoidal_positions
+from .blocks import Layer, activation, make_norm, padding_mask, relative_position_bias, sinusoidal_positions
 from .config import ModelConfig
 
 
@@ -32,6 +32,7 @@ class Embeddings(nn.Module):
         self.computed_positions = cfg.position_embedding == "sinusoidal" and not cfg.positions_stored
         self.position_width = p
         self.sinusoidal_layout = cfg.sinusoidal_layout
+        self.positions_float64 = cfg.positions_float64
         self.token_types = nn.Embedding(cfg.type_vocab_size, e) if cfg.type_vocab_size else None
         self.norm = make_norm(cfg, e) if cfg.embedding_norm else None
         self.dropout = nn.Dropout(cfg.hidden_dropout)
@@ -65,7 +66,9 @@ class Embeddings(nn.Module):
             elif self.position_offset:
                 position_ids = position_ids + self.position_offset
             if self.computed_positions:
-                positions = sinusoidal_positions(position_ids, self.position_width, self.sinusoidal_layout).to(x.dtype)
+                positions = sinusoidal_positions(
+                    position_ids, self.position_width, self.sinusoidal_layout, self.positions_float64
+                ).to(x.dtype)
             else:
                 positions = self.positions(position_ids)
         else:
@@ -120,8 +123,14 @@ class Encoder(nn.Module):
             ]
         else:
             self.layer_plan = list(range(cfg.num_layers))
-        self.final_norm = make_norm(cfg, cfg.hidden_size) if cfg.final_norm else None
+        self.final_norm = make_norm(cfg, cfg.hidden_size, cfg.final_norm_eps) if cfg.final_norm else None
         self.pooler = Pooler(cfg, cfg.pooler_activation) if cfg.pooler_activation else None
+        # T5: one table of per-head biases by relative-position bucket, shared by every layer.
+        self.relative_attention_bias = (
+            nn.Embedding(cfg.relative_attention_num_buckets, cfg.num_heads)
+            if cfg.position_embedding == "relative"
+            else None
+        )
 
     def forward(
         self,
@@ -133,6 +142,12 @@ class Encoder(nn.Module):
     ) -> dict[str, torch.Tensor]:
         x = self.embeddings(input_ids, token_type_ids, position_ids)
         mask = padding_mask(attention_mask)
+        if self.relative_attention_bias is not None:
+            t = input_ids.shape[1]
+            bias = relative_position_bias(
+                self.relative_attention_bias, 0, t, t, True, self.config.relative_attention_max_distance
+            ).to(x.dtype)
+            mask = bias if mask is None else bias.masked_fill(~mask, torch.finfo(x.dtype).min)
         hidden_states = [x] if output_hidden_states else None
         for i in self.layer_plan:
             x = self.layers[i](x, mask)
@@ -140,6 +155,8 @@ class Encoder(nn.Module):
                 hidden_states.append(x)
         if self.final_norm is not None:
             x = self.final_norm(x)
+            if hidden_states is not None:
+                hidden_states[-1] = x  # as transformers counts them: the last one normalised
         out = {"last_hidden_state": x}
         if self.pooler is not None:
             out["pooler_output"] = self.pooler(x)

@@ -1,12 +1,17 @@
 """Decoding: greedy, sampling and beam search over any model with a key/value cache.
 
-One engine for every decoder (and, later, encoder-decoder): the model only runs forward passes
-over new tokens with a cache; everything else — settings, logits processors, stopping, beam
-bookkeeping, batching with left padding, streaming — is here. Argument names and semantics
-follow transformers' ``generate()`` (4.57), so that the same call gives the same tokens:
+One engine for every decoder and encoder-decoder: the model only runs forward passes over new
+tokens with a cache; everything else — settings, logits processors, stopping, beam bookkeeping,
+batching with left padding, streaming — is here. An encoder-decoder's source is encoded once;
+its cache (``encoder_decoder.Seq2SeqCache``) holds the cross-attention keys and values once per
+source, shared by that source's beams, and the loop below runs on the decoder's tokens exactly
+as it does for a decoder's prompt (which for an encoder-decoder is the decoder start token).
+Argument names and semantics follow transformers' ``generate()`` (4.57), so that the same call
+gives the same tokens:
 
-- processors run in transformers' order: repetition penalty, no-repeat n-grams, minimum length,
-  minimum new tokens, then (sampling only) temperature, top-k, top-p;
+- processors run in transformers' order: repetition penalty, no-repeat n-grams, bad words,
+  minimum length, minimum new tokens, forced BOS (mBART's target language), forced EOS, then
+  (sampling only) temperature, top-k, top-p;
 - a finished row (EOS or stop string) continues with ``pad_token_id``; generation ends when every
   row has finished or the length limit is reached;
 - beam search keeps transformers' vectorised algorithm: 2 x beams candidates per step (more with
@@ -56,6 +61,13 @@ class GenerationSettings:
     bos_token_id: int | None = None
     stop_strings: str | list[str] | None = None
     use_cache: bool = True
+    # Encoder-decoders: the token the decoder starts from, and tokens forced first (mBART's
+    # target language) and last (at max_length).
+    decoder_start_token_id: int | None = None
+    forced_bos_token_id: int | None = None
+    forced_eos_token_id: int | list[int] | None = None
+    # Token sequences never to complete (Marian's checkpoints forbid their pad token).
+    bad_words_ids: list[list[int]] | None = None
 
     @classmethod
     def resolve(cls, model, kwargs: dict[str, Any]) -> "GenerationSettings":
@@ -69,9 +81,20 @@ class GenerationSettings:
             "pad_token_id": cfg.pad_token_id,
             "bos_token_id": cfg.bos_token_id,
         }
-        values.update({k: v for k, v in (cfg.generation or {}).items() if k in known and v is not None})
-        values.update({k: v for k, v in kwargs.items() if v is not None})
+        # Without a generation_config.json, transformers takes the generation settings that
+        # config.json holds (decoder_start_token_id, forced_eos_token_id, num_beams, ...).
+        defaults = cfg.generation or (cfg.hf_config or {})
+        values.update({k: v for k, v in defaults.items() if k in known and v is not None})
+        # As in transformers, an explicit None switches these off (e.g. forced_eos_token_id=None);
+        # for the other settings None means "the default".
+        values.update({k: v for k, v in kwargs.items() if v is not None or k in _NONE_SWITCHES_OFF})
         return cls(**values)
+
+
+_NONE_SWITCHES_OFF = frozenset({
+    "eos_token_id", "forced_bos_token_id", "forced_eos_token_id", "bad_words_ids", "max_new_tokens",
+    "min_new_tokens", "stop_strings", "top_k",
+})  # fmt: skip
 
 
 def _eos_list(eos: int | Sequence[int] | None) -> list[int]:
@@ -113,6 +136,22 @@ def _check(s: GenerationSettings, prompt_length: int, usable_positions: int | No
     for e in _eos_list(s.eos_token_id):
         if not 0 <= e < vocab_size:
             raise LmatlasError(f"eos_token_id {e} is outside the vocabulary (0..{vocab_size - 1})")
+    for name in ("forced_bos_token_id", "forced_eos_token_id", "decoder_start_token_id"):
+        for e in _eos_list(getattr(s, name)):
+            if not 0 <= e < vocab_size:
+                raise LmatlasError(f"{name} {e} is outside the vocabulary (0..{vocab_size - 1})")
+    if s.bad_words_ids is not None:
+        bad = s.bad_words_ids
+        if (
+            not isinstance(bad, (list, tuple))
+            or not bad
+            or any(not isinstance(w, (list, tuple)) or not w for w in bad)
+            or any(not isinstance(t, int) or not 0 <= t < vocab_size for w in bad for t in w)
+        ):
+            raise LmatlasError(
+                f"bad_words_ids must be a non-empty list of non-empty lists of token ids (0..{vocab_size - 1}), "
+                f"not {bad!r}"
+            )
     if usable_positions is not None:
         if prompt_length > usable_positions:
             raise LmatlasError(
@@ -154,6 +193,30 @@ def no_repeat_ngram(ids: torch.Tensor, scores: torch.Tensor, n: int) -> torch.Te
     return scores
 
 
+def bad_words(ids: torch.Tensor, scores: torch.Tensor, words: list[tuple[int, ...]]) -> torch.Tensor:
+    """Forbid the last token of each banned sequence where the sequence so far ends with the rest
+    of it (single tokens: always), as transformers' NoBadWordsLogitsProcessor."""
+    scores = scores.clone()
+    single = [w[0] for w in words if len(w) == 1]
+    if single:
+        scores[:, single] = NEG_INF
+    length = ids.shape[1]
+    for w in words:
+        if len(w) == 1 or len(w) > length:
+            continue
+        prefix = torch.tensor(w[:-1], dtype=ids.dtype, device=ids.device)
+        rows = torch.eq(ids[:, -(len(w) - 1) :], prefix).all(dim=1)
+        scores[rows, w[-1]] = NEG_INF
+    return scores
+
+
+def force(scores: torch.Tensor, tokens: list[int]) -> torch.Tensor:
+    """Only ``tokens`` remain possible (score 0, everything else -inf)."""
+    forced = torch.full_like(scores, NEG_INF)
+    forced[:, tokens] = 0.0
+    return forced
+
+
 def forbid(scores: torch.Tensor, tokens: list[int]) -> torch.Tensor:
     scores = scores.clone()
     scores[:, tokens] = NEG_INF
@@ -183,6 +246,9 @@ class Processors:
         self.eos = _eos_list(s.eos_token_id)
         self.prompt_length = prompt_length
         self.keep = keep
+        # transformers never bans EOS itself as a bad word.
+        words = [tuple(w) for w in s.bad_words_ids or []]
+        self.bad_words = [w for w in words if not (len(w) == 1 and w[0] in self.eos)]
 
     def __call__(self, ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         s = self.s
@@ -191,10 +257,16 @@ class Processors:
             scores = repetition_penalty(ids, scores, s.repetition_penalty)
         if s.no_repeat_ngram_size and s.no_repeat_ngram_size > 0:
             scores = no_repeat_ngram(ids, scores, s.no_repeat_ngram_size)
+        if self.bad_words:
+            scores = bad_words(ids, scores, self.bad_words)
         if self.eos and s.min_length > 0 and length < s.min_length:
             scores = forbid(scores, self.eos)
         if self.eos and s.min_new_tokens and length - self.prompt_length < s.min_new_tokens:
             scores = forbid(scores, self.eos)
+        if s.forced_bos_token_id is not None and length == 1:
+            scores = force(scores, [s.forced_bos_token_id])
+        if s.forced_eos_token_id is not None and length == s.max_length - 1:
+            scores = force(scores, _eos_list(s.forced_eos_token_id))
         if s.do_sample:
             if s.temperature != 1.0:
                 scores = scores / s.temperature
@@ -266,40 +338,125 @@ def _positions(mask: torch.Tensor) -> torch.Tensor:
 def _next_scores(model, ids, mask, pos, cache) -> torch.Tensor:
     # inference_mode here, not around the loop: stream() yields between steps to the caller.
     with torch.inference_mode():
-        out = model(ids, attention_mask=mask, position_ids=pos, cache=cache, logits_to_keep=1)
+        if getattr(model, "is_encoder_decoder", False):
+            # The source comes from the cache; ids are the decoder's tokens.
+            out = model(
+                decoder_input_ids=ids, decoder_attention_mask=mask, decoder_position_ids=pos, cache=cache,
+                logits_to_keep=1,
+            )
+        else:
+            out = model(ids, attention_mask=mask, position_ids=pos, cache=cache, logits_to_keep=1)
     return out["logits"][:, -1, :].float()
 
 
+class _StepThreads:
+    """How many threads the one-token decoding steps use.
+
+    A decoding step reads every weight once for a few rows, so it is bound by memory, and each of
+    its many small operations pays the fork and join of a parallel region. On a busy machine that
+    cost dominates (a parallel region waits a whole time slice for a thread that lost its core to
+    another process; steps then take ten times longer), while on an idle one a second thread
+    still adds bandwidth. So the steps use no more threads than the cores other runnable
+    processes leave free, looked up every few steps (``kernels.runnable_elsewhere``, a tenth of
+    a millisecond); where that cannot be known, the first steps alternate between the caller's
+    thread count and one and the rest use the faster. ``LMATLAS_DECODE_THREADS=n`` fixes the
+    count. Prompts and sources run with the caller's setting, which ``restore`` puts back.
+    (Changing the setting rebuilds torch's thread pool, so it changes only when the choice does.)
+    """
+
+    TRIALS = 2  # timed steps per setting, without /proc
+    EVERY = 4  # steps between looks at the machine's load
+
+    def __init__(self):
+        import os
+        import time
+
+        self._clock = time.perf_counter
+        self.full = torch.get_num_threads()
+        try:
+            self.cores = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            self.cores = os.cpu_count() or 1
+        fixed = os.environ.get("LMATLAS_DECODE_THREADS", "")
+        self.fixed = int(fixed) if fixed.isdigit() and int(fixed) > 0 else None
+        self.steps = 0
+        self.calm = 0
+        self.by_load = self.full > 1 and self.fixed is None and kernels.runnable_elsewhere() is not None
+        plan = [self.full, 1] * self.TRIALS
+        self.plan = plan if self.full > 1 and self.fixed is None and not self.by_load else []
+        self.best: dict[int, float] = {}
+        self.chosen: int | None = self.fixed if self.fixed is not None else (
+            None if self.plan or self.by_load else self.full)
+
+    def _by_load(self) -> int:
+        others = kernels.runnable_elsewhere()
+        want = self.full if others is None else max(1, min(self.full, self.cores - others))
+        current = self.chosen or self.full
+        # Back up to more threads only after two calm looks in a row: others' jobs come and go.
+        if want > current:
+            self.calm += 1
+            if self.calm < 2:
+                return current
+        self.calm = 0
+        return want
+
+    def run(self, fn):
+        if self.by_load:
+            if self.steps % self.EVERY == 0:
+                self.chosen = self._by_load()
+            self.steps += 1
+        if self.chosen is not None:
+            if torch.get_num_threads() != self.chosen:
+                torch.set_num_threads(self.chosen)
+            return fn()
+        n = self.plan.pop(0)
+        torch.set_num_threads(n)
+        start = self._clock()
+        out = fn()
+        self.best[n] = min(self.best.get(n, math.inf), self._clock() - start)
+        if not self.plan:
+            self.chosen = min(self.best, key=lambda k: (self.best[k], -k))
+        return out
+
+    def restore(self) -> None:
+        if torch.get_num_threads() != self.full:
+            torch.set_num_threads(self.full)
+
+
 class _Run:
-    """What one call works with: prompt, mask, settings, cache."""
+    """What one call works with: prompt, mask, settings, cache.
+
+    For an encoder-decoder, ``input_ids`` / ``attention_mask`` are the source, encoded here once;
+    the "prompt" the loop continues is the decoder's (``decoder_input_ids``, by default the
+    decoder start token), as in transformers.
+    """
 
     def __init__(self, model, input_ids, attention_mask, kwargs):
-        if not getattr(model, "is_decoder", False) or getattr(model, "head", None) is None:
-            raise LmatlasError("generate() needs a decoder loaded with the causal-lm head")
+        self.encoder_decoder = getattr(model, "is_encoder_decoder", False)
+        usable = getattr(model, "is_decoder", False) or self.encoder_decoder
+        if not usable or getattr(model, "head", None) is None:
+            raise LmatlasError(
+                "generate() needs a decoder loaded with the causal-lm head, or an encoder-decoder with the "
+                "seq2seq-lm head"
+            )
         self.tokenizer = kwargs.pop("tokenizer", None)
         self.streamer = kwargs.pop("streamer", None)
         seed = kwargs.pop("seed", None)
         self.generator = kwargs.pop("generator", None)
         if self.generator is None and seed is not None:
             self.generator = torch.Generator(device="cpu").manual_seed(int(seed))
-        if not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2 or input_ids.dtype not in (
-            torch.int64, torch.int32,
-        ):
-            raise LmatlasError("input_ids must be a 2-D tensor of token ids (batch, length)")
+        decoder_input_ids = kwargs.pop("decoder_input_ids", None) if self.encoder_decoder else None
+        _check_ids(input_ids, "input_ids")
         if input_ids.shape[1] == 0:
             raise LmatlasError("input_ids is empty: give at least one prompt token (e.g. the BOS token)")
         s = GenerationSettings.resolve(model, kwargs)
         cfg = model.config
-        L = input_ids.shape[1]
-        if s.max_new_tokens is not None:
-            s.max_length = L + s.max_new_tokens
-        vocab = cfg.vocab_size
-        if int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab:
-            raise LmatlasError(f"input_ids holds a token id outside the vocabulary (0..{vocab - 1})")
-        _check(s, L, cfg.usable_positions, vocab)
         eos = _eos_list(s.eos_token_id)
         if s.pad_token_id is None and eos:
             s.pad_token_id = eos[0]  # as transformers, with its warning left out
+        vocab = cfg.vocab_size
+        if int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab:
+            raise LmatlasError(f"input_ids holds a token id outside the vocabulary (0..{vocab - 1})")
         if attention_mask is None:
             # transformers infers the mask from padding when it can tell padding from EOS.
             pad = s.pad_token_id
@@ -307,10 +464,27 @@ class _Run:
                 attention_mask = input_ids.ne(pad).long()
             else:
                 attention_mask = torch.ones_like(input_ids)
-        elif attention_mask.shape != input_ids.shape:
-            raise LmatlasError(
-                f"attention_mask has shape {tuple(attention_mask.shape)}, input_ids {tuple(input_ids.shape)}"
-            )
+        elif not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != input_ids.shape:
+            shape = tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else type(attention_mask)
+            raise LmatlasError(f"attention_mask has shape {shape}, input_ids {tuple(input_ids.shape)}")
+        self.encoded = None
+        self.source_mask = None
+        if self.encoder_decoder:
+            positions = cfg.usable_positions
+            if positions is not None and input_ids.shape[1] > positions:
+                raise LmatlasError(
+                    f"the source is {input_ids.shape[1]} tokens long, but the encoder has only {positions} positions"
+                )
+            self.source_mask = attention_mask.long()
+            with torch.inference_mode():
+                self.encoded = model.encode(input_ids.long(), self.source_mask)["last_hidden_state"]
+            input_ids = self._decoder_prompt(s, decoder_input_ids, input_ids.shape[0], cfg.target_vocab_size)
+            attention_mask = torch.ones_like(input_ids)
+            vocab = cfg.target_vocab_size
+        L = input_ids.shape[1]
+        if s.max_new_tokens is not None:
+            s.max_length = L + s.max_new_tokens
+        _check(s, L, cfg.usable_positions, vocab)
         self.model = model
         self.s = s
         self.eos = torch.tensor(eos, dtype=torch.long) if eos else None
@@ -319,6 +493,43 @@ class _Run:
         self.stop = StopStrings(s.stop_strings, self.tokenizer) if s.stop_strings else None
         self.prompt_length = L
 
+    @staticmethod
+    def _decoder_prompt(s: GenerationSettings, decoder_input_ids, batch: int, vocab: int) -> torch.Tensor:
+        """The decoder's first tokens: the start token, before any ``decoder_input_ids`` given
+        (unless they already begin with it), as transformers does."""
+        start = s.decoder_start_token_id if s.decoder_start_token_id is not None else s.bos_token_id
+        if start is None:
+            raise LmatlasError(
+                "the model's config has no decoder_start_token_id (nor bos_token_id): pass decoder_start_token_id="
+            )
+        if isinstance(start, (list, tuple)):
+            start = start[0]
+        first = torch.full((batch, 1), int(start), dtype=torch.long)
+        if decoder_input_ids is None:
+            return first
+        _check_ids(decoder_input_ids, "decoder_input_ids")
+        if decoder_input_ids.shape[0] != batch:
+            raise LmatlasError(
+                f"decoder_input_ids has {decoder_input_ids.shape[0]} rows, but there are {batch} sources"
+            )
+        if decoder_input_ids.numel() and (int(decoder_input_ids.min()) < 0 or int(decoder_input_ids.max()) >= vocab):
+            raise LmatlasError(f"decoder_input_ids holds a token id outside the vocabulary (0..{vocab - 1})")
+        decoder_input_ids = decoder_input_ids.long()
+        if decoder_input_ids.shape[1] == 0 or bool((decoder_input_ids[:, 0] != start).all()):
+            decoder_input_ids = torch.cat([first, decoder_input_ids], dim=1)
+        return decoder_input_ids
+
+    def new_cache(self, rows: int, max_length: int, use_cache: bool = True):
+        """The cache for ``rows`` sequences: the model's key/value cache (None without one), or
+        an encoder-decoder's ``Seq2SeqCache`` over the encoded sources (always: it carries the
+        source, with or without the decoder's own keys and values)."""
+        if self.encoded is None:
+            return self.model.new_cache(rows, max_length) if use_cache else None
+        return self.model.new_cache(
+            rows, max_length, encoder_last_hidden_state=self.encoded, attention_mask=self.source_mask,
+            use_cache=use_cache,
+        )
+
     def expand(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.input_ids.repeat_interleave(n, dim=0), self.mask.repeat_interleave(n, dim=0)
 
@@ -326,6 +537,11 @@ class _Run:
         if self.eos is None:
             return torch.zeros_like(tokens, dtype=torch.bool)
         return torch.isin(tokens, self.eos.to(tokens.device))
+
+
+def _check_ids(ids, name: str) -> None:
+    if not isinstance(ids, torch.Tensor) or ids.ndim != 2 or ids.dtype not in (torch.int64, torch.int32):
+        raise LmatlasError(f"{name} must be a 2-D tensor of token ids (batch, length)")
 
 
 def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
@@ -404,14 +620,12 @@ def _sample_steps(run: _Run) -> Iterator[torch.Tensor]:
     full_mask[:, :L] = mask
     pos = _positions(mask)
     next_pos = pos[:, -1:] + 1
-    cache = model.new_cache(rows, max_length) if s.use_cache else None
+    cache = run.new_cache(rows, max_length, s.use_cache)
     unfinished = torch.ones(rows, dtype=torch.bool)
     pad = torch.tensor(s.pad_token_id if s.pad_token_id is not None else 0)
     cur = L
-    if cache is not None:
-        scores = _next_scores(model, ids, mask, pos, cache)
-    else:
-        scores = _next_scores(model, ids, mask, pos, None)
+    scores = _next_scores(model, ids, mask, pos, cache)
+    threads = _StepThreads()
     try:
         while True:
             scores = processors(seqs[:, :cur], scores)
@@ -433,13 +647,15 @@ def _sample_steps(run: _Run) -> Iterator[torch.Tensor]:
             yield seqs[:, :cur]
             if cur >= max_length or not bool(unfinished.any()):
                 break
-            if cache is not None:
-                scores = _next_scores(model, tokens[:, None], full_mask[:, :cur], next_pos, cache)
+            if s.use_cache:
+                step = tokens[:, None]
+                scores = threads.run(lambda: _next_scores(model, step, full_mask[:, :cur], next_pos, cache))
             else:
                 p = _positions(full_mask[:, :cur])
-                scores = _next_scores(model, seqs[:, :cur], full_mask[:, :cur], p, None)
+                scores = _next_scores(model, seqs[:, :cur], full_mask[:, :cur], p, cache)
             next_pos = next_pos + 1
     finally:
+        threads.restore()
         if streamer is not None:
             streamer.end()
 
@@ -452,7 +668,7 @@ def _beam_search(run: _Run) -> torch.Tensor:
     ids, mask = run.expand(nb)
     L = ids.shape[1]
     max_length = s.max_length
-    vocab = model.config.vocab_size
+    vocab = model.config.target_vocab_size
     n_eos = 0 if run.eos is None else run.eos.numel()
     keep_k = max(2, 1 + n_eos) * nb
     top_nb_mask = torch.cat([torch.ones(nb, dtype=torch.bool), torch.zeros(keep_k - nb, dtype=torch.bool)])
@@ -480,73 +696,77 @@ def _beam_search(run: _Run) -> torch.Tensor:
     full_mask[:, :L] = mask
     pos = _positions(mask)
     next_pos = pos[:, -1:] + 1
-    cache = model.new_cache(B * nb, max_length)
+    cache = run.new_cache(B * nb, max_length)
     logits = _next_scores(model, ids, mask, pos, cache)
     cur = L
-    while True:
-        flat = running[:, :, :cur].reshape(B * nb, cur)
-        log_probs = processors(flat, F.log_softmax(logits, dim=-1))
-        log_probs = (log_probs.view(B, nb, vocab) + running_scores[:, :, None]).reshape(B, nb * vocab)
+    threads = _StepThreads()
+    try:
+        while True:
+            flat = running[:, :, :cur].reshape(B * nb, cur)
+            log_probs = processors(flat, F.log_softmax(logits, dim=-1))
+            log_probs = (log_probs.view(B, nb, vocab) + running_scores[:, :, None]).reshape(B, nb * vocab)
 
-        # The best continuations of all beams (sampled without replacement with do_sample).
-        if s.do_sample:
-            top_idx = torch.multinomial(F.softmax(log_probs, dim=-1), num_samples=keep_k, generator=run.generator)
-            top_lp = torch.gather(log_probs, 1, top_idx)
-        else:
-            top_lp, top_idx = torch.topk(log_probs, k=keep_k)
-        parent = torch.div(top_idx, vocab, rounding_mode="floor")
-        top_ids = top_idx % vocab
-        top_running_idx = _gather(running_idx, parent)
-        top_running = _gather(running, parent)
-        top_running[:, :, cur] = top_ids
-        top_running_idx[:, :, cur - L] = (parent + batch_offset).to(torch.int32)
+            # The best continuations of all beams (sampled without replacement with do_sample).
+            if s.do_sample:
+                top_idx = torch.multinomial(F.softmax(log_probs, dim=-1), num_samples=keep_k, generator=run.generator)
+                top_lp = torch.gather(log_probs, 1, top_idx)
+            else:
+                top_lp, top_idx = torch.topk(log_probs, k=keep_k)
+            parent = torch.div(top_idx, vocab, rounding_mode="floor")
+            top_ids = top_idx % vocab
+            top_running_idx = _gather(running_idx, parent)
+            top_running = _gather(running, parent)
+            top_running[:, :, cur] = top_ids
+            top_running_idx[:, :, cur - L] = (parent + batch_offset).to(torch.int32)
 
-        # Which candidates stop here: EOS, a stop string, or the length limit.
-        hits = run.hits_eos(top_ids)
-        if run.stop is not None:
-            hits |= run.stop(top_running[:, :, : cur + 1].reshape(B * keep_k, cur + 1)).view(B, keep_k)
-        if cur + 1 >= max_length:
-            hits = torch.ones_like(hits)
+            # Which candidates stop here: EOS, a stop string, or the length limit.
+            hits = run.hits_eos(top_ids)
+            if run.stop is not None:
+                hits |= run.stop(top_running[:, :, : cur + 1].reshape(B * keep_k, cur + 1)).view(B, keep_k)
+            if cur + 1 >= max_length:
+                hits = torch.ones_like(hits)
 
-        # The best candidates that did not stop carry on.
-        cont_lp = top_lp + hits.float() * -1.0e9
-        nxt = torch.topk(cont_lp, k=nb)[1]
-        running = _gather(top_running, nxt)
-        running_scores = _gather(cont_lp, nxt)
-        running_idx = _gather(top_running_idx, nxt)
+            # The best candidates that did not stop carry on.
+            cont_lp = top_lp + hits.float() * -1.0e9
+            nxt = torch.topk(cont_lp, k=nb)[1]
+            running = _gather(top_running, nxt)
+            running_scores = _gather(cont_lp, nxt)
+            running_idx = _gather(top_running_idx, nxt)
 
-        # Candidates among the top nb that stopped join the finished hypotheses if they are better.
-        just_done = hits & top_nb_mask[None, :]
-        done_lp = top_lp / ((cur + 1 - L) ** s.length_penalty)
-        full = torch.all(finished, dim=-1, keepdim=True) & (s.early_stopping is True)
-        done_lp = done_lp + full.float() * -1.0e9
-        done_lp = done_lp + (~improvable).float() * -1.0e9
-        done_lp = done_lp + (~just_done) * -1.0e9
-        merged_scores = torch.cat((beam_scores, done_lp), dim=1)
-        best = torch.topk(merged_scores, k=nb)[1]
-        sequences = _gather(torch.cat((sequences, top_running), dim=1), best)
-        beam_scores = _gather(merged_scores, best)
-        beam_idx = _gather(torch.cat((beam_idx, top_running_idx), dim=1), best)
-        finished = _gather(torch.cat((finished, just_done), dim=1), best)
+            # Candidates among the top nb that stopped join the finished hypotheses if they are better.
+            just_done = hits & top_nb_mask[None, :]
+            done_lp = top_lp / ((cur + 1 - L) ** s.length_penalty)
+            full = torch.all(finished, dim=-1, keepdim=True) & (s.early_stopping is True)
+            done_lp = done_lp + full.float() * -1.0e9
+            done_lp = done_lp + (~improvable).float() * -1.0e9
+            done_lp = done_lp + (~just_done) * -1.0e9
+            merged_scores = torch.cat((beam_scores, done_lp), dim=1)
+            best = torch.topk(merged_scores, k=nb)[1]
+            sequences = _gather(torch.cat((sequences, top_running), dim=1), best)
+            beam_scores = _gather(merged_scores, best)
+            beam_idx = _gather(torch.cat((beam_idx, top_running_idx), dim=1), best)
+            finished = _gather(torch.cat((finished, just_done), dim=1), best)
 
-        # The cache follows each running beam to its parent.
-        cache.reorder(running_idx[..., cur - L].reshape(-1).long())
-        cur += 1
+            # The cache follows each running beam to its parent.
+            cache.reorder(running_idx[..., cur - L].reshape(-1).long())
+            cur += 1
 
-        # Can a running beam still beat the worst finished one?
-        if s.early_stopping == "never" and s.length_penalty > 0.0:
-            best_len = max_length - L
-        else:
-            best_len = cur - L
-        best_running = running_scores[:, :1] / (best_len**s.length_penalty)
-        worst_done = torch.where(finished, torch.min(beam_scores, dim=1, keepdim=True)[0], -1.0e9)
-        improvable = improvable & torch.any(best_running > worst_done, dim=-1, keepdim=True)
-        open_beams = not (bool(torch.all(finished)) and s.early_stopping is True)
-        if not (bool(torch.any(improvable)) and open_beams and not bool(torch.all(hits))):
-            break
-        tokens = running[:, :, cur - 1].reshape(B * nb, 1)
-        logits = _next_scores(model, tokens, full_mask[:, :cur], next_pos, cache)
-        next_pos = next_pos + 1
+            # Can a running beam still beat the worst finished one?
+            if s.early_stopping == "never" and s.length_penalty > 0.0:
+                best_len = max_length - L
+            else:
+                best_len = cur - L
+            best_running = running_scores[:, :1] / (best_len**s.length_penalty)
+            worst_done = torch.where(finished, torch.min(beam_scores, dim=1, keepdim=True)[0], -1.0e9)
+            improvable = improvable & torch.any(best_running > worst_done, dim=-1, keepdim=True)
+            open_beams = not (bool(torch.all(finished)) and s.early_stopping is True)
+            if not (bool(torch.any(improvable)) and open_beams and not bool(torch.all(hits))):
+                break
+            tokens = running[:, :, cur - 1].reshape(B * nb, 1)
+            logits = threads.run(lambda: _next_scores(model, tokens, full_mask[:, :cur], next_pos, cache))
+            next_pos = next_pos + 1
+    finally:
+        threads.restore()
 
     k = s.num_return_sequences
     sequences = sequences[:, :k].reshape(B * k, max_length)

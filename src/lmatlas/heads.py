@@ -98,9 +98,29 @@ class CausalLMHead(nn.Module):
         return {"logits": self.decoder(out["last_hidden_state"])}
 
 
+class Seq2SeqLMHead(nn.Module):
+    """An encoder-decoder's next-token logits over the target vocabulary, from the decoder.
+
+    Tied to the token embeddings unless the checkpoint unties it (T5 v1.1); BART's family adds
+    ``final_logits_bias`` (the bias here); T5 v1.0 rescales by d_model**-0.5 before its tied
+    projection (``lm_head_scale``)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.decoder = nn.Linear(cfg.hidden_size, cfg.target_vocab_size, bias=cfg.lm_head_bias)
+        self.scale = cfg.lm_head_scale
+
+    def forward(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        h = out["last_hidden_state"]
+        if self.scale != 1.0:
+            h = h * self.scale
+        return {"logits": self.decoder(h), "encoder_last_hidden_state": out["encoder_last_hidden_state"]}
+
+
 HEADS: dict[str, type[nn.Module] | None] = {
     "base": None,
     "causal-lm": CausalLMHead,
+    "seq2seq-lm": Seq2SeqLMHead,
     "masked-lm": MaskedLMHead,
     "sequence-classification": SequenceClassificationHead,
     "token-classification": TokenClassificationHead,

@@ -56,6 +56,26 @@ def decode_rows(rows: int) -> Iterator[None]:
         _state.rows = previous
 
 
+def runnable_elsewhere() -> int | None:
+    """How many tasks outside this process are runnable right now (Linux ``/proc``; None
+    elsewhere): the cores a parallel region cannot count on."""
+    try:
+        with open("/proc/stat", "rb") as f:
+            running = next(int(line.split()[1]) for line in f if line.startswith(b"procs_running"))
+        ours = 0
+        for task in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{task}/stat", "rb") as f:
+                    # The state follows the parenthesised command name.
+                    if f.read().rsplit(b")", 1)[1].split()[0] == b"R":
+                        ours += 1
+            except OSError:
+                continue
+        return max(0, running - ours)
+    except (OSError, ValueError, StopIteration, IndexError):
+        return None
+
+
 def _gemv(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     # Multiply and reduce in one pass over w, accumulating in float32.
     return (w.float() * x.float()).sum(-1).to(w.dtype)
@@ -169,4 +189,4 @@ def release(model: nn.Module) -> None:
             m.release()
 
 
-__all__ = ["CpuLinear", "decode_rows", "enable", "release"]
+__all__ = ["CpuLinear", "decode_rows", "enable", "release", "runnable_elsewhere"]

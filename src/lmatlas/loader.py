@@ -13,7 +13,7 @@ from .errors import LmatlasError
 from .heads import HEADS
 from .model import LmatlasModel
 from .presets import head_from_architectures, preset_for
-from .presets._maps import Derived
+from .presets._maps import Derived, FirstOf
 
 DTYPES = {
     "float32": torch.float32,
@@ -70,7 +70,7 @@ def load(
         model = LmatlasModel(cfg, head)
     _load_state(model, preset, cfg, head, weights, torch_dtype)
     model = model.to(torch_dtype).eval()
-    if cfg.causal:
+    if cfg.causal or cfg.is_encoder_decoder:
         # Decoding is bound by reading the weights: faster CPU kernels for the linear layers.
         from . import kernels
 
@@ -106,6 +106,13 @@ def _load_state(
         theirs = names.get(ours)
         if theirs is None:
             raise AssertionError(f"the {cfg.model_type} weight map has no entry for {ours}")
+        if isinstance(theirs, FirstOf):
+            found = next((n for n in theirs.names if n in weights), None)
+            if found is None and theirs.zeros:
+                state[ours] = torch.zeros(param.shape, dtype=dtype)
+                continue
+            found = found or theirs.names[0]  # reported missing below
+            theirs = Derived((found,), theirs.fn) if theirs.fn is not None else found
         derive = theirs.fn if isinstance(theirs, Derived) else None
         if derive is not None:
             theirs = theirs.names if len(theirs.names) > 1 else theirs.names[0]
@@ -151,7 +158,7 @@ def _load_state(
 def _prefixed(theirs, prefix: str):
     if isinstance(theirs, str):
         return prefix + theirs
-    if isinstance(theirs, Derived):
+    if isinstance(theirs, (Derived, FirstOf)):
         return theirs.prefixed(prefix)
     return tuple(prefix + t for t in theirs)
 

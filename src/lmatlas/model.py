@@ -11,6 +11,8 @@ from .blocks import init_weights
 from .config import ModelConfig
 from .decoder import Decoder, KVCache
 from .encoder import Encoder
+from .encoder_decoder import EncoderDecoder, Seq2SeqCache
+from .errors import LmatlasError
 from .heads import HEADS
 
 
@@ -35,7 +37,10 @@ class LmatlasModel(nn.Module):
             raise ValueError(f"unknown head {head!r}; known: {', '.join(HEADS)}")
         self.config = cfg
         self.head_name = head
-        self.backbone = Decoder(cfg) if cfg.causal else Encoder(cfg)
+        if cfg.is_encoder_decoder:
+            self.backbone = EncoderDecoder(cfg)
+        else:
+            self.backbone = Decoder(cfg) if cfg.causal else Encoder(cfg)
         head_cls = HEADS[head]
         self.head = head_cls(cfg) if head_cls is not None else None
         init_weights(self)
@@ -43,9 +48,14 @@ class LmatlasModel(nn.Module):
 
     def tie_weights(self) -> None:
         """Share the vocabulary projection with the input embeddings where the model does."""
+        if self.is_encoder_decoder:
+            self.backbone.tie_weights()
+            tokens = self.backbone.decoder.embeddings.tokens
+        else:
+            tokens = self.backbone.embeddings.tokens
         decoder = getattr(self.head, "decoder", None)
         if decoder is not None and self.config.tie_word_embeddings:
-            decoder.weight = self.backbone.embeddings.tokens.weight
+            decoder.weight = tokens.weight
 
     @property
     def dtype(self) -> torch.dtype:
@@ -63,24 +73,67 @@ class LmatlasModel(nn.Module):
     def is_decoder(self) -> bool:
         return isinstance(self.backbone, Decoder)
 
-    def new_cache(self, batch_size: int, max_length: int) -> KVCache:
-        """A key/value cache for ``batch_size`` sequences of up to ``max_length`` tokens."""
-        return self.backbone.new_cache(batch_size, max_length)
+    @property
+    def is_encoder_decoder(self) -> bool:
+        return isinstance(self.backbone, EncoderDecoder)
+
+    def new_cache(self, batch_size: int, max_length: int, **encoded: Any) -> KVCache | Seq2SeqCache:
+        """A key/value cache for ``batch_size`` sequences of up to ``max_length`` tokens.
+
+        Encoder-decoders also take the encoded sources: ``encoder_last_hidden_state`` and the
+        source ``attention_mask`` (see ``EncoderDecoder.new_cache``)."""
+        return self.backbone.new_cache(batch_size, max_length, **encoded)
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> ModelOutput:
+        """An encoder-decoder's encoder alone (``last_hidden_state`` of the source)."""
+        if not self.is_encoder_decoder:
+            raise ValueError("encode() is for encoder-decoder models")
+        return ModelOutput(self.backbone.encode(input_ids, attention_mask))
 
     def forward(
         self,
-        input_ids: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         output_hidden_states: bool = False,
         cache: KVCache | None = None,
         logits_to_keep: int = 0,
+        decoder_input_ids: torch.Tensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        decoder_position_ids: torch.Tensor | None = None,
+        encoder_outputs: dict | None = None,
     ) -> ModelOutput:
         """Encoders: the whole sequence. Decoders: the new tokens, continuing ``cache`` if given
         (``attention_mask`` then covers the cached tokens too); ``logits_to_keep=n`` projects
-        only the last n positions onto the vocabulary."""
-        if self.is_decoder:
+        only the last n positions onto the vocabulary.
+
+        Encoder-decoders, as transformers: the source (``input_ids``, ``attention_mask``) or its
+        ``encoder_outputs``, and the target so far (``decoder_input_ids``, with
+        ``decoder_attention_mask``); with a ``Seq2SeqCache`` the source comes from the cache and
+        ``decoder_input_ids`` are the new target tokens."""
+        if self.is_encoder_decoder:
+            if token_type_ids is not None:
+                raise LmatlasError("encoder-decoder models take no token_type_ids")
+            if decoder_input_ids is None:
+                raise LmatlasError(
+                    "an encoder-decoder needs decoder_input_ids: the target so far, from the decoder start token"
+                )
+            if input_ids is None and encoder_outputs is None and cache is None:
+                raise LmatlasError("an encoder-decoder needs the source: input_ids (or encoder_outputs)")
+            out = self.backbone(
+                input_ids,
+                attention_mask=attention_mask,
+                decoder_input_ids=decoder_input_ids,
+                decoder_attention_mask=decoder_attention_mask,
+                decoder_position_ids=decoder_position_ids,
+                encoder_outputs=encoder_outputs,
+                cache=cache,
+                output_hidden_states=output_hidden_states,
+            )
+            if logits_to_keep:
+                out["last_hidden_state"] = out["last_hidden_state"][:, -logits_to_keep:]
+        elif self.is_decoder:
             if token_type_ids is not None:
                 raise ValueError("decoder models take no token_type_ids")
             out = self.backbone(
@@ -103,8 +156,9 @@ class LmatlasModel(nn.Module):
         if self.head is None:
             return ModelOutput(out)
         result = self.head(out)
-        if output_hidden_states:
-            result["hidden_states"] = out["hidden_states"]
+        for key in ("hidden_states", "decoder_hidden_states", "encoder_hidden_states"):
+            if output_hidden_states and key in out:
+                result[key] = out[key]
         return ModelOutput(result)
 
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any):

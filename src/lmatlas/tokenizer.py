@@ -5,13 +5,19 @@
 1. ``tokenizer.json`` (the ``tokenizers`` library's own format);
 2. a WordPiece ``vocab.txt`` (BERT, DistilBERT, ELECTRA, MPNet);
 3. a byte-level BPE ``vocab.json`` + ``merges.txt`` (GPT-2, OPT; RoBERTa, BART, Longformer);
-4. a SentencePiece ``spiece.model`` (ALBERT) or ``sentencepiece.bpe.model`` (XLM-RoBERTa),
+4. a SentencePiece ``spiece.model`` (ALBERT, T5) or ``sentencepiece.bpe.model`` (XLM-RoBERTa,
+   mBART);
+5. Marian's ``source.spm`` + ``target.spm`` + ``vocab.json`` (OPUS-MT translation models),
 
 plus ``tokenizer_config.json`` / ``special_tokens_map.json`` / ``config.json`` for the special
 tokens and settings. From the original files (2-4) it assembles the same ``tokenizers`` pipeline
 that Hugging Face's slow-to-fast conversion builds, so ids, offsets and decoded text match
 ``transformers.AutoTokenizer`` on the same folder. All the work is done by the Rust
-``tokenizers`` library; this module only wires it up and gives it an HF-like face.
+``tokenizers`` library; this module only wires it up and gives it an HF-like face. Marian, which
+transformers tokenizes only with the ``sentencepiece`` library itself (there is no fast Marian
+tokenizer), is segmented the same way — by ``sentencepiece``, source model for inputs, target
+model for ``text_target`` — and the pieces go through a ``tokenizers`` word-level vocabulary
+(``vocab.json``) for ids, specials, padding and truncation.
 
 What differs between model families (default special tokens, the template around a sequence,
 how SentencePiece ids are laid out, ...) lives in one table, ``FAMILIES``; a new family is a new
@@ -23,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,9 +100,21 @@ class Family:
     bert_options: bool = False
     roberta_options: bool = False
     template: Callable[[dict, "_Ids"], Any] | None = None
-    spm_vocab: Callable[[SpmModel], list[tuple[str, float]]] | None = None
+    spm_vocab: Callable[[SpmModel, dict], list[tuple[str, float]]] | None = None
     spm_unk_id: Callable[[SpmModel], int] | None = None
     spm_normalizer: Callable[[SpmModel, dict], Any] | None = None
+    # Additional special tokens the class always has, from the config: T5's sentinels
+    # <extra_id_N>, mBART's language codes.
+    extra_specials: Callable[[dict], list[str]] | None = None
+    # Multilingual classes (mBART): the language codes; the template puts the source language
+    # (``src_lang``) around each text, ``language_template(code, ids)`` builds it.
+    languages: tuple[str, ...] = ()
+    language_template: Callable[[str, "_Ids"], Any] | None = None
+    # T5's ``legacy: false``: only the first word of a text gets the SentencePiece space marker
+    # (the others keep what the text has), as HF's converter does for classes with that flag.
+    legacy_option: bool = False
+    # Settings the slow class defaults to when tokenizer_config.json says nothing (Marian: 512).
+    settings: dict = dataclasses.field(default_factory=dict)
 
 
 class _Ids:
@@ -110,6 +129,13 @@ class _Ids:
         if token_id is None:
             raise LmatlasError(f"{self._source} has no {short} token, which this tokenizer puts around each text")
         return token, token_id
+
+    def token(self, token: str) -> int:
+        """The id of a token the template names itself (a language code)."""
+        token_id = self._backend.token_to_id(token)
+        if token_id is None:
+            raise LmatlasError(f"{self._source} has no token {token!r} in its vocabulary")
+        return token_id
 
 
 def _bert_template(cfg: dict, ids: _Ids):
@@ -160,7 +186,88 @@ def _fairseq_template(cfg: dict, ids: _Ids):
     )
 
 
-def _albert_vocab(spm: SpmModel) -> list[tuple[str, float]]:
+def _t5_template(cfg: dict, ids: _Ids):
+    eos, eos_id = ids.eos
+    return processors.TemplateProcessing(
+        single=["$A", eos], pair=["$A", eos, "$B", eos], special_tokens=[(eos, eos_id)]
+    )
+
+
+def _t5_extra_ids(cfg: dict) -> list[str]:
+    # T5's sentinels for span corruption, <extra_id_0> ... <extra_id_{extra_ids - 1}>, unless the
+    # config already lists them among its additional special tokens.
+    given = [_content(t) for t in cfg.get("additional_special_tokens") or []]
+    if any("<extra_id_" in t for t in given):
+        return given
+    return given + [f"<extra_id_{i}>" for i in range(_extra_id_count(cfg))]
+
+
+def _extra_id_count(cfg: dict) -> int:
+    n = cfg.get("extra_ids", 100)
+    if not isinstance(n, int) or n < 0:
+        raise LmatlasError(f"extra_ids in tokenizer_config.json must be a whole number >= 0, not {n!r}")
+    return n
+
+
+def _t5_vocab(spm: SpmModel, cfg: dict) -> list[tuple[str, float]]:
+    # The sentinels come after the SentencePiece pieces, the last id being <extra_id_0>.
+    extra = [(f"<extra_id_{i}>", 0.0) for i in reversed(range(_extra_id_count(cfg)))]
+    return [(p, s) for p, s, _ in spm.pieces] + extra
+
+
+# fairseq's language codes of mBART (cc25) and mBART-50, after the SentencePiece pieces.
+_MBART_LANGUAGES = (
+    "ar_AR", "cs_CZ", "de_DE", "en_XX", "es_XX", "et_EE", "fi_FI", "fr_XX", "gu_IN", "hi_IN", "it_IT",
+    "ja_XX", "kk_KZ", "ko_KR", "lt_LT", "lv_LV", "my_MM", "ne_NP", "nl_XX", "ro_RO", "ru_RU", "si_LK",
+    "tr_TR", "vi_VN", "zh_CN",
+)  # fmt: skip
+_MBART50_LANGUAGES = _MBART_LANGUAGES + (
+    "af_ZA", "az_AZ", "bn_IN", "fa_IR", "he_IL", "hr_HR", "id_ID", "ka_GE", "km_KH", "mk_MK", "ml_IN",
+    "mn_MN", "mr_IN", "pl_PL", "ps_AF", "pt_XX", "sv_SE", "sw_KE", "ta_IN", "te_IN", "th_TH", "tl_XX",
+    "uk_UA", "ur_PK", "xh_ZA", "gl_ES", "sl_SI",
+)  # fmt: skip
+
+
+def _mbart_vocab(languages: tuple[str, ...]):
+    def vocab(spm: SpmModel, cfg: dict) -> list[tuple[str, float]]:
+        head = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+        return head + [(p, s) for p, s, _ in spm.pieces[3:]] + [(c, 0.0) for c in languages] + [("<mask>", 0.0)]
+
+    return vocab
+
+
+def _mbart_extra(languages: tuple[str, ...]):
+    def extra(cfg: dict) -> list[str]:
+        given = [_content(t) for t in cfg.get("additional_special_tokens") or []]
+        return list(languages) + [t for t in given if t not in languages]
+
+    return extra
+
+
+def _mbart_language_template(code: str, ids: _Ids):
+    # mBART (cc25): the text, </s>, then its language code.
+    (eos, eos_id), lang_id = ids.eos, ids.token(code)
+    return processors.TemplateProcessing(
+        single=["$A", eos, code], pair=["$A", "$B", eos, code], special_tokens=[(eos, eos_id), (code, lang_id)]
+    )
+
+
+def _mbart50_language_template(code: str, ids: _Ids):
+    # mBART-50: the language code first, then the text and </s>.
+    (eos, eos_id), lang_id = ids.eos, ids.token(code)
+    return processors.TemplateProcessing(
+        single=[code, "$A", eos], pair=[code, "$A", "$B", eos], special_tokens=[(code, lang_id), (eos, eos_id)]
+    )
+
+
+def _marian_template(cfg: dict, ids: _Ids):
+    eos, eos_id = ids.eos
+    return processors.TemplateProcessing(
+        single=["$A", eos], pair=["$A", "$B", eos], special_tokens=[(eos, eos_id)]
+    )
+
+
+def _albert_vocab(spm: SpmModel, cfg: dict) -> list[tuple[str, float]]:
     # Pieces like "1," are pushed down so that "1,000" splits as "1" "," "000", as the original
     # ALBERT preprocessing did.
     def penalised(piece: str) -> bool:
@@ -169,7 +276,7 @@ def _albert_vocab(spm: SpmModel) -> list[tuple[str, float]]:
     return [(p, s - 100 if penalised(p) else s) for p, s, _ in spm.pieces]
 
 
-def _fairseq_vocab(spm: SpmModel) -> list[tuple[str, float]]:
+def _fairseq_vocab(spm: SpmModel, cfg: dict) -> list[tuple[str, float]]:
     # fairseq's dictionary put <s> <pad> </s> <unk> first and kept SentencePiece's own pieces
     # after them, shifted by one (the .model has <unk> <s> </s> at 0-2); <mask> comes last.
     head = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
@@ -239,6 +346,25 @@ FAMILIES: dict[str, Family] = {
         "spm", _ROBERTA_SPECIALS, mask_flags=_LSTRIP, template=_fairseq_template,
         spm_vocab=_fairseq_vocab, spm_unk_id=lambda spm: 3, spm_normalizer=_spm_normalizer,
     ),
+    "t5": Family(
+        "spm", {"eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}, template=_t5_template,
+        spm_vocab=_t5_vocab, spm_unk_id=lambda spm: spm.unk_id, spm_normalizer=_spm_normalizer,
+        extra_specials=_t5_extra_ids, legacy_option=True,
+    ),
+    "mbart": Family(
+        "spm", _ROBERTA_SPECIALS, mask_flags=_LSTRIP, spm_vocab=_mbart_vocab(_MBART_LANGUAGES),
+        spm_unk_id=lambda spm: 3, spm_normalizer=_spm_normalizer, extra_specials=_mbart_extra(_MBART_LANGUAGES),
+        languages=_MBART_LANGUAGES, language_template=_mbart_language_template,
+    ),
+    "mbart50": Family(
+        "spm", _ROBERTA_SPECIALS, mask_flags={**_LSTRIP, "normalized": True}, spm_vocab=_mbart_vocab(_MBART50_LANGUAGES),
+        spm_unk_id=lambda spm: 3, spm_normalizer=_spm_normalizer, extra_specials=_mbart_extra(_MBART50_LANGUAGES),
+        languages=_MBART50_LANGUAGES, language_template=_mbart50_language_template,
+    ),
+    "marian": Family(
+        "marian", {"eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}, template=_marian_template,
+        settings={"model_max_length": 512},
+    ),
     # A tokenizer.json of a class lmatlas has no row for: HF's PreTrainedTokenizerFast defaults.
     "generic": Family(None, {}, _WITH_TYPES),
 }  # fmt: skip
@@ -248,16 +374,19 @@ _CLASS_FAMILY = {
     "BertTokenizer": "bert", "ElectraTokenizer": "electra", "DistilBertTokenizer": "distilbert",
     "MPNetTokenizer": "mpnet", "GPT2Tokenizer": "gpt2", "RobertaTokenizer": "roberta",
     "BartTokenizer": "bart", "LongformerTokenizer": "roberta", "AlbertTokenizer": "albert",
-    "XLMRobertaTokenizer": "xlm-roberta", "PreTrainedTokenizer": "generic",
+    "XLMRobertaTokenizer": "xlm-roberta", "PreTrainedTokenizer": "generic", "T5Tokenizer": "t5",
+    "MBartTokenizer": "mbart", "MBart50Tokenizer": "mbart50", "MarianTokenizer": "marian",
 }  # fmt: skip
 _MODEL_TYPE_FAMILY = {
     "bert": "bert", "electra": "electra", "distilbert": "distilbert", "mpnet": "mpnet",
     "gpt2": "gpt2", "gpt_neo": "gpt2", "gptj": "gpt2", "opt": "gpt2", "roberta": "roberta",
     "bart": "bart", "longformer": "roberta", "albert": "albert", "xlm-roberta": "xlm-roberta",
+    "t5": "t5", "mbart": "mbart", "marian": "marian",
 }  # fmt: skip
 # Without any config, the files alone decide.
 _FILES_FAMILY = {
     "vocab.txt": "bert", "vocab.json": "gpt2", "spiece.model": "albert", "sentencepiece.bpe.model": "xlm-roberta",
+    "source.spm": "marian",
 }  # fmt: skip
 
 
@@ -435,7 +564,7 @@ def _build_bytelevel(vocab_path: Path, merges_path: Path, cfg: dict) -> RustToke
 
 def _build_spm(path: Path, family: Family, cfg: dict) -> RustTokenizer:
     spm = read_sentencepiece_model(path)
-    vocab = family.spm_vocab(spm)
+    vocab = family.spm_vocab(spm, cfg)
     if spm.model_type == 1:
         model = models.Unigram(vocab, unk_id=family.spm_unk_id(spm), byte_fallback=False)
     elif spm.model_type == 2:
@@ -452,13 +581,70 @@ def _build_spm(path: Path, family: Family, cfg: dict) -> RustTokenizer:
         raise LmatlasError(f"{path} is a SentencePiece word or char model; only unigram and BPE are supported")
     tok = RustTokenizer(model)
     tok.normalizer = family.spm_normalizer(spm, cfg)
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
-    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    prepend = "first" if family.legacy_option and cfg.get("legacy", True) is False else "always"
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=prepend)
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme=prepend)
     # Control and user-defined pieces are matched before the model sees the text; only control
     # pieces count as special (skipped by decode(skip_special_tokens=True)).
     kept = [(p, t) for p, _, t in spm.pieces if t in (_SPM_CONTROL, _SPM_USER_DEFINED)]
     tok.add_tokens([AddedToken(p, normalized=False, special=t == _SPM_CONTROL) for p, t in kept])
     return tok
+
+
+class _PieceSegmenter:
+    """Marian's segmentation, as transformers' MarianTokenizer does it: special tokens are split
+    out of the text, a leading ``>>lang<<`` code is kept whole, and the rest is cut into pieces
+    by the ``sentencepiece`` library with the given model (source or target)."""
+
+    def __init__(self, path: Path, specials: list[str]):
+        import sentencepiece
+
+        spm = read_sentencepiece_model(path)  # a clear error for a file that is not a model
+        if spm.model_type not in (1, 2):
+            raise LmatlasError(f"{path} is a SentencePiece word or char model; only unigram and BPE are supported")
+        self.path = path
+        self.sp = sentencepiece.SentencePieceProcessor(model_file=str(path))
+        ordered = sorted(set(specials), key=len, reverse=True)  # the longest special token wins
+        self.split = re.compile("(" + "|".join(re.escape(t) for t in ordered) + ")") if ordered else None
+        self.specials = set(specials)
+
+    def __call__(self, text: str) -> list[str]:
+        words: list[str] = []
+        for part in self.split.split(text) if self.split else [text]:
+            if not part:
+                continue
+            if part in self.specials:
+                words.append(part)
+                continue
+            if part.startswith(">>") and (end := part.find("<<")) != -1:
+                words.append(part[: end + 2])
+                part = part[end + 2 :]
+            words += self.sp.encode(part, out_type=str)
+        return words
+
+    def decode_pieces(self, pieces: list[str]) -> str:
+        return self.sp.decode_pieces(pieces)
+
+
+def _build_marian(folder: Path, cfg: dict, specials: dict, target: bool = False):
+    """A word-level backend over Marian's ``vocab.json`` (or ``target_vocab.json`` for targets
+    with separate vocabularies) and the segmenter of its source or target SentencePiece model."""
+    separate = bool(cfg.get("separate_vocabs", False))
+    vocab_file = folder / ("target_vocab.json" if target and separate else "vocab.json")
+    spm_file = folder / ("target.spm" if target else "source.spm")
+    for f in (vocab_file, spm_file):
+        if not f.is_file():
+            raise LmatlasError(f"{folder} has source.spm but no {f.name}, which a Marian tokenizer needs")
+    vocab = _read_json(vocab_file)
+    if not isinstance(vocab, dict) or not all(isinstance(i, int) for i in vocab.values()):
+        raise LmatlasError(f"{vocab_file} is not a JSON object of token -> id")
+    unk = specials.get("unk_token")
+    if unk not in vocab:
+        raise LmatlasError(f"{vocab_file} has no {unk} token, which Marian needs for unknown pieces")
+    tok = RustTokenizer(models.WordLevel(vocab, unk_token=unk))
+    named = [t for t in specials.values() if t]
+    extra = [_content(t) for t in cfg.get("additional_special_tokens") or []]
+    return tok, _PieceSegmenter(spm_file, named + extra)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -551,12 +737,16 @@ def _apply_class_options(data: dict, family: Family, cfg: dict) -> None:
 # The files a tokenizer can be loaded from, in order of preference, and the kind of each.
 _SOURCES = (
     ("tokenizer.json", "json"),
+    ("source.spm", "marian"),
     ("vocab.txt", "wordpiece"),
     ("vocab.json", "bytelevel"),
     ("spiece.model", "spm"),
     ("sentencepiece.bpe.model", "spm"),
 )
-_KIND_FILES = {"wordpiece": "vocab.txt", "bytelevel": "vocab.json + merges.txt", "spm": "a SentencePiece .model"}
+_KIND_FILES = {
+    "wordpiece": "vocab.txt", "bytelevel": "vocab.json + merges.txt", "spm": "a SentencePiece .model",
+    "marian": "source.spm + target.spm + vocab.json",
+}  # fmt: skip
 
 
 def load_tokenizer(folder: str | os.PathLike) -> "Tokenizer":
@@ -573,7 +763,10 @@ def load_tokenizer(folder: str | os.PathLike) -> "Tokenizer":
     path = folder / source
     cfg, model_cfg = _read_configs(folder)
     family_name, family = _pick_family(cfg, model_cfg, source)
+    if family.extra_specials is not None:
+        cfg = {**cfg, "additional_special_tokens": family.extra_specials(cfg)}
     specials = {attr: _content(cfg.get(attr, family.specials.get(attr))) for attr in SPECIAL_ATTRS}
+    segmenter = target = None
 
     if kind == "json":
         data = _read_json(path)
@@ -591,17 +784,25 @@ def load_tokenizer(folder: str | os.PathLike) -> "Tokenizer":
         backend = _build_wordpiece(path, cfg, specials)
     elif kind == "bytelevel":
         backend = _build_bytelevel(path, folder / "merges.txt", cfg)
+    elif kind == "marian":
+        backend, segmenter = _build_marian(folder, cfg, specials)
+        target = _build_marian(folder, cfg, specials, target=True)
     else:
         backend = _build_spm(path, family, cfg)
 
     from_files = kind != "json"
-    _add_special_tokens(backend, cfg, family, from_files)
-    if from_files and family.template is not None:
-        backend.post_processor = family.template(cfg, _Ids(specials, backend, str(folder)))
+    backends = [backend] + ([target[0]] if target else [])
+    for b in backends:
+        _add_special_tokens(b, cfg, family, from_files)
+        if from_files and family.template is not None:
+            b.post_processor = family.template(cfg, _Ids(specials, b, str(folder)))
+    languages = None
+    if family.language_template is not None:
+        languages = _Languages(family, _Ids(specials, backend, str(folder)), cfg)
+        backend.post_processor = languages.template(languages.src_lang)
 
-    settings = _settings(cfg, folder)
-    return Tokenizer(
-        backend,
+    settings = {**family.settings, **_settings(cfg, folder)}
+    common = dict(
         specials=specials,
         additional_special_tokens=[_content(t) for t in cfg.get("additional_special_tokens") or []],
         model_input_names=settings.get("model_input_names", family.input_names),
@@ -611,6 +812,33 @@ def load_tokenizer(folder: str | os.PathLike) -> "Tokenizer":
         **{k: v for k, v in settings.items() if k not in ("model_input_names", "clean_up_tokenization_spaces")},
         name_or_path=str(folder),
     )
+    tokenizer = Tokenizer(backend, segmenter=segmenter, languages=languages, **common)
+    if target is not None:
+        # Marian's targets: the target SentencePiece model (and vocabulary, if separate); its
+        # outputs decode with them too.
+        tokenizer._target = Tokenizer(target[0], segmenter=target[1], **common)
+        tokenizer._target._target = tokenizer._target
+    return tokenizer
+
+
+class _Languages:
+    """mBART's language codes: ``src_lang`` goes around each text, ``tgt_lang`` around targets."""
+
+    def __init__(self, family: Family, ids: _Ids, cfg: dict):
+        self.family, self.ids = family, ids
+        self.codes = family.languages
+        self.src_lang = self.check(cfg.get("src_lang") or "en_XX", "src_lang")
+        self.tgt_lang = cfg.get("tgt_lang")
+        if self.tgt_lang is not None:
+            self.check(self.tgt_lang, "tgt_lang")
+
+    def check(self, code: str, name: str) -> str:
+        if code not in self.codes and self.ids._backend.token_to_id(code) is None:
+            raise LmatlasError(f"{name} {code!r} is not one of the language codes: {', '.join(self.codes)}")
+        return code
+
+    def template(self, code: str):
+        return self.family.language_template(code, self.ids)
 
 
 def _settings(cfg: dict, folder: Path) -> dict:
@@ -774,8 +1002,15 @@ class Tokenizer:
         truncation_side: str = "right",
         clean_up_tokenization_spaces: bool = False,
         name_or_path: str = "",
+        segmenter: _PieceSegmenter | None = None,
+        languages: _Languages | None = None,
     ):
         self._backend = backend
+        # Marian: texts are cut into pieces by sentencepiece first; ``_target`` encodes targets
+        # (``text_target``) and decodes model outputs.
+        self._segmenter = segmenter
+        self._target: Tokenizer | None = None
+        self._languages = languages
         self._specials = {attr: specials.get(attr) for attr in SPECIAL_ATTRS}
         self.additional_special_tokens = list(additional_special_tokens)
         self.model_input_names = list(model_input_names)
@@ -811,6 +1046,45 @@ class Tokenizer:
     @property
     def backend_tokenizer(self) -> RustTokenizer:
         return self._backend
+
+    # -- languages (mBART) -------------------------------------------------------------------
+
+    @property
+    def src_lang(self) -> str | None:
+        return self._languages.src_lang if self._languages else None
+
+    @src_lang.setter
+    def src_lang(self, code: str) -> None:
+        if self._languages is None:
+            raise LmatlasError("this tokenizer has no language codes (src_lang is for mBART)")
+        self._languages.src_lang = self._languages.check(code, "src_lang")
+        self._backend.post_processor = self._languages.template(code)
+
+    @property
+    def tgt_lang(self) -> str | None:
+        return self._languages.tgt_lang if self._languages else None
+
+    @tgt_lang.setter
+    def tgt_lang(self, code: str) -> None:
+        if self._languages is None:
+            raise LmatlasError("this tokenizer has no language codes (tgt_lang is for mBART)")
+        self._languages.tgt_lang = self._languages.check(code, "tgt_lang")
+
+    @property
+    def language_layout(self) -> str | None:
+        """Where the language code goes: "prefix" (mBART-50: before the text; a translation
+        starts with the target code, forced as its first token), "suffix" (mBART: after </s>;
+        a translation's decoder starts from the target code), or None (no language codes)."""
+        if self._languages is None:
+            return None
+        return "prefix" if self._languages.family.language_template is _mbart50_language_template else "suffix"
+
+    @property
+    def lang_code_to_id(self) -> dict[str, int]:
+        """mBART's language codes and their ids (for ``forced_bos_token_id``)."""
+        if self._languages is None:
+            return {}
+        return {code: self._backend.token_to_id(code) for code in self._languages.codes}
 
     # -- vocabulary -------------------------------------------------------------------------
 
@@ -871,6 +1145,42 @@ class Tokenizer:
 
     def __call__(
         self,
+        text: str | Sequence[str] | None = None,
+        text_pair: str | Sequence[str] | None = None,
+        *,
+        text_target: str | Sequence[str] | None = None,
+        **kwargs,
+    ) -> BatchEncoding:
+        """Encode texts (see ``encode_texts``); ``text_target`` encodes what an encoder-decoder
+        should produce, as transformers does: with Marian's target model, with mBART's target
+        language; given with ``text``, its ids come back as ``labels``."""
+        if text_target is None:
+            if text is None:
+                raise LmatlasError("text must be a string or a list of strings (or give text_target)")
+            return self.encode_texts(text, text_pair, **kwargs)
+        target = self._encode_target(text_target, **kwargs)
+        if text is None:
+            return target
+        out = self.encode_texts(text, text_pair, **kwargs)
+        out["labels"] = target["input_ids"]
+        return out
+
+    def _encode_target(self, text, **kwargs) -> BatchEncoding:
+        if self._target is not None:
+            return self._target.encode_texts(text, **kwargs)
+        if self._languages is not None:
+            if self._languages.tgt_lang is None:
+                raise LmatlasError("text_target needs the target language: set tokenizer.tgt_lang (e.g. 'ro_RO') first")
+            before = self._backend.post_processor
+            self._backend.post_processor = self._languages.template(self._languages.tgt_lang)
+            try:
+                return self.encode_texts(text, **kwargs)
+            finally:
+                self._backend.post_processor = before
+        return self.encode_texts(text, **kwargs)
+
+    def encode_texts(
+        self,
         text: str | Sequence[str],
         text_pair: str | Sequence[str] | None = None,
         *,
@@ -916,6 +1226,8 @@ class Tokenizer:
             inputs = [(text, text_pair) if text_pair else text]
         if return_tensors not in (None, "pt", "np"):
             raise LmatlasError(f"return_tensors={return_tensors!r} is not one of None, 'pt', 'np'")
+        if return_offsets_mapping and self._segmenter is not None:
+            raise LmatlasError("return_offsets_mapping is not available for Marian's tokenizer (nor in transformers)")
 
         encodings = self._encode_batch(
             inputs, add_special_tokens, padding, truncation, max_length, stride, pad_to_multiple_of, padding_side
@@ -994,6 +1306,12 @@ class Tokenizer:
         else:
             backend.no_padding()
         try:
+            if self._segmenter is not None:
+                pieces = [
+                    tuple(self._segmenter(t) for t in x) if isinstance(x, tuple) else self._segmenter(x)
+                    for x in inputs
+                ]
+                return backend.encode_batch(pieces, is_pretokenized=True, add_special_tokens=add_special_tokens)
             return backend.encode_batch(inputs, add_special_tokens=add_special_tokens)
         except Exception as e:  # tokenizers reports truncation that cannot fit as a bare Exception
             raise LmatlasError(f"cannot encode the text with these settings: {e}") from e
@@ -1036,12 +1354,34 @@ class Tokenizer:
         if hasattr(sequences, "tolist"):
             sequences = sequences.tolist()
         ids = [_id_list(s) for s in sequences]
-        texts = self._backend.decode_batch(ids, skip_special_tokens=skip_special_tokens)
+        if self._segmenter is not None:
+            texts = [self._target._decode_pieces(row, skip_special_tokens) for row in ids]
+        else:
+            texts = self._backend.decode_batch(ids, skip_special_tokens=skip_special_tokens)
         if clean_up_tokenization_spaces is None:
             clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
         if clean_up_tokenization_spaces:
             texts = [_clean_up(t) for t in texts]
         return texts
+
+    def _decode_pieces(self, ids: list[int], skip_special_tokens: bool) -> str:
+        """Marian: the pieces of ``ids`` joined by the (target) SentencePiece model, special
+        tokens kept as they are, as transformers' MarianTokenizer decodes."""
+        special = set(self.all_special_tokens)
+        unk = self.unk_token
+        out, run = "", []
+        for i in ids:
+            token = self._backend.id_to_token(i)
+            token = unk if token is None else token
+            if token in special:
+                if skip_special_tokens:
+                    continue
+                out += self._segmenter.decode_pieces(run) + token + " "
+                run = []
+            else:
+                run.append(token)
+        out += self._segmenter.decode_pieces(run)
+        return out.replace("\u2581", " ").strip()
 
     def __repr__(self) -> str:
         return f"Tokenizer({self.name_or_path!r}, vocab_size={self.vocab_size})"

@@ -1,4 +1,6 @@
-"""`lmatlas generate`: continue a prompt with a decoder, or chat with one that has a template."""
+"""`lmatlas generate`: continue a prompt with a decoder, or chat with one that has a template;
+with an encoder-decoder (BART, T5, Marian, mBART, Pegasus), turn the text into its output:
+summarise, translate, text-to-text."""
 
 from __future__ import annotations
 
@@ -13,14 +15,18 @@ from ..errors import LmatlasError
 def register(sub) -> None:
     p = sub.add_parser(
         "generate",
-        help="continue a prompt with a decoder model (GPT-2, OPT, BLOOM, Falcon, Llama...)",
-        description="Print the continuation of PROMPT. Greedy by default (or as the model's "
+        help="continue a prompt with a decoder (GPT-2, Llama...), or summarise / translate with an "
+        "encoder-decoder (BART, T5, Marian, mBART, Pegasus)",
+        description="Print the continuation of PROMPT (a decoder), or what an encoder-decoder makes of "
+        "it: a summary, a translation, T5's answer. Greedy by default (or as the model's "
         "generation_config.json says); --temperature, --top-k or --top-p sample.",
     )
     p.add_argument("prompt", nargs="?", help="the prompt; - reads it from standard input; with --chat, "
                    "the user's message (without one, --chat asks for messages in turn)")
     p.add_argument("--model", "-m", required=True, help="model folder or hub id")
-    p.add_argument("--max-new-tokens", type=int, default=50)
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="at most this many new tokens (default: 50 for a decoder; an encoder-decoder's "
+                   "generation_config.json says, like transformers)")
     p.add_argument("--min-new-tokens", type=int, default=None)
     p.add_argument("--sample", action="store_true", help="sample instead of taking the most likely token")
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature (implies --sample)")
@@ -30,6 +36,10 @@ def register(sub) -> None:
     p.add_argument("--no-repeat-ngram-size", type=int, default=None)
     p.add_argument("--num-beams", type=int, default=None, help="beam search with this many beams")
     p.add_argument("--num-return-sequences", type=int, default=None)
+    p.add_argument("--length-penalty", type=float, default=None,
+                   help="beam search: scores divided by length ** this (> 0 favours longer outputs)")
+    p.add_argument("--src-lang", default=None, help="mBART: the language code of the text (e.g. en_XX)")
+    p.add_argument("--tgt-lang", default=None, help="mBART: the language code to translate into (e.g. ro_RO)")
     p.add_argument("--stop", action="append", default=None, metavar="TEXT", help="stop after this text (repeatable)")
     p.add_argument("--seed", type=int, default=None, help="seed for sampling: the same seed gives the same text")
     p.add_argument("--stream", action="store_true", help="print the text as it is generated")
@@ -44,18 +54,24 @@ def run(args) -> int:
     from ..loader import load
     from ..tokenizer import load_tokenizer
 
-    if args.max_new_tokens < 0:
+    if args.max_new_tokens is not None and args.max_new_tokens < 0:
         raise LmatlasError(f"--max-new-tokens must be >= 0, not {args.max_new_tokens}")
     folder = resolve(args.model)
+    seq2seq = _is_encoder_decoder(folder)
+    if seq2seq and args.chat:
+        raise LmatlasError("--chat is for decoder models with a chat template; this is an encoder-decoder")
     template = chat_template(folder) if args.chat else None
     prompt = args.prompt
     if prompt == "-":
         prompt = sys.stdin.read()
     if prompt is None and not args.chat:
         raise LmatlasError("give a PROMPT (or - to read it from standard input)")
-    model = load(folder, head="causal-lm", dtype=args.dtype)
+    if not seq2seq and args.max_new_tokens is None:
+        args.max_new_tokens = 50
+    model = load(folder, head="seq2seq-lm" if seq2seq else "causal-lm", dtype=args.dtype)
     tokenizer = load_tokenizer(folder)
     options = _options(args, tokenizer)
+    options |= _languages(args, tokenizer)
     if not args.chat:
         _answer(model, tokenizer, tokenizer.encode(prompt), options, args.stream)
         return 0
@@ -67,6 +83,33 @@ def run(args) -> int:
         reply = _answer(model, tokenizer, tokenizer.encode(rendered, add_special_tokens=False), options, args.stream)
         messages.append({"role": "assistant", "content": reply[0]})
     return 0
+
+
+def _is_encoder_decoder(folder: Path) -> bool:
+    from ..checkpoint import read_config
+    from ..presets import preset_for
+
+    hf = read_config(Path(folder))
+    preset = preset_for(hf.get("model_type"), str(Path(folder) / "config.json"))
+    return "seq2seq-lm" in preset.HEADS.values()
+
+
+def _languages(args, tokenizer) -> dict:
+    """mBART's source and target languages: the source code goes around the text; the target
+    code starts the output (mBART-50 forces it as the first token, mBART as the start token)."""
+    if args.src_lang is None and args.tgt_lang is None:
+        return {}
+    if tokenizer.language_layout is None:
+        raise LmatlasError("--src-lang and --tgt-lang are for mBART models; this tokenizer has no language codes")
+    if args.src_lang is not None:
+        tokenizer.src_lang = args.src_lang
+    if args.tgt_lang is None:
+        return {}
+    tokenizer.tgt_lang = args.tgt_lang
+    code = tokenizer.lang_code_to_id[args.tgt_lang]
+    if tokenizer.language_layout == "prefix":
+        return {"forced_bos_token_id": code}
+    return {"decoder_start_token_id": code}
 
 
 def _ask():
@@ -92,6 +135,7 @@ def _options(args, tokenizer) -> dict:
         no_repeat_ngram_size=args.no_repeat_ngram_size,
         num_beams=args.num_beams,
         num_return_sequences=args.num_return_sequences,
+        length_penalty=args.length_penalty,
         stop_strings=args.stop,
         seed=args.seed,
     )
@@ -118,7 +162,9 @@ def _answer(model, tokenizer, ids: list[int], options: dict, streaming: bool) ->
         sys.stdout.write("\n")
         return ["".join(pieces)]
     out = model.generate(prompt, **options)
-    texts = [tokenizer.decode(row[len(ids) :].tolist(), skip_special_tokens=True) for row in out]
+    # A decoder's output starts with the prompt; an encoder-decoder's with the decoder start token.
+    skip = 1 if getattr(model, "is_encoder_decoder", False) else len(ids)
+    texts = [tokenizer.decode(row[skip:].tolist(), skip_special_tokens=True) for row in out]
     for i, text in enumerate(texts):
         if len(texts) > 1:
             print(f"--- {i + 1}")

@@ -22,6 +22,7 @@ from ..errors import LmatlasError
 _FAMILIES = [
     "bert", "distilbert", "roberta", "albert", "electra",
     "gpt", "gpt2", "ctrl", "gpt_neo", "opt", "bloom", "falcon", "llama",
+    "bart", "mbart", "marian", "pegasus", "t5",
 ]
 
 

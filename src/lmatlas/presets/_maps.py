@@ -23,7 +23,25 @@ class Derived:
         return Derived(tuple(prefix + n for n in self.names), self.fn)
 
 
-WeightMap = dict[str, "str | tuple[str, ...] | Derived"]
+@dataclass(frozen=True)
+class FirstOf:
+    """The first of ``names`` that the checkpoint holds.
+
+    For a table tied under several names, of which a checkpoint stores any one (BART's shared
+    embeddings as ``shared``, ``encoder.embed_tokens`` or ``decoder.embed_tokens``). ``fn``
+    rearranges it as ``Derived`` does; with ``zeros``, a checkpoint without any of the names
+    gets zeros, where transformers does the same (BART's ``final_logits_bias``).
+    """
+
+    names: tuple[str, ...]
+    fn: Callable[..., torch.Tensor] | None = None
+    zeros: bool = False
+
+    def prefixed(self, prefix: str) -> "FirstOf":
+        return FirstOf(tuple(prefix + n for n in self.names), self.fn, self.zeros)
+
+
+WeightMap = dict[str, "str | tuple[str, ...] | Derived | FirstOf"]
 
 
 def _transpose(t: torch.Tensor) -> torch.Tensor:
@@ -166,3 +184,35 @@ def lm_head(head: str, bias: bool = False) -> WeightMap:
     if head != "causal-lm":
         return {}
     return linear("head.decoder", "lm_head", bias=bias)
+
+
+SEQ2SEQ_HEADS = {
+    "ForConditionalGeneration": "seq2seq-lm",
+    "MTModel": "seq2seq-lm",  # MarianMTModel
+    "Model": "base",
+}
+
+
+def seq2seq_common(hf: dict) -> dict:
+    """Fields every encoder-decoder preset sets alike."""
+    return dict(
+        hf_common(hf),
+        is_encoder_decoder=True,
+        decoder_start_token_id=hf.get("decoder_start_token_id"),
+        forced_bos_token_id=hf.get("forced_bos_token_id"),
+        forced_eos_token_id=hf.get("forced_eos_token_id"),
+    )
+
+
+def _flatten(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(-1)
+
+
+def final_logits_bias() -> WeightMap:
+    """BART's family adds a (1, vocab) buffer to the logits; checkpoints without it mean zeros."""
+    return {"head.decoder.bias": FirstOf(("final_logits_bias",), _flatten, zeros=True)}
+
+
+def shared_tokens(names: tuple[str, ...] = ("shared", "encoder.embed_tokens", "decoder.embed_tokens")) -> WeightMap:
+    """An encoder-decoder's one token table, stored under whichever of its tied names."""
+    return {"backbone.encoder.embeddings.tokens.weight": FirstOf(tuple(f"{n}.weight" for n in names))}

@@ -1,0 +1,135 @@
+"""The encoder-decoder skeleton: the Transformer (Marian), BART, mBART, T5, Pegasus.
+
+Not a third stack of blocks: the encoder is ``lmatlas.encoder.Encoder`` and the decoder is
+``lmatlas.decoder.Decoder`` whose layers also attend to the encoder's output (cross-attention,
+``ModelConfig.cross_attention``). Generation runs the encoder once; ``Seq2SeqCache`` holds the
+decoder's self-attention cache and the cross-attention keys and values of each source, projected
+once. Decoding itself lives in ``lmatlas.generate``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+from .decoder import Decoder, KVCache
+from .encoder import Encoder
+
+
+class Seq2SeqCache:
+    """The decoder's key/value cache, plus the source's cross-attention keys and values.
+
+    The cross-attention keys and values are computed once per source row. When several decoder
+    rows continue one source (beams, or several samples), they are consecutive and share that
+    source's keys and values (see ``blocks.Attention.attend_memory``): beam search reorders only
+    the self-attention cache. ``self_attention`` is None when decoding without a cache (each step
+    re-reads the whole target), while the source is still encoded only once.
+    """
+
+    def __init__(
+        self,
+        self_attention: KVCache | None,
+        cross: list[tuple[torch.Tensor, torch.Tensor]],
+        memory_mask: torch.Tensor | None,
+        encoder_last_hidden_state: torch.Tensor,
+    ):
+        self.self_attention = self_attention
+        self.cross = cross
+        self.memory_mask = memory_mask
+        self.encoder_last_hidden_state = encoder_last_hidden_state
+
+    @property
+    def length(self) -> int:
+        return 0 if self.self_attention is None else self.self_attention.length
+
+    @property
+    def max_length(self) -> int:
+        return 0 if self.self_attention is None else self.self_attention.max_length
+
+    @property
+    def batch_size(self) -> int:
+        return 0 if self.self_attention is None else self.self_attention.batch_size
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Beam search: only the self-attention cache follows the beams (the source's keys and
+        values are the same for every beam of it)."""
+        if self.self_attention is not None:
+            self.self_attention.reorder(index)
+
+    def nbytes(self) -> int:
+        own = 0 if self.self_attention is None else self.self_attention.nbytes()
+        return own + sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in self.cross)
+
+
+class EncoderDecoder(nn.Module):
+    """An encoder and a cross-attending decoder, sharing one token table unless told otherwise."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.encoder = Encoder(cfg.encoder_config())
+        self.decoder = Decoder(cfg.decoder_config())
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        if self.config.shared_embeddings:
+            self.decoder.embeddings.tokens.weight = self.encoder.embeddings.tokens.weight
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs) -> dict:
+        return self.encoder(input_ids, attention_mask=attention_mask, **kwargs)
+
+    def new_cache(
+        self,
+        batch_size: int,
+        max_length: int,
+        encoder_last_hidden_state: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        use_cache: bool = True,
+    ) -> Seq2SeqCache:
+        """A cache for ``batch_size`` decoder rows of up to ``max_length`` tokens, continuing the
+        encoded sources (whose count must divide ``batch_size``: a group of rows per source)."""
+        sources = encoder_last_hidden_state.shape[0]
+        if batch_size % sources:
+            raise ValueError(f"{batch_size} decoder rows cannot be split evenly among {sources} sources")
+        own = self.decoder.new_cache(batch_size, max_length) if use_cache else None
+        with torch.no_grad():
+            cross = self.decoder.cross_kv(encoder_last_hidden_state)
+        return Seq2SeqCache(own, cross, attention_mask, encoder_last_hidden_state)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.Tensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        decoder_position_ids: torch.Tensor | None = None,
+        encoder_outputs: dict | None = None,
+        cache: Seq2SeqCache | None = None,
+        output_hidden_states: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        if cache is not None:
+            encoder_outputs = {"last_hidden_state": cache.encoder_last_hidden_state}
+            memory, memory_mask = cache.cross, cache.memory_mask
+        else:
+            if encoder_outputs is None:
+                encoder_outputs = self.encoder(
+                    input_ids, attention_mask=attention_mask, output_hidden_states=output_hidden_states
+                )
+            memory, memory_mask = encoder_outputs["last_hidden_state"], attention_mask
+        out = self.decoder(
+            decoder_input_ids,
+            attention_mask=decoder_attention_mask,
+            position_ids=decoder_position_ids,
+            cache=cache.self_attention if cache is not None else None,
+            output_hidden_states=output_hidden_states,
+            memory=memory,
+            memory_mask=memory_mask,
+        )
+        result = {"last_hidden_state": out["last_hidden_state"]}
+        if output_hidden_states:
+            result["decoder_hidden_states"] = out["hidden_states"]
+            if "hidden_states" in encoder_outputs:
+                result["encoder_hidden_states"] = encoder_outputs["hidden_states"]
+        result["encoder_last_hidden_state"] = encoder_outputs["last_hidden_state"]
+        return result

@@ -1,0 +1,126 @@
+"""BART (Lewis et al., 2019): a denoising autoencoder, BERT's encoder and GPT's decoder joined.
+
+Post-norm layers, learned positions offset by 2 (fairseq reserved two slots), a norm over the
+embeddings (``layernorm_embedding``), one token table shared by encoder, decoder and LM head,
+and ``final_logits_bias`` added to the logits. The layer names are those of its whole family:
+mBART, Marian and Pegasus are this module's ``family_config`` with other switches.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..blocks import ACTIVATIONS
+from ..config import ModelConfig
+from ._maps import (
+    SEQ2SEQ_HEADS,
+    WeightMap,
+    final_logits_bias,
+    fused,
+    linear,
+    norm,
+    seq2seq_common,
+    shared_tokens,
+)
+
+MODEL_TYPES = ("bart",)
+PREFIX = "model"
+HEADS = SEQ2SEQ_HEADS
+_OFFSET = 2
+
+
+def family_config(
+    hf: dict,
+    model_type: str,
+    *,
+    norm_position: str,
+    final_norm: bool,
+    embedding_norm: bool,
+    positions: str,
+) -> ModelConfig:
+    """The BART family's config.json: ``positions`` "learned" (offset by 2) or "sinusoidal"
+    (computed, sines then cosines, as Marian's and Pegasus' tables)."""
+    d = hf.get("d_model", 1024)
+    learned = positions == "learned"
+    vocab = hf["vocab_size"]
+    shared = hf.get("share_encoder_decoder_embeddings", True)
+    activation = hf.get("activation_function", "gelu")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation_function {activation!r} is not one of {', '.join(sorted(ACTIVATIONS))}")
+    return ModelConfig(
+        model_type=model_type,
+        vocab_size=vocab,
+        hidden_size=d,
+        num_layers=hf.get("encoder_layers", 12),
+        num_heads=hf.get("encoder_attention_heads", 16),
+        intermediate_size=hf.get("encoder_ffn_dim", 4096),
+        decoder_layers=hf.get("decoder_layers", 12),
+        decoder_heads=hf.get("decoder_attention_heads", 16),
+        decoder_intermediate_size=hf.get("decoder_ffn_dim", 4096),
+        # Marian's separate target vocabulary (only with separate embeddings).
+        decoder_vocab_size=None if shared else (hf.get("decoder_vocab_size") or vocab),
+        shared_embeddings=shared,
+        activation=activation,
+        max_positions=hf.get("max_position_embeddings", 1024) + (_OFFSET if learned else 0),
+        position_offset=_OFFSET if learned else 0,
+        position_embedding=positions,
+        positions_stored=learned,
+        sinusoidal_layout="concat",
+        positions_float64=True,
+        embedding_scale=math.sqrt(d) if hf.get("scale_embedding", False) else 1.0,
+        embedding_norm=embedding_norm,
+        norm_eps=1e-5,
+        norm_position=norm_position,
+        final_norm=final_norm,
+        lm_head_bias=True,  # final_logits_bias
+        hidden_dropout=hf.get("dropout", 0.1),
+        attention_dropout=hf.get("attention_dropout", 0.0),
+        **seq2seq_common(hf),
+    )
+
+
+def config(hf: dict, head: str) -> ModelConfig:
+    return family_config(hf, "bart", norm_position="post", final_norm=False, embedding_norm=True, positions="learned")
+
+
+def _attention(ours: str, theirs: str) -> WeightMap:
+    m = fused(f"{ours}.qkv", (f"{theirs}.q_proj", f"{theirs}.k_proj", f"{theirs}.v_proj"))
+    return m | linear(f"{ours}.out", f"{theirs}.out_proj")
+
+
+def family_weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
+    backbone: WeightMap = {}
+    if cfg.shared_embeddings:
+        backbone |= shared_tokens()
+    else:
+        backbone["backbone.encoder.embeddings.tokens.weight"] = "encoder.embed_tokens.weight"
+        backbone["backbone.decoder.embeddings.tokens.weight"] = "decoder.embed_tokens.weight"
+    for stack, layers in (("encoder", cfg.num_layers), ("decoder", cfg.decoder_layers or cfg.num_layers)):
+        if cfg.position_embedding == "learned":
+            backbone[f"backbone.{stack}.embeddings.positions.weight"] = f"{stack}.embed_positions.weight"
+        if cfg.embedding_norm:
+            backbone |= norm(f"backbone.{stack}.embeddings.norm", f"{stack}.layernorm_embedding")
+        for i in range(layers):
+            ours, theirs = f"backbone.{stack}.layers.{i}", f"{stack}.layers.{i}"
+            backbone |= _attention(f"{ours}.attn", f"{theirs}.self_attn")
+            backbone |= norm(f"{ours}.attn_norm", f"{theirs}.self_attn_layer_norm")
+            if stack == "decoder":
+                cross = f"{theirs}.encoder_attn"
+                backbone |= linear(f"{ours}.cross_attn.q", f"{cross}.q_proj")
+                backbone |= fused(f"{ours}.cross_attn.kv", (f"{cross}.k_proj", f"{cross}.v_proj"))
+                backbone |= linear(f"{ours}.cross_attn.out", f"{cross}.out_proj")
+                backbone |= norm(f"{ours}.cross_norm", f"{theirs}.encoder_attn_layer_norm")
+            backbone |= linear(f"{ours}.mlp.fc_in", f"{theirs}.fc1")
+            backbone |= linear(f"{ours}.mlp.fc_out", f"{theirs}.fc2")
+            backbone |= norm(f"{ours}.mlp_norm", f"{theirs}.final_layer_norm")
+        if cfg.final_norm:
+            backbone |= norm(f"backbone.{stack}.final_norm", f"{stack}.layer_norm")
+    heads: WeightMap = {}
+    if head == "seq2seq-lm":
+        heads |= final_logits_bias()
+        if not cfg.tie_word_embeddings:
+            heads["head.decoder.weight"] = "lm_head.weight"
+    return backbone, heads
+
+
+weights = family_weights

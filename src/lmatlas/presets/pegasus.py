@@ -1,0 +1,24 @@
+"""Pegasus (Zhang et al., 2019): pre-trained for summarisation by generating gap sentences.
+
+Pre-norm layers with a final norm after each stack, fixed sinusoidal positions (as Marian's),
+embeddings scaled by sqrt(d_model), no norm over the embeddings.
+"""
+
+from __future__ import annotations
+
+from ..config import ModelConfig
+from ._maps import SEQ2SEQ_HEADS
+from .bart import family_config, family_weights
+
+MODEL_TYPES = ("pegasus",)
+PREFIX = "model"
+HEADS = SEQ2SEQ_HEADS
+
+
+def config(hf: dict, head: str) -> ModelConfig:
+    return family_config(
+        hf, "pegasus", norm_position="pre", final_norm=True, embedding_norm=False, positions="sinusoidal"
+    )
+
+
+weights = family_weights

@@ -1,0 +1,98 @@
+"""T5 (Raffel et al., 2020): every task as text-to-text, on one encoder-decoder.
+
+Pre-norm layers with RMS norms (no bias, no centring) and a final norm after each stack; no
+position embeddings but a learned per-head bias by relative-position bucket, computed once per
+stack (the first layer holds the table) and added to every layer's scores; scores unscaled (the
+initialisation absorbs 1/sqrt(d)); no biases anywhere. v1.0: ReLU MLP, LM head tied to the token
+table and fed the last hidden state scaled by d_model**-0.5; v1.1 (and Flan-T5): gated-GELU MLP
+and an untied head.
+"""
+
+from __future__ import annotations
+
+from ..config import ModelConfig
+from ..blocks import ACTIVATIONS
+from ._maps import SEQ2SEQ_HEADS, WeightMap, fused, linear, seq2seq_common, shared_tokens
+
+MODEL_TYPES = ("t5",)
+PREFIX = ""
+HEADS = SEQ2SEQ_HEADS
+
+
+def _feed_forward(hf: dict) -> tuple[str, bool]:
+    proj = hf.get("feed_forward_proj", "relu")
+    parts = proj.split("-")
+    act = "gelu_new" if proj == "gated-gelu" else parts[-1]
+    if len(parts) > 2 or (len(parts) == 2 and parts[0] != "gated") or act not in ACTIVATIONS:
+        raise ValueError(f"feed_forward_proj {proj!r} is not 'ACT' or 'gated-ACT' with a known ACT")
+    return act, len(parts) == 2
+
+
+def config(hf: dict, head: str) -> ModelConfig:
+    d = hf.get("d_model", 512)
+    act, gated = _feed_forward(hf)
+    common = seq2seq_common(hf)
+    tied = common["tie_word_embeddings"]
+    layers = hf.get("num_layers", 6)
+    return ModelConfig(
+        model_type="t5",
+        vocab_size=hf["vocab_size"],
+        hidden_size=d,
+        num_layers=layers,
+        decoder_layers=hf.get("num_decoder_layers") or layers,
+        num_heads=hf.get("num_heads", 8),
+        head_dim=hf.get("d_kv", 64),
+        intermediate_size=hf.get("d_ff", 2048),
+        activation=act,
+        gated_mlp=gated,
+        position_embedding="relative",
+        relative_attention_num_buckets=hf.get("relative_attention_num_buckets", 32),
+        relative_attention_max_distance=hf.get("relative_attention_max_distance", 128),
+        norm="rmsnorm",
+        norm_eps=hf.get("layer_norm_epsilon", 1e-6),
+        norm_position="pre",
+        embedding_norm=False,
+        final_norm=True,
+        attention_bias=False,
+        mlp_bias=False,
+        attention_scale=1.0,
+        lm_head_scale=d**-0.5 if tied else 1.0,
+        hidden_dropout=hf.get("dropout_rate", 0.1),
+        attention_dropout=hf.get("dropout_rate", 0.1),
+        **common,
+    )
+
+
+def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
+    backbone: WeightMap = shared_tokens()
+    for stack, layers in (("encoder", cfg.num_layers), ("decoder", cfg.decoder_layers or cfg.num_layers)):
+        backbone[f"backbone.{stack}.relative_attention_bias.weight"] = (
+            f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
+        )
+        for i in range(layers):
+            ours, theirs = f"backbone.{stack}.layers.{i}", f"{stack}.block.{i}.layer"
+            att = f"{theirs}.0.SelfAttention"
+            backbone |= fused(f"{ours}.attn.qkv", (f"{att}.q", f"{att}.k", f"{att}.v"), bias=False)
+            backbone |= linear(f"{ours}.attn.out", f"{att}.o", bias=False)
+            backbone |= linear(f"{ours}.attn_norm", f"{theirs}.0.layer_norm", bias=False)
+            ff = 1
+            if stack == "decoder":
+                cross = f"{theirs}.1.EncDecAttention"
+                backbone |= linear(f"{ours}.cross_attn.q", f"{cross}.q", bias=False)
+                backbone |= fused(f"{ours}.cross_attn.kv", (f"{cross}.k", f"{cross}.v"), bias=False)
+                backbone |= linear(f"{ours}.cross_attn.out", f"{cross}.o", bias=False)
+                backbone |= linear(f"{ours}.cross_norm", f"{theirs}.1.layer_norm", bias=False)
+                ff = 2
+            mlp = f"{theirs}.{ff}.DenseReluDense"
+            if cfg.gated_mlp:
+                backbone |= linear(f"{ours}.mlp.gate", f"{mlp}.wi_0", bias=False)
+                backbone |= linear(f"{ours}.mlp.fc_in", f"{mlp}.wi_1", bias=False)
+            else:
+                backbone |= linear(f"{ours}.mlp.fc_in", f"{mlp}.wi", bias=False)
+            backbone |= linear(f"{ours}.mlp.fc_out", f"{mlp}.wo", bias=False)
+            backbone |= linear(f"{ours}.mlp_norm", f"{theirs}.{ff}.layer_norm", bias=False)
+        backbone |= linear(f"backbone.{stack}.final_norm", f"{stack}.final_layer_norm", bias=False)
+    heads: WeightMap = {}
+    if head == "seq2seq-lm" and not cfg.tie_word_embeddings:
+        heads["head.decoder.weight"] = "lm_head.weight"
+    return backbone, heads

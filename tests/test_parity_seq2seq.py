@@ -1,0 +1,327 @@
+"""Encoder-decoder presets against transformers, on checkpoints it writes with random weights.
+
+Unusual shapes on purpose: encoder and decoder of different depths and head counts (3 and 6
+heads on width 48), an odd vocabulary, T5 with few buckets, a short maximum distance and heads
+whose d_kv does not divide the width; right-padded source batches longer than T5's maximum
+distance; random final_logits_bias; untied heads; Marian with separate source and target tables.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+import lmatlas
+from lmatlas.encoder_decoder import Seq2SeqCache
+
+from .reference import randomize, transformers
+
+TOL = 1e-4
+VOCAB = 1013
+SOURCE_LENGTH = 17
+
+_bart_shape = dict(
+    vocab_size=VOCAB, d_model=48, encoder_layers=2, decoder_layers=3, encoder_attention_heads=3,
+    decoder_attention_heads=6, encoder_ffn_dim=70, decoder_ffn_dim=50, max_position_embeddings=40,
+)  # fmt: skip
+_t5_shape = dict(vocab_size=VOCAB, d_model=48, num_layers=2, num_decoder_layers=3, decoder_start_token_id=0)
+
+# name -> (config class, config kwargs, seq2seq-lm class, base class)
+VARIANTS: dict[str, tuple[str, dict, str, str]] = {
+    # The Transformer as Marian implements it: post-norm, sinusoidal positions, scaled embeddings.
+    "marian": ("MarianConfig", dict(_bart_shape, scale_embedding=True, activation_function="swish",
+                                    pad_token_id=VOCAB - 1, decoder_start_token_id=VOCAB - 1, eos_token_id=0,
+                                    forced_eos_token_id=0),
+               "MarianMTModel", "MarianModel"),
+    "marian-separate-embeddings": (
+        "MarianConfig", dict(_bart_shape, scale_embedding=True, share_encoder_decoder_embeddings=False,
+                             pad_token_id=VOCAB - 1, decoder_start_token_id=VOCAB - 1, eos_token_id=0),
+        "MarianMTModel", "MarianModel"),
+    "bart": ("BartConfig", dict(_bart_shape), "BartForConditionalGeneration", "BartModel"),
+    "bart-scaled-untied": (
+        "BartConfig", dict(_bart_shape, encoder_layers=3, decoder_layers=1, scale_embedding=True,
+                           tie_word_embeddings=False, activation_function="gelu_new"),
+        "BartForConditionalGeneration", "BartModel"),
+    "mbart": ("MBartConfig", dict(_bart_shape, encoder_attention_heads=4, decoder_attention_heads=3,
+                                  scale_embedding=True), "MBartForConditionalGeneration", "MBartModel"),
+    "pegasus": ("PegasusConfig", dict(_bart_shape, scale_embedding=True, activation_function="relu"),
+                "PegasusForConditionalGeneration", "PegasusModel"),
+    # T5 v1.0: ReLU, tied head rescaled by d_model**-0.5; 5 heads of 10 (inner width 50, not 48).
+    "t5": ("T5Config", dict(_t5_shape, d_kv=10, d_ff=70, num_heads=5, relative_attention_num_buckets=8,
+                            relative_attention_max_distance=12), "T5ForConditionalGeneration", "T5Model"),
+    # T5 v1.1: gated GELU, untied head; 6 buckets, so 3 exact offsets and 0 logarithmic per side.
+    "t5-v1.1": ("T5Config", dict(_t5_shape, d_kv=16, d_ff=60, num_heads=3, relative_attention_num_buckets=6,
+                                 relative_attention_max_distance=9, feed_forward_proj="gated-gelu",
+                                 tie_word_embeddings=False), "T5ForConditionalGeneration", "T5Model"),
+}  # fmt: skip
+
+# generation_config.json settings, as the released checkpoints carry them (OPUS-MT forbids its pad).
+GENERATION = {"marian": dict(bad_words_ids=[[VOCAB - 1]])}
+
+
+def pad_id(variant: str) -> int:
+    return VARIANTS[variant][1].get("pad_token_id", 0 if variant.startswith(("t5", "pegasus")) else 1)
+
+
+def build_reference(variant: str, head: str = "seq2seq-lm"):
+    tf = transformers()
+    config_cls, kw, lm_cls, base_cls = VARIANTS[variant]
+    config = getattr(tf, config_cls)(**kw)
+    torch.manual_seed(0)
+    model = getattr(tf, lm_cls if head == "seq2seq-lm" else base_cls)(config).eval()
+    randomize(model, seed=sum(map(ord, variant + head)) % 1000)
+    gen = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            # Sinusoidal tables are fixed, not weights: restore them after the randomising.
+            if hasattr(module, "_init_weight") and "embed_positions" in name:
+                module._init_weight()
+        if hasattr(model, "final_logits_bias"):
+            model.final_logits_bias.copy_(torch.randn(model.final_logits_bias.shape, generator=gen) * 0.5)
+    model.tie_weights()
+    if head == "seq2seq-lm":
+        for key, value in GENERATION.get(variant, {}).items():
+            setattr(model.generation_config, key, value)
+    return model
+
+
+@functools.lru_cache(maxsize=None)
+def _saved(variant: str, head: str, safe: bool, root: str):
+    ref = build_reference(variant, head)
+    folder = f"{root}/{variant}-{head}-{'st' if safe else 'bin'}"
+    ref.save_pretrained(folder, safe_serialization=safe)
+    return ref, folder
+
+
+@pytest.fixture(scope="session")
+def saved_seq2seq(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("seq2seq"))
+
+    def get(variant: str, head: str = "seq2seq-lm", safe: bool = True, folder: bool = False):
+        ref, path = _saved(variant, head, safe, root)
+        if folder:
+            return ref, path
+        return ref, lmatlas.load(path)
+
+    return get
+
+
+def padded_sources(variant: str, lengths=(SOURCE_LENGTH, 9, 4), seed: int = 1):
+    """Right-padded sources (as tokenizers pad them), each ending in a real token."""
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, VOCAB - 2, (len(lengths), max(lengths)), generator=gen)
+    mask = torch.ones_like(ids)
+    for row, length in enumerate(lengths):
+        ids[row, length:] = pad_id(variant)
+        mask[row, length:] = 0
+    return ids, mask
+
+
+def targets(rows: int = 3, length: int = 7, seed: int = 2):
+    return torch.randint(3, VOCAB - 2, (rows, length), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread; on a busy machine more threads only wait."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+CASES = [(v, h) for v in VARIANTS for h in ("seq2seq-lm", "base")]
+
+
+@pytest.mark.parametrize("variant,head", CASES)
+def test_parity_padded_sources(variant, head, saved_seq2seq):
+    ref, ours = saved_seq2seq(variant, head)
+    assert ours.head_name == head
+    assert ours.is_encoder_decoder
+    ids, mask = padded_sources(variant)
+    dec = targets()
+    with torch.no_grad():
+        expected = ref(input_ids=ids, attention_mask=mask, decoder_input_ids=dec)
+        got = ours(ids, attention_mask=mask, decoder_input_ids=dec)
+    field = "logits" if head == "seq2seq-lm" else "last_hidden_state"
+    e, g = getattr(expected, field), got[field]
+    assert g.shape == e.shape
+    diff = (g - e).abs().max().item()
+    assert diff <= TOL, f"{variant} {head}: max abs diff {diff:.2e}"
+    # The encoder's output at real source tokens (padding positions are undefined).
+    enc = (got.encoder_last_hidden_state - expected.encoder_last_hidden_state)[mask.bool()]
+    assert enc.abs().max().item() <= TOL
+
+
+@pytest.mark.parametrize("variant", ["bart", "t5-v1.1"])
+def test_parity_pytorch_bin(variant, saved_seq2seq):
+    ref, ours = saved_seq2seq(variant, safe=False)
+    ids, mask = padded_sources(variant)
+    dec = targets()
+    with torch.no_grad():
+        diff = ours(ids, attention_mask=mask, decoder_input_ids=dec).logits - ref(
+            input_ids=ids, attention_mask=mask, decoder_input_ids=dec
+        ).logits
+    assert diff.abs().max().item() <= TOL
+
+
+def test_encoder_outputs_reused(saved_seq2seq):
+    _, ours = saved_seq2seq("mbart")
+    ids, mask = padded_sources("mbart")
+    dec = targets()
+    with torch.no_grad():
+        full = ours(ids, attention_mask=mask, decoder_input_ids=dec).logits
+        encoded = ours.encode(ids, mask)
+        again = ours(attention_mask=mask, decoder_input_ids=dec, encoder_outputs=encoded).logits
+    assert torch.equal(full, again)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_cached_steps_equal_full_forward(variant, saved_seq2seq):
+    """Prefill the decoder, then feed one and two tokens at a time through a Seq2SeqCache whose
+    cross-attention keys and values are computed once per source and shared by two decoder rows
+    per source (as beams share them): each step's logits equal a full forward pass's."""
+    _, ours = saved_seq2seq(variant)
+    ids, mask = padded_sources(variant, lengths=(SOURCE_LENGTH, 6))
+    group = 2
+    dec = targets(rows=2 * group, length=6)
+    with torch.no_grad():
+        full = ours(
+            ids.repeat_interleave(group, 0), attention_mask=mask.repeat_interleave(group, 0), decoder_input_ids=dec
+        ).logits
+        encoded = ours.encode(ids, mask).last_hidden_state
+        cache = ours.new_cache(2 * group, dec.shape[1], encoder_last_hidden_state=encoded, attention_mask=mask)
+        assert isinstance(cache, Seq2SeqCache)
+        assert cache.cross[0][0].shape[0] == 2  # one per source, not per decoder row
+        steps = []
+        for start, stop in ((0, 3), (3, 4), (4, 6)):
+            steps.append(ours(decoder_input_ids=dec[:, start:stop], cache=cache).logits)
+    diff = (torch.cat(steps, dim=1) - full).abs().max().item()
+    assert diff <= TOL, f"{variant}: cached vs full max abs diff {diff:.2e}"
+
+
+def test_tied_and_untied_heads(saved_seq2seq):
+    _, bart = saved_seq2seq("bart")
+    tokens = bart.backbone.encoder.embeddings.tokens.weight
+    assert bart.backbone.decoder.embeddings.tokens.weight is tokens
+    assert bart.head.decoder.weight is tokens
+    _, untied = saved_seq2seq("bart-scaled-untied")
+    assert untied.head.decoder.weight is not untied.backbone.decoder.embeddings.tokens.weight
+    _, t5 = saved_seq2seq("t5")
+    assert t5.head.decoder.weight is t5.backbone.encoder.embeddings.tokens.weight
+    assert t5.head.scale == pytest.approx(48**-0.5)
+    _, t5_11 = saved_seq2seq("t5-v1.1")
+    assert t5_11.head.scale == 1.0
+    _, marian = saved_seq2seq("marian-separate-embeddings")
+    enc, dec = marian.backbone.encoder.embeddings.tokens.weight, marian.backbone.decoder.embeddings.tokens.weight
+    assert enc is not dec and not torch.equal(enc, dec)
+    assert marian.head.decoder.weight is dec
+
+
+def test_embeddings_stored_under_another_tied_name(saved_seq2seq, tmp_path):
+    """Some checkpoints (facebook/bart-large-cnn) store the shared table as decoder.embed_tokens;
+    some lack final_logits_bias, which then counts as zeros (no warning), as in transformers."""
+    import json
+    import warnings
+
+    from safetensors.torch import load_file, save_file
+
+    ref, folder = saved_seq2seq("bart", folder=True)
+    state = load_file(f"{folder}/model.safetensors")
+    state["model.decoder.embed_tokens.weight"] = state.pop("model.shared.weight")
+    del state["final_logits_bias"]
+    save_file(state, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    (tmp_path / "config.json").write_text(json.dumps(ref.config.to_dict()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ours = lmatlas.load(tmp_path)
+    assert torch.equal(ours.backbone.encoder.embeddings.tokens.weight, ref.model.shared.weight)
+    assert not ours.head.decoder.bias.any()
+
+
+# ---- bad checkpoints -------------------------------------------------------------------------
+
+
+def _copy_folder(saved_seq2seq, variant, tmp_path):
+    import shutil
+
+    _, folder = saved_seq2seq(variant, folder=True)
+    dst = tmp_path / variant
+    shutil.copytree(folder, dst)
+    return dst
+
+
+def test_bad_feed_forward_proj(saved_seq2seq, tmp_path):
+    import json
+
+    folder = _copy_folder(saved_seq2seq, "t5", tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config["feed_forward_proj"] = "gated-gelu-extra"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(lmatlas.LmatlasError, match="config.json: cannot be read as a t5 config .*feed_forward_proj"):
+        lmatlas.load(folder)
+    folder = _copy_folder(saved_seq2seq, "bart", tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config["activation_function"] = "wiggle"
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(lmatlas.LmatlasError, match="cannot be read as a bart config .*activation_function 'wiggle'"):
+        lmatlas.load(folder)
+
+
+def test_missing_cross_attention_weight(saved_seq2seq, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = _copy_folder(saved_seq2seq, "bart", tmp_path)
+    state = load_file(folder / "model.safetensors")
+    del state["model.decoder.layers.1.encoder_attn.k_proj.weight"]
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(lmatlas.LmatlasError, match="no weight model.decoder.layers.1.encoder_attn.k_proj.weight"):
+        lmatlas.load(folder)
+
+
+def test_decoder_depth_that_does_not_fit(saved_seq2seq, tmp_path):
+    import json
+
+    folder = _copy_folder(saved_seq2seq, "t5-v1.1", tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config["d_kv"] = 12
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(lmatlas.LmatlasError, match="has shape .* but config.json implies"):
+        lmatlas.load(folder)
+
+
+def test_unknown_head_for_seq2seq(saved_seq2seq):
+    _, folder = saved_seq2seq("marian", folder=True)
+    with pytest.raises(lmatlas.LmatlasError, match="head 'causal-lm' is not available for marian; choose one of base, seq2seq-lm"):
+        lmatlas.load(folder, head="causal-lm")
+
+
+@pytest.mark.parametrize("variant", ["bart", "mbart", "t5"])
+def test_padded_targets_and_hidden_states(variant, saved_seq2seq):
+    """A right-padded decoder_attention_mask, and every layer's hidden states of both stacks."""
+    ref, ours = saved_seq2seq(variant)
+    ids, mask = padded_sources(variant)
+    dec = targets()
+    dec_mask = torch.ones_like(dec)
+    dec_mask[1, 5:] = 0
+    dec_mask[2, 2:] = 0
+    kw = dict(attention_mask=mask, decoder_input_ids=dec, decoder_attention_mask=dec_mask, output_hidden_states=True)
+    with torch.no_grad():
+        expected = ref(input_ids=ids, **kw)
+        got = ours(ids, **kw)
+    real = dec_mask.bool()
+    assert (got.logits - expected.logits)[real].abs().max().item() <= TOL
+    for name, keep in (("decoder_hidden_states", real), ("encoder_hidden_states", mask.bool())):
+        assert len(got[name]) == len(expected[name])
+        for g, e in zip(got[name], expected[name]):
+            assert (g - e)[keep].abs().max().item() <= TOL, name
+
+
+def test_bfloat16_generates(saved_seq2seq):
+    _, folder = saved_seq2seq("t5-v1.1", folder=True)
+    model = lmatlas.load(folder, dtype="bfloat16")
+    ids, mask = padded_sources("t5-v1.1")
+    out = model.generate(ids, mask, max_new_tokens=4, num_beams=2)
+    assert out.shape == (3, 5)

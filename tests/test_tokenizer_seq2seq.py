@@ -1,0 +1,239 @@
+"""The encoder-decoders' SentencePiece tokenizers against transformers, on the same files.
+
+T5 (``spiece.model``, sentinel tokens ``<extra_id_N>``), mBART and mBART-50 (language codes
+around each text, ``src_lang`` / ``tgt_lang``), and Marian (separate source and target
+SentencePiece models over one ``vocab.json``, or two vocabularies). The SentencePiece models are
+trained on SST-2 in a session fixture. transformers' Marian tokenizer is the slow one (there is
+no fast one): the reference segments with the ``sentencepiece`` library itself.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from lmatlas.errors import LmatlasError
+from lmatlas.tokenizer import load_tokenizer
+
+from .helpers_tokenizer import (
+    HAND_CASES,
+    Variant,
+    assert_same_output,
+    hf_auto,
+    make_folder,
+    pipeline_json,
+    sst2_sentences,
+    train_sentencepiece,
+)
+
+SENTENCES = 200
+
+
+@pytest.fixture(scope="session")
+def texts() -> list[str]:
+    # Language codes at the start of a text (Marian), special tokens and sentinels typed in it.
+    extra = [">>fr<< Hello world", ">>de<<", "a sentence </s> with <unk> specials <pad>", "<extra_id_0> is <extra_id_7>"]
+    return sst2_sentences(SENTENCES) + HAND_CASES + extra
+
+
+@pytest.fixture(scope="session")
+def spm_files(tmp_path_factory) -> dict:
+    import sentencepiece as spm
+
+    root = tmp_path_factory.mktemp("spm_seq2seq")
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n".join(sst2_sentences(3000) + HAND_CASES) + "\n", encoding="utf-8")
+    lower = root / "lower.txt"
+    lower.write_text(corpus.read_text(encoding="utf-8").lower(), encoding="utf-8")
+    files = {
+        # T5's layout: <pad> 0, </s> 1, <unk> 2.
+        "t5": train_sentencepiece(root / "t5", "spiece.model", corpus, "unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1),
+        "mbart": train_sentencepiece(root / "mbart", "sentencepiece.bpe.model", corpus, "bpe"),
+        # Marian: a source model and a different target model (trained on lowercased text).
+        "source": train_sentencepiece(root / "src", "source.spm", corpus, "unigram"),
+        "target": train_sentencepiece(root / "tgt", "target.spm", lower, "unigram"),
+    }
+    pieces = {}
+    for side in ("source", "target"):
+        sp = spm.SentencePieceProcessor(model_file=str(files[side]))
+        pieces[side] = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
+    # OPUS-MT's vocab.json: </s> and <unk> first, every piece of both models, language codes, <pad> last.
+    joint: dict[str, int] = {}
+    for p in ["</s>", "<unk>", *pieces["source"], *pieces["target"], ">>fr<<", ">>de<<", "<pad>"]:
+        joint.setdefault(p, len(joint))
+    files["vocab"] = root / "vocab.json"
+    files["vocab"].write_text(json.dumps(joint), encoding="utf-8")
+    # Separate vocabularies: each side its own pieces.
+    sep = root / "separate"
+    sep.mkdir()
+    for side, name in (("source", "vocab.json"), ("target", "target_vocab.json")):
+        own: dict[str, int] = {}
+        for p in ["</s>", "<unk>", *pieces[side], "<pad>"]:
+            own.setdefault(p, len(own))
+        (sep / name).write_text(json.dumps(own), encoding="utf-8")
+    files["separate"] = [sep / "vocab.json", sep / "target_vocab.json"]
+    return files
+
+
+MARIAN_CONFIG = {"tokenizer_class": "MarianTokenizer", "source_lang": "en", "target_lang": "de"}
+
+
+def _variant(name, files, tokenizer_config=None, config=None, hf=None):
+    def build(root, spm_files):
+        return make_folder(root, name, files(spm_files), tokenizer_config, config)
+
+    return Variant(name, build, hf or hf_auto)
+
+
+VARIANTS = [
+    _variant("t5", lambda f: [f["t5"]], config={"model_type": "t5"}),
+    # (A bare spiece.model is ALBERT's by default: a T5 folder says T5 in one of its configs.)
+    _variant("t5_by_class", lambda f: [f["t5"]], {"tokenizer_class": "T5Tokenizer"}),
+    _variant("t5_ten_sentinels", lambda f: [f["t5"]], {"tokenizer_class": "T5Tokenizer", "extra_ids": 10,
+                                                        "model_max_length": 512}),
+    _variant("t5_not_legacy", lambda f: [f["t5"]], {"tokenizer_class": "T5Tokenizer", "legacy": False}),
+    _variant("mbart", lambda f: [f["mbart"]], config={"model_type": "mbart"}),
+    _variant("mbart_ro", lambda f: [f["mbart"]], {"tokenizer_class": "MBartTokenizer", "src_lang": "ro_RO",
+                                                  "tgt_lang": "en_XX"}),
+    _variant("mbart50", lambda f: [f["mbart"]], {"tokenizer_class": "MBart50Tokenizer", "src_lang": "ro_RO",
+                                                 "tgt_lang": "de_DE"}),
+    _variant("marian", lambda f: [f["source"], f["target"], f["vocab"]], MARIAN_CONFIG),
+    _variant("marian_by_type", lambda f: [f["source"], f["target"], f["vocab"]], config={"model_type": "marian"}),
+    _variant("marian_separate", lambda f: [f["source"], f["target"], *f["separate"]],
+             {**MARIAN_CONFIG, "separate_vocabs": True}),
+]  # fmt: skip
+FAST = {"t5", "t5_by_class", "t5_ten_sentinels", "t5_not_legacy", "mbart", "mbart_ro", "mbart50"}
+SAVED = ("t5", "mbart50", "mbart_ro")
+NAMES = [v.name for v in VARIANTS] + [n + "_saved" for n in SAVED]
+
+_LOADED: dict = {}
+
+
+@pytest.fixture(scope="session")
+def folders(tmp_path_factory, spm_files) -> dict:
+    root = tmp_path_factory.mktemp("tokenizers_seq2seq")
+    return {v.name: v.build(root, spm_files) for v in VARIANTS}
+
+
+def _load_pair(name, folders, tmp_path_factory):
+    if name not in _LOADED:
+        base = name.removesuffix("_saved")
+        variant = next(v for v in VARIANTS if v.name == base)
+        folder = folders[base]
+        if name.endswith("_saved"):
+            saved = tmp_path_factory.mktemp("saved") / name
+            variant.hf_loader(folder).save_pretrained(str(saved))
+            assert (saved / "tokenizer.json").is_file()
+            folder = saved
+        _LOADED[name] = (name, variant.hf_loader(folder), load_tokenizer(folder))
+    return _LOADED[name]
+
+
+@pytest.fixture(scope="session", params=NAMES)
+def pair(request, folders, tmp_path_factory):
+    return _load_pair(request.param, folders, tmp_path_factory)
+
+
+@pytest.fixture
+def load_pair(folders, tmp_path_factory):
+    return lambda name: _load_pair(name, folders, tmp_path_factory)
+
+
+def test_same_pipeline_and_specials(pair):
+    name, hf, me = pair
+    if name.removesuffix("_saved") in FAST:
+        assert pipeline_json(me.backend_tokenizer) == pipeline_json(hf.backend_tokenizer)
+    assert set(me.all_special_tokens) == set(hf.all_special_tokens)
+    assert me.all_special_ids == hf.convert_tokens_to_ids(me.all_special_tokens)
+    assert len(me) == len(hf)
+    assert me.model_max_length == hf.model_max_length
+    assert (me.eos_token_id, me.pad_token_id, me.unk_token_id) == (hf.eos_token_id, hf.pad_token_id, hf.unk_token_id)
+
+
+def test_ids(pair, texts):
+    name, hf, me = pair
+    for text in texts:
+        assert me(text)["input_ids"] == hf(text)["input_ids"], f"{name}: {text!r}"
+
+
+def test_batch_padded_and_truncated(pair, texts):
+    name, hf, me = pair
+    batch = texts[:40]
+    for kw in (dict(padding=True), dict(padding="max_length", truncation=True, max_length=12), dict(max_length=7)):
+        assert_same_output(hf(batch, **kw), me(batch, **kw), f"{name} {kw}")
+    pt_hf, pt_me = hf(batch[:3], padding=True, return_tensors="pt"), me(batch[:3], padding=True, return_tensors="pt")
+    assert_same_output(pt_hf, pt_me, name)
+
+
+def test_decode(pair, texts):
+    name, hf, me = pair
+    for text in texts:
+        ids = hf(text)["input_ids"]
+        for skip in (True, False):
+            assert me.decode(ids, skip_special_tokens=skip) == hf.decode(ids, skip_special_tokens=skip), (
+                f"{name}: {text!r} skip={skip}"
+            )
+
+
+def test_targets(pair, texts):
+    """text_target: Marian's target model (and vocabulary), mBART's target language."""
+    name, hf, me = pair
+    batch = texts[:30]
+    if name.startswith("mbart") and hf.tgt_lang is None:
+        with pytest.raises(LmatlasError, match="text_target needs the target language"):
+            me(text_target=batch)
+        return
+    assert_same_output(hf(text_target=batch), me(text_target=batch), name)
+    both_hf, both_me = hf(batch, text_target=batch, padding=True), me(batch, text_target=batch, padding=True)
+    assert_same_output(both_hf, both_me, name)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n.startswith("t5")])
+def test_t5_sentinels(name, load_pair):
+    name, hf, me = load_pair(name)
+    n = 10 if "ten" in name else 100
+    assert me.convert_tokens_to_ids("<extra_id_0>") == len(me) - 1
+    assert me.convert_tokens_to_ids(f"<extra_id_{n - 1}>") == hf.convert_tokens_to_ids(f"<extra_id_{n - 1}>")
+    assert me.additional_special_tokens == hf.additional_special_tokens
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n.startswith("mbart")])
+def test_mbart_languages(name, load_pair, texts):
+    name, hf, me = load_pair(name)
+    assert me.lang_code_to_id == {c: hf.convert_tokens_to_ids(c) for c in me.lang_code_to_id}
+    assert me.src_lang == hf.src_lang
+    hf.src_lang = me.src_lang = "fr_XX"
+    try:
+        assert me(texts[:20])["input_ids"] == hf(texts[:20])["input_ids"]
+    finally:
+        hf.src_lang = me.src_lang = "ro_RO" if "ro" in name or "50" in name else "en_XX"
+    with pytest.raises(LmatlasError, match="src_lang 'xx_YY' is not one of the language codes"):
+        me.src_lang = "xx_YY"
+
+
+def test_marian_errors(folders, tmp_path):
+    bad = tmp_path / "marian"
+    shutil.copytree(folders["marian"], bad)
+    (bad / "target.spm").unlink()
+    with pytest.raises(LmatlasError, match="no target.spm"):
+        load_tokenizer(bad)
+    (bad / "target.spm").write_bytes(b"not a model")
+    with pytest.raises(LmatlasError, match="target.spm is not a valid SentencePiece model"):
+        load_tokenizer(bad)
+    vocab = json.loads((bad / "vocab.json").read_text())
+    del vocab["<unk>"]
+    (bad / "vocab.json").write_text(json.dumps(vocab))
+    shutil.copy(folders["marian"] / "target.spm", bad / "target.spm")
+    with pytest.raises(LmatlasError, match="vocab.json has no <unk> token"):
+        load_tokenizer(bad)
+    me = load_tokenizer(folders["marian"])
+    with pytest.raises(LmatlasError, match="return_offsets_mapping is not available"):
+        me("hello", return_offsets_mapping=True)
+
+
+def test_t5_bad_extra_ids(folders, tmp_path):
+    bad = make_folder(tmp_path, "t5", [folders["t5"] / "spiece.model"], {"tokenizer_class": "T5Tokenizer", "extra_ids": -3})
+    with pytest.raises(LmatlasError, match="extra_ids in tokenizer_config.json must be a whole number"):
+        load_tokenizer(bad)
