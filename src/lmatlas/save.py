@@ -128,7 +128,12 @@ def hf_state_dict(model) -> dict[str, torch.Tensor]:
             theirs, pre = head_map[ours], ""
         else:
             raise AssertionError(f"the {cfg.model_type} weight map has no entry for {ours}")
-        if isinstance(theirs, FirstOf):  # a table tied under several names: its first name
+        if isinstance(theirs, FirstOf):
+            # A table tied under several names: stored once, under its first name. With untied
+            # word embeddings transformers does not tie these names again, so each is written.
+            names = theirs.names if not cfg.tie_word_embeddings and theirs.fn is None else theirs.names[:1]
+            for name in names[1:]:
+                out[pre + name] = value
             theirs = Derived(theirs.names[:1], theirs.fn) if theirs.fn is not None else theirs.names[0]
         if isinstance(theirs, Derived):
             if len(theirs.names) != 1:
@@ -144,7 +149,27 @@ def hf_state_dict(model) -> dict[str, torch.Tensor]:
                 sizes = [value.shape[0] // len(theirs)] * len(theirs)
             for name, part in zip(theirs, value.split(sizes, dim=0)):
                 out[pre + name] = part
+    if cfg.is_encoder_decoder and cfg.position_embedding == "sinusoidal" and not cfg.positions_stored:
+        # Marian and Pegasus compute their tables, but transformers keeps them as weights.
+        table = sinusoidal_table(cfg.max_positions, cfg.hidden_size)
+        for stack in ("encoder", "decoder"):
+            out[prefix + f"{stack}.embed_positions.weight"] = table
     return {k: v.contiguous().clone() for k, v in out.items()}
+
+
+def sinusoidal_table(num_positions: int, dim: int) -> torch.Tensor:
+    """The fixed table of transformers' Marian and Pegasus (sines, then cosines), computed as
+    they compute it (numpy, float64) so that the stored values are the same to the bit."""
+    import numpy as np
+
+    position_enc = np.array(
+        [[pos / np.power(10000, 2 * (j // 2) / dim) for j in range(dim)] for pos in range(num_positions)]
+    )
+    out = torch.empty(num_positions, dim)
+    half = dim // 2 if dim % 2 == 0 else dim // 2 + 1
+    out[:, :half] = torch.FloatTensor(np.sin(position_enc[:, 0::2]))
+    out[:, half:] = torch.FloatTensor(np.cos(position_enc[:, 1::2]))
+    return out
 
 
 def save_model(model, folder: str | os.PathLike, tokenizer: str | os.PathLike | None = None) -> Path:
