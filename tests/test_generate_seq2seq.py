@@ -17,6 +17,7 @@ import torch
 import lmatlas
 from lmatlas.encoder_decoder import Seq2SeqCache
 
+from .reference import transformers
 from .test_parity_seq2seq import (  # noqa: F401  (the fixture)
     VARIANTS,
     VOCAB,
@@ -156,7 +157,7 @@ def test_config_json_defaults_without_generation_config(saved_seq2seq, tmp_path)
     (decoder_start_token_id, forced_eos_token_id, and any generation keys it holds)."""
     import json
 
-    tf = pytest.importorskip("transformers")
+    tf = transformers()
     _, folder = saved_seq2seq("marian", folder=True)
     for name in ("config.json", "model.safetensors"):
         (tmp_path / name).write_bytes(open(f"{folder}/{name}", "rb").read())

@@ -10,9 +10,11 @@ small fraction of it. What this module does instead, measured side by side on a 
   compiled by TorchInductor into one vectorised, multi-threaded loop that reads each weight row
   once (fp32 accumulation whatever the weights' dtype); float16 weights use ATen's own fp16
   GEMV, which already runs at the bandwidth bound;
-- a few rows (batched or beam decoding, bfloat16 weights): oneDNN with the weights reordered
-  once into its blocked layout (``torch.ops.mkldnn``), made while the generation engine says that
-  several rows are being decoded (a second copy of the weights; see ``decode_rows``);
+- a few rows (batched or beam decoding): oneDNN with the weights reordered once into its
+  blocked layout (``torch.ops.mkldnn``), made while the generation engine says that several rows
+  are being decoded (a second copy of the weights, kept until ``release``; see ``decode_rows``).
+  float16 weights, which oneDNN cannot multiply on CPUs without AVX512-FP16, get a float32 copy
+  (float16 widens exactly) — twice their size;
 - anything else (prompts, training, other devices): ``F.linear``.
 
 The numbers change only by summation order (max abs diff ~1e-6 in fp32, inside the parity
@@ -139,11 +141,16 @@ class CpuLinear(nn.Linear):
                 else:
                     return y.reshape(*x.shape[:-1], w.shape[0])
             return F.linear(x, w, self.bias)
-        if dtype in (torch.float32, torch.bfloat16) and self._use_packed(rows):
+        if self._use_packed(rows):
             packed = self._pack(rows)
             if packed is not None:
-                y = torch.ops.mkldnn._linear_pointwise(x.reshape(rows, k), packed, self.bias, "none", [], "")
-                return y.reshape(*x.shape[:-1], w.shape[0])
+                x2, b = x.reshape(rows, k), self.bias
+                if dtype == torch.float16:
+                    # oneDNN has no float16 GEMM without AVX512-FP16: float16 widens exactly to
+                    # float32, so compute there (ATen's own float16 GEMM is slow beyond one row).
+                    x2, b = x2.float(), None if b is None else b.float()
+                y = torch.ops.mkldnn._linear_pointwise(x2, packed, b, "none", [], "")
+                return y.to(dtype).reshape(*x.shape[:-1], w.shape[0])
         return F.linear(x, w, self.bias)
 
     def _use_packed(self, rows: int) -> bool:
@@ -157,8 +164,11 @@ class CpuLinear(nn.Linear):
             if not torch.backends.mkldnn.is_available():
                 return None
             try:
+                w = self.weight.detach()
+                if w.dtype == torch.float16:
+                    w = w.float()
                 with torch.no_grad():
-                    self._packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), max(_rows(), 2))
+                    self._packed = torch.ops.mkldnn._reorder_linear_weight(w, max(_rows(), 2))
             except RuntimeError:
                 return None
             self._packed_version = self.weight._version
