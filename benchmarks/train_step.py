@@ -52,7 +52,7 @@ def main() -> None:
     def ours() -> float:
         model.load_state_dict(init)
         task = CausalLMTask(model, tok_dir, stream, None, BLOCK, seed=1)
-        cfg = TrainConfig(out=work / "run", steps=args.steps, batch_size=BATCH, lr=1e-3, weight_decay=0.1,
+        cfg = TrainConfig(out=Path(tempfile.mkdtemp(dir=work)), steps=args.steps, batch_size=BATCH, lr=1e-3, weight_decay=0.1,
                           beta2=0.99, progress=False, plot=False)
         trainer = Trainer(task, cfg)
         trainer.fit()

@@ -91,7 +91,15 @@ def _tasks(tmp_path):
         model = tasks.build_model("bert-base", "sequence-classification", tok, 64, size)
         return finetune.ClassifyTask(model, tok, tok_dir, rows, None, 3)
 
-    return {"causal": causal, "masked": masked, "classify": classify}
+    def denoising():
+        from lmatlas.training.tokenizer_trainer import train_tokenizer as train
+
+        bart_dir = train([data], "char", tmp_path / "bart-tok", specials=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+        bart_tok = load_tokenizer(bart_dir)
+        model = tasks.build_model("bart-base", "seq2seq-lm", bart_tok, 16, size)
+        return tasks.DenoisingTask("denoising", model, bart_tok, bart_dir, load_stream(bart_tok, [data]), None, 16, 3)
+
+    return {"causal": causal, "masked": masked, "classify": classify, "denoising": denoising}
 
 
 def test_each_process_takes_its_slice_of_the_global_batch(tmp_path):
@@ -110,5 +118,7 @@ def test_each_process_takes_its_slice_of_the_global_batch(tmp_path):
                 assert rows(a) == rows(b0) + rows(b1)
                 assert a["labels"].tolist() == b0["labels"].tolist() + b1["labels"].tolist()
             else:
-                for key in ("input_ids", "labels"):
+                for key in ("input_ids", "labels", "decoder_input_ids", "attention_mask"):
+                    if key not in a:
+                        continue
                     assert torch.equal(a[key], torch.cat([b0[key], b1[key]])), (name, key)

@@ -110,3 +110,14 @@ def test_alpaca_instruction_tuning(tmp_path):
     _lowered(out, factor=0.6)
     model = lmatlas.load(out / "model")
     assert model.config.model_type == "llama"
+
+
+@pytest.mark.parametrize("objective,model", [("t5", "t5-small"), ("bart", "bart-base")])
+def test_encoder_decoder_denoising(corpus, tmp_path, objective, model):
+    """T5's span corruption and BART's sentence permutation + text infilling."""
+    out = tmp_path / objective
+    assert main(["train", objective, "--model", model, "--tokenizer", "char", "--data", str(corpus),
+                 "--out", str(out), "--steps", "150", *SMALL]) == 0
+    _lowered(out, factor=0.8)
+    m = lmatlas.load(out / "model")
+    assert m.is_encoder_decoder and m.config.model_type == model.split("-")[0]

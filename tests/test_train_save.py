@@ -33,6 +33,8 @@ CASES = [
     ("electra-base", "replaced-token-detection", {"embedding_size": 16}),
     ("electra-base", "masked-lm", {"embedding_size": 16}),
     ("llama-7b", "causal-lm", {"num_kv_heads": 1, "max_positions": 64}),
+    ("t5-small", "seq2seq-lm", {"pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0}),
+    ("bart-base", "seq2seq-lm", {"pad_token_id": 1, "eos_token_id": 2, "decoder_start_token_id": 2}),
 ]
 
 AUTO = {
@@ -42,12 +44,15 @@ AUTO = {
     "token-classification": "AutoModelForTokenClassification",
     "question-answering": "AutoModelForQuestionAnswering",
     "replaced-token-detection": "AutoModelForPreTraining",
+    "seq2seq-lm": "AutoModelForSeq2SeqLM",
     "base": "AutoModel",
 }
 
 
 def _model(name: str, head: str, extra: dict) -> LmatlasModel:
     cfg = architecture(name, **{**TINY, **extra})
+    if head == "seq2seq-lm":
+        cfg = cfg.replace(is_encoder_decoder=True, decoder_layers=3)  # a deeper decoder than encoder
     if cfg.type_vocab_size:
         cfg = cfg.replace(type_vocab_size=2)
     if cfg.positions_from_padding:
@@ -74,6 +79,8 @@ def test_saved_model_loads_in_transformers_and_lmatlas(tmp_path, name, head, ext
     mask = torch.ones_like(ids)
     mask[1, 6:] = 0
     kwargs = {"attention_mask": mask}
+    if head == "seq2seq-lm":
+        kwargs["decoder_input_ids"] = torch.randint(4, 97, (2, 5), generator=torch.Generator().manual_seed(1))
     ref, info = getattr(tf, AUTO[head]).from_pretrained(tmp_path, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"], info
     ref.eval()
@@ -84,7 +91,7 @@ def test_saved_model_loads_in_transformers_and_lmatlas(tmp_path, name, head, ext
     keep = mask.bool()
     for a, b, c in zip(ours, theirs, back):
         assert torch.equal(a, c)  # lmatlas reads back exactly what it wrote
-        if a.shape[:2] == keep.shape:  # per-token outputs: padding positions are not compared
+        if a.shape[:2] == keep.shape and head != "seq2seq-lm":  # padding positions are not compared
             a, b = a[keep], b[keep]
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
     config = json.loads((tmp_path / "config.json").read_text())
@@ -95,10 +102,13 @@ def test_saved_model_loads_in_transformers_and_lmatlas(tmp_path, name, head, ext
         assert ref.config.id2label == extra["id2label"]
 
 
-@pytest.mark.parametrize("name", ["gpt2", "bert-base", "roberta-base", "distilbert-base", "electra-base", "llama-7b"])
+@pytest.mark.parametrize("name", ["gpt2", "bert-base", "roberta-base", "distilbert-base", "electra-base", "llama-7b",
+                                  "t5-small", "bart-base"])
 def test_to_hf_inverts_the_preset_config(name):
     cfg = architecture(name, **TINY)
     head = "causal-lm" if cfg.causal else "masked-lm"
+    if cfg.model_type in ("t5", "bart"):
+        cfg, head = cfg.replace(is_encoder_decoder=True, decoder_layers=3), "seq2seq-lm"
     cfg = as_saved(cfg, head)
     preset = preset_for(cfg.model_type)
     again = preset.config(hf_config(cfg, head), head)

@@ -22,13 +22,14 @@ import torch
 from .config import ModelConfig
 from .errors import LmatlasError
 from .presets import preset_for
-from .presets._maps import Derived
+from .presets._maps import Derived, FirstOf, _flatten
 
 # transformers' class name of each model type, before the head's suffix.
 CLASS_PREFIX = {
     "bert": "Bert", "distilbert": "DistilBert", "roberta": "Roberta", "xlm-roberta": "XLMRoberta",
     "albert": "Albert", "electra": "Electra", "openai-gpt": "OpenAIGPT", "gpt2": "GPT2", "ctrl": "CTRL",
     "gpt_neo": "GPTNeo", "opt": "OPT", "bloom": "Bloom", "falcon": "Falcon", "llama": "Llama",
+    "t5": "T5", "bart": "Bart", "mbart": "MBart", "marian": "Marian", "pegasus": "Pegasus",
 }  # fmt: skip
 HEAD_SUFFIX = {
     "base": "Model",
@@ -38,6 +39,7 @@ HEAD_SUFFIX = {
     "question-answering": "ForQuestionAnswering",
     "replaced-token-detection": "ForPreTraining",
     "causal-lm": "ForCausalLM",
+    "seq2seq-lm": "ForConditionalGeneration",
 }
 # Older GPTs name their causal LM class "LMHeadModel".
 _LM_HEAD_MODEL = ("openai-gpt", "gpt2", "ctrl")
@@ -52,6 +54,8 @@ def architecture_name(model_type: str, head: str) -> str:
     if model_type not in CLASS_PREFIX:
         raise LmatlasError(f"model type {model_type!r} has no Hugging Face class lmatlas can save as")
     suffix = "LMHeadModel" if head == "causal-lm" and model_type in _LM_HEAD_MODEL else HEAD_SUFFIX[head]
+    if head == "seq2seq-lm" and model_type == "marian":
+        suffix = "MTModel"
     return CLASS_PREFIX[model_type] + suffix
 
 
@@ -74,7 +78,7 @@ def hf_config(cfg: ModelConfig, head: str) -> dict[str, Any]:
     out["architectures"] = [architecture_name(out["model_type"], head)]
     out["id2label"] = {str(i): label for i, label in cfg.id2label.items()}
     out["label2id"] = {label: i for i, label in cfg.id2label.items()}
-    out.pop("num_labels", None)
+    out["num_labels"] = len(cfg.id2label)
     if cfg.problem_type:
         out["problem_type"] = cfg.problem_type
     out["torch_dtype"] = "float32"
@@ -90,6 +94,8 @@ def as_saved(cfg: ModelConfig, head: str) -> ModelConfig:
 
 def _inverse(derived: Derived, value: torch.Tensor) -> torch.Tensor:
     """The stored tensor that ``derived.fn`` turns into ``value``."""
+    if derived.fn is _flatten:  # BART's final_logits_bias is stored as (1, vocab)
+        return value.reshape(1, -1)
     shapes = [tuple(value.shape)]
     if value.ndim == 2:
         shapes.append(tuple(reversed(value.shape)))
@@ -111,7 +117,7 @@ def hf_state_dict(model) -> dict[str, torch.Tensor]:
     cfg, head = model.config, model.head_name
     preset = preset_for(cfg.model_type)
     backbone, head_map = preset.weights(cfg, head)
-    prefix = preset.PREFIX + "." if head != "base" else ""
+    prefix = preset.PREFIX + "." if preset.PREFIX and head != "base" else ""
     out: dict[str, torch.Tensor] = {}
     for ours, param in model.named_parameters():  # tied parameters appear once
         value = param.detach().float().cpu()
@@ -122,6 +128,13 @@ def hf_state_dict(model) -> dict[str, torch.Tensor]:
             theirs, pre = head_map[ours], ""
         else:
             raise AssertionError(f"the {cfg.model_type} weight map has no entry for {ours}")
+        if isinstance(theirs, FirstOf):
+            # A table tied under several names: stored once, under its first name. With untied
+            # word embeddings transformers does not tie these names again, so each is written.
+            names = theirs.names if not cfg.tie_word_embeddings and theirs.fn is None else theirs.names[:1]
+            for name in names[1:]:
+                out[pre + name] = value
+            theirs = Derived(theirs.names[:1], theirs.fn) if theirs.fn is not None else theirs.names[0]
         if isinstance(theirs, Derived):
             if len(theirs.names) != 1:
                 raise AssertionError(f"cannot invert {ours}: derived from several tensors")
@@ -136,7 +149,27 @@ def hf_state_dict(model) -> dict[str, torch.Tensor]:
                 sizes = [value.shape[0] // len(theirs)] * len(theirs)
             for name, part in zip(theirs, value.split(sizes, dim=0)):
                 out[pre + name] = part
+    if cfg.is_encoder_decoder and cfg.position_embedding == "sinusoidal" and not cfg.positions_stored:
+        # Marian and Pegasus compute their tables, but transformers keeps them as weights.
+        table = sinusoidal_table(cfg.max_positions, cfg.hidden_size)
+        for stack in ("encoder", "decoder"):
+            out[prefix + f"{stack}.embed_positions.weight"] = table
     return {k: v.contiguous().clone() for k, v in out.items()}
+
+
+def sinusoidal_table(num_positions: int, dim: int) -> torch.Tensor:
+    """The fixed table of transformers' Marian and Pegasus (sines, then cosines), computed as
+    they compute it (numpy, float64) so that the stored values are the same to the bit."""
+    import numpy as np
+
+    position_enc = np.array(
+        [[pos / np.power(10000, 2 * (j // 2) / dim) for j in range(dim)] for pos in range(num_positions)]
+    )
+    out = torch.empty(num_positions, dim)
+    half = dim // 2 if dim % 2 == 0 else dim // 2 + 1
+    out[:, :half] = torch.FloatTensor(np.sin(position_enc[:, 0::2]))
+    out[:, half:] = torch.FloatTensor(np.cos(position_enc[:, 1::2]))
+    return out
 
 
 def save_model(model, folder: str | os.PathLike, tokenizer: str | os.PathLike | None = None) -> Path:

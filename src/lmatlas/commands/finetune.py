@@ -17,11 +17,12 @@ def register(sub) -> None:
         "finetune",
         help="fine-tune a pretrained model: classify (sentences, pairs), ner (CoNLL), qa (SQuAD), seq2seq",
         description="Fine-tune a pretrained encoder with a task head and report the usual metric: accuracy and "
-        "F1 (classify), entity F1 (ner), exact match and F1 (qa). The best model on --dev is kept in OUT/model.",
+        "F1 (classify), entity F1 (ner), exact match and F1 (qa), ROUGE-L (seq2seq, an encoder-decoder such as "
+        "T5 or BART). The best model on --dev is kept in OUT/model.",
     )
     p.add_argument("task", choices=TASKS)
     p.add_argument("--model", "-m", default=None, help="model folder or hub id (default: all-MiniLM-L6-v2)")
-    p.add_argument("--train", required=True, help="training file: TSV/CSV/JSONL (classify), CoNLL (ner), SQuAD JSON (qa)")
+    p.add_argument("--train", required=True, help="training file: TSV/CSV/JSONL (classify, seq2seq), CoNLL (ner), SQuAD JSON (qa)")
     p.add_argument("--dev", default=None, help="development file, same format; the best model on it is kept")
     p.add_argument("--out", required=True, help="output folder: model/, checkpoint-N/, log.jsonl, loss.png")
     p.add_argument("--epochs", type=float, default=3.0, help="passes over --train (default 3); --steps overrides")
@@ -31,6 +32,13 @@ def register(sub) -> None:
     g.add_argument("--text-column", default="sentence", help="(default: sentence)")
     g.add_argument("--text-pair-column", default=None, help="second text of a pair (NLI, paraphrase)")
     g.add_argument("--label-column", default="label", help="(default: label)")
+    g = p.add_argument_group("seq2seq")
+    g.add_argument("--source-column", default="source", help="(default: source)")
+    g.add_argument("--target-column", default="target", help="(default: target)")
+    g.add_argument("--source-prefix", default="", help='text put before each source, e.g. "summarize: " for T5')
+    g.add_argument("--max-target-length", type=int, default=128, help="target tokens kept (default 128)")
+    g.add_argument("--max-new-tokens", type=int, default=64, help="tokens generated for the dev ROUGE-L (default 64)")
+    g.add_argument("--num-beams", type=int, default=1, help="beam search for the dev outputs (default greedy)")
     g = p.add_argument_group("qa")
     g.add_argument("--stride", type=int, default=128, help="overlap of the windows over long contexts")
     g.add_argument("--null-answers", action="store_true", help="SQuAD 2.0: questions may have no answer")
@@ -45,8 +53,6 @@ def run(args) -> int:
     from ..training import distributed as dist_
     from ..training.trainer import Trainer
 
-    if args.task == "seq2seq":
-        raise LmatlasError("seq2seq fine-tuning needs an encoder-decoder (T5, BART), which this lmatlas cannot build yet")
     if args.epochs <= 0 and not args.steps:
         raise LmatlasError(f"--epochs must be positive, not {args.epochs}")
     folder = default_model_path() if args.model is None else resolve(args.model)
@@ -117,4 +123,12 @@ def build_task(args, folder: Path, tokenizer, max_length: int):
         dev_q = read_squad(args.dev) if args.dev else None
         dev_f = ft.qa_features(tokenizer, dev_q, max_length, args.stride) if dev_q else None
         return ft.QATask(model, tokenizer, folder, train, dev_q, dev_f, args.seed, args.null_answers)
+    if args.task == "seq2seq":
+        model = ft.load_for_finetuning(folder, "seq2seq-lm")
+        read = lambda f: ft.seq2seq_examples(  # noqa: E731
+            tokenizer, read_table(f, args.format), f, args.source_column, args.target_column, args.source_prefix,
+            max_length, args.max_target_length)
+        train = read(args.train)
+        dev = read(args.dev) if args.dev else None
+        return ft.Seq2SeqTask(model, tokenizer, folder, train, dev, args.seed, args.max_new_tokens, args.num_beams)
     raise AssertionError(args.task)

@@ -73,11 +73,12 @@ def register(sub) -> None:
         "train",
         help="pretrain a model with a paper's objective (GPT, BERT, ELECTRA, DistilBERT, Alpaca...)",
         description="Train with the objective of a landmark paper: causal-lm (GPT), masked-lm (BERT, RoBERTa), "
-        "replaced-token-detection (ELECTRA), distillation (DistilBERT), instruction (Alpaca). --model is an "
+        "replaced-token-detection (ELECTRA), distillation (DistilBERT), instruction (Alpaca), span-corruption (T5), "
+        "denoising (BART). --model is an "
         "architecture preset built from scratch at the size --layers/--heads/--dim give, or a checkpoint folder "
         "to continue. Under torchrun the same command trains data-parallel.",
     )
-    p.add_argument("objective", metavar="OBJECTIVE", help=", ".join(sorted(set(OBJECTIVES.values()))) + " (or gpt, bert, electra, distilbert, alpaca)")
+    p.add_argument("objective", metavar="OBJECTIVE", help=", ".join(sorted(set(OBJECTIVES.values()))) + " (or gpt, bert, electra, distilbert, alpaca, t5, bart)")
     p.add_argument("--model", "-m", required=True, help="architecture preset (gpt2, bert-base, llama-7b...) or checkpoint folder; for distillation, the teacher")
     p.add_argument("--data", nargs="+", required=True, help="training text files (JSON Lines for instruction)")
     p.add_argument("--out", required=True, help="output folder: model/, checkpoint-N/, log.jsonl, loss.png")
@@ -117,7 +118,12 @@ def _resolve_tokenizer(args, ctx, out: Path):
                 if OBJECTIVES[args.objective] == "instruction":
                     raise LmatlasError("train a tokenizer with `lmatlas tokenizer train` for instruction data")
                 specials = None
-                if args.tokenizer == "char" and OBJECTIVES[args.objective] != "causal-lm":
+                objective = OBJECTIVES[args.objective]
+                if objective == "span-corruption":  # T5's: padding, end, unknown, then 100 sentinels
+                    specials = ["<pad>", "</s>", "<unk>"] + [f"<extra_id_{i}>" for i in range(100)]
+                elif objective == "denoising":  # BART's
+                    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+                elif args.tokenizer == "char" and objective != "causal-lm":
                     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # what masking needs
                 train_tokenizer(files, args.tokenizer, folder, vocab_size=args.vocab_size, specials=specials)
             dist_.barrier(ctx)
@@ -139,9 +145,6 @@ def run(args) -> int:
     objective = OBJECTIVES.get(args.objective)
     if objective is None:
         raise LmatlasError(f"unknown objective {args.objective!r}; choose one of {', '.join(sorted(set(OBJECTIVES.values())))}")
-    if objective in ("span-corruption", "denoising"):
-        raise LmatlasError(f"{objective} trains an encoder-decoder (T5, BART), which this lmatlas cannot build yet; "
-                           "its noising is lmatlas.training.objectives.span_corruption / text_infilling")
     if args.block < 2:
         raise LmatlasError(f"--block must be at least 2, not {args.block}")
     cfg = trainer_config(args)  # checks the options before any work
@@ -259,4 +262,9 @@ def build_task(objective: str, args, tokenizer, tok_dir):
         else:
             dev = []
         return tasks.InstructionTask(model, tokenizer, tok_dir, examples, dev, args.seed)
+    if objective in ("span-corruption", "denoising"):
+        model = tasks.build_model(args.model, "seq2seq-lm", tokenizer, block, _overrides(args))
+        train, val = _streams(args, tokenizer, block, model.config.vocab_size)
+        return tasks.DenoisingTask(objective, model, tokenizer, tok_dir, train, val, block, args.seed,
+                                   args.eval_windows)
     raise AssertionError(objective)

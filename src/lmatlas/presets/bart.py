@@ -124,3 +124,31 @@ def family_weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
 
 
 weights = family_weights
+
+
+def to_hf(cfg: ModelConfig) -> dict:
+    """config.json fields for ``cfg`` (the inverse of ``config``)."""
+    from ._inverse import common, require
+
+    require(cfg, "BART", norm="layernorm", norm_position="post", position_embedding="learned", final_norm=False,
+            embedding_norm=True, shared_embeddings=True)
+    return dict(
+        common(cfg),
+        model_type="bart",
+        d_model=cfg.hidden_size,
+        encoder_layers=cfg.num_layers,
+        encoder_attention_heads=cfg.num_heads,
+        encoder_ffn_dim=cfg.intermediate_size,
+        decoder_layers=cfg.decoder_layers or cfg.num_layers,
+        decoder_attention_heads=cfg.decoder_heads or cfg.num_heads,
+        decoder_ffn_dim=cfg.decoder_intermediate_size or cfg.intermediate_size,
+        activation_function=cfg.activation,
+        max_position_embeddings=cfg.max_positions - _OFFSET,
+        scale_embedding=cfg.embedding_scale != 1.0,
+        dropout=cfg.hidden_dropout,
+        attention_dropout=cfg.attention_dropout,
+        is_encoder_decoder=True,
+        decoder_start_token_id=cfg.decoder_start_token_id,
+        forced_bos_token_id=cfg.forced_bos_token_id,
+        forced_eos_token_id=cfg.forced_eos_token_id,
+    )

@@ -96,3 +96,34 @@ def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
     if head == "seq2seq-lm" and not cfg.tie_word_embeddings:
         heads["head.decoder.weight"] = "lm_head.weight"
     return backbone, heads
+
+
+def to_hf(cfg: ModelConfig) -> dict:
+    """config.json fields for ``cfg`` (the inverse of ``config``)."""
+    from ._inverse import common, require
+
+    require(cfg, "T5", norm="rmsnorm", norm_position="pre", position_embedding="relative", final_norm=True,
+            attention_bias=False, mlp_bias=False, embedding_norm=False)
+    act = cfg.activation
+    if cfg.gated_mlp:
+        proj = "gated-gelu" if act == "gelu_new" else f"gated-{act}"
+    else:
+        proj = act
+    layers = cfg.num_layers
+    return dict(
+        common(cfg),
+        model_type="t5",
+        d_model=cfg.hidden_size,
+        num_layers=layers,
+        num_decoder_layers=cfg.decoder_layers or layers,
+        num_heads=cfg.num_heads,
+        d_kv=cfg.head_dim,
+        d_ff=cfg.intermediate_size,
+        feed_forward_proj=proj,
+        relative_attention_num_buckets=cfg.relative_attention_num_buckets,
+        relative_attention_max_distance=cfg.relative_attention_max_distance,
+        layer_norm_epsilon=cfg.norm_eps,
+        dropout_rate=cfg.hidden_dropout,
+        is_encoder_decoder=True,
+        decoder_start_token_id=cfg.decoder_start_token_id,
+    )

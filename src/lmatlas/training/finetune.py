@@ -45,6 +45,9 @@ def load_for_finetuning(path: str | os.PathLike, head: str, id2label: dict[int, 
         model = load(path, head=head)
     if model.is_decoder:
         raise LmatlasError(f"{path} is a decoder; fine-tune an encoder (BERT, RoBERTa, ELECTRA...) for {head}")
+    if model.is_encoder_decoder != (head == "seq2seq-lm"):
+        kind = "an encoder-decoder (T5, BART...)" if head == "seq2seq-lm" else "an encoder (BERT, RoBERTa...)"
+        raise LmatlasError(f"{path} is not {kind}, which {head} fine-tuning needs")
     if id2label is not None and model.config.id2label != id2label:
         cfg = model.config.replace(id2label=dict(id2label))
         new = HEADS[head](cfg)
@@ -386,8 +389,79 @@ class QATask(FinetuneTask):
         return {"exact_match": 100 * sum(em) / len(em), "f1": 100 * sum(f1) / len(f1)}
 
 
+# ---------------------------------------------------------------------------------------------
+# Sequence to sequence (summarisation, translation): an encoder-decoder
+# ---------------------------------------------------------------------------------------------
+
+
+def seq2seq_examples(tokenizer, rows, path, source: str, target: str, prefix: str, max_length: int,
+                     max_target_length: int) -> list[dict]:
+    sources = [prefix + str(t) for t in column(rows, source, path, "--source-column")]
+    targets = [str(t) for t in column(rows, target, path, "--target-column")]
+    src = tokenizer(sources, truncation=True, max_length=max_length)["input_ids"]
+    tgt = tokenizer(targets, truncation=True, max_length=max_target_length)["input_ids"]
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise LmatlasError(f"the tokenizer {tokenizer.name_or_path} has no end-of-sequence token, which ends each target")
+    tgt = [t if t and t[-1] == eos else t + [eos] for t in tgt]  # the model must learn where to stop
+    return [{"input_ids": s, "labels": t, "target": y} for s, t, y in zip(src, tgt, targets)]
+
+
+class Seq2SeqTask(FinetuneTask):
+    """Teacher forcing on (source, target) pairs; evaluated on the loss and on ROUGE-L of the
+    greedy (or beam) outputs."""
+
+    name = "seq2seq"
+    weights = {"loss": 1.0}
+    metric = "rougeL"
+
+    def __init__(self, model, tokenizer, tokenizer_dir, train, dev, seed, max_new_tokens: int = 64,
+                 num_beams: int = 1):
+        super().__init__(model, tokenizer, tokenizer_dir, train, seed)
+        self.tokenizer = tokenizer
+        self.dev = sorted(dev or [], key=lambda r: len(r["input_ids"]))
+        self.start = model.config.decoder_start_token_id
+        if self.start is None:
+            raise LmatlasError("the model's config.json has no decoder_start_token_id")
+        self.max_new_tokens, self.num_beams = max_new_tokens, num_beams
+
+    def _batch(self, rows):
+        from .tasks import seq2seq_batch
+
+        return seq2seq_batch([r["input_ids"] for r in rows], [r["labels"] for r in rows], self.pad_id, self.start)
+
+    def next_batch(self, batch_size, ctx):
+        batch = self._batch(self.rows(batch_size, ctx))
+        batch["counts"] = {"loss": int((batch["labels"] != IGNORE).sum())}
+        return batch
+
+    def loss_terms(self, module, batch):
+        from .tasks import seq2seq_loss
+
+        return {"loss": seq2seq_loss(module, batch)}
+
+    def evaluate(self, module, ctx):
+        if not self.dev:
+            return {}
+        from .tasks import seq2seq_loss
+
+        total, count, scores = 0.0, 0, []
+        for i in range(0, len(self.dev), EVAL_BATCH // 2):
+            chunk = self.dev[i : i + EVAL_BATCH // 2]
+            batch = {k: v.to(ctx.device) for k, v in self._batch(chunk).items()}
+            total += float(seq2seq_loss(module, batch))
+            count += int((batch["labels"] != IGNORE).sum())
+            out = module.generate(batch["input_ids"], attention_mask=batch["attention_mask"],
+                                  max_new_tokens=self.max_new_tokens, num_beams=self.num_beams)
+            texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
+            scores += [M.rouge_l(p, r["target"]) for p, r in zip(texts, chunk)]
+        return {"loss": total / max(count, 1), "rougeL": 100 * sum(scores) / len(scores)}
+
+
 __all__ = [
     "ClassifyTask",
+    "Seq2SeqTask",
+    "seq2seq_examples",
     "NERTask",
     "QATask",
     "best_answers",

@@ -50,7 +50,7 @@ def build_model(
     architecture preset (``lmatlas catalog --architectures``) built from scratch at the size
     ``overrides`` give (num_layers, num_heads, hidden_size, ...), with the tokenizer's
     vocabulary and special tokens."""
-    from ..catalog import architecture, architecture_names
+    from ..catalog import architecture_names, architecture_preset
     from ..loader import load
 
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
@@ -71,6 +71,9 @@ def build_model(
         if causal is not None and cfg.causal != causal:
             kind = "a decoder (GPT-style)" if causal else "an encoder (BERT-style)"
             raise LmatlasError(f"{spec} is not {kind} model, which this objective trains")
+        if (head == "seq2seq-lm") != cfg.is_encoder_decoder:
+            kind = "an encoder-decoder (T5, BART)" if head == "seq2seq-lm" else "an encoder or a decoder"
+            raise LmatlasError(f"{spec} is not {kind} model, which this objective trains")
         usable = cfg.usable_positions
         if usable is not None and block > usable:
             raise LmatlasError(f"--block {block} is longer than the {usable} positions of {spec}")
@@ -81,7 +84,24 @@ def build_model(
                   eos_token_id=tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id)
     if dropout is not None:
         fields.update(hidden_dropout=dropout, attention_dropout=dropout)
-    cfg = architecture(spec, **fields, **overrides)
+    preset = architecture_preset(spec, **fields, **overrides)
+    cfg = preset.config
+    if preset.skeleton == "encoder-decoder":
+        if head != "seq2seq-lm":
+            raise LmatlasError(f"the architecture {spec} is an encoder-decoder; this objective trains "
+                               "an encoder or a decoder")
+        # T5 starts decoding from the padding token, BART's family from </s>.
+        start = tokenizer.pad_token_id if cfg.model_type == "t5" else fields["eos_token_id"]
+        if start is None:
+            raise LmatlasError(f"the tokenizer {tokenizer.name_or_path} has no "
+                               f"{'padding' if cfg.model_type == 't5' else 'end-of-sequence'} token, "
+                               f"which {cfg.model_type} starts decoding from")
+        cfg = cfg.replace(is_encoder_decoder=True, decoder_layers=preset.num_decoder_layers,
+                          relative_attention_num_buckets=preset.extra["relative_attention_num_buckets"],
+                          decoder_start_token_id=start)
+        block += 2  # room for the start and end tokens of a target
+    elif head == "seq2seq-lm":
+        raise LmatlasError(f"the architecture {spec} is not an encoder-decoder (T5, BART), which this objective trains")
     if causal is not None and cfg.causal != causal:
         kind = "a decoder (GPT-style)" if causal else "an encoder (BERT-style)"
         raise LmatlasError(f"the architecture {spec} is not {kind}, which this objective trains")
@@ -94,9 +114,38 @@ def build_model(
     # As loading the saved folder will build it (and fail now, not at the first checkpoint,
     # if it cannot be saved).
     model = LmatlasModel(as_saved(cfg, head), head)
-    if cfg.causal and cfg.norm_position == "pre":
+    if model.config.model_type == "t5":
+        t5_init(model)
+    elif cfg.causal and cfg.norm_position == "pre":
         scale_residual_init(model)
     return model.train()
+
+
+def t5_init(model: LmatlasModel) -> None:
+    """T5's (Mesh TensorFlow's) initialisation. Its attention does not divide the scores by
+    sqrt(d): the queries start smaller by 1/sqrt(d_kv) instead; every projection starts at
+    1/sqrt(fan-in) and the token table at unit scale (the tied output rescales by d^-0.5)."""
+    cfg = model.config
+    d, d_kv = cfg.hidden_size, cfg.head_dim
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim < 2:
+                continue
+            if name.endswith("attn.qkv.weight"):  # [q; k; v] of self-attention
+                q = cfg.num_heads * d_kv
+                p[:q].normal_(0.0, (d * d_kv) ** -0.5)
+                p[q:].normal_(0.0, d**-0.5)
+            elif name.endswith("cross_attn.q.weight"):
+                p.normal_(0.0, (d * d_kv) ** -0.5)
+            elif name.endswith(("cross_attn.kv.weight", "mlp.fc_in.weight", "mlp.gate.weight",
+                                "relative_attention_bias.weight")):
+                p.normal_(0.0, d**-0.5)
+            elif name.endswith(("attn.out.weight", "cross_attn.out.weight")):
+                p.normal_(0.0, (cfg.num_heads * d_kv) ** -0.5)
+            elif name.endswith("mlp.fc_out.weight"):
+                p.normal_(0.0, p.shape[1] ** -0.5)
+            elif name.endswith(("tokens.weight", "head.decoder.weight")):
+                p.normal_(0.0, 1.0)
 
 
 def scale_residual_init(model: LmatlasModel, std: float = 0.02) -> None:
@@ -595,8 +644,135 @@ class InstructionTask(ModelTask):
         self.sampler.load_state_dict(state["sampler"])
 
 
+# ---------------------------------------------------------------------------------------------
+# T5 and BART: denoising a corrupted text with an encoder-decoder
+# ---------------------------------------------------------------------------------------------
+
+
+def shift_right(labels: torch.Tensor, start: int, pad: int) -> torch.Tensor:
+    """The decoder's inputs: the target one step late, after the decoder start token."""
+    out = torch.full_like(labels, pad)
+    out[:, 0] = start
+    out[:, 1:] = labels[:, :-1]
+    return out.masked_fill(out == obj.IGNORE, pad)
+
+
+def pad_rows(rows: list[list[int]], value: int) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    out = torch.full((len(rows), width), value, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return out
+
+
+def seq2seq_batch(sources: list[list[int]], targets: list[list[int]], pad: int, start: int) -> dict[str, torch.Tensor]:
+    inputs = pad_rows(sources, pad)
+    mask = pad_rows([[1] * len(r) for r in sources], 0)
+    labels = pad_rows(targets, obj.IGNORE)
+    return {"input_ids": inputs, "attention_mask": mask, "labels": labels,
+            "decoder_input_ids": shift_right(labels, start, pad)}
+
+
+def seq2seq_loss(module, batch) -> torch.Tensor:
+    logits = module(batch["input_ids"], attention_mask=batch["attention_mask"],
+                    decoder_input_ids=batch["decoder_input_ids"]).logits
+    return obj.token_loss(logits, batch["labels"])[0]
+
+
+def sentence_ends(tokenizer) -> set[int]:
+    """Ids of the tokens that end a sentence (a full stop, question or exclamation mark)."""
+    return {i for t, i in tokenizer.get_vocab().items() if t.strip("Ġ▁# ").endswith((".", "!", "?"))}
+
+
+class DenoisingTask(ModelTask):
+    """Windows of the stream corrupted and restored: T5's span corruption (``span-corruption``)
+    or BART's sentence permutation and text infilling (``denoising``)."""
+
+    weights = {"loss": 1.0}
+    metric = "loss"
+
+    def __init__(self, kind: str, model, tokenizer, tokenizer_dir, train: TokenStream, val: TokenStream | None,
+                 block: int, seed: int, eval_windows: int | None = None, noise: float | None = None,
+                 span_length: float = 3.0, permute: bool = True):
+        super().__init__(model, tokenizer_dir)
+        self.name = kind
+        self.train_data, self.val, self.block, self.eval_windows = train, val, block, eval_windows
+        self.pad = tokenizer.pad_token_id
+        if self.pad is None:
+            raise LmatlasError(f"the tokenizer {tokenizer.name_or_path} has no padding token, which {kind} needs")
+        self.start = model.config.decoder_start_token_id
+        self.eos, self.bos = tokenizer.eos_token_id, tokenizer.bos_token_id
+        self.span_length, self.permute = span_length, permute
+        if kind == "span-corruption":
+            vocab = tokenizer.get_vocab()
+            self.sentinels = [vocab[f"<extra_id_{i}>"] for i in range(1000) if f"<extra_id_{i}>" in vocab]
+            self.noise = 0.15 if noise is None else noise
+            spans = max(round(round(block * self.noise) / span_length), 1)
+            if len(self.sentinels) < spans:
+                raise LmatlasError(f"the tokenizer {tokenizer.name_or_path} has {len(self.sentinels)} sentinel tokens "
+                                   f"(<extra_id_0>, ...), but a block of {block} makes {spans} noise spans")
+        else:
+            self.mask = tokenizer.mask_token_id
+            if self.mask is None:
+                raise LmatlasError(f"the tokenizer {tokenizer.name_or_path} has no mask token, which BART's text "
+                                   "infilling needs")
+            self.noise = 0.3 if noise is None else noise
+            self.ends = sentence_ends(tokenizer)
+        self.sampler = WindowSampler(len(train), block, seed)
+        self.generator = torch.Generator().manual_seed(seed + 1)
+
+    def corrupt(self, ids: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        sources, targets = [], []
+        for row in ids:
+            if self.name == "span-corruption":
+                src, tgt = obj.span_corruption(row, self.sentinels, self.eos, self.noise, self.span_length, generator)
+                sources.append(src.tolist())
+                targets.append(tgt.tolist())
+            else:
+                doc = row.tolist()
+                shuffled = obj.sentence_permutation(obj.split_sentences(doc, self.ends), generator) if self.permute else doc
+                noised, _ = obj.text_infilling(torch.tensor(shuffled), self.mask, self.noise, self.span_length, generator)
+                frame = ([self.bos] if self.bos is not None else []), ([self.eos] if self.eos is not None else [])
+                sources.append(frame[0] + noised.tolist() + frame[1])
+                targets.append(frame[0] + doc + frame[1])
+        return seq2seq_batch(sources, targets, self.pad, self.start)
+
+    def next_batch(self, batch_size, ctx):
+        ids, _ = windows(self.train_data, self.sampler.draw(batch_size * ctx.world), self.block)
+        batch = _slice(self.corrupt(ids, self.generator), ctx)
+        batch["counts"] = {"loss": int((batch["labels"] != obj.IGNORE).sum())}
+        return batch
+
+    def loss_terms(self, module, batch):
+        return {"loss": seq2seq_loss(module, batch)}
+
+    def evaluate(self, module, ctx):
+        if self.val is None:
+            return {}
+        offsets = tiled_offsets(len(self.val), self.block)
+        if self.eval_windows:
+            offsets = offsets[torch.linspace(0, len(offsets) - 1, min(self.eval_windows, len(offsets))).long()]
+        gen = torch.Generator().manual_seed(0)
+        total, count = 0.0, 0
+        for i in range(0, len(offsets), EVAL_BATCH):
+            ids, _ = windows(self.val, offsets[i : i + EVAL_BATCH], self.block)
+            batch = {k: v.to(ctx.device) for k, v in self.corrupt(ids, gen).items()}
+            total += float(seq2seq_loss(module, batch))
+            count += int((batch["labels"] != obj.IGNORE).sum())
+        loss = total / max(count, 1)
+        return {"loss": loss, "perplexity": math.exp(min(loss, 50))}
+
+    def state_dict(self):
+        return {"sampler": self.sampler.state_dict(), "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state):
+        self.sampler.load_state_dict(state["sampler"])
+        self.generator.set_state(state["generator"])
+
+
 __all__ = [
     "CausalLMTask",
+    "DenoisingTask",
     "DistillationTask",
     "ElectraPair",
     "ElectraTask",
