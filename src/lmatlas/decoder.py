@@ -57,10 +57,17 @@ class KVCache:
         n = self.length
         if n == 0:
             return
-        # One gather and one copy for every layer's keys and values at once: a step of beam
-        # search then costs two operations here, whatever the depth.
+        # Only the rows whose beam changed parent are written, each by one strided copy over
+        # every layer's keys and values (a gather of the whole batch along this non-outer axis
+        # is several times slower). A parent that is itself overwritten is copied aside first.
         filled = self.data[:, :, :, :, :n]
-        filled.copy_(filled.index_select(2, index))
+        moves = [(row, parent) for row, parent in enumerate(index.tolist()) if row != parent]
+        if not moves:
+            return
+        overwritten = {row for row, _ in moves}
+        saved = {p: filled[:, :, p].clone() for p in {p for _, p in moves} & overwritten}
+        for row, parent in moves:
+            filled[:, :, row].copy_(saved[parent] if parent in saved else filled[:, :, parent])
 
     def nbytes(self) -> int:
         return self.data.numel() * self.data.element_size()
