@@ -52,7 +52,8 @@ AUTO = {
 def _model(name: str, head: str, extra: dict) -> LmatlasModel:
     cfg = architecture(name, **{**TINY, **extra})
     if head == "seq2seq-lm":
-        cfg = cfg.replace(is_encoder_decoder=True, decoder_layers=3)  # a deeper decoder than encoder
+        assert cfg.is_encoder_decoder
+        cfg = cfg.replace(decoder_layers=3)  # a deeper decoder than encoder
     if cfg.type_vocab_size:
         cfg = cfg.replace(type_vocab_size=2)
     if cfg.positions_from_padding:
@@ -108,7 +109,7 @@ def test_to_hf_inverts_the_preset_config(name):
     cfg = architecture(name, **TINY)
     head = "causal-lm" if cfg.causal else "masked-lm"
     if cfg.model_type in ("t5", "bart"):
-        cfg, head = cfg.replace(is_encoder_decoder=True, decoder_layers=3), "seq2seq-lm"
+        cfg, head = cfg.replace(decoder_layers=3), "seq2seq-lm"
     cfg = as_saved(cfg, head)
     preset = preset_for(cfg.model_type)
     again = preset.config(hf_config(cfg, head), head)

@@ -471,8 +471,13 @@ def architecture_preset(name: str, **overrides: Any) -> ArchitecturePreset:
         extra["skeleton"] = "decoder" if config.causal else "encoder"
     if extra["skeleton"] not in SKELETONS:
         raise ValueError(f"architectures.toml, {key}: skeleton must be one of {SKELETONS}")
-    if extra["num_decoder_layers"] is None and extra["skeleton"] == "encoder-decoder":
-        extra["num_decoder_layers"] = config.num_layers
+    if extra["skeleton"] == "encoder-decoder":
+        if extra["num_decoder_layers"] is None:
+            extra["num_decoder_layers"] = config.num_layers
+        # The model it builds is an encoder-decoder too, with the decoder at its own depth.
+        config = config.replace(is_encoder_decoder=True, decoder_layers=extra["num_decoder_layers"])
+    if config.position_embedding == "relative" and extra["relative_attention"] == "buckets":
+        config = config.replace(relative_attention_num_buckets=extra["relative_attention_num_buckets"])
     return ArchitecturePreset(
         name=key,
         model=meta.get("model"),

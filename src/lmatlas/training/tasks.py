@@ -96,9 +96,7 @@ def build_model(
             raise LmatlasError(f"the tokenizer {tokenizer.name_or_path} has no "
                                f"{'padding' if cfg.model_type == 't5' else 'end-of-sequence'} token, "
                                f"which {cfg.model_type} starts decoding from")
-        cfg = cfg.replace(is_encoder_decoder=True, decoder_layers=preset.num_decoder_layers,
-                          relative_attention_num_buckets=preset.extra["relative_attention_num_buckets"],
-                          decoder_start_token_id=start)
+        cfg = cfg.replace(decoder_start_token_id=start)
         block += 2  # room for the start and end tokens of a target
     elif head == "seq2seq-lm":
         raise LmatlasError(f"the architecture {spec} is not an encoder-decoder (T5, BART), which this objective trains")
