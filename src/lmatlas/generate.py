@@ -711,7 +711,7 @@ def _beam_search(run: _Run) -> torch.Tensor:
                 top_idx = torch.multinomial(F.softmax(log_probs, dim=-1), num_samples=keep_k, generator=run.generator)
                 top_lp = torch.gather(log_probs, 1, top_idx)
             else:
-                top_lp, top_idx = torch.topk(log_probs, k=keep_k)
+                top_lp, top_idx = _top_candidates(log_probs, nb, keep_k)
             parent = torch.div(top_idx, vocab, rounding_mode="floor")
             top_ids = top_idx % vocab
             top_running_idx = _gather(running_idx, parent)
@@ -773,6 +773,20 @@ def _beam_search(run: _Run) -> torch.Tensor:
     beam_idx = beam_idx[:, :k].reshape(B * k, -1)
     generated = int((beam_idx + 1).bool().sum(dim=1).max())
     return sequences[:, : L + generated]
+
+
+def _top_candidates(log_probs: torch.Tensor, beams: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.topk(log_probs, k)`` over (batch, beams x vocab), found beam by beam: the best k of
+    every beam first (one row each, which the threads share), then the best k of those. The same
+    candidates, several times faster than one partial sort of the whole flat row."""
+    batch, width = log_probs.shape
+    vocab = width // beams
+    if vocab <= k:
+        return torch.topk(log_probs, k=k)
+    lp, idx = torch.topk(log_probs.view(batch * beams, vocab), k=k)
+    idx = idx + (torch.arange(beams, device=idx.device) * vocab).repeat(batch)[:, None]
+    best, pick = torch.topk(lp.view(batch, beams * k), k=k)
+    return best, torch.gather(idx.view(batch, beams * k), 1, pick)
 
 
 def _gather(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
