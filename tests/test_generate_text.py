@@ -13,7 +13,6 @@ import pytest
 import torch
 
 import lmatlas
-from lmatlas.generate import stream
 from lmatlas.tokenizer import load_tokenizer
 
 from .reference import randomize, shared_data, transformers
@@ -74,7 +73,7 @@ def test_stream_yields_the_generated_text(pair):
     _, _, ours, tok = pair
     ids = _prompt(tok)
     out = ours.generate(ids, max_new_tokens=15)
-    pieces = list(stream(ours, tok, "First Citizen:\nBefore we proceed any further, hear me speak.", max_new_tokens=15))
+    pieces = list(lmatlas.stream(ours, tok, "First Citizen:\nBefore we proceed any further, hear me speak.", max_new_tokens=15))
     assert len(pieces) > 1
     assert "".join(pieces) == tok.decode(out[0, ids.shape[1] :].tolist(), skip_special_tokens=True)
 
@@ -102,8 +101,8 @@ def test_streamer_protocol(pair):
 def test_seeded_sampling_text_is_reproducible(pair):
     _, _, ours, tok = pair
     kw = dict(max_new_tokens=12, do_sample=True, temperature=0.8, top_p=0.95, seed=11)
-    a = "".join(stream(ours, tok, "To be, or not", **kw))
-    b = "".join(stream(ours, tok, "To be, or not", **kw))
+    a = "".join(lmatlas.stream(ours, tok, "To be, or not", **kw))
+    b = "".join(lmatlas.stream(ours, tok, "To be, or not", **kw))
     assert a == b and a
 
 
