@@ -431,6 +431,7 @@ def test_reduced_size_keeps_the_design():
     assert t5.config.head_dim == 32 and t5.extra["num_decoder_layers"] == 2
     albert = architecture("albert-xxlarge", hidden_size=256, num_heads=4, num_layers=2)
     assert albert.embedding_size == 128 and albert.embedding_projection
+    assert architecture("ctrl", hidden_size=64, num_heads=4).embedding_scale == 8.0  # sqrt(d) of the new width
 
 
 @pytest.mark.parametrize("name", ["bert-large", "albert-xxlarge", "electra-large", "distilbert-base", "roberta-large"])

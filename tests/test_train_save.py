@@ -4,6 +4,7 @@ outputs, and lmatlas loads back exactly; models built from scratch included."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -18,6 +19,21 @@ from .reference import randomize, transformers
 
 TINY = dict(num_layers=2, hidden_size=24, num_heads=3, intermediate_size=40, vocab_size=97, max_positions=40,
             hidden_dropout=0.0, attention_dropout=0.0)
+# GPT's and BLOOM's MLPs are four times the width (their config.json has no field for it).
+GPT = {"intermediate_size": 96}
+# OPT-350m: post-norm, words embedded narrower than the model and projected in and out.
+OPT_350M = {"norm_position": "post", "final_norm": False, "embedding_size": 16, "embedding_projection": True,
+            "output_projection": True, "embedding_projection_bias": False}
+FALCON_GROUPED = {"num_heads": 4, "num_kv_heads": 2}
+# Falcon-RW: sequential pre-norm layers, a key/value head per head, ALiBi, biases.
+FALCON_RW = {"norm_position": "pre", "num_kv_heads": 3, "position_embedding": "alibi", "alibi_before_scale": True,
+             "attention_bias": True, "mlp_bias": True}
+ALBERT_GROUPS = {"embedding_size": 16, "num_layers": 4, "num_layer_groups": 2, "inner_group_size": 2}
+# The released mBART, Marian and Pegasus checkpoints scale their embeddings by sqrt(d_model).
+SEQ2SEQ = {"pad_token_id": 1, "eos_token_id": 2, "decoder_start_token_id": 2,
+           "embedding_scale": math.sqrt(TINY["hidden_size"])}
+# Separate source and target tables (of one size: see the refusal test).
+MARIAN_TWO_VOCABULARIES = {**SEQ2SEQ, "shared_embeddings": False}
 
 CASES = [
     ("gpt2", "causal-lm", {}),
@@ -35,6 +51,23 @@ CASES = [
     ("llama-7b", "causal-lm", {"num_kv_heads": 1, "max_positions": 64}),
     ("t5-small", "seq2seq-lm", {"pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0}),
     ("bart-base", "seq2seq-lm", {"pad_token_id": 1, "eos_token_id": 2, "decoder_start_token_id": 2}),
+    ("gpt", "causal-lm", GPT),
+    ("ctrl", "causal-lm", {}),
+    ("gpt-neo-125m", "causal-lm", {"num_layers": 3, "local_attention_window": 4}),
+    ("opt-125m", "causal-lm", {}),
+    ("opt-125m", "causal-lm", OPT_350M),
+    ("bloom-560m", "causal-lm", GPT),
+    ("falcon-7b", "causal-lm", {}),
+    ("falcon-40b", "causal-lm", FALCON_GROUPED),
+    ("falcon-40b", "causal-lm", {**FALCON_GROUPED, "parallel_norms": 1}),
+    ("falcon-7b", "causal-lm", FALCON_RW),
+    ("albert-base", "masked-lm", {"embedding_size": 16}),
+    ("albert-base", "sequence-classification", ALBERT_GROUPS),
+    ("xlm-roberta-base", "masked-lm", {"pad_token_id": 1}),
+    ("mbart-large", "seq2seq-lm", SEQ2SEQ),
+    ("marian-opus-mt", "seq2seq-lm", SEQ2SEQ),
+    ("marian-opus-mt", "seq2seq-lm", MARIAN_TWO_VOCABULARIES),
+    ("pegasus-large", "seq2seq-lm", SEQ2SEQ),
 ]
 
 AUTO = {
@@ -97,18 +130,27 @@ def test_saved_model_loads_in_transformers_and_lmatlas(tmp_path, name, head, ext
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["architectures"][0].endswith(
-        {"causal-lm": "LMHeadModel" if name == "gpt2" else "ForCausalLM"}.get(head, config["architectures"][0][-10:])
+        {"causal-lm": "LMHeadModel" if name in ("gpt2", "gpt", "ctrl") else "ForCausalLM"}.get(
+            head, config["architectures"][0][-10:])
     )
     if "id2label" in extra:
         assert ref.config.id2label == extra["id2label"]
 
 
-@pytest.mark.parametrize("name", ["gpt2", "bert-base", "roberta-base", "distilbert-base", "electra-base", "llama-7b",
-                                  "t5-small", "bart-base"])
-def test_to_hf_inverts_the_preset_config(name):
-    cfg = architecture(name, **TINY)
+INVERSES = [
+    ("gpt2", {}), ("bert-base", {}), ("roberta-base", {}), ("distilbert-base", {}), ("electra-base", {}),
+    ("llama-7b", {}), ("t5-small", {}), ("bart-base", {}), ("gpt", GPT), ("ctrl", {}), ("gpt-neo-125m", {}),
+    ("opt-125m", {}), ("opt-125m", OPT_350M), ("bloom-560m", GPT), ("falcon-7b", {}), ("falcon-40b", FALCON_GROUPED),
+    ("falcon-7b", FALCON_RW), ("albert-base", ALBERT_GROUPS), ("xlm-roberta-base", {}), ("mbart-large", SEQ2SEQ),
+    ("marian-opus-mt", {}), ("marian-opus-mt", MARIAN_TWO_VOCABULARIES), ("pegasus-large", {}),
+]
+
+
+@pytest.mark.parametrize("name,extra", INVERSES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(INVERSES)])
+def test_to_hf_inverts_the_preset_config(name, extra):
+    cfg = architecture(name, **{**TINY, **extra})
     head = "causal-lm" if cfg.causal else "masked-lm"
-    if cfg.model_type in ("t5", "bart"):
+    if cfg.is_encoder_decoder:
         cfg, head = cfg.replace(decoder_layers=3), "seq2seq-lm"
     cfg = as_saved(cfg, head)
     preset = preset_for(cfg.model_type)
@@ -125,7 +167,34 @@ def test_a_family_that_cannot_express_a_switch_refuses_to_save():
         hf_config(cfg, "causal-lm")
 
 
+@pytest.mark.parametrize("name,extra,switch", [
+    ("gpt", {}, "intermediate_size=40"),
+    ("ctrl", {"activation": "gelu"}, "activation"),
+    ("gpt-neo-125m", {"qkv_bias": True}, "qkv_bias"),
+    ("opt-125m", {"norm": "rmsnorm"}, "rmsnorm"),
+    ("opt-125m", {"embedding_size": 16}, "embedding_projection"),
+    ("bloom-560m", {**GPT, "num_kv_heads": 1}, "num_kv_heads"),
+    ("falcon-7b", {**FALCON_GROUPED, "norm_position": "pre"}, "2 key/value heads of 4"),
+    ("falcon-7b", {"rotary_interleaved": True}, "rotary_interleaved"),
+    ("albert-base", {"causal": True}, "causal"),
+    ("xlm-roberta-base", {"positions_from_padding": False}, "positions_from_padding"),
+    ("bart-base", {"shared_embeddings": False, "decoder_vocab_size": 101}, "shared_embeddings"),
+    ("mbart-large", {"embedding_scale": 2.0}, "embedding_scale"),
+    ("pegasus-large", {"sinusoidal_layout": "interleaved"}, "sinusoidal_layout"),
+    ("marian-opus-mt", {"norm_eps": 1e-6}, "norm_eps"),
+    # transformers builds a Marian decoder's table at the source vocabulary's size.
+    ("marian-opus-mt", {"shared_embeddings": False, "decoder_vocab_size": 101}, "target vocabulary"),
+])
+def test_each_family_refuses_what_its_config_cannot_express(name, extra, switch):
+    cfg = architecture(name, **{**TINY, **extra})
+    head = "seq2seq-lm" if cfg.is_encoder_decoder else "causal-lm" if cfg.causal else "masked-lm"
+    with pytest.raises(lmatlas.LmatlasError, match=switch):
+        hf_config(cfg, head)
+
+
 def test_architecture_without_a_checkpoint_format_is_a_clear_error():
     cfg = architecture("gpt3-175b", **TINY)
     with pytest.raises(lmatlas.LmatlasError, match="gpt3"):
         hf_config(cfg, "causal-lm")
+    with pytest.raises(lmatlas.LmatlasError, match="'gpt3' has no Hugging Face format"):
+        as_saved(cfg, "causal-lm")  # as training from scratch builds its model

@@ -89,7 +89,8 @@ def as_saved(cfg: ModelConfig, head: str) -> ModelConfig:
     """``cfg`` as loading its saved folder would build it (e.g. BERT's pooler only under the
     heads whose transformers class has one): build models from scratch with this, so that a
     checkpoint reloads into the very same modules."""
-    return preset_for(cfg.model_type).config(hf_config(cfg, head), head)
+    hf = hf_config(cfg, head)  # first: its error names the families that have a format
+    return preset_for(cfg.model_type).config(hf, head)
 
 
 def _inverse(derived: Derived, value: torch.Tensor) -> torch.Tensor:

@@ -405,7 +405,8 @@ def _adapt(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Apply overrides, keeping the preset's proportions where the caller left them open.
 
     Shrinking ``hidden_size`` scales the MLP width with it; changing the width or the heads
-    re-derives the head size unless it is given; grouped key/value heads keep their ratio.
+    re-derives the head size unless it is given; grouped key/value heads keep their ratio; an
+    embedding scale of sqrt(hidden_size) (CTRL's) stays the root of the new width.
     """
     out = dict(values)
     out.update(overrides)
@@ -415,6 +416,8 @@ def _adapt(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
         out["intermediate_size"] = max(1, round(values["intermediate_size"] * hidden / hidden0))
     if "embedding_size" not in overrides and values.get("embedding_size") in (None, hidden0):
         out.pop("embedding_size", None)
+    if "embedding_scale" not in overrides and values.get("embedding_scale") == math.sqrt(hidden0):
+        out["embedding_scale"] = math.sqrt(hidden)
     if "head_dim" not in overrides and (hidden != hidden0 or heads != heads0):
         out.pop("head_dim", None)
         if hidden % heads:

@@ -37,6 +37,31 @@ def require(cfg: ModelConfig, family: str, **expected: Any) -> None:
             )
 
 
+# Switches that only a few families' config.json can express: every other family requires them
+# off. A family's ``to_hf`` allows its own by naming them in ``require_usual``.
+RARE_SWITCHES: dict[str, Any] = dict(
+    is_encoder_decoder=False,
+    cross_attention=False,
+    embedding_projection=False,
+    output_projection=False,
+    embedding_scale=1.0,
+    positions_from_padding=False,
+    positions_from_mask=False,
+    type_vocab_size=0,
+    residual_from_norm=False,
+    attention_scale_by_inverse_layer=False,
+    num_layer_groups=1,
+    inner_group_size=1,
+    final_norm_eps=None,
+    lm_head_scale=1.0,
+)
+
+
+def require_usual(cfg: ModelConfig, family: str, **expected: Any) -> None:
+    """``require`` the family's switches, and every rare switch it does not name off."""
+    require(cfg, family, **(RARE_SWITCHES | expected))
+
+
 def plain_heads(cfg: ModelConfig, family: str) -> None:
     """Families whose heads all have the full width (no grouped key/value heads)."""
     require(cfg, family, num_kv_heads=cfg.num_heads)

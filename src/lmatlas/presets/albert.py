@@ -43,3 +43,18 @@ def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
         heads |= norm("head.norm", "predictions.LayerNorm")
         heads |= {"head.decoder.weight": "predictions.decoder.weight", "head.decoder.bias": "predictions.bias"}
     return backbone, heads
+
+
+def to_hf(cfg: ModelConfig) -> dict:
+    """config.json fields for ``cfg`` (the inverse of ``config``)."""
+    from ._inverse import require_usual
+
+    # ALBERT always projects its embeddings, even at the model's width.
+    require_usual(cfg, "ALBERT", causal=False, embedding_projection=True, type_vocab_size=cfg.type_vocab_size,
+                  num_layer_groups=cfg.num_layer_groups, inner_group_size=cfg.inner_group_size)
+    return dict(
+        bert.to_hf(cfg),
+        embedding_size=cfg.embedding_size,
+        num_hidden_groups=cfg.num_layer_groups,
+        inner_group_num=cfg.inner_group_size,
+    )

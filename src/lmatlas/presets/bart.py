@@ -12,6 +12,7 @@ import math
 
 from ..blocks import ACTIVATIONS
 from ..config import ModelConfig
+from ..errors import LmatlasError
 from ._maps import (
     SEQ2SEQ_HEADS,
     WeightMap,
@@ -79,8 +80,12 @@ def family_config(
     )
 
 
+# What a family's config.json does not store, for ``family_config`` and ``family_to_hf``.
+LAYOUT = dict(norm_position="post", final_norm=False, embedding_norm=True, positions="learned")
+
+
 def config(hf: dict, head: str) -> ModelConfig:
-    return family_config(hf, "bart", norm_position="post", final_norm=False, embedding_norm=True, positions="learned")
+    return family_config(hf, "bart", **LAYOUT)
 
 
 def _attention(ours: str, theirs: str) -> WeightMap:
@@ -126,25 +131,51 @@ def family_weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
 weights = family_weights
 
 
-def to_hf(cfg: ModelConfig) -> dict:
-    """config.json fields for ``cfg`` (the inverse of ``config``)."""
-    from ._inverse import common, require
+def family_to_hf(
+    cfg: ModelConfig,
+    family: str,
+    *,
+    norm_position: str,
+    final_norm: bool,
+    embedding_norm: bool,
+    positions: str,
+    separate_vocabularies: bool = False,
+) -> dict:
+    """config.json fields for ``cfg`` (the inverse of ``family_config`` with the same layout).
+    ``separate_vocabularies``: the family can store a decoder vocabulary of its own (Marian)."""
+    from ._inverse import common, plain_heads, require_usual
 
-    require(cfg, "BART", norm="layernorm", norm_position="post", position_embedding="learned", final_norm=False,
-            embedding_norm=True, shared_embeddings=True)
-    return dict(
+    plain_heads(cfg, family)
+    d = cfg.hidden_size
+    offset = _OFFSET if positions == "learned" else 0
+    # scale_embedding: sqrt(d_model) or nothing.
+    scaled = cfg.embedding_scale == math.sqrt(d)
+    switches = dict(is_encoder_decoder=True, causal=False, norm="layernorm", norm_eps=1e-5, norm_affine=True,
+                    norm_position=norm_position, final_norm=final_norm, embedding_norm=embedding_norm,
+                    position_embedding=positions, position_offset=offset,
+                    embedding_scale=math.sqrt(d) if scaled else 1.0, gated_mlp=False, attention_bias=True,
+                    qkv_bias=True, mlp_bias=True, attention_scale=None, embedding_size=d)
+    if positions == "sinusoidal":
+        switches["sinusoidal_layout"] = "concat"
+    if not separate_vocabularies or cfg.shared_embeddings:
+        switches |= dict(shared_embeddings=True, decoder_vocab_size=None)
+    require_usual(cfg, family, **switches)
+    decoder_heads = cfg.decoder_heads or cfg.num_heads
+    if d % decoder_heads:
+        raise LmatlasError(f"a {family} config.json cannot express {decoder_heads} decoder heads of width {d}")
+    out = dict(
         common(cfg),
-        model_type="bart",
-        d_model=cfg.hidden_size,
+        model_type=cfg.model_type,
+        d_model=d,
         encoder_layers=cfg.num_layers,
         encoder_attention_heads=cfg.num_heads,
         encoder_ffn_dim=cfg.intermediate_size,
         decoder_layers=cfg.decoder_layers or cfg.num_layers,
-        decoder_attention_heads=cfg.decoder_heads or cfg.num_heads,
+        decoder_attention_heads=decoder_heads,
         decoder_ffn_dim=cfg.decoder_intermediate_size or cfg.intermediate_size,
         activation_function=cfg.activation,
-        max_position_embeddings=cfg.max_positions - _OFFSET,
-        scale_embedding=cfg.embedding_scale != 1.0,
+        max_position_embeddings=cfg.max_positions - offset,
+        scale_embedding=scaled,
         dropout=cfg.hidden_dropout,
         attention_dropout=cfg.attention_dropout,
         is_encoder_decoder=True,
@@ -152,3 +183,18 @@ def to_hf(cfg: ModelConfig) -> dict:
         forced_bos_token_id=cfg.forced_bos_token_id,
         forced_eos_token_id=cfg.forced_eos_token_id,
     )
+    if separate_vocabularies:
+        if cfg.target_vocab_size != cfg.vocab_size:
+            # config.json can say so, but transformers builds the decoder's own table (a copy of
+            # the encoder's) with vocab_size rows: the checkpoint would not load.
+            raise LmatlasError(f"a {family} model with a target vocabulary of its own size "
+                               f"({cfg.target_vocab_size}, source {cfg.vocab_size}) does not load in transformers; "
+                               "give both vocabularies the same size")
+        out["share_encoder_decoder_embeddings"] = cfg.shared_embeddings
+        out["decoder_vocab_size"] = cfg.target_vocab_size
+    return out
+
+
+def to_hf(cfg: ModelConfig) -> dict:
+    """config.json fields for ``cfg`` (the inverse of ``config``)."""
+    return family_to_hf(cfg, "BART", **LAYOUT)

@@ -49,3 +49,29 @@ def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
         backbone |= linear(f"{ours}.mlp.fc_out", f"{theirs}.mlp.dense_4h_to_h")
     backbone |= norm("backbone.final_norm", "ln_f")
     return backbone, lm_head(head)
+
+
+def to_hf(cfg: ModelConfig) -> dict:
+    """config.json fields for ``cfg`` (the inverse of ``config``)."""
+    from ._inverse import common, plain_heads, require_usual
+
+    plain_heads(cfg, "BLOOM")
+    # ALiBi added after the scaling, and an MLP four times the width of tanh-GELU: fixed in BLOOM.
+    require_usual(cfg, "BLOOM", causal=True, norm="layernorm", norm_position="pre", position_embedding="alibi",
+                  alibi_before_scale=False, embedding_norm=True, final_norm=True,
+                  residual_from_norm=cfg.residual_from_norm, intermediate_size=4 * cfg.hidden_size,
+                  activation="gelu_new", gated_mlp=False, attention_bias=True, qkv_bias=True, mlp_bias=True,
+                  attention_scale=None, embedding_size=cfg.hidden_size, lm_head_bias=False, norm_affine=True)
+    return dict(
+        common(cfg),
+        model_type="bloom",
+        hidden_size=cfg.hidden_size,
+        n_layer=cfg.num_layers,
+        n_head=cfg.num_heads,
+        # Not read by transformers (ALiBi has no length limit); lmatlas keeps it as max_positions.
+        seq_length=cfg.max_positions,
+        layer_norm_epsilon=cfg.norm_eps,
+        apply_residual_connection_post_layernorm=cfg.residual_from_norm,
+        hidden_dropout=cfg.hidden_dropout,
+        attention_dropout=cfg.attention_dropout,
+    )

@@ -56,3 +56,28 @@ def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
     backbone |= norm("backbone.final_norm", "layernorm")
     heads = lm_head(head, bias=True)
     return backbone, heads
+
+
+def to_hf(cfg: ModelConfig) -> dict:
+    """config.json fields for ``cfg`` (the inverse of ``config``)."""
+    from ._inverse import common, plain_heads, require_usual
+
+    plain_heads(cfg, "CTRL")
+    require_usual(cfg, "CTRL", causal=True, norm="layernorm", norm_eps=1e-6, norm_position="pre",
+                  position_embedding="sinusoidal", sinusoidal_layout="concat", position_offset=0, final_norm=True,
+                  final_norm_eps=cfg.final_norm_eps, embedding_norm=False, embedding_scale=math.sqrt(cfg.hidden_size),
+                  activation="relu", gated_mlp=False, attention_bias=True, qkv_bias=True, mlp_bias=True,
+                  attention_scale=None, embedding_size=cfg.hidden_size, lm_head_bias=True, norm_affine=True)
+    return dict(
+        common(cfg),
+        model_type="ctrl",
+        n_embd=cfg.hidden_size,
+        n_layer=cfg.num_layers,
+        n_head=cfg.num_heads,
+        dff=cfg.intermediate_size,
+        n_positions=cfg.max_positions,
+        # Only the final norm reads it (the layers' are fixed at 1e-6).
+        layer_norm_epsilon=cfg.norm_eps if cfg.final_norm_eps is None else cfg.final_norm_eps,
+        resid_pdrop=cfg.hidden_dropout,
+        embd_pdrop=cfg.hidden_dropout,
+    )

@@ -91,3 +91,58 @@ def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
                 backbone |= norm(f"{ours}.mlp_norm", f"{theirs}.post_attention_layernorm")
     backbone |= norm("backbone.final_norm", "ln_f")
     return backbone, lm_head(head)
+
+
+def _hf_layout(cfg: ModelConfig) -> dict:
+    """The flags that give ``cfg``'s layout in transformers' FalconDecoderLayer (see ``_layout``)."""
+    heads, kv = cfg.num_heads, cfg.num_kv_heads
+    if cfg.norm_position == "parallel" and cfg.parallel_norms == 2:
+        return dict(new_decoder_architecture=True, parallel_attn=True, num_ln_in_parallel_attn=2, num_kv_heads=kv)
+    if cfg.norm_position not in ("parallel", "pre"):
+        raise LmatlasError(f"a Falcon config.json cannot express norm_position={cfg.norm_position!r} "
+                           "(it must be 'parallel' or 'pre'); choose an architecture of another family")
+    parallel = cfg.norm_position == "parallel"
+    # The original layout knows one key/value head (multi_query) or one per query head; only the
+    # new architecture groups them, and it is always parallel.
+    if kv in (1, heads):
+        return dict(new_decoder_architecture=False, parallel_attn=parallel, multi_query=kv == 1,
+                    num_ln_in_parallel_attn=None, num_kv_heads=kv)
+    if not parallel:
+        raise LmatlasError(f"a Falcon config.json cannot express {kv} key/value heads of {heads} in the "
+                           "sequential (pre-norm) layout: only 1 or one per head")
+    return dict(new_decoder_architecture=True, parallel_attn=True, num_ln_in_parallel_attn=1, num_kv_heads=kv)
+
+
+def to_hf(cfg: ModelConfig) -> dict:
+    """config.json fields for ``cfg`` (the inverse of ``config``)."""
+    from ._inverse import common, require_usual
+
+    if cfg.head_dim * cfg.num_heads != cfg.hidden_size:
+        raise LmatlasError(f"a Falcon config.json cannot express head_dim {cfg.head_dim} with "
+                           f"{cfg.num_heads} heads of hidden size {cfg.hidden_size}")
+    switches = dict(causal=True, norm="layernorm", embedding_norm=False, final_norm=True, gated_mlp=False,
+                    qkv_bias=cfg.attention_bias, mlp_bias=cfg.attention_bias, attention_scale=None,
+                    embedding_size=cfg.hidden_size, lm_head_bias=False, norm_affine=True)
+    if cfg.position_embedding == "alibi":  # Falcon adds it before the scaling
+        switches["alibi_before_scale"] = True
+    else:  # GPT-NeoX's rotation (halves) over the whole head
+        switches |= dict(position_embedding="rotary", rotary_interleaved=False, rotary_dim=cfg.head_dim)
+    require_usual(cfg, "Falcon", **switches)
+    return dict(
+        common(cfg),
+        **_hf_layout(cfg),
+        model_type="falcon",
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        ffn_hidden_size=cfg.intermediate_size,
+        activation=cfg.activation,
+        max_position_embeddings=cfg.max_positions,
+        alibi=cfg.position_embedding == "alibi",
+        rope_theta=cfg.rotary_base,
+        rope_scaling=cfg.rope_scaling,
+        layer_norm_epsilon=cfg.norm_eps,
+        bias=cfg.attention_bias,
+        hidden_dropout=cfg.hidden_dropout,
+        attention_dropout=cfg.attention_dropout,
+    )

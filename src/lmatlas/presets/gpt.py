@@ -7,6 +7,7 @@ final norm; tanh-approximated GELU; Conv1D (transposed) projections.
 from __future__ import annotations
 
 from ..config import ModelConfig
+from ..errors import LmatlasError
 from ._maps import DECODER_HEADS, WeightMap, conv1d, decoder_common, lm_head, norm
 
 MODEL_TYPES = ("openai-gpt",)
@@ -49,3 +50,32 @@ def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
         backbone |= conv1d(f"{ours}.mlp.fc_out", f"{theirs}.mlp.c_proj")
         backbone |= norm(f"{ours}.mlp_norm", f"{theirs}.ln_2")
     return backbone, lm_head(head)
+
+
+def to_hf(cfg: ModelConfig) -> dict:
+    """config.json fields for ``cfg`` (the inverse of ``config``)."""
+    from ._inverse import common, plain_heads, require_usual
+
+    plain_heads(cfg, "GPT")
+    # The MLP is always four times the width: config.json has no field for it.
+    require_usual(cfg, "GPT", causal=True, norm="layernorm", norm_position="post", position_embedding="learned",
+                  position_offset=0, final_norm=False, embedding_norm=False, gated_mlp=False, attention_bias=True,
+                  qkv_bias=True, mlp_bias=True, attention_scale=None, embedding_size=cfg.hidden_size,
+                  intermediate_size=4 * cfg.hidden_size, lm_head_bias=False, norm_affine=True)
+    afn = {ours: theirs for theirs, ours in _ACTIVATIONS.items() if theirs != "swish"}
+    if cfg.activation not in afn:
+        raise LmatlasError(f"a GPT config.json cannot express activation {cfg.activation!r} "
+                           f"(only {', '.join(sorted(afn))}); choose an architecture of another family")
+    return dict(
+        common(cfg),
+        model_type="openai-gpt",
+        n_embd=cfg.hidden_size,
+        n_layer=cfg.num_layers,
+        n_head=cfg.num_heads,
+        afn=afn[cfg.activation],
+        n_positions=cfg.max_positions,
+        layer_norm_epsilon=cfg.norm_eps,
+        resid_pdrop=cfg.hidden_dropout,
+        embd_pdrop=cfg.hidden_dropout,
+        attn_pdrop=cfg.attention_dropout,
+    )

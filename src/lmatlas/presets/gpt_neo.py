@@ -7,6 +7,7 @@ attention; attention scores are not scaled by 1/sqrt(d); q/k/v projections witho
 from __future__ import annotations
 
 from ..config import ModelConfig
+from ..errors import LmatlasError
 from ._maps import DECODER_HEADS, WeightMap, decoder_common, fused, linear, lm_head, norm
 
 MODEL_TYPES = ("gpt_neo",)
@@ -63,3 +64,44 @@ def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
         backbone |= linear(f"{ours}.mlp.fc_out", f"{theirs}.mlp.c_proj")
     backbone |= norm("backbone.final_norm", "ln_f")
     return backbone, lm_head(head)
+
+
+def _attention_types(layers: list[str]) -> list:
+    """``attention_layers`` as config.json's ``attention_types``: the shortest pattern that,
+    repeated, gives them (the whole list when none is shorter)."""
+    n = len(layers)
+    for period in range(1, n + 1):
+        if n % period == 0 and layers == layers[:period] * (n // period):
+            return [[layers[:period], n // period]]
+    return [[layers, 1]]  # no layers
+
+
+def to_hf(cfg: ModelConfig) -> dict:
+    """config.json fields for ``cfg`` (the inverse of ``config``)."""
+    from ._inverse import common, plain_heads, require_usual
+
+    plain_heads(cfg, "GPT-Neo")
+    require_usual(cfg, "GPT-Neo", causal=True, norm="layernorm", norm_position="pre", position_embedding="learned",
+                  position_offset=0, final_norm=True, embedding_norm=False, gated_mlp=False, attention_bias=True,
+                  qkv_bias=False, mlp_bias=True, attention_scale=1.0, embedding_size=cfg.hidden_size,
+                  lm_head_bias=False, norm_affine=True)
+    layers = list(cfg.attention_layers or ["global"] * cfg.num_layers)
+    if not set(layers) <= {"global", "local"}:
+        raise LmatlasError(f"a GPT-Neo config.json cannot express attention_layers {layers} (only global and local)")
+    return dict(
+        common(cfg),
+        model_type="gpt_neo",
+        hidden_size=cfg.hidden_size,
+        num_layers=cfg.num_layers,
+        num_heads=cfg.num_heads,
+        intermediate_size=cfg.intermediate_size,
+        activation_function=cfg.activation,
+        max_position_embeddings=cfg.max_positions,
+        layer_norm_epsilon=cfg.norm_eps,
+        attention_types=_attention_types(layers),
+        attention_layers=layers,
+        window_size=cfg.local_attention_window,
+        resid_dropout=cfg.hidden_dropout,
+        embed_dropout=cfg.hidden_dropout,
+        attention_dropout=cfg.attention_dropout,
+    )

@@ -11,17 +11,21 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ._maps import SEQ2SEQ_HEADS
-from .bart import family_config, family_weights
+from .bart import family_config, family_to_hf, family_weights
 
 MODEL_TYPES = ("marian",)
 PREFIX = "model"
 HEADS = SEQ2SEQ_HEADS
+LAYOUT = dict(norm_position="post", final_norm=False, embedding_norm=False, positions="sinusoidal")
 
 
 def config(hf: dict, head: str) -> ModelConfig:
-    return family_config(
-        hf, "marian", norm_position="post", final_norm=False, embedding_norm=False, positions="sinusoidal"
-    )
+    return family_config(hf, "marian", **LAYOUT)
 
 
 weights = family_weights
+
+
+def to_hf(cfg: ModelConfig) -> dict:
+    """config.json fields for ``cfg`` (the inverse of ``config``)."""
+    return family_to_hf(cfg, "Marian", **LAYOUT, separate_vocabularies=True)

@@ -73,3 +73,38 @@ def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
     if cfg.final_norm:
         backbone |= norm("backbone.final_norm", "decoder.final_layer_norm")
     return backbone, lm_head(head)
+
+
+def to_hf(cfg: ModelConfig) -> dict:
+    """config.json fields for ``cfg`` (the inverse of ``config``)."""
+    from ._inverse import common, plain_heads, require_usual
+
+    plain_heads(cfg, "OPT")
+    narrow = cfg.embedding_size != cfg.hidden_size
+    pre = cfg.norm_position == "pre"  # do_layer_norm_before
+    switches = dict(causal=True, norm="layernorm", norm_eps=1e-5, norm_position="pre" if pre else "post",
+                    position_embedding="learned", position_offset=_OFFSET, positions_from_mask=True,
+                    embedding_projection=narrow, output_projection=narrow, embedding_norm=False, gated_mlp=False,
+                    qkv_bias=cfg.attention_bias, mlp_bias=cfg.attention_bias, attention_scale=None, lm_head_bias=False)
+    if narrow:  # narrow word embeddings are projected in and out, without biases
+        switches["embedding_projection_bias"] = False
+    if not pre:  # a pre-norm OPT may lack its final norm (_remove_final_layer_norm), a post-norm one has none
+        switches["final_norm"] = False
+    require_usual(cfg, "OPT", **switches)
+    return dict(
+        common(cfg),
+        model_type="opt",
+        hidden_size=cfg.hidden_size,
+        word_embed_proj_dim=cfg.embedding_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        ffn_dim=cfg.intermediate_size,
+        activation_function=cfg.activation,
+        max_position_embeddings=cfg.max_positions - _OFFSET,
+        do_layer_norm_before=pre,
+        _remove_final_layer_norm=pre and not cfg.final_norm,
+        layer_norm_elementwise_affine=cfg.norm_affine,
+        enable_bias=cfg.attention_bias,
+        dropout=cfg.hidden_dropout,
+        attention_dropout=cfg.attention_dropout,
+    )

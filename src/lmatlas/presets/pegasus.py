@@ -8,17 +8,21 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ._maps import SEQ2SEQ_HEADS
-from .bart import family_config, family_weights
+from .bart import family_config, family_to_hf, family_weights
 
 MODEL_TYPES = ("pegasus",)
 PREFIX = "model"
 HEADS = SEQ2SEQ_HEADS
+LAYOUT = dict(norm_position="pre", final_norm=True, embedding_norm=False, positions="sinusoidal")
 
 
 def config(hf: dict, head: str) -> ModelConfig:
-    return family_config(
-        hf, "pegasus", norm_position="pre", final_norm=True, embedding_norm=False, positions="sinusoidal"
-    )
+    return family_config(hf, "pegasus", **LAYOUT)
 
 
 weights = family_weights
+
+
+def to_hf(cfg: ModelConfig) -> dict:
+    """config.json fields for ``cfg`` (the inverse of ``config``)."""
+    return family_to_hf(cfg, "Pegasus", **LAYOUT)

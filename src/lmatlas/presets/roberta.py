@@ -36,4 +36,7 @@ def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
 
 def to_hf(cfg: ModelConfig) -> dict:
     """config.json fields for ``cfg`` (the inverse of ``config``)."""
+    from ._inverse import require
+
+    require(cfg, "RoBERTa", positions_from_padding=True)
     return bert.to_hf(cfg)
