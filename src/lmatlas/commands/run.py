@@ -99,9 +99,9 @@ def _cli_kind(kind: str) -> str:
 def _epilog(tasks, task_options) -> str:
     lines = ["tasks and their options:"]
     for task, spec in tasks.items():
-        options = ", ".join("--" + n.replace("_", "-") for n in task_options(task)) if spec.target else ""
+        options = ", ".join("--" + n.replace("_", "-") for n in task_options(task))
         note = " [default model]" if spec.default else ""
-        lines.append(f"  {task}{note}: {options or '(needs an encoder-decoder model; not yet)'}")
+        lines.append(f"  {task}{note}: {options or '(none)'}")
     lines += [
         "",
         "examples:",

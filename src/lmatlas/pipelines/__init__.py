@@ -47,7 +47,11 @@ class Task:
     default: bool = False  # the default model serves it
 
 
-_SEQ2SEQ = "an encoder-decoder model (BART, T5, Pegasus, mBART, Marian)"
+_SEQ2SEQ = (
+    "an encoder-decoder model (BART, T5, Pegasus, mBART, Marian) with its language-model head (architectures "
+    "ending in ForConditionalGeneration, or MarianMTModel), such as facebook/bart-large-cnn, google-t5/t5-small "
+    "or Helsinki-NLP/opus-mt-en-de"
+)
 
 TASKS: dict[str, Task] = {
     t.name: t
@@ -72,9 +76,9 @@ TASKS: dict[str, Task] = {
         Task("text-generation", "generation:TextGeneration", "causal-lm",
              "a decoder with a language-model head (architectures ending in ForCausalLM or LMHeadModel), "
              "such as openai-community/gpt2 or EleutherAI/gpt-neo-125m"),
-        Task("summarization", "", None, _SEQ2SEQ),
-        Task("translation", "", None, _SEQ2SEQ),
-        Task("text2text-generation", "", None, _SEQ2SEQ),
+        Task("summarization", "seq2seq:Summarization", "seq2seq-lm", _SEQ2SEQ),
+        Task("translation", "seq2seq:Translation", "seq2seq-lm", _SEQ2SEQ),
+        Task("text2text-generation", "seq2seq:Text2TextGeneration", "seq2seq-lm", _SEQ2SEQ),
     ]
 }
 
@@ -89,7 +93,7 @@ def task_names() -> list[str]:
 def task_options(task: str) -> dict:
     """The options ``task`` takes: name -> ``base.Option`` (default, check, help)."""
     spec = TASKS[canonical(task)]
-    return dict(_class(spec.target).OPTIONS) if spec.target else {}
+    return dict(_class(spec.target).OPTIONS)
 
 
 def canonical(task: str) -> str:
@@ -128,8 +132,6 @@ def pipeline(
     device = options.pop("device", None)
     if device not in (None, -1, "cpu") and str(device) != "cpu":
         raise LmatlasError(f"device={device!r}: lmatlas runs on the CPU (device='cpu')")
-    if not spec.target:
-        raise LmatlasError(f"{task} needs {spec.needs}, and lmatlas cannot run encoder-decoder models yet")
     extra = {"batch_size": batch_size} if batch_size is not None else {}
     if model is None and not spec.default:
         raise LmatlasError(f"{task} has no default model; name one with model=: {spec.needs}")
