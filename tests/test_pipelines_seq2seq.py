@@ -96,24 +96,21 @@ def folders(tmp_path_factory, spm_files):  # noqa: F811
     return out
 
 
-_PIPES: dict = {}
-
-
 @pytest.fixture(scope="module")
 def pipes(folders):
     """(transformers', lmatlas') pipeline for a task on a model, built once each."""
+    built: dict = {}
 
     def get(task, name, **kwargs):
         key = (task, name, tuple(sorted(kwargs.items())))
-        if key not in _PIPES:
+        if key not in built:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                _PIPES[key] = (hf_pipeline(task, folders[name], **kwargs),
-                               lmatlas.pipeline(task, folders[name], **kwargs))  # fmt: skip
-        return _PIPES[key]
+                built[key] = (hf_pipeline(task, folders[name], **kwargs),
+                              lmatlas.pipeline(task, folders[name], **kwargs))  # fmt: skip
+        return built[key]
 
-    yield get
-    _PIPES.clear()
+    return get
 
 
 def as_lists(value):
@@ -145,6 +142,7 @@ CASES = [
     ("summarization", "bart", dict(num_beams=3, num_return_sequences=3, length_penalty=0.5, early_stopping=False,
                                    max_length=12, clean_up_tokenization_spaces=True)),
     ("text2text-generation", "bart", dict(max_new_tokens=8)),
+    ("text2text-generation", "bart", dict(max_new_tokens=8, batch_size=2)),  # both pad batches of two
     ("summarization", "t5", dict(max_new_tokens=9, num_beams=1)),  # "summarize: " and the task's n-grams
     ("summarization", "t5", dict(max_new_tokens=8, num_beams=3, return_tensors=True)),
     ("translation_en_to_de", "t5", dict(max_new_tokens=10)),
@@ -160,6 +158,22 @@ CASES = [
 def test_same_as_transformers(pipes, task, name, options):
     hf, ours = pipes(task, name)
     same(hf, ours, **options)
+
+
+def test_generation_settings_from_config_json(folders, tmp_path):
+    """Without a generation_config.json, the generation settings config.json holds count (older
+    checkpoints keep them there)."""
+    folder = tmp_path / "bart-old"
+    shutil.copytree(folders["bart"], folder)
+    (folder / "generation_config.json").unlink()
+    config = json.loads((folder / "config.json").read_text())
+    config.update(num_beams=3, max_length=8, no_repeat_ngram_size=2)
+    (folder / "config.json").write_text(json.dumps(config))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hf = hf_pipeline("text2text-generation", folder)
+    got = same(hf, lmatlas.pipeline("text2text-generation", folder), return_tensors=True)
+    assert all(len(r["generated_token_ids"]) <= 8 for r in got[1])
 
 
 def test_plain_translation_takes_the_first_pair(pipes, folders):
@@ -290,6 +304,12 @@ def test_cli(folders, capsys):
     [row] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert row["output"] == lmatlas.pipeline("summarization", folders["t5"])([TEXTS[0]], max_new_tokens=5,
                                                                               return_tensors=True)[0]  # fmt: skip
+    assert main(["run", "text2text-generation", "-m", str(folders["marian"]), "--num-beams", "3",
+                 "--num-return-sequences", "2", "--max-new-tokens", "4", TEXTS[1]]) == 0  # fmt: skip
+    [row] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert row["output"] == lmatlas.pipeline("text2text-generation", folders["marian"])(
+        TEXTS[1], num_beams=3, num_return_sequences=2, max_new_tokens=4
+    )
 
 
 # -- mistakes ------------------------------------------------------------------------------------
