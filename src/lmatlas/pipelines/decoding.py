@@ -59,7 +59,8 @@ def model_defaults(model, tokenizer, pipeline_defaults: dict[str, Any]) -> dict[
     # A model whose generation settings give a max_length keeps it instead of the pipeline's
     # default number of new tokens.
     default_new = pipeline_defaults.get("max_new_tokens")
-    if default_new is not None and settings["max_new_tokens"] == default_new and settings["max_length"] != GLOBAL["max_length"]:
+    own_length = settings["max_length"] != GLOBAL["max_length"]
+    if default_new is not None and settings["max_new_tokens"] == default_new and own_length:
         settings["max_new_tokens"] = None
     if settings["pad_token_id"] is None and tokenizer.pad_token_id is not None:
         settings["pad_token_id"] = tokenizer.pad_token_id

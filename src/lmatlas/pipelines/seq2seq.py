@@ -58,7 +58,8 @@ class Text2TextGeneration(Pipeline):
     OPTIONS = {
         "return_text": Option(None, optional_bool, "return the decoded text (the default)", "bool"),
         "return_tensors": Option(None, optional_bool, "return the token ids instead of the text", "bool"),
-        "clean_up_tokenization_spaces": Option(False, boolean, "remove spaces before punctuation in the text", "bool"),
+        "clean_up_tokenization_spaces": Option(False, boolean, "remove spaces before punctuation in the text",
+                                               "bool"),
         "truncation": Option(False, _truncation, "cut texts longer than the model reads (default: refuse them)", "bool"),
         "prefix": Option(None, optional_string,
                          "text put before every input (default: the model's, e.g. T5's 'summarize: ')"),
