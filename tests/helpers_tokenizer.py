@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import pytest
+
 DATA = Path("/work/shared/data")
 SST2 = DATA / "sst2" / "train.tsv"
 GPT2_FILES = DATA / "gpt2-tokenizer"
@@ -103,6 +105,60 @@ def train_sentencepiece(folder: Path, filename: str, corpus: Path, model_type: s
     prefix.with_suffix(".model").rename(target)
     prefix.with_suffix(".vocab").unlink()
     return target
+
+
+MARIAN_CONFIG = {"tokenizer_class": "MarianTokenizer", "source_lang": "en", "target_lang": "de"}
+
+
+def train_seq2seq_spm(root: Path) -> dict:
+    """The encoder-decoders' SentencePiece models, trained on SST-2 in ``root``: T5's
+    spiece.model, mBART's sentencepiece.bpe.model, Marian's source.spm and target.spm (the target
+    trained on lowercased text) with their joint ``vocab`` and ``separate`` vocabularies."""
+    import sentencepiece as spm
+
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n".join(sst2_sentences(3000) + HAND_CASES) + "\n", encoding="utf-8")
+    lower = root / "lower.txt"
+    lower.write_text(corpus.read_text(encoding="utf-8").lower(), encoding="utf-8")
+    files = {
+        # T5's layout: <pad> 0, </s> 1, <unk> 2.
+        "t5": train_sentencepiece(root / "t5", "spiece.model", corpus, "unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1),
+        "mbart": train_sentencepiece(root / "mbart", "sentencepiece.bpe.model", corpus, "bpe"),
+        # Marian: a source model and a different target model (trained on lowercased text).
+        "source": train_sentencepiece(root / "src", "source.spm", corpus, "unigram"),
+        "target": train_sentencepiece(root / "tgt", "target.spm", lower, "unigram"),
+    }
+    pieces = {}
+    for side in ("source", "target"):
+        sp = spm.SentencePieceProcessor(model_file=str(files[side]))
+        pieces[side] = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
+    # OPUS-MT's vocab.json: </s> and <unk> first, every piece of both models, language codes, <pad> last.
+    joint: dict[str, int] = {}
+    for p in ["</s>", "<unk>", *pieces["source"], *pieces["target"], ">>fr<<", ">>de<<", "<pad>"]:
+        joint.setdefault(p, len(joint))
+    files["vocab"] = root / "vocab.json"
+    files["vocab"].write_text(json.dumps(joint), encoding="utf-8")
+    # Separate vocabularies: each side its own pieces.
+    sep = root / "separate"
+    sep.mkdir()
+    for side, name in (("source", "vocab.json"), ("target", "target_vocab.json")):
+        own: dict[str, int] = {}
+        for p in ["</s>", "<unk>", *pieces[side], "<pad>"]:
+            own.setdefault(p, len(own))
+        (sep / name).write_text(json.dumps(own), encoding="utf-8")
+    files["separate"] = [sep / "vocab.json", sep / "target_vocab.json"]
+    return files
+
+
+_SPM: dict[str, dict] = {}
+
+
+@pytest.fixture(scope="session")
+def spm_files(tmp_path_factory) -> dict:
+    """``train_seq2seq_spm``'s files, trained once per session however many modules use them."""
+    if "files" not in _SPM:
+        _SPM["files"] = train_seq2seq_spm(tmp_path_factory.mktemp("spm_seq2seq"))
+    return _SPM["files"]
 
 
 def hf_auto(folder: Path):

@@ -14,7 +14,7 @@ from lmatlas.cli import main
 from lmatlas.tokenizer import load_tokenizer
 
 from .reference import randomize, transformers
-from .test_tokenizer_seq2seq import MARIAN_CONFIG, spm_files  # noqa: F401  (the fixture)
+from .helpers_tokenizer import MARIAN_CONFIG, spm_files  # noqa: F401  (the fixture)
 
 TEXT = "the film is a charming and often affecting journey ."
 _small = dict(d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=2,

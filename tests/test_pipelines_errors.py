@@ -56,6 +56,11 @@ def test_model_without_the_head(folders):
     assert "ForQuestionAnswering" in msg and "masked-lm head" in msg
     msg = error(lmatlas.pipeline, "text-generation", folders["mlm"])
     assert "ForCausalLM" in msg
+    msg = error(lmatlas.pipeline, "summarization", folders["ner"])
+    assert "summarization needs an encoder-decoder model" in msg and "ForConditionalGeneration" in msg
+    assert "has a token-classification head (architectures: BertForTokenClassification)" in msg
+    msg = error(lmatlas.pipeline, "translation_en_to_de", folders["sentiment"])
+    assert "translation_en_to_de needs an encoder-decoder model" in msg and "sequence-classification head" in msg
 
 
 def test_zero_shot_needs_an_entailment_label(folders):

@@ -17,15 +17,16 @@ import pytest
 from lmatlas.errors import LmatlasError
 from lmatlas.tokenizer import load_tokenizer
 
-from .helpers_tokenizer import (
+from .helpers_tokenizer import (  # noqa: F401  (spm_files: the fixture)
     HAND_CASES,
+    MARIAN_CONFIG,
     Variant,
     assert_same_output,
     hf_auto,
     make_folder,
     pipeline_json,
+    spm_files,
     sst2_sentences,
-    train_sentencepiece,
 )
 
 SENTENCES = 200
@@ -36,48 +37,6 @@ def texts() -> list[str]:
     # Language codes at the start of a text (Marian), special tokens and sentinels typed in it.
     extra = [">>fr<< Hello world", ">>de<<", "a sentence </s> with <unk> specials <pad>", "<extra_id_0> is <extra_id_7>"]
     return sst2_sentences(SENTENCES) + HAND_CASES + extra
-
-
-@pytest.fixture(scope="session")
-def spm_files(tmp_path_factory) -> dict:
-    import sentencepiece as spm
-
-    root = tmp_path_factory.mktemp("spm_seq2seq")
-    corpus = root / "corpus.txt"
-    corpus.write_text("\n".join(sst2_sentences(3000) + HAND_CASES) + "\n", encoding="utf-8")
-    lower = root / "lower.txt"
-    lower.write_text(corpus.read_text(encoding="utf-8").lower(), encoding="utf-8")
-    files = {
-        # T5's layout: <pad> 0, </s> 1, <unk> 2.
-        "t5": train_sentencepiece(root / "t5", "spiece.model", corpus, "unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1),
-        "mbart": train_sentencepiece(root / "mbart", "sentencepiece.bpe.model", corpus, "bpe"),
-        # Marian: a source model and a different target model (trained on lowercased text).
-        "source": train_sentencepiece(root / "src", "source.spm", corpus, "unigram"),
-        "target": train_sentencepiece(root / "tgt", "target.spm", lower, "unigram"),
-    }
-    pieces = {}
-    for side in ("source", "target"):
-        sp = spm.SentencePieceProcessor(model_file=str(files[side]))
-        pieces[side] = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
-    # OPUS-MT's vocab.json: </s> and <unk> first, every piece of both models, language codes, <pad> last.
-    joint: dict[str, int] = {}
-    for p in ["</s>", "<unk>", *pieces["source"], *pieces["target"], ">>fr<<", ">>de<<", "<pad>"]:
-        joint.setdefault(p, len(joint))
-    files["vocab"] = root / "vocab.json"
-    files["vocab"].write_text(json.dumps(joint), encoding="utf-8")
-    # Separate vocabularies: each side its own pieces.
-    sep = root / "separate"
-    sep.mkdir()
-    for side, name in (("source", "vocab.json"), ("target", "target_vocab.json")):
-        own: dict[str, int] = {}
-        for p in ["</s>", "<unk>", *pieces[side], "<pad>"]:
-            own.setdefault(p, len(own))
-        (sep / name).write_text(json.dumps(own), encoding="utf-8")
-    files["separate"] = [sep / "vocab.json", sep / "target_vocab.json"]
-    return files
-
-
-MARIAN_CONFIG = {"tokenizer_class": "MarianTokenizer", "source_lang": "en", "target_lang": "de"}
 
 
 def _variant(name, files, tokenizer_config=None, config=None, hf=None):

@@ -33,7 +33,7 @@ def register(sub) -> None:
 
     p = sub.add_parser(
         "run",
-        help="run a task (fill-mask, ner, question-answering, zero-shot-classification, ...) over texts",
+        help="run a task (fill-mask, ner, question-answering, summarization, translation, ...) over texts",
         description="Run a task pipeline — transformers' task names, options and output schemas — over "
         "texts given as arguments, in a file (.txt: one per line; .jsonl; .csv; .tsv) or on standard "
         "input, and write one JSON line per input.",
@@ -99,9 +99,9 @@ def _cli_kind(kind: str) -> str:
 def _epilog(tasks, task_options) -> str:
     lines = ["tasks and their options:"]
     for task, spec in tasks.items():
-        options = ", ".join("--" + n.replace("_", "-") for n in task_options(task)) if spec.target else ""
+        options = ", ".join("--" + n.replace("_", "-") for n in task_options(task))
         note = " [default model]" if spec.default else ""
-        lines.append(f"  {task}{note}: {options or '(needs an encoder-decoder model; not yet)'}")
+        lines.append(f"  {task}{note}: {options or '(none)'}")
     lines += [
         "",
         "examples:",
@@ -112,6 +112,9 @@ def _epilog(tasks, task_options) -> str:
         "  lmatlas run ner -m dslim/bert-base-NER --aggregation-strategy simple -i news.txt -o ents.jsonl",
         "  lmatlas run question-answering -m deepset/roberta-base-squad2 --context \"$(cat doc.txt)\" 'Who?'",
         "  lmatlas run text-classification -m MODEL -i sst2/dev.tsv --column sentence -o preds.jsonl",
+        "  lmatlas run summarization -m facebook/bart-large-cnn -i articles.txt -o summaries.jsonl",
+        "  lmatlas run translation_en_to_de -m google-t5/t5-small 'The house is wonderful.'",
+        "  lmatlas run translation -m facebook/mbart-large-50-many-to-many-mmt --src-lang en_XX --tgt-lang fr_XX 'Hello.'",
     ]
     return "\n".join(lines)
 

@@ -17,10 +17,28 @@ returns something odd):
   indexes past the position table);
 - zero-shot-classification with a model that has no "entailment" label is an error (transformers
   warns and takes the last label); with a sentence-embedding model it compares embeddings;
-- text-generation: ``max_length`` replaces the pipeline's default of 256 new tokens (transformers
-  ignores it, with a warning); chat messages are not taken yet;
-- feature-extraction's ``pool=True`` and the sentence-similarity task (the hub's schema) are
-  lmatlas' own; tokenizer arguments go in ``tokenizer_kwargs`` rather than loose keywords.
+- text-generation, summarization, translation, text2text-generation: ``max_length`` replaces the
+  pipeline's default of 256 new tokens (transformers ignores it, with a warning); text-generation
+  takes no chat messages yet;
+- summarization, translation, text2text-generation: token ids are lists, cut to each text's own
+  longest output (transformers returns tensors padded to the longest output of the batch);
+  ``return_text=False`` returns the token ids, and asking for both is an error (transformers
+  ignores ``return_text``); an empty text is an error (transformers generates from the special
+  tokens alone), and so is a text longer than the model reads unless ``truncation=True``
+  (transformers indexes past the position table, or for T5 only warns); ``stop_sequence`` ends an
+  output once its text holds it, and the model's end token still ends it (transformers makes the
+  sequence's first token the only end token); the length warnings use the limit generation
+  actually uses (transformers compares with ``max_length`` when ``max_new_tokens`` decides), and
+  summarization's input-length warning comes only for a length the call sets;
+- translation on mBART: ``src_lang`` and ``tgt_lang`` default to the tokenizer's, a two-letter
+  language stands for the model's code (``translation_en_to_ro`` gives en_XX and ro_RO), an unknown
+  code is an error (transformers needs both, and takes the unknown token for a code it lacks),
+  and the model's prefix applies as for the other models (transformers drops it there); on a
+  one-pair model (T5, Marian) ``src_lang`` and ``tgt_lang`` choose its ``task_specific_params``
+  entry, such as T5's "translate English to French: " (transformers ignores them);
+- feature-extraction's ``pool=True``, the sentence-similarity task (the hub's schema) and the
+  encoder-decoder tasks' ``prefix`` option are lmatlas' own; tokenizer arguments go in
+  ``tokenizer_kwargs`` rather than loose keywords.
 """
 
 from __future__ import annotations
@@ -47,7 +65,11 @@ class Task:
     default: bool = False  # the default model serves it
 
 
-_SEQ2SEQ = "an encoder-decoder model (BART, T5, Pegasus, mBART, Marian)"
+_SEQ2SEQ = (
+    "an encoder-decoder model (BART, T5, Pegasus, mBART, Marian) with its language-model head (architectures "
+    "ending in ForConditionalGeneration, or MarianMTModel), such as facebook/bart-large-cnn, google-t5/t5-small "
+    "or Helsinki-NLP/opus-mt-en-de"
+)
 
 TASKS: dict[str, Task] = {
     t.name: t
@@ -72,9 +94,9 @@ TASKS: dict[str, Task] = {
         Task("text-generation", "generation:TextGeneration", "causal-lm",
              "a decoder with a language-model head (architectures ending in ForCausalLM or LMHeadModel), "
              "such as openai-community/gpt2 or EleutherAI/gpt-neo-125m"),
-        Task("summarization", "", None, _SEQ2SEQ),
-        Task("translation", "", None, _SEQ2SEQ),
-        Task("text2text-generation", "", None, _SEQ2SEQ),
+        Task("summarization", "seq2seq:Summarization", "seq2seq-lm", _SEQ2SEQ),
+        Task("translation", "seq2seq:Translation", "seq2seq-lm", _SEQ2SEQ),
+        Task("text2text-generation", "seq2seq:Text2TextGeneration", "seq2seq-lm", _SEQ2SEQ),
     ]
 }
 
@@ -89,7 +111,7 @@ def task_names() -> list[str]:
 def task_options(task: str) -> dict:
     """The options ``task`` takes: name -> ``base.Option`` (default, check, help)."""
     spec = TASKS[canonical(task)]
-    return dict(_class(spec.target).OPTIONS) if spec.target else {}
+    return dict(_class(spec.target).OPTIONS)
 
 
 def canonical(task: str) -> str:
@@ -128,8 +150,6 @@ def pipeline(
     device = options.pop("device", None)
     if device not in (None, -1, "cpu") and str(device) != "cpu":
         raise LmatlasError(f"device={device!r}: lmatlas runs on the CPU (device='cpu')")
-    if not spec.target:
-        raise LmatlasError(f"{task} needs {spec.needs}, and lmatlas cannot run encoder-decoder models yet")
     extra = {"batch_size": batch_size} if batch_size is not None else {}
     if model is None and not spec.default:
         raise LmatlasError(f"{task} has no default model; name one with model=: {spec.needs}")

@@ -2,31 +2,23 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import torch
 
 from ..errors import LmatlasError
-from ..generate import GenerationSettings
-from .base import Option, Pipeline, boolean, choice, mapping, string, where
+from .base import Option, Pipeline, boolean, choice, mapping, where
+from .decoding import (
+    call_settings,
+    generate_options,
+    model_defaults,
+    optional_bool,
+    optional_string,
+    task_params,
+)
 
 # transformers' text-generation defaults (its pipeline's own generation config): a long sample.
 PIPELINE_DEFAULTS = {"max_new_tokens": 256, "do_sample": True, "temperature": 0.7}
-_GLOBAL = {f.name: f.default for f in dataclasses.fields(GenerationSettings)}
-GENERATE_ARGS = sorted(set(_GLOBAL) | {"seed"})
-
-
-def _any(name: str, value: Any) -> Any:
-    return value  # generate() checks its own arguments, with its own messages
-
-
-def _optional_bool(name: str, value: Any) -> bool | None:
-    return None if value is None else boolean(name, value)
-
-
-def _optional_string(name: str, value: Any) -> str | None:
-    return None if value is None else string(name, value)
 
 
 class TextGeneration(Pipeline):
@@ -42,21 +34,18 @@ class TextGeneration(Pipeline):
 
     task = "text-generation"
     OPTIONS = {
-        "return_full_text": Option(None, _optional_bool, "the prompt and the new text (default), or only the new text", "bool"),
-        "return_text": Option(None, _optional_bool, "return the text (default True)", "bool"),
-        "return_tensors": Option(None, _optional_bool, "return the token ids instead of the text", "bool"),
+        "return_full_text": Option(None, optional_bool, "the prompt and the new text (default), or only the new text", "bool"),
+        "return_text": Option(None, optional_bool, "return the text (default True)", "bool"),
+        "return_tensors": Option(None, optional_bool, "return the token ids instead of the text", "bool"),
         "clean_up_tokenization_spaces": Option(True, boolean, "remove spaces before punctuation in decoded text", "bool"),
         "skip_special_tokens": Option(True, boolean, "leave special tokens out of the text", "bool"),
-        "prefix": Option(None, _optional_string, "text put before every prompt (not returned)"),
-        "stop_sequence": Option(None, _optional_string, "stop at this text's token(s), as transformers' stop_sequence"),
+        "prefix": Option(None, optional_string, "text put before every prompt (not returned)"),
+        "stop_sequence": Option(None, optional_string, "stop at this text's token(s), as transformers' stop_sequence"),
         "handle_long_generation": Option(None, lambda n, v: None if v is None else choice("hole")(n, v),
                                          "'hole': cut the prompt's beginning to leave room for the new tokens"),
         "tokenizer_encode_kwargs": Option(None, mapping, "extra tokenizer arguments for the prompt", "json"),
         "add_special_tokens": Option(False, boolean, "add the tokenizer's special tokens around the prompt", "bool"),
-        **{
-            name: Option(None, _any, "generate() argument", "bool" if name in ("do_sample", "use_cache") else "json")
-            for name in GENERATE_ARGS
-        },
+        **generate_options(),
     }
 
     def __init__(self, model, tokenizer, **kwargs: Any):
@@ -66,26 +55,9 @@ class TextGeneration(Pipeline):
         self.defaults, self.model_prefix = self._defaults()
 
     def _defaults(self) -> tuple[dict, str | None]:
-        cfg = self.model.config
-        settings = {**_GLOBAL, **PIPELINE_DEFAULTS}
-        # The model's own generation settings replace a pipeline default only where the pipeline
-        # keeps the global default (transformers' use_model_defaults rule).
-        for key, value in (cfg.generation or {}).items():
-            if key in _GLOBAL and settings[key] == _GLOBAL[key] and value != _GLOBAL[key]:
-                settings[key] = value
-        for key in ("eos_token_id", "pad_token_id", "bos_token_id"):
-            if settings[key] is None:
-                settings[key] = (cfg.generation or {}).get(key, getattr(cfg, key, None))
-        if settings["temperature"] == 0.0:
-            settings["do_sample"] = False
-        # A model whose generation config sets max_length keeps it instead of the 256 new tokens.
-        if settings["max_new_tokens"] == PIPELINE_DEFAULTS["max_new_tokens"] and settings["max_length"] != 20:
-            settings["max_new_tokens"] = None
-        task_params = dict(((cfg.hf_config or {}).get("task_specific_params") or {}).get("text-generation") or {})
-        prefix = task_params.pop("prefix", None) or (cfg.hf_config or {}).get("prefix")
-        settings.update({k: v for k, v in task_params.items() if k in _GLOBAL})
-        if settings["pad_token_id"] is None and self.tokenizer.pad_token_id is not None:
-            settings["pad_token_id"] = self.tokenizer.pad_token_id
+        settings = model_defaults(self.model, self.tokenizer, PIPELINE_DEFAULTS)
+        params, prefix = task_params(self.model, "text-generation")
+        settings.update(params)
         return settings, prefix
 
     def check_input(self, item: Any, index: int | None) -> Any:
@@ -97,13 +69,7 @@ class TextGeneration(Pipeline):
         return super().check_input(item, index)
 
     def run(self, items: list, opts: dict, batch_size: int) -> list:
-        gen = {k: v for k, v in self.defaults.items()}
-        given = {k: opts[k] for k in GENERATE_ARGS if opts.get(k) is not None}
-        if "max_length" in given and "max_new_tokens" not in given:
-            # A length asked for replaces the pipeline's default of 256 new tokens (transformers
-            # keeps the 256 and warns that max_length is ignored).
-            gen["max_new_tokens"] = None
-        gen.update(given)
+        gen = call_settings(self.defaults, opts)
         if opts["stop_sequence"] is not None:
             # transformers makes every token of the stop sequence an end-of-sequence token.
             gen["eos_token_id"] = self.tokenizer.encode(opts["stop_sequence"], add_special_tokens=False)
