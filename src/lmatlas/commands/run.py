@@ -61,23 +61,39 @@ def register(sub) -> None:
                    help="any task option, VALUE read as JSON when it can be (e.g. --option tokenizer_kwargs='{\"truncation\": true}')")
     group = p.add_argument_group("task options (see the list below for which task takes which)")
     seen: dict[str, str] = {}
-    for task in TASKS:
-        for name, opt in task_options(task).items():
-            kind = _cli_kind(opt.cli)
-            if name in seen:
-                continue
-            seen[name] = kind
-            flag = "--" + name.replace("_", "-")
-            if kind == "bool":
-                group.add_argument(flag, dest=f"opt_{name}", action=argparse.BooleanOptionalAction, default=None, help=opt.help)
-            elif kind == "list":
-                group.add_argument(flag, dest=f"opt_{name}", action="append", default=None, metavar="A,B",
-                                   help=opt.help + " (comma-separated; repeatable)")
-            else:
-                group.add_argument(flag, dest=f"opt_{name}", default=None, metavar="VALUE", help=opt.help)
+    for name, (opt, text) in _shared_options(TASKS, task_options).items():
+        kind = _cli_kind(opt.cli)
+        seen[name] = kind
+        flag = "--" + name.replace("_", "-")
+        if kind == "bool":
+            group.add_argument(flag, dest=f"opt_{name}", action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif kind == "list":
+            group.add_argument(flag, dest=f"opt_{name}", action="append", default=None, metavar="A,B",
+                               help=text + " (comma-separated; repeatable)")
+        else:
+            group.add_argument(flag, dest=f"opt_{name}", default=None, metavar="VALUE", help=text)
     p.set_defaults(func=run, option_kinds=seen)
     # TEXT arguments may come before, after or between the options.
     p.parse_known_args = types.MethodType(_parse_intermixed, p)
+
+
+def _shared_options(tasks, task_options) -> dict:
+    """Each option name once: (its first task's Option, its help). A name that means different
+    things to different tasks (``--truncation``, ``--return-tensors``) says what it does for each."""
+    helps: dict[str, dict[str, list[str]]] = {}
+    first: dict = {}
+    for task in tasks:
+        for name, opt in task_options(task).items():
+            first.setdefault(name, opt)
+            helps.setdefault(name, {}).setdefault(opt.help, []).append(task)
+    out = {}
+    for name, opt in first.items():
+        by_help = helps[name]
+        if len(by_help) == 1:
+            out[name] = (opt, opt.help)
+        else:
+            out[name] = (opt, "; ".join(f"{', '.join(ts)}: {h}" for h, ts in by_help.items()))
+    return out
 
 
 def _parse_intermixed(self, args=None, namespace=None):

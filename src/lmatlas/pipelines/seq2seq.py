@@ -60,7 +60,7 @@ class Text2TextGeneration(Pipeline):
         "return_tensors": Option(None, optional_bool, "return the token ids instead of the text", "bool"),
         "clean_up_tokenization_spaces": Option(False, boolean, "remove spaces before punctuation in the text",
                                                "bool"),
-        "truncation": Option(False, _truncation, "cut texts longer than the model reads (default: refuse them)", "bool"),
+        "truncation": Option(False, _truncation, "cut texts longer than the model can read", "bool"),
         "prefix": Option(None, optional_string,
                          "text put before every input (default: the model's, e.g. T5's 'summarize: ')"),
         "stop_sequence": Option(None, optional_string, "end an output once it holds this text"),
