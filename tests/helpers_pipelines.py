@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from lmatlas import LmatlasError
+
 from .reference import default_model_path, randomize, shared_data, transformers
 
 NER_LABELS = {0: "B-PER", 1: "I-PER", 2: "O", 3: "B-LOC", 4: "I-LOC", 5: "MISC", 6: "B-ORG"}
@@ -141,6 +143,15 @@ def build_model(root: Path, tokenizers: dict[str, Path], family: str, head: str,
         tok_cfg = json.loads(config_file.read_text())
         config_file.write_text(json.dumps({**tok_cfg, "tokenizer_class": "DistilBertTokenizer"}))
     return folder
+
+
+def error(fn, *args, **kwargs) -> str:
+    """The message of the LmatlasError that ``fn(*args, **kwargs)`` raises: one line."""
+    with pytest.raises(LmatlasError) as e:
+        fn(*args, **kwargs)
+    message = str(e.value)
+    assert "\n" not in message
+    return message
 
 
 def hf_pipeline(task: str, folder: Path, **kwargs):

@@ -10,7 +10,6 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 
 import lmatlas
 from lmatlas.embeddings import SentenceEncoder

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 import lmatlas
-from lmatlas import LmatlasError
 
-from .helpers_pipelines import SENTENCES, build_model, one_thread, train_tokenizers  # noqa: F401
+from .helpers_pipelines import SENTENCES, build_model, error, one_thread, train_tokenizers  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -23,14 +22,6 @@ def folders(tmp_path_factory):
         "qa": build_model(root, toks, "distilbert", "question-answering"),
         "ner": build_model(root, toks, "bert", "token-classification"),
     }
-
-
-def error(fn, *args, **kwargs) -> str:
-    with pytest.raises(LmatlasError) as e:
-        fn(*args, **kwargs)
-    message = str(e.value)
-    assert "\n" not in message
-    return message
 
 
 def test_unknown_task():

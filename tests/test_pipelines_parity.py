@@ -24,7 +24,7 @@ from .helpers_pipelines import (
     assert_same,
     build_model,
     hf_pipeline,
-    one_thread,
+    one_thread,  # noqa: F401  (a fixture)
     train_tokenizers,
 )
 

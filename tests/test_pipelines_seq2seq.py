@@ -17,9 +17,8 @@ import pytest
 import torch
 
 import lmatlas
-from lmatlas import LmatlasError
 
-from .helpers_pipelines import SENTENCES, assert_same, hf_pipeline, one_thread, train_tokenizers  # noqa: F401
+from .helpers_pipelines import SENTENCES, assert_same, error, hf_pipeline, one_thread, train_tokenizers  # noqa: F401
 from .helpers_tokenizer import MARIAN_CONFIG, spm_files  # noqa: F401  (the fixtures)
 from .reference import randomize, transformers
 
@@ -313,14 +312,6 @@ def test_cli(folders, capsys):
 
 
 # -- mistakes ------------------------------------------------------------------------------------
-
-
-def error(fn, *args, **kwargs) -> str:
-    with pytest.raises(LmatlasError) as e:
-        fn(*args, **kwargs)
-    message = str(e.value)
-    assert "\n" not in message
-    return message
 
 
 def test_empty_text(pipes):

@@ -7,7 +7,6 @@ data parallel training (see ``lmatlas.training.distributed``).
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from ..errors import LmatlasError

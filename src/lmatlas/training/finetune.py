@@ -8,10 +8,8 @@ exact match and F1.
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -20,7 +18,7 @@ from torch import nn
 from ..errors import LmatlasError
 from ..model import LmatlasModel
 from . import metrics as M
-from .data import EpochSampler, column, rank_slice, read_conll, read_squad, read_table
+from .data import EpochSampler, column, rank_slice
 from .distributed import Context
 from .objectives import IGNORE
 from .tasks import ModelTask

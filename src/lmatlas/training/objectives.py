@@ -24,7 +24,6 @@ across gradient-accumulation steps and processes.
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
