@@ -111,9 +111,9 @@ MARIAN_CONFIG = {"tokenizer_class": "MarianTokenizer", "source_lang": "en", "tar
 
 
 def train_seq2seq_spm(root: Path) -> dict:
-    """The encoder-decoders' SentencePiece models, trained on SST-2 in ``root``: T5's
-    spiece.model, mBART's sentencepiece.bpe.model, Marian's source.spm and target.spm (the target
-    trained on lowercased text) with their joint ``vocab`` and ``separate`` vocabularies."""
+    """The encoder-decoders' SentencePiece models, trained on SST-2 in ``root``: T5's and
+    Pegasus' spiece.model, mBART's sentencepiece.bpe.model, Marian's source.spm and target.spm (the
+    target trained on lowercased text) with their joint ``vocab`` and ``separate`` vocabularies."""
     import sentencepiece as spm
 
     corpus = root / "corpus.txt"
@@ -123,6 +123,10 @@ def train_seq2seq_spm(root: Path) -> dict:
     files = {
         # T5's layout: <pad> 0, </s> 1, <unk> 2.
         "t5": train_sentencepiece(root / "t5", "spiece.model", corpus, "unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1),
+        # Pegasus' layout is T5's; a user-defined piece (Pegasus writes <n> for a line break) checks
+        # that such pieces keep their place when the vocabulary is shifted by the offset.
+        "pegasus": train_sentencepiece(root / "pegasus", "spiece.model", corpus, "unigram", pad_id=0, eos_id=1,
+                                       unk_id=2, bos_id=-1, user_defined_symbols=["<n>"]),  # fmt: skip
         "mbart": train_sentencepiece(root / "mbart", "sentencepiece.bpe.model", corpus, "bpe"),
         # Marian: a source model and a different target model (trained on lowercased text).
         "source": train_sentencepiece(root / "src", "source.spm", corpus, "unigram"),

@@ -1,7 +1,7 @@
 """summarization, translation and text2text-generation against transformers.pipeline.
 
-Tiny random-weight BART, T5, Marian and mBART(-50) models that transformers writes, with real
-tokenizers trained on SST-2: a byte-level BPE for BART, SentencePiece models for the others.
+Tiny random-weight BART, T5, Pegasus, Marian and mBART(-50) models that transformers writes, with
+real tokenizers trained on SST-2: a byte-level BPE for BART, SentencePiece models for the others.
 Outputs must be identical: texts and token ids (transformers' beam search and greedy decoding are
 deterministic). Both pipelines run each case on one text and on a list of texts of different
 lengths (lmatlas batches them with padding; transformers runs them one by one).
@@ -80,6 +80,12 @@ def folders(tmp_path_factory, spm_files):  # noqa: F811
                      task_specific_params=T5_TASKS)  # fmt: skip
     out["t5"] = _save(root, "t5", tf.T5ForConditionalGeneration(t5).eval(), [spm_files["t5"]],
                       {"model_max_length": 64}, seed=1)  # fmt: skip
+    # Pegasus as pegasus-xsum sets it up (beams, a length penalty, a length limit); spiece.model
+    # and tokenizer_config.json but no tokenizer.json, so lmatlas builds the tokenizer itself.
+    pegasus = tf.PegasusConfig(vocab_size=803, **_BART_SHAPE)  # 103 reserved ids, then 700 pieces
+    out["pegasus"] = _save(root, "pegasus", tf.PegasusForConditionalGeneration(pegasus).eval(), [spm_files["pegasus"]],
+                           {"tokenizer_class": "PegasusTokenizer", "model_max_length": 64},
+                           dict(num_beams=2, length_penalty=0.6, max_length=12), seed=4)  # fmt: skip
     vocab = json.loads(spm_files["vocab"].read_text())
     pad, eos = vocab["<pad>"], vocab["</s>"]
     marian = tf.MarianConfig(vocab_size=len(vocab), pad_token_id=pad, decoder_start_token_id=pad, eos_token_id=eos,
@@ -147,6 +153,8 @@ CASES = [
     ("translation_en_to_de", "t5", dict(max_new_tokens=10)),
     ("translation_en_to_fr", "t5", dict(max_new_tokens=8, return_tensors=True)),  # and the task's 2 beams
     ("text2text-generation", "t5", dict(max_new_tokens=8, num_beams=2, num_return_sequences=2)),
+    ("summarization", "pegasus", {}),  # the model's settings: 2 beams, at most 12 tokens
+    ("summarization", "pegasus", dict(num_beams=1, max_new_tokens=8, no_repeat_ngram_size=2, return_tensors=True)),
     ("translation", "marian", dict(max_new_tokens=10, num_beams=1)),
     ("translation_en_to_de", "marian", dict(max_new_tokens=8, num_beams=3, num_return_sequences=2)),
     ("translation", "marian", dict(max_new_tokens=8, return_tensors=True, no_repeat_ngram_size=1)),

@@ -1,9 +1,10 @@
 """The encoder-decoders' SentencePiece tokenizers against transformers, on the same files.
 
-T5 (``spiece.model``, sentinel tokens ``<extra_id_N>``), mBART and mBART-50 (language codes
-around each text, ``src_lang`` / ``tgt_lang``), and Marian (separate source and target
-SentencePiece models over one ``vocab.json``, or two vocabularies). The SentencePiece models are
-trained on SST-2 in a session fixture. transformers' Marian tokenizer is the slow one (there is
+T5 (``spiece.model``, sentinel tokens ``<extra_id_N>``), Pegasus (``spiece.model`` behind 103
+ids for pre-training tokens: ``<mask_1>``, ``<mask_2>``, ``<unk_2>`` ... ``<unk_102>``), mBART and
+mBART-50 (language codes around each text, ``src_lang`` / ``tgt_lang``), and Marian (separate
+source and target SentencePiece models over one ``vocab.json``, or two vocabularies). The
+SentencePiece models are trained on SST-2 in a session fixture. transformers' Marian tokenizer is the slow one (there is
 no fast one): the reference segments with the ``sentencepiece`` library itself.
 """
 
@@ -28,14 +29,19 @@ from .helpers_tokenizer import (  # noqa: F401  (spm_files: the fixture)
     spm_files,
     sst2_sentences,
 )
+from .reference import transformers
 
 SENTENCES = 200
 
 
 @pytest.fixture(scope="session")
 def texts() -> list[str]:
-    # Language codes at the start of a text (Marian), special tokens and sentinels typed in it.
-    extra = [">>fr<< Hello world", ">>de<<", "a sentence </s> with <unk> specials <pad>", "<extra_id_0> is <extra_id_7>"]
+    # Language codes at the start of a text (Marian), special tokens, sentinels and Pegasus' masks,
+    # placeholders and line-break piece typed in it.
+    extra = [
+        ">>fr<< Hello world", ">>de<<", "a sentence </s> with <unk> specials <pad>", "<extra_id_0> is <extra_id_7>",
+        "a <mask_1> sentence, a <mask_2> word and <unk_5>,<unk_102> <unk_1>", "line one<n>line two <n> three",
+    ]  # fmt: skip
     return sst2_sentences(SENTENCES) + HAND_CASES + extra
 
 
@@ -44,6 +50,19 @@ def _variant(name, files, tokenizer_config=None, config=None, hf=None):
         return make_folder(root, name, files(spm_files), tokenizer_config, config)
 
     return Variant(name, build, hf or hf_auto)
+
+
+PEGASUS = {"tokenizer_class": "PegasusTokenizer"}
+
+
+def _pegasus_without_json(root, spm_files):
+    """What transformers saves for Pegasus (the configs with added_tokens_decoder and the
+    placeholders listed, special_tokens_map.json), less tokenizer.json."""
+    plain = make_folder(root, "pegasus_plain", [spm_files["pegasus"]], {**PEGASUS, "model_max_length": 512})
+    folder = root / "pegasus_without_json"
+    hf_auto(plain).save_pretrained(str(folder))
+    (folder / "tokenizer.json").unlink()
+    return folder
 
 
 VARIANTS = [
@@ -58,13 +77,24 @@ VARIANTS = [
                                                   "tgt_lang": "en_XX"}),
     _variant("mbart50", lambda f: [f["mbart"]], {"tokenizer_class": "MBart50Tokenizer", "src_lang": "ro_RO",
                                                  "tgt_lang": "de_DE"}),
+    _variant("pegasus", lambda f: [f["pegasus"]], config={"model_type": "pegasus"}),
+    _variant("pegasus_x", lambda f: [f["pegasus"]], config={"model_type": "pegasus_x"}),
+    _variant("pegasus_by_class", lambda f: [f["pegasus"]], {**PEGASUS, "model_max_length": 512}),
+    # A smaller offset, and additional tokens of its own: the placeholders are numbered on from them.
+    _variant("pegasus_offset", lambda f: [f["pegasus"]], {**PEGASUS, "offset": 10,
+                                                          "additional_special_tokens": ["<x>", "<mask_1>"]}),
+    # Without mask_token_sent transformers' converter leaves <mask_2> out too, so every piece
+    # comes two ids earlier than the slow tokenizer puts it; lmatlas does as the converter does.
+    _variant("pegasus_no_mask_sent", lambda f: [f["pegasus"]], {**PEGASUS, "mask_token_sent": None}),
+    Variant("pegasus_without_json", _pegasus_without_json),
     _variant("marian", lambda f: [f["source"], f["target"], f["vocab"]], MARIAN_CONFIG),
     _variant("marian_by_type", lambda f: [f["source"], f["target"], f["vocab"]], config={"model_type": "marian"}),
     _variant("marian_separate", lambda f: [f["source"], f["target"], *f["separate"]],
              {**MARIAN_CONFIG, "separate_vocabs": True}),
 ]  # fmt: skip
 FAST = {"t5", "t5_by_class", "t5_ten_sentinels", "t5_not_legacy", "mbart", "mbart_ro", "mbart50"}
-SAVED = ("t5", "mbart50", "mbart_ro")
+FAST |= {v.name for v in VARIANTS if v.name.startswith("pegasus")}
+SAVED = ("t5", "mbart50", "mbart_ro", "pegasus")
 NAMES = [v.name for v in VARIANTS] + [n + "_saved" for n in SAVED]
 
 _LOADED: dict = {}
@@ -196,3 +226,36 @@ def test_t5_bad_extra_ids(folders, tmp_path):
     bad = make_folder(tmp_path, "t5", [folders["t5"] / "spiece.model"], {"tokenizer_class": "T5Tokenizer", "extra_ids": -3})
     with pytest.raises(LmatlasError, match="extra_ids in tokenizer_config.json must be a whole number"):
         load_tokenizer(bad)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n.startswith("pegasus")])
+def test_pegasus_layout(name, load_pair):
+    """<pad> </s> <mask_1> <mask_2> <unk_2> ... first, then the pieces shifted by the offset."""
+    name, hf, me = load_pair(name)
+    offset = 10 if "offset" in name else 103
+    assert me.convert_tokens_to_ids(["<pad>", "</s>"]) == [0, 1]
+    placeholders = [f"<unk_{i}>" for i in range(2, offset)] + ["<mask_1>", "<mask_2>", "<n>", "<unk>"]
+    assert me.convert_tokens_to_ids(placeholders) == hf.convert_tokens_to_ids(placeholders)
+    assert me.convert_tokens_to_ids("<n>") == offset + 3 - (2 if "no_mask_sent" in name else 0)
+    assert (me.mask_token, me.mask_token_id) == (hf.mask_token, hf.mask_token_id)
+    assert me.additional_special_tokens == hf.additional_special_tokens
+    assert me.special_tokens_map == hf.special_tokens_map
+    batch = ["a <mask_1> b", "<unk_5> c <mask_2>"]
+    kw = dict(padding=True, return_special_tokens_mask=True)
+    assert_same_output(hf(batch, **kw), me(batch, **kw), name)
+
+
+def test_pegasus_bad_options(folders, tmp_path):
+    transformers()  # the duplicate check is transformers' own: it must refuse the same config
+    spiece = [folders["pegasus"] / "spiece.model"]
+    # <mask_1> goes first, so the placeholders numbered on from these repeat <unk_3>.
+    config = {**PEGASUS, "additional_special_tokens": ["<unk_2>", "<unk_3>"]}
+    twice = make_folder(tmp_path, "twice", spiece, config)
+    with pytest.raises(ValueError, match="incorrectly shifted list of <unk_x> tokens"):
+        hf_auto(twice)
+    with pytest.raises(LmatlasError, match="name a token twice"):
+        load_tokenizer(twice)
+    for offset in (3, "103", 2.5):
+        bad = make_folder(tmp_path, f"offset_{offset}", spiece, {**PEGASUS, "offset": offset})
+        with pytest.raises(LmatlasError, match="offset in tokenizer_config.json must be a whole number >= 4"):
+            load_tokenizer(bad)

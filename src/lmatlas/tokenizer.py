@@ -5,8 +5,8 @@
 1. ``tokenizer.json`` (the ``tokenizers`` library's own format);
 2. a WordPiece ``vocab.txt`` (BERT, DistilBERT, ELECTRA, MPNet);
 3. a byte-level BPE ``vocab.json`` + ``merges.txt`` (GPT-2, OPT; RoBERTa, BART, Longformer);
-4. a SentencePiece ``spiece.model`` (ALBERT, T5) or ``sentencepiece.bpe.model`` (XLM-RoBERTa,
-   mBART);
+4. a SentencePiece ``spiece.model`` (ALBERT, T5, Pegasus) or ``sentencepiece.bpe.model``
+   (XLM-RoBERTa, mBART);
 5. Marian's ``source.spm`` + ``target.spm`` + ``vocab.json`` (OPUS-MT translation models),
 
 plus ``tokenizer_config.json`` / ``special_tokens_map.json`` / ``config.json`` for the special
@@ -101,10 +101,13 @@ class Family:
     roberta_options: bool = False
     template: Callable[[dict, "_Ids"], Any] | None = None
     spm_vocab: Callable[[SpmModel, dict], list[tuple[str, float]]] | None = None
-    spm_unk_id: Callable[[SpmModel], int] | None = None
+    spm_unk_id: Callable[[SpmModel, dict], int] | None = None
     spm_normalizer: Callable[[SpmModel, dict], Any] | None = None
+    # Pegasus cuts the text at whitespace before SentencePiece's space marker goes in, so tabs and
+    # newlines separate words as spaces do (the others keep them inside pieces).
+    spm_split_whitespace: bool = False
     # Additional special tokens the class always has, from the config: T5's sentinels
-    # <extra_id_N>, mBART's language codes.
+    # <extra_id_N>, mBART's language codes, Pegasus' <mask_1> and <unk_N> placeholders.
     extra_specials: Callable[[dict], list[str]] | None = None
     # Multilingual classes (mBART): the language codes; the template puts the source language
     # (``src_lang``) around each text, ``language_template(code, ids)`` builds it.
@@ -267,6 +270,66 @@ def _marian_template(cfg: dict, ids: _Ids):
     )
 
 
+_PEGASUS_SPECIALS = {"eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask_2>"}
+
+
+def _pegasus_offset(cfg: dict) -> int:
+    # How far the SentencePiece pieces are moved up, for <mask_1>, <mask_2> and <unk_2> ...
+    # <unk_{offset - 1}>, tokens only pre-training used (103 by default). Below 4 the masks do not
+    # fit and the pieces would not land at offset + their id (HF builds such a vocabulary anyway).
+    n = cfg.get("offset", 103)
+    if type(n) is not int or n < 4:
+        raise LmatlasError(f"offset in tokenizer_config.json must be a whole number >= 4, not {n!r}")
+    return n
+
+
+def _pegasus_mask_sent(cfg: dict) -> str | None:
+    # The token that stands for a masked sentence (the masked word's is mask_token).
+    return _content(cfg.get("mask_token_sent", "<mask_1>"))
+
+
+def _pegasus_vocab(spm: SpmModel, cfg: dict) -> list[tuple[str, float]]:
+    # The .model has <pad> </s> <unk> at 0-2: <pad> and </s> keep their ids, the other pieces move
+    # up by the offset, so that <unk> is at offset + 2. The placeholders score -100 as in HF's
+    # converter (being special tokens, they are matched before the model sees the text anyway).
+    offset, sent = _pegasus_offset(cfg), _pegasus_mask_sent(cfg)
+    head = [_content(cfg.get(attr, _PEGASUS_SPECIALS[attr])) for attr in ("pad_token", "eos_token")]
+    if None in head:
+        raise LmatlasError("Pegasus' vocabulary starts with its pad and eos tokens; tokenizer_config.json nulls one")
+    if sent is not None:
+        head.append(sent)
+        # HF's converter puts the mask token here only after mask_token_sent (otherwise its id is
+        # past the offset and it is left out).
+        mask = _content(cfg.get("mask_token", _PEGASUS_SPECIALS["mask_token"]))
+        if mask is not None:
+            head.append(mask)
+    placeholders = [(f"<unk_{i}>", -100.0) for i in range(2, offset)]
+    return [(t, 0.0) for t in head] + placeholders + [(p, s) for p, s, _ in spm.pieces[2:]]
+
+
+def _pegasus_extra(cfg: dict) -> list:
+    # The additional special tokens PegasusTokenizer always has: mask_token_sent first, then
+    # the placeholders, numbered on from the given tokens up to <unk_{offset - 2}> (or, with none
+    # given, <unk_2> ... <unk_{offset - 1}>).
+    offset, sent = _pegasus_offset(cfg), _pegasus_mask_sent(cfg)
+    given = cfg.get("additional_special_tokens")
+    if given is None:
+        return ([sent] if sent is not None else []) + [f"<unk_{i}>" for i in range(2, offset)]
+    if not isinstance(given, list):
+        raise LmatlasError(f"additional_special_tokens in tokenizer_config.json is not a list: {given!r}")
+    tokens = list(given)
+    if sent is not None and sent not in [_content(t) for t in tokens]:
+        tokens.insert(0, sent)
+    tokens += [f"<unk_{i}>" for i in range(len(tokens), offset - 1)]
+    contents = [_content(t) for t in tokens]
+    if len(set(contents)) != len(contents):
+        raise LmatlasError(
+            f"additional_special_tokens in tokenizer_config.json, with mask_token_sent and the <unk_N> placeholders "
+            f"added, name a token twice: {contents}"
+        )
+    return tokens
+
+
 def _albert_vocab(spm: SpmModel, cfg: dict) -> list[tuple[str, float]]:
     # Pieces like "1," are pushed down so that "1,000" splits as "1" "," "000", as the original
     # ALBERT preprocessing did.
@@ -340,26 +403,33 @@ FAMILIES: dict[str, Family] = {
         {"bos_token": "[CLS]", "eos_token": "[SEP]", "unk_token": "<unk>", "sep_token": "[SEP]",
          "pad_token": "<pad>", "cls_token": "[CLS]", "mask_token": "[MASK]"},
         _WITH_TYPES, mask_flags=_LSTRIP, template=_bert_template,
-        spm_vocab=_albert_vocab, spm_unk_id=lambda spm: spm.unk_id, spm_normalizer=_albert_normalizer,
+        spm_vocab=_albert_vocab, spm_unk_id=lambda spm, cfg: spm.unk_id, spm_normalizer=_albert_normalizer,
     ),
     "xlm-roberta": Family(
         "spm", _ROBERTA_SPECIALS, mask_flags=_LSTRIP, template=_fairseq_template,
-        spm_vocab=_fairseq_vocab, spm_unk_id=lambda spm: 3, spm_normalizer=_spm_normalizer,
+        spm_vocab=_fairseq_vocab, spm_unk_id=lambda spm, cfg: 3, spm_normalizer=_spm_normalizer,
     ),
     "t5": Family(
         "spm", {"eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}, template=_t5_template,
-        spm_vocab=_t5_vocab, spm_unk_id=lambda spm: spm.unk_id, spm_normalizer=_spm_normalizer,
+        spm_vocab=_t5_vocab, spm_unk_id=lambda spm, cfg: spm.unk_id, spm_normalizer=_spm_normalizer,
         extra_specials=_t5_extra_ids, legacy_option=True,
     ),
     "mbart": Family(
         "spm", _ROBERTA_SPECIALS, mask_flags=_LSTRIP, spm_vocab=_mbart_vocab(_MBART_LANGUAGES),
-        spm_unk_id=lambda spm: 3, spm_normalizer=_spm_normalizer, extra_specials=_mbart_extra(_MBART_LANGUAGES),
-        languages=_MBART_LANGUAGES, language_template=_mbart_language_template,
+        spm_unk_id=lambda spm, cfg: 3, spm_normalizer=_spm_normalizer,
+        extra_specials=_mbart_extra(_MBART_LANGUAGES), languages=_MBART_LANGUAGES,
+        language_template=_mbart_language_template,
     ),
     "mbart50": Family(
         "spm", _ROBERTA_SPECIALS, mask_flags={**_LSTRIP, "normalized": True}, spm_vocab=_mbart_vocab(_MBART50_LANGUAGES),
-        spm_unk_id=lambda spm: 3, spm_normalizer=_spm_normalizer, extra_specials=_mbart_extra(_MBART50_LANGUAGES),
-        languages=_MBART50_LANGUAGES, language_template=_mbart50_language_template,
+        spm_unk_id=lambda spm, cfg: 3, spm_normalizer=_spm_normalizer,
+        extra_specials=_mbart_extra(_MBART50_LANGUAGES), languages=_MBART50_LANGUAGES,
+        language_template=_mbart50_language_template,
+    ),
+    "pegasus": Family(
+        "spm", _PEGASUS_SPECIALS, template=_marian_template, spm_vocab=_pegasus_vocab,
+        spm_unk_id=lambda spm, cfg: spm.unk_id + _pegasus_offset(cfg), spm_normalizer=_spm_normalizer,
+        spm_split_whitespace=True, extra_specials=_pegasus_extra,
     ),
     "marian": Family(
         "marian", {"eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}, template=_marian_template,
@@ -376,12 +446,14 @@ _CLASS_FAMILY = {
     "BartTokenizer": "bart", "LongformerTokenizer": "roberta", "AlbertTokenizer": "albert",
     "XLMRobertaTokenizer": "xlm-roberta", "PreTrainedTokenizer": "generic", "T5Tokenizer": "t5",
     "MBartTokenizer": "mbart", "MBart50Tokenizer": "mbart50", "MarianTokenizer": "marian",
+    "PegasusTokenizer": "pegasus",
 }  # fmt: skip
 _MODEL_TYPE_FAMILY = {
     "bert": "bert", "electra": "electra", "distilbert": "distilbert", "mpnet": "mpnet",
     "gpt2": "gpt2", "gpt_neo": "gpt2", "gptj": "gpt2", "opt": "gpt2", "roberta": "roberta",
     "bart": "bart", "longformer": "roberta", "albert": "albert", "xlm-roberta": "xlm-roberta",
-    "t5": "t5", "mbart": "mbart", "marian": "marian",
+    "t5": "t5", "mbart": "mbart", "marian": "marian", "pegasus": "pegasus", "pegasus_x": "pegasus",
+    "bigbird_pegasus": "pegasus",
 }  # fmt: skip
 # Without any config, the files alone decide.
 _FILES_FAMILY = {
@@ -566,7 +638,7 @@ def _build_spm(path: Path, family: Family, cfg: dict) -> RustTokenizer:
     spm = read_sentencepiece_model(path)
     vocab = family.spm_vocab(spm, cfg)
     if spm.model_type == 1:
-        model = models.Unigram(vocab, unk_id=family.spm_unk_id(spm), byte_fallback=False)
+        model = models.Unigram(vocab, unk_id=family.spm_unk_id(spm, cfg), byte_fallback=False)
     elif spm.model_type == 2:
         original = {piece: i for i, (piece, _, _) in enumerate(spm.pieces)}
         model = models.BPE(
@@ -582,7 +654,11 @@ def _build_spm(path: Path, family: Family, cfg: dict) -> RustTokenizer:
     tok = RustTokenizer(model)
     tok.normalizer = family.spm_normalizer(spm, cfg)
     prepend = "first" if family.legacy_option and cfg.get("legacy", True) is False else "always"
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=prepend)
+    metaspace = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=prepend)
+    if family.spm_split_whitespace:
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), metaspace])
+    else:
+        tok.pre_tokenizer = metaspace
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme=prepend)
     # Control and user-defined pieces are matched before the model sees the text; only control
     # pieces count as special (skipped by decode(skip_special_tokens=True)).
