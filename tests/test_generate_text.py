@@ -121,7 +121,7 @@ def test_batched_prompts_left_padded_equal_one_by_one(pair):
 
 
 def test_chat_template_rendering(gpt2_folder, tmp_path):
-    from lmatlas.commands.generate import render_chat
+    from lmatlas.chat import apply_chat_template
 
     folder = tmp_path / "chat"
     shutil.copytree(gpt2_folder, folder)
@@ -132,8 +132,27 @@ def test_chat_template_rendering(gpt2_folder, tmp_path):
     (folder / "tokenizer_config.json").write_text(
         json.dumps({"chat_template": template, "eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>"})
     )
-    text = render_chat(folder, [{"role": "user", "content": "Hi"}])
+    tok, hf_tok = load_tokenizer(folder), transformers().AutoTokenizer.from_pretrained(folder)
+    hi = [{"role": "user", "content": "Hi"}]
+    text = apply_chat_template(tok, hi, add_generation_prompt=True)
     assert text == "<|user|>Hi<|endoftext|><|assistant|>"
-    hf_tok = transformers().AutoTokenizer.from_pretrained(folder)
-    assert text == hf_tok.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False,
-                                              add_generation_prompt=True)
+    assert text == hf_tok.apply_chat_template(hi, tokenize=False, add_generation_prompt=True)
+    # Continuing the assistant's message: the text stops inside it, before its end token.
+    prefilled = hi + [{"role": "assistant", "content": "Hello, "}]
+    text = apply_chat_template(tok, prefilled, continue_final_message=True)
+    assert text == hf_tok.apply_chat_template(prefilled, tokenize=False, continue_final_message=True)
+    assert text.endswith("<|assistant|>Hello, ")
+
+
+def test_chat_templates_are_read_where_transformers_reads_them(gpt2_folder, tmp_path):
+    folder = tmp_path / "named"
+    shutil.copytree(gpt2_folder, folder)
+    named = [{"name": "default", "template": "{{ messages[0]['content'] }}"},
+             {"name": "short", "template": "{{ messages | length }}"}]
+    (folder / "tokenizer_config.json").write_text(json.dumps({"chat_template": named}))
+    hf = transformers().AutoTokenizer.from_pretrained(folder)
+    assert load_tokenizer(folder).chat_template == hf.chat_template == {t["name"]: t["template"] for t in named}
+    # A chat_template.jinja file wins over tokenizer_config.json.
+    (folder / "chat_template.jinja").write_text("{% for m in messages %}{{ m['role'] }}{% endfor %}")
+    hf = transformers().AutoTokenizer.from_pretrained(folder)
+    assert load_tokenizer(folder).chat_template == hf.chat_template == "{% for m in messages %}{{ m['role'] }}{% endfor %}"

@@ -1,11 +1,13 @@
 """text-generation against transformers.pipeline on a tiny GPT-2 with the real GPT-2 tokenizer.
 
 Greedy decoding and beam search (token-identical to transformers); sampling is only checked
-for its shape and its seed, since two libraries do not draw the same random numbers.
+for its shape and its seed, since two libraries do not draw the same random numbers. The
+tokenizers carry a chat template, so chats are compared too.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import warnings
 
@@ -14,12 +16,20 @@ import torch
 
 import lmatlas
 
-from .helpers_pipelines import assert_same, hf_pipeline, one_thread  # noqa: F401
+from .helpers_pipelines import assert_same, error, hf_pipeline, one_thread  # noqa: F401
 from .reference import randomize, shared_data, transformers
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 PROMPTS = ["First Citizen:\nBefore we proceed any further,", "To be, or not to be", "The film"]
+
+# The end token after each message shows that a continued final message is cut before it.
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{{ eos_token }}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+QUESTION = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is a play?"}]
+PREFILLED = [{"role": "user", "content": "Name a city."}, {"role": "assistant", "content": "I would say"}]
 
 
 def _gpt2(root, name, **config):
@@ -36,6 +46,7 @@ def _gpt2(root, name, **config):
     model.save_pretrained(folder)
     for f in ("vocab.json", "merges.txt"):
         shutil.copy(shared_data("gpt2-tokenizer", f), folder / f)
+    (folder / "tokenizer_config.json").write_text(json.dumps({"chat_template": CHAT_TEMPLATE}))
     return folder
 
 
@@ -51,6 +62,7 @@ def gpt2(tmp_path_factory):
         return {
             "plain": (hf_pipeline("text-generation", plain), lmatlas.pipeline("text-generation", plain)),
             "configured": (hf_pipeline("text-generation", configured), lmatlas.pipeline("text-generation", configured)),
+            "folders": (plain, configured),
         }
 
 
@@ -102,3 +114,69 @@ def test_max_length_counts_the_prompt(gpt2):
     _, ours = gpt2["plain"]
     [[out]] = ours([PROMPTS[2]], do_sample=False, max_length=9, return_tensors=True)
     assert len(out["generated_token_ids"]) == 9
+
+
+CHAT_CASES = [
+    (QUESTION, dict(do_sample=False, max_new_tokens=8)),
+    ([QUESTION, PREFILLED], dict(do_sample=False, max_new_tokens=8)),
+    (QUESTION, dict(do_sample=False, max_new_tokens=6, return_full_text=False)),
+    (PREFILLED, dict(do_sample=False, max_new_tokens=8)),  # the assistant's message is continued
+    (PREFILLED, dict(do_sample=False, max_new_tokens=6, num_beams=2)),
+    ([PREFILLED, QUESTION], dict(do_sample=False, max_new_tokens=6, num_beams=2, num_return_sequences=2)),
+    (PREFILLED, dict(do_sample=False, max_new_tokens=6, continue_final_message=False)),
+    (QUESTION, dict(do_sample=False, max_new_tokens=6, continue_final_message=True)),
+    (QUESTION, dict(do_sample=False, max_new_tokens=6, tokenizer_encode_kwargs={
+        "chat_template": "{% for m in messages %}{{ m['role'] | upper }}: {{ m['content'] }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}{{ greeting }}{% endif %}",
+        "greeting": "ASSISTANT:"})),  # another template, and a template variable
+]
+
+
+@pytest.mark.parametrize("case", range(len(CHAT_CASES)))
+def test_chat(gpt2, case):
+    hf, ours = gpt2["plain"]
+    chat, options = CHAT_CASES[case]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = hf(chat, **options)
+    got = ours(chat, **options)
+    assert_same(expected, got)
+    records = got if isinstance(chat[0], dict) else [r for per_chat in got for r in per_chat]
+    assert all(r["generated_text"] for r in records)  # not an empty answer by accident
+
+
+def test_chat_ignores_the_prefix_but_keeps_its_length(gpt2):
+    """A model's prefix goes before text prompts only; its tokens still count for max_length."""
+    hf, ours = gpt2["configured"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = hf([QUESTION, PREFILLED], do_sample=False)
+    assert_same(expected, ours([QUESTION, PREFILLED], do_sample=False))
+
+
+def test_chat_with_a_loaded_model_and_its_tokenizer(gpt2):
+    _, ours = gpt2["plain"]
+    plain, _ = gpt2["folders"]
+    loaded = lmatlas.pipeline("text-generation", lmatlas.load(plain), tokenizer=lmatlas.load_tokenizer(plain))
+    assert loaded(QUESTION, do_sample=False, max_new_tokens=5) == ours(QUESTION, do_sample=False, max_new_tokens=5)
+
+
+def test_chat_errors(gpt2, tmp_path):
+    _, ours = gpt2["plain"]
+    assert error(ours, [{"role": "user"}]) == (
+        "message 0 of the chat has no 'content'; each message is a dict with 'role' and 'content'"
+    )
+    assert error(ours, [QUESTION, [{"content": "Hi"}]]) == (
+        "input 1: message 0 of the chat has no 'role'; each message is a dict with 'role' and 'content'"
+    )
+    assert "not a single message (put it in a list)" in error(ours, QUESTION[1])
+    plain, _ = gpt2["folders"]
+    bare = tmp_path / "no-template"
+    shutil.copytree(plain, bare)
+    (bare / "tokenizer_config.json").unlink()
+    pipe = lmatlas.pipeline("text-generation", bare)
+    assert error(pipe, QUESTION, max_new_tokens=2) == (
+        f"the tokenizer of {bare} has no chat template (no chat_template in tokenizer_config.json, "
+        "no chat_template.jinja), so it cannot format chat messages"
+    )
+    assert pipe(PROMPTS[2], do_sample=False, max_new_tokens=2)[0]["generated_text"].startswith(PROMPTS[2])

@@ -14,7 +14,7 @@ import lmatlas
 from lmatlas.cli import main
 
 from .helpers_pipelines import CONTEXT, SENTENCES, build_model, one_thread, train_tokenizers  # noqa: F401
-from .reference import shared_data
+from .reference import randomize, shared_data, transformers
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -157,6 +157,52 @@ def test_generic_option_and_text_pairs(models, tmp_path, capsys):
     expected = lmatlas.pipeline("text-classification", models["sentiment"])(
         {"text": SENTENCES[3], "text_pair": "It was boring."}, top_k=None, function_to_apply="none")
     assert row["output"] == json.loads(json.dumps(expected)) and len(row["output"]) == 2
+
+
+@pytest.fixture(scope="module")
+def chat_model(tmp_path_factory):
+    """A tiny GPT-2 with the real GPT-2 tokenizer and a chat template."""
+    import shutil
+
+    import torch
+
+    tf = transformers()
+    folder = tmp_path_factory.mktemp("run-chat")
+    torch.manual_seed(0)
+    model = tf.GPT2LMHeadModel(tf.GPT2Config(vocab_size=50257, n_positions=64, n_embd=32, n_layer=2, n_head=4))
+    randomize(model.eval(), seed=3, std=0.3)
+    model.tie_weights()
+    model.save_pretrained(folder)
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(shared_data("gpt2-tokenizer", name), folder / name)
+    template = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+                "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"chat_template": template}))
+    return folder
+
+
+def test_text_generation_reads_chats_from_jsonl(chat_model, tmp_path, capsys):
+    """A line's "messages" is a chat; a text line beside them stays a prompt; a bad chat fails alone."""
+    chats = [[{"role": "user", "content": "Hello there"}],
+             [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Why?"},
+              {"role": "assistant", "content": "Because"}]]
+    src = tmp_path / "chats.jsonl"
+    src.write_text("".join(json.dumps(line) + "\n" for line in [
+        {"messages": chats[0]}, {"text": "Once upon a time"}, {"messages": [{"role": "user"}]}, {"messages": chats[1]},
+    ]), encoding="utf-8")
+    code = main(["run", "text-generation", "-m", str(chat_model), "-i", str(src), "--no-do-sample",
+                 "--max-new-tokens", "4"])
+    assert code == 1
+    captured = capsys.readouterr()
+    assert f"{src} line 3: message 0 of the chat has no 'content'" in captured.err
+    rows = lines(captured.out)
+    assert [r["line"] for r in rows] == [1, 2, 3, 4] and "error" in rows[2]
+    pipe = lmatlas.pipeline("text-generation", chat_model, do_sample=False, max_new_tokens=4)
+    expected = pipe([chats[0], "Once upon a time", chats[1]])
+    assert [rows[i]["output"] for i in (0, 1, 3)] == json.loads(json.dumps(expected))
+    assert rows[0]["output"][0]["generated_text"][:-1] == chats[0]
+    assert rows[0]["output"][0]["generated_text"][-1]["role"] == "assistant"
+    assert rows[3]["output"][0]["generated_text"][-1]["content"].startswith("Because")  # continued
 
 
 def test_user_errors(models, tmp_path, capsys):

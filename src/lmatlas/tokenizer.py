@@ -10,8 +10,9 @@
 5. Marian's ``source.spm`` + ``target.spm`` + ``vocab.json`` (OPUS-MT translation models),
 
 plus ``tokenizer_config.json`` / ``special_tokens_map.json`` / ``config.json`` for the special
-tokens and settings. From the original files (2-4) it assembles the same ``tokenizers`` pipeline
-that Hugging Face's slow-to-fast conversion builds, so ids, offsets and decoded text match
+tokens and settings, and the chat template (``chat_template.jinja`` or tokenizer_config.json's).
+From the original files (2-4) it assembles the same ``tokenizers`` pipeline that Hugging Face's
+slow-to-fast conversion builds, so ids, offsets and decoded text match
 ``transformers.AutoTokenizer`` on the same folder. All the work is done by the Rust
 ``tokenizers`` library; this module only wires it up and gives it an HF-like face. Marian, which
 transformers tokenizes only with the ``sentencepiece`` library itself (there is no fast Marian
@@ -38,6 +39,7 @@ from typing import Any, Callable, Sequence
 from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers, processors
 from tokenizers import Tokenizer as RustTokenizer
 
+from .chat import read_chat_template
 from .checkpoint import resolve
 from .errors import LmatlasError
 
@@ -889,6 +891,7 @@ def load_tokenizer(folder: str | os.PathLike) -> "Tokenizer":
         name_or_path=str(folder),
     )
     tokenizer = Tokenizer(backend, segmenter=segmenter, languages=languages, **common)
+    tokenizer.chat_template = read_chat_template(folder, cfg)
     if target is not None:
         # Marian's targets: the target SentencePiece model (and vocabulary, if separate); its
         # outputs decode with them too.
@@ -1096,6 +1099,9 @@ class Tokenizer:
         self.clean_up_tokenization_spaces = clean_up_tokenization_spaces
         self.pad_token_type_id = 0
         self.name_or_path = name_or_path
+        # The Jinja template chats are formatted with (several, by name, as a dict), as HF's
+        # attribute: load_tokenizer reads the folder's, and it may be set by hand.
+        self.chat_template: str | dict[str, str] | None = None
 
     # -- settings ---------------------------------------------------------------------------
 

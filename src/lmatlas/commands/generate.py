@@ -4,9 +4,7 @@ summarise, translate, text-to-text."""
 
 from __future__ import annotations
 
-import json
 import sys
-from datetime import datetime
 from pathlib import Path
 
 from ..errors import LmatlasError
@@ -50,6 +48,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ..chat import apply_chat_template, template_of
     from ..checkpoint import resolve
     from ..loader import load
     from ..tokenizer import load_tokenizer
@@ -60,7 +59,10 @@ def run(args) -> int:
     seq2seq = _is_encoder_decoder(folder)
     if seq2seq and args.chat:
         raise LmatlasError("--chat is for decoder models with a chat template; this is an encoder-decoder")
-    template = chat_template(folder) if args.chat else None
+    # The tokenizer first: a chat without a template fails before the weights load.
+    tokenizer = load_tokenizer(folder)
+    if args.chat:
+        template_of(tokenizer)
     prompt = args.prompt
     if prompt == "-":
         prompt = sys.stdin.read()
@@ -69,7 +71,6 @@ def run(args) -> int:
     if not seq2seq and args.max_new_tokens is None:
         args.max_new_tokens = 50
     model = load(folder, head="seq2seq-lm" if seq2seq else "causal-lm", dtype=args.dtype)
-    tokenizer = load_tokenizer(folder)
     options = _options(args, tokenizer)
     options |= _languages(args, tokenizer)
     if not args.chat:
@@ -79,7 +80,7 @@ def run(args) -> int:
     turns = [prompt] if prompt is not None else _ask()
     for text in turns:
         messages.append({"role": "user", "content": text})
-        rendered = render_chat(folder, messages, template)
+        rendered = apply_chat_template(tokenizer, messages, add_generation_prompt=True)
         reply = _answer(model, tokenizer, tokenizer.encode(rendered, add_special_tokens=False), options, args.stream)
         messages.append({"role": "assistant", "content": reply[0]})
     return 0
@@ -170,70 +171,3 @@ def _answer(model, tokenizer, ids: list[int], options: dict, streaming: bool) ->
             print(f"--- {i + 1}")
         print(text)
     return texts
-
-
-# ---------------------------------------------------------------------------------------------
-# Chat templates: the Jinja template a model's tokenizer_config.json (or chat_template.jinja)
-# carries, rendered as transformers' apply_chat_template does.
-# ---------------------------------------------------------------------------------------------
-
-
-def chat_template(folder: Path) -> str:
-    folder = Path(folder)
-    jinja = folder / "chat_template.jinja"
-    if jinja.is_file():
-        return jinja.read_text(encoding="utf-8")
-    config = _tokenizer_config(folder)
-    template = config.get("chat_template")
-    if isinstance(template, list):  # named templates: [{"name": ..., "template": ...}]
-        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
-        template = named.get("default")
-    if not isinstance(template, str) or not template:
-        raise LmatlasError(f"{folder}: the tokenizer has no chat template, so --chat cannot format messages")
-    return template
-
-
-def _tokenizer_config(folder: Path) -> dict:
-    from ..checkpoint import read_json
-
-    file = Path(folder) / "tokenizer_config.json"
-    return read_json(file) if file.is_file() else {}
-
-
-def _token(value) -> str | None:
-    if isinstance(value, dict):
-        return value.get("content")
-    return value
-
-
-def render_chat(folder, messages: list[dict], template: str | None = None, add_generation_prompt: bool = True) -> str:
-    """The conversation as the model was trained to read it, ending where the assistant speaks."""
-    try:
-        import jinja2
-        from jinja2.ext import loopcontrols
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-    except ImportError:
-        raise LmatlasError("--chat needs jinja2: pip install jinja2") from None
-    template = template or chat_template(Path(folder))
-    config = _tokenizer_config(Path(folder))
-
-    def raise_exception(message):
-        raise jinja2.exceptions.TemplateError(message)
-
-    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
-        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
-    env.filters["tojson"] = tojson
-    env.globals["raise_exception"] = raise_exception
-    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
-    specials = {
-        k: _token(config.get(k))
-        for k in ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token")
-    }
-    try:
-        return env.from_string(template).render(
-            messages=messages, add_generation_prompt=add_generation_prompt, **specials
-        )
-    except jinja2.exceptions.TemplateError as e:
-        raise LmatlasError(f"{folder}: the chat template cannot render these messages ({e})") from None

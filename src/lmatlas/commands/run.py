@@ -47,7 +47,8 @@ def register(sub) -> None:
     p.add_argument("--format", choices=sorted(set(FORMATS.values())), help="the input's format when its name does not say")
     p.add_argument(
         "--column", "-c", action="append", default=[], metavar="[FIELD=]COLUMN",
-        help="the column (or JSON key) holding the text (default: text); FIELD=COLUMN for the other fields: "
+        help="the column (or JSON key) holding the text (default: text; text-generation also reads a JSON "
+        "line's \"messages\", a chat); FIELD=COLUMN for the other fields: "
         "question, context, text_pair, source_sentence, sentences",
     )
     p.add_argument("--output", "-o", metavar="FILE", help="write the JSON lines here (default: standard output)")
@@ -129,6 +130,7 @@ def _epilog(tasks, task_options) -> str:
         "  lmatlas run question-answering -m deepset/roberta-base-squad2 --context \"$(cat doc.txt)\" 'Who?'",
         "  lmatlas run text-classification -m MODEL -i sst2/dev.tsv --column sentence -o preds.jsonl",
         "  lmatlas run summarization -m facebook/bart-large-cnn -i articles.txt -o summaries.jsonl",
+        "  lmatlas run text-generation -m MODEL -i chats.jsonl --max-new-tokens 64  # {\"messages\": [...]} lines",
         "  lmatlas run translation_en_to_de -m google-t5/t5-small 'The house is wonderful.'",
         "  lmatlas run translation -m facebook/mbart-large-50-many-to-many-mmt --src-lang en_XX --tgt-lang fr_XX 'Hello.'",
     ]
@@ -444,6 +446,10 @@ def _item(task: str, fields: tuple, record: Any, columns: dict[str, str], args) 
             "source_sentence": _field(record, "source_sentence", columns),
             "sentences": _field(record, "sentences", columns),
         }
+    # Chat files put each conversation under "messages": such lines need no --column.
+    chat_line = isinstance(record, dict) and record.get("text") is None and record.get("messages") is not None
+    if task == "text-generation" and "text" not in columns and chat_line:
+        return record["messages"]
     text = _field(record, "text", columns)
     if task == "text-classification" and isinstance(record, dict):
         pair = _field(record, "text_pair", columns, required=False)

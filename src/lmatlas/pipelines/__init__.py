@@ -18,8 +18,11 @@ returns something odd):
 - zero-shot-classification with a model that has no "entailment" label is an error (transformers
   warns and takes the last label); with a sentence-embedding model it compares embeddings;
 - text-generation, summarization, translation, text2text-generation: ``max_length`` replaces the
-  pipeline's default of 256 new tokens (transformers ignores it, with a warning); text-generation
-  takes no chat messages yet;
+  pipeline's default of 256 new tokens (transformers ignores it, with a warning);
+- text-generation with chats: a list mixing prompts and chats is read item by item (transformers
+  judges the whole list by its first item); continuing a final message whose content is a list of
+  parts adds the new text to its last text part (transformers fails); tools for the template are
+  JSON schemas only (transformers also makes them from Python functions);
 - summarization, translation, text2text-generation: token ids are lists, cut to each text's own
   longest output (transformers returns tensors padded to the longest output of the batch);
   ``return_text=False`` returns the token ids, and asking for both is an error (transformers
