@@ -17,7 +17,7 @@ import torch
 import lmatlas
 
 from .helpers_pipelines import assert_same, error, hf_pipeline, one_thread  # noqa: F401
-from .reference import randomize, shared_data, transformers
+from .reference import default_model_path, randomize, shared_data, transformers
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -180,3 +180,25 @@ def test_chat_errors(gpt2, tmp_path):
         "no chat_template.jinja), so it cannot format chat messages"
     )
     assert pipe(PROMPTS[2], do_sample=False, max_new_tokens=2)[0]["generated_text"].startswith(PROMPTS[2])
+
+
+def test_prompt_gets_the_tokenizers_special_tokens_unless_told(tmp_path):
+    """transformers tokenizes a text prompt with the tokenizer's own default (special tokens
+    added: here BERT's [CLS] ... [SEP]) unless add_special_tokens is given."""
+    tf = transformers()
+    folder = tmp_path / "bert-vocab-gpt2"
+    cfg = tf.GPT2Config(vocab_size=30522, n_positions=64, n_embd=32, n_layer=2, n_head=4, bos_token_id=101,
+                        eos_token_id=102, pad_token_id=0)
+    torch.manual_seed(0)
+    model = tf.GPT2LMHeadModel(cfg).eval()
+    randomize(model, seed=5, std=0.3)
+    model.tie_weights()
+    model.save_pretrained(folder)
+    for f in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(default_model_path() / f, folder / f)
+    hf, ours = hf_pipeline("text-generation", folder), lmatlas.pipeline("text-generation", folder)
+    for options in (dict(), dict(add_special_tokens=False), dict(add_special_tokens=True, return_full_text=False)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = hf(PROMPTS[2], do_sample=False, max_new_tokens=6, **options)
+        assert_same(expected, ours(PROMPTS[2], do_sample=False, max_new_tokens=6, **options))

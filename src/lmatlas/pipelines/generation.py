@@ -81,7 +81,9 @@ class TextGeneration(Pipeline):
                                          "'hole': cut the prompt's beginning to leave room for the new tokens"),
         "tokenizer_encode_kwargs": Option(None, mapping, "extra tokenizer arguments for the prompt; for a chat, "
                                           "also chat_template and the template's variables", "json"),
-        "add_special_tokens": Option(False, boolean, "add the tokenizer's special tokens around the prompt", "bool"),
+        "add_special_tokens": Option(None, optional_bool,
+                                     "add the tokenizer's special tokens around the prompt (default: as the "
+                                     "tokenizer does, e.g. Llama's <s>)", "bool"),
         "continue_final_message": Option(None, optional_bool, "chats: continue the final message instead of "
                                          "answering it (default: when the assistant spoke last)", "bool"),
         **generate_options(),
@@ -129,7 +131,7 @@ class TextGeneration(Pipeline):
             # Lengths count the prompt, so the prefix's tokens come on top (as transformers).
             # (Counted as transformers counts them: without tokenizer_encode_kwargs, which for a
             # chat are the template's.)
-            extra = len(self.tokenizer(prefix, add_special_tokens=opts["add_special_tokens"])["input_ids"])
+            extra = len(self.tokenizer(prefix, add_special_tokens=bool(opts["add_special_tokens"]))["input_ids"])
             if gen.get("max_new_tokens") is None:
                 gen["max_length"] = gen["max_length"] + extra
             if gen.get("min_new_tokens") is None and opts.get("min_length") is not None:
@@ -156,8 +158,10 @@ class TextGeneration(Pipeline):
         return results
 
     def _encode(self, text: str, opts: dict) -> list[int]:
-        kwargs = {"add_special_tokens": opts["add_special_tokens"], **(opts["tokenizer_encode_kwargs"] or {})}
-        return self.tokenizer(text, **kwargs)["input_ids"]
+        # Unless asked, the tokenizer adds its special tokens as it always does (transformers
+        # leaves add_special_tokens out of the call then).
+        asked = {} if opts["add_special_tokens"] is None else {"add_special_tokens": opts["add_special_tokens"]}
+        return self.tokenizer(text, **{**asked, **(opts["tokenizer_encode_kwargs"] or {})})["input_ids"]
 
     @staticmethod
     def _chat_args(opts: dict) -> tuple[dict, dict]:
