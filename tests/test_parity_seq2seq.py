@@ -16,7 +16,7 @@ import torch
 import lmatlas
 from lmatlas.encoder_decoder import Seq2SeqCache
 
-from .reference import randomize, transformers
+from .reference import randomize, restore_fixed_positions, save_reference, transformers
 
 TOL = 1e-4
 VOCAB = 1013
@@ -72,12 +72,9 @@ def build_reference(variant: str, head: str = "seq2seq-lm"):
     torch.manual_seed(0)
     model = getattr(tf, lm_cls if head == "seq2seq-lm" else base_cls)(config).eval()
     randomize(model, seed=sum(map(ord, variant + head)) % 1000)
+    restore_fixed_positions(model)
     gen = torch.Generator().manual_seed(7)
     with torch.no_grad():
-        for name, module in model.named_modules():
-            # Sinusoidal tables are fixed, not weights: restore them after the randomising.
-            if hasattr(module, "_init_weight") and "embed_positions" in name:
-                module._init_weight()
         if hasattr(model, "final_logits_bias"):
             model.final_logits_bias.copy_(torch.randn(model.final_logits_bias.shape, generator=gen) * 0.5)
     model.tie_weights()
@@ -91,7 +88,7 @@ def build_reference(variant: str, head: str = "seq2seq-lm"):
 def _saved(variant: str, head: str, safe: bool, root: str):
     ref = build_reference(variant, head)
     folder = f"{root}/{variant}-{head}-{'st' if safe else 'bin'}"
-    ref.save_pretrained(folder, safe_serialization=safe)
+    save_reference(ref, folder, safe)
     return ref, folder
 
 
