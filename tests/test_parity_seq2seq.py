@@ -238,6 +238,57 @@ def test_embeddings_stored_under_another_tied_name(saved_seq2seq, tmp_path):
     assert not ours.head.decoder.bias.any()
 
 
+@pytest.mark.parametrize("variant", ["bart-scaled-untied", "mbart", "marian", "pegasus"])
+def test_untied_tables_of_one_vocabulary(variant, tmp_path):
+    """tie_word_embeddings false, with encoder and decoder tables of other values (transformers 5
+    unties the three tables then, and saves each): each stack reads its own table, and lmatlas
+    saves them back. transformers 4 ties the tables whatever the config says, so the reference is
+    built untied by hand: what transformers 5 computes from such a checkpoint."""
+    import copy
+
+    from safetensors import safe_open
+
+    from lmatlas.save import save_model
+
+    tf = transformers()
+    config_cls, kw, lm_cls, _ = VARIANTS[variant]
+    torch.manual_seed(0)
+    ref = getattr(tf, lm_cls)(getattr(tf, config_cls)(**{**kw, "tie_word_embeddings": False})).eval()
+    randomize(ref, seed=11)
+    restore_fixed_positions(ref)
+    decoder = ref.get_decoder()
+    decoder.embed_tokens = copy.deepcopy(decoder.embed_tokens)
+    with torch.no_grad():
+        table = decoder.embed_tokens.weight
+        table.add_(torch.randn(table.shape, generator=torch.Generator().manual_seed(3)) * 0.1)
+    ref.save_pretrained(tmp_path / "theirs")
+    ours = lmatlas.load(tmp_path / "theirs")
+    enc, dec = ours.backbone.encoder.embeddings.tokens.weight, ours.backbone.decoder.embeddings.tokens.weight
+    assert torch.equal(enc, ref.get_encoder().embed_tokens.weight) and torch.equal(dec, table)
+    assert ours.head.decoder.weight is not dec
+    ids, mask = padded_sources(variant)
+    dec_ids = targets()
+    with torch.no_grad():
+        expected = ref(input_ids=ids, attention_mask=mask, decoder_input_ids=dec_ids).logits
+        got = ours(ids, attention_mask=mask, decoder_input_ids=dec_ids).logits
+    assert (got - expected).abs().max().item() <= TOL
+    save_model(ours, tmp_path / "ours")
+    with safe_open(str(tmp_path / "ours" / "model.safetensors"), "pt") as f:
+        stored = set(f.keys())
+    assert {"model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight"} <= stored
+    # Marian saves two tables as two vocabularies; the others, as transformers 5 saves them.
+    assert ("model.shared.weight" in stored) == (variant != "marian")
+    again = lmatlas.load(tmp_path / "ours")
+    with torch.no_grad():
+        assert torch.equal(again(ids, attention_mask=mask, decoder_input_ids=dec_ids).logits, got)
+    # transformers 4 reads untied tables of one vocabulary into one table; two vocabularies it reads.
+    if variant == "marian" or int(tf.__version__.split(".")[0]) >= 5:
+        back = getattr(tf, lm_cls).from_pretrained(tmp_path / "ours").eval()
+        with torch.no_grad():
+            theirs = back(input_ids=ids, attention_mask=mask, decoder_input_ids=dec_ids).logits
+        assert (theirs - expected).abs().max().item() <= TOL
+
+
 # ---- bad checkpoints -------------------------------------------------------------------------
 
 
