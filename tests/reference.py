@@ -50,3 +50,32 @@ def randomize(model, seed: int = 0, std: float = 0.1) -> None:
             noise = torch.randn(p.shape, generator=gen) * std
             # 1-D weights are norm scales: keep them near one.
             p.copy_(noise + 1.0 if p.ndim == 1 and name.endswith("weight") else noise)
+
+
+def restore_fixed_positions(model) -> None:
+    """Marian's and Pegasus' sinusoidal position tables are fixed, not weights, yet they sit among
+    the parameters: put them back after ``randomize``."""
+    import torch
+
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if "embed_positions" not in name:
+                continue
+            if hasattr(module, "_init_weight"):  # transformers 4 fills the table in place
+                module._init_weight()
+            elif hasattr(module, "create_weight"):  # transformers 5 returns it
+                module.weight.copy_(module.create_weight())
+
+
+def save_reference(model, folder, safe: bool = True, **kwargs) -> None:
+    """``model.save_pretrained(folder)``; with ``safe=False`` the weights go to pytorch_model.bin,
+    every alias included, as transformers 4 wrote it (transformers 5 writes only safetensors)."""
+    from pathlib import Path
+
+    import torch
+
+    model.save_pretrained(folder, **kwargs)
+    if not safe:
+        folder = Path(folder)
+        (folder / "model.safetensors").unlink()
+        torch.save(model.state_dict(), folder / "pytorch_model.bin")

@@ -230,6 +230,29 @@ def test_folder_t5_bin_and_bart(tmp_path):
     assert folder_params(bart_dir) == expected
 
 
+def test_folder_t5_head_as_transformers_5_writes_it(tmp_path):
+    """transformers 5 writes T5 v1.1's config.json as tie_word_embeddings true with
+    scale_decoder_outputs false, and stores the untied lm_head: it counts."""
+    from safetensors.torch import save_file
+
+    tf = reference.transformers()
+    kw = dict(vocab_size=200, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=3, num_heads=4,
+              feed_forward_proj="gated-gelu")
+    t5 = tf.T5ForConditionalGeneration(tf.T5Config(**kw))
+    expected = t5.num_parameters() + 200 * 32  # the tied model's count, and the head's own table
+    state = {k: v.clone() for k, v in t5.state_dict().items() if "embed_tokens" not in k}
+    state["lm_head.weight"] = torch.randn(200, 32)
+    save_file(state, str(tmp_path / "model.safetensors"))
+    config = dict(kw, model_type="t5", is_encoder_decoder=True, tie_word_embeddings=True, scale_decoder_outputs=False)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    assert folder_params(tmp_path) == expected
+    # From config.json alone: the head counts, as with transformers 4's tie_word_embeddings false.
+    v4_style = dict(config, tie_word_embeddings=False)
+    del v4_style["scale_decoder_outputs"]
+    assert count_params(shape_from_config(config)) == count_params(shape_from_config(v4_style))
+    assert count_params(shape_from_config(config)).head == 200 * 32
+
+
 # --------------------------------------------------------------------------------------------
 # The command
 # --------------------------------------------------------------------------------------------

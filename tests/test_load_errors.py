@@ -11,6 +11,7 @@ import torch
 import lmatlas
 from lmatlas import LmatlasError
 
+from .reference import save_reference
 from .test_parity_encoders import build_reference
 
 
@@ -86,7 +87,7 @@ def test_truncated_safetensors(bert_folder, tmp_path):
 
 def test_corrupt_bin(tmp_path):
     ref = build_reference("bert", "base")
-    ref.save_pretrained(tmp_path, safe_serialization=False)
+    save_reference(ref, tmp_path, safe=False)
     (tmp_path / "pytorch_model.bin").write_bytes(b"garbage" * 100)
     with pytest.raises(LmatlasError, match="pytorch_model.bin: not a readable PyTorch weights file"):
         lmatlas.load(tmp_path)

@@ -15,7 +15,7 @@ import torch
 
 import lmatlas
 
-from .reference import randomize, transformers
+from .reference import randomize, save_reference, transformers
 
 TOL = 1e-4
 VOCAB = 1013
@@ -113,7 +113,7 @@ def build_reference(variant: str, head: str = "causal-lm", seed: int | None = No
 def _saved(variant: str, head: str, safe: bool, root: str):
     ref = build_reference(variant, head)
     folder = f"{root}/{variant}-{head}-{'st' if safe else 'bin'}"
-    ref.save_pretrained(folder, safe_serialization=safe)
+    save_reference(ref, folder, safe)
     return ref, folder
 
 

@@ -11,7 +11,7 @@ import torch
 
 import lmatlas
 
-from .reference import randomize, transformers
+from .reference import randomize, save_reference, transformers
 
 TOL = 1e-4
 VOCAB = 1013
@@ -131,7 +131,7 @@ def compare(ref, ours, head: str, inputs: dict) -> float:
 @pytest.mark.parametrize("safe", [True, False], ids=["safetensors", "bin"])
 def test_parity(family, head, safe, tmp_path):
     ref = build_reference(family, head)
-    ref.save_pretrained(tmp_path, safe_serialization=safe)
+    save_reference(ref, tmp_path, safe)
     ours = lmatlas.load(tmp_path)
     assert ours.head_name == head
     cfg = ref.config

@@ -16,7 +16,7 @@ import torch
 import lmatlas
 from lmatlas.encoder_decoder import Seq2SeqCache
 
-from .reference import randomize, transformers
+from .reference import randomize, restore_fixed_positions, save_reference, transformers
 
 TOL = 1e-4
 VOCAB = 1013
@@ -71,13 +71,15 @@ def build_reference(variant: str, head: str = "seq2seq-lm"):
     config = getattr(tf, config_cls)(**kw)
     torch.manual_seed(0)
     model = getattr(tf, lm_cls if head == "seq2seq-lm" else base_cls)(config).eval()
+    if kw.get("tie_word_embeddings") is False and model.config.tie_word_embeddings and hasattr(model, "lm_head"):
+        # transformers 5's T5Config turns tie_word_embeddings false into an unscaled head that is
+        # still tied: untie it, as the checkpoints this describes (T5 v1.1, Flan-T5) have it.
+        model.config.tie_word_embeddings = False
+        model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
     randomize(model, seed=sum(map(ord, variant + head)) % 1000)
+    restore_fixed_positions(model)
     gen = torch.Generator().manual_seed(7)
     with torch.no_grad():
-        for name, module in model.named_modules():
-            # Sinusoidal tables are fixed, not weights: restore them after the randomising.
-            if hasattr(module, "_init_weight") and "embed_positions" in name:
-                module._init_weight()
         if hasattr(model, "final_logits_bias"):
             model.final_logits_bias.copy_(torch.randn(model.final_logits_bias.shape, generator=gen) * 0.5)
     model.tie_weights()
@@ -91,7 +93,7 @@ def build_reference(variant: str, head: str = "seq2seq-lm"):
 def _saved(variant: str, head: str, safe: bool, root: str):
     ref = build_reference(variant, head)
     folder = f"{root}/{variant}-{head}-{'st' if safe else 'bin'}"
-    ref.save_pretrained(folder, safe_serialization=safe)
+    save_reference(ref, folder, safe)
     return ref, folder
 
 
@@ -214,6 +216,7 @@ def test_tied_and_untied_heads(saved_seq2seq):
     assert t5.head.scale == pytest.approx(48**-0.5)
     _, t5_11 = saved_seq2seq("t5-v1.1")
     assert t5_11.head.scale == 1.0
+    assert t5_11.head.decoder.weight is not t5_11.backbone.decoder.embeddings.tokens.weight
     _, marian = saved_seq2seq("marian-separate-embeddings")
     enc, dec = marian.backbone.encoder.embeddings.tokens.weight, marian.backbone.decoder.embeddings.tokens.weight
     assert enc is not dec and not torch.equal(enc, dec)
@@ -239,6 +242,112 @@ def test_embeddings_stored_under_another_tied_name(saved_seq2seq, tmp_path):
         ours = lmatlas.load(tmp_path)
     assert torch.equal(ours.backbone.encoder.embeddings.tokens.weight, ref.model.shared.weight)
     assert not ours.head.decoder.bias.any()
+
+
+@pytest.mark.parametrize("scaled", [False, True], ids=["unscaled", "scaled"])
+@pytest.mark.parametrize("lm_head", ["own", "copy", "absent"])
+def test_t5_head_as_transformers_5_writes_it(scaled, lm_head, saved_seq2seq, tmp_path):
+    """transformers 5 writes T5's config.json with tie_word_embeddings true and the scaling in
+    scale_decoder_outputs (false for T5 v1.1), and stores lm_head when it is untied: the head is
+    the stored lm_head unless it is absent or equal to the token table. The reference is computed
+    explicitly from the decoder's last hidden state, as transformers 5 computes it."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from lmatlas.save import save_model
+
+    tf = transformers()
+    ref, folder = saved_seq2seq("t5-v1.1", folder=True)
+    shutil.copytree(folder, tmp_path, dirs_exist_ok=True)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config.update(tie_word_embeddings=True, scale_decoder_outputs=scaled)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    state = load_file(tmp_path / "model.safetensors")
+    assert not torch.equal(state["lm_head.weight"], state["shared.weight"])
+    if lm_head == "copy":
+        state["lm_head.weight"] = state["shared.weight"].clone()
+    elif lm_head == "absent":
+        del state["lm_head.weight"]
+    save_file(state, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    ours = lmatlas.load(tmp_path)
+    tokens = ours.backbone.decoder.embeddings.tokens.weight
+    assert (ours.head.decoder.weight is tokens) == (lm_head != "own")
+    assert ours.head.scale == (48**-0.5 if scaled else 1.0)
+    ids, mask = padded_sources("t5-v1.1")
+    dec = targets()
+    kw = dict(attention_mask=mask, decoder_input_ids=dec)
+    with torch.no_grad():
+        last = ref(input_ids=ids, output_hidden_states=True, **kw).decoder_hidden_states[-1]
+        table = ref.lm_head.weight if lm_head == "own" else ref.shared.weight
+        expected = (last * (48**-0.5 if scaled else 1.0)) @ table.t()
+        got = ours(ids, **kw).logits
+    assert (got - expected).abs().max().item() <= TOL
+    save_model(ours, tmp_path / "ours")
+    assert json.loads((tmp_path / "ours" / "config.json").read_text())["scale_decoder_outputs"] == scaled
+    with torch.no_grad():
+        assert torch.equal(lmatlas.load(tmp_path / "ours")(ids, **kw).logits, got)
+    # transformers 4 reads tie_word_embeddings true as a tied, scaled head; lmatlas saves an untied
+    # head with tie_word_embeddings false, which transformers 4 reads right when it is unscaled.
+    readable = [tmp_path / "ours"] if lm_head == "own" and not scaled else []
+    if int(tf.__version__.split(".")[0]) >= 5:
+        readable = [tmp_path, tmp_path / "ours"]
+    for folder in readable:
+        with torch.no_grad():
+            theirs = tf.T5ForConditionalGeneration.from_pretrained(folder).eval()(input_ids=ids, **kw).logits
+        assert (theirs - expected).abs().max().item() <= TOL, folder
+
+
+@pytest.mark.parametrize("variant", ["bart-scaled-untied", "mbart", "marian", "pegasus"])
+def test_untied_tables_of_one_vocabulary(variant, tmp_path):
+    """tie_word_embeddings false, with encoder and decoder tables of other values (transformers 5
+    unties the three tables then, and saves each): each stack reads its own table, and lmatlas
+    saves them back. transformers 4 ties the tables whatever the config says, so the reference is
+    built untied by hand: what transformers 5 computes from such a checkpoint."""
+    import copy
+
+    from safetensors import safe_open
+
+    from lmatlas.save import save_model
+
+    tf = transformers()
+    config_cls, kw, lm_cls, _ = VARIANTS[variant]
+    torch.manual_seed(0)
+    ref = getattr(tf, lm_cls)(getattr(tf, config_cls)(**{**kw, "tie_word_embeddings": False})).eval()
+    randomize(ref, seed=11)
+    restore_fixed_positions(ref)
+    decoder = ref.get_decoder()
+    decoder.embed_tokens = copy.deepcopy(decoder.embed_tokens)
+    with torch.no_grad():
+        table = decoder.embed_tokens.weight
+        table.add_(torch.randn(table.shape, generator=torch.Generator().manual_seed(3)) * 0.1)
+    ref.save_pretrained(tmp_path / "theirs")
+    ours = lmatlas.load(tmp_path / "theirs")
+    enc, dec = ours.backbone.encoder.embeddings.tokens.weight, ours.backbone.decoder.embeddings.tokens.weight
+    assert torch.equal(enc, ref.get_encoder().embed_tokens.weight) and torch.equal(dec, table)
+    assert ours.head.decoder.weight is not dec
+    ids, mask = padded_sources(variant)
+    dec_ids = targets()
+    with torch.no_grad():
+        expected = ref(input_ids=ids, attention_mask=mask, decoder_input_ids=dec_ids).logits
+        got = ours(ids, attention_mask=mask, decoder_input_ids=dec_ids).logits
+    assert (got - expected).abs().max().item() <= TOL
+    save_model(ours, tmp_path / "ours")
+    with safe_open(str(tmp_path / "ours" / "model.safetensors"), "pt") as f:
+        stored = set(f.keys())
+    assert {"model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight"} <= stored
+    # Marian saves two tables as two vocabularies; the others, as transformers 5 saves them.
+    assert ("model.shared.weight" in stored) == (variant != "marian")
+    again = lmatlas.load(tmp_path / "ours")
+    with torch.no_grad():
+        assert torch.equal(again(ids, attention_mask=mask, decoder_input_ids=dec_ids).logits, got)
+    # transformers 4 reads untied tables of one vocabulary into one table; two vocabularies it reads.
+    if variant == "marian" or int(tf.__version__.split(".")[0]) >= 5:
+        back = getattr(tf, lm_cls).from_pretrained(tmp_path / "ours").eval()
+        with torch.no_grad():
+            theirs = back(input_ids=ids, attention_mask=mask, decoder_input_ids=dec_ids).logits
+        assert (theirs - expected).abs().max().item() <= TOL
 
 
 # ---- bad checkpoints -------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import lmatlas
 
 from .helpers_pipelines import SENTENCES, assert_same, error, hf_pipeline, one_thread, train_tokenizers  # noqa: F401
 from .helpers_tokenizer import MARIAN_CONFIG, spm_files  # noqa: F401  (the fixtures)
-from .reference import randomize, transformers
+from .reference import randomize, restore_fixed_positions, transformers
 
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),
@@ -44,11 +44,7 @@ T5_TASKS = {
 
 def _save(root, name, model, files=(), tokenizer_config=None, generation=None, seed=0):
     randomize(model, seed=seed, std=0.3)
-    with torch.no_grad():
-        for module_name, module in model.named_modules():
-            # Sinusoidal tables are fixed, not weights: restore them after the randomising.
-            if hasattr(module, "_init_weight") and "embed_positions" in module_name:
-                module._init_weight()
+    restore_fixed_positions(model)
     model.tie_weights()
     for key, value in (generation or {}).items():
         setattr(model.generation_config, key, value)

@@ -32,6 +32,9 @@ ALBERT_GROUPS = {"embedding_size": 16, "num_layers": 4, "num_layer_groups": 2, "
 # The released mBART, Marian and Pegasus checkpoints scale their embeddings by sqrt(d_model).
 SEQ2SEQ = {"pad_token_id": 1, "eos_token_id": 2, "decoder_start_token_id": 2,
            "embedding_scale": math.sqrt(TINY["hidden_size"])}
+# T5 v1.1 (and Flan-T5): gated GELU, an untied head fed the unscaled hidden state.
+T5_V1_1 = {"pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0, "gated_mlp": True,
+           "activation": "gelu_new", "tie_word_embeddings": False, "lm_head_scale": 1.0}
 # Separate source and target tables (of one size: see the refusal test).
 MARIAN_TWO_VOCABULARIES = {**SEQ2SEQ, "shared_embeddings": False}
 
@@ -50,6 +53,7 @@ CASES = [
     ("electra-base", "masked-lm", {"embedding_size": 16}),
     ("llama-7b", "causal-lm", {"num_kv_heads": 1, "max_positions": 64}),
     ("t5-small", "seq2seq-lm", {"pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0}),
+    ("t5-small", "seq2seq-lm", T5_V1_1),
     ("bart-base", "seq2seq-lm", {"pad_token_id": 1, "eos_token_id": 2, "decoder_start_token_id": 2}),
     ("gpt", "causal-lm", GPT),
     ("ctrl", "causal-lm", {}),
@@ -139,7 +143,8 @@ def test_saved_model_loads_in_transformers_and_lmatlas(tmp_path, name, head, ext
 
 INVERSES = [
     ("gpt2", {}), ("bert-base", {}), ("roberta-base", {}), ("distilbert-base", {}), ("electra-base", {}),
-    ("llama-7b", {}), ("t5-small", {}), ("bart-base", {}), ("gpt", GPT), ("ctrl", {}), ("gpt-neo-125m", {}),
+    ("llama-7b", {}), ("t5-small", {}), ("t5-small", T5_V1_1), ("bart-base", {}), ("gpt", GPT), ("ctrl", {}),
+    ("gpt-neo-125m", {}),
     ("opt-125m", {}), ("opt-125m", OPT_350M), ("bloom-560m", GPT), ("falcon-7b", {}), ("falcon-40b", FALCON_GROUPED),
     ("falcon-7b", FALCON_RW), ("albert-base", ALBERT_GROUPS), ("xlm-roberta-base", {}), ("mbart-large", SEQ2SEQ),
     ("marian-opus-mt", {}), ("marian-opus-mt", MARIAN_TWO_VOCABULARIES), ("pegasus-large", {}),

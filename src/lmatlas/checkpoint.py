@@ -166,6 +166,13 @@ class Weights:
     def file_of(self, name: str) -> Path:
         return self._where[name][0]
 
+    def same(self, a: str, b: str) -> bool:
+        """Whether two stored names hold the same values (one tensor under two names, or a copy)."""
+        if a == b:
+            return True
+        x, y = self.get(a), self.get(b)
+        return x.shape == y.shape and x.dtype == y.dtype and torch.equal(x, y)
+
     def get(self, name: str) -> torch.Tensor:
         file, stored = self._where[name]
         handle = self._handle(file)

@@ -125,7 +125,8 @@ class ModelConfig:
     decoder_heads: int | None = None
     decoder_intermediate_size: int | None = None
     decoder_vocab_size: int | None = None
-    # Encoder and decoder read one token table (all but Marian's separate-vocabulary models).
+    # Encoder and decoder read one token table (all but Marian's separate-vocabulary models, and
+    # checkpoints of untied tables that hold different values: see ``presets.bart.family_ties``).
     shared_embeddings: bool = True
     cross_attention: bool = False
     decoder_start_token_id: int | None = None

@@ -279,6 +279,10 @@ def folder_params(folder: str | os.PathLike) -> int:
     for file in weight_files(folder):
         shapes.update(_tensor_shapes(file))
     tied = bool(hf.get("tie_word_embeddings", True))
+    if hf.get("model_type") == "t5" and "scale_decoder_outputs" in hf:
+        # transformers 5 writes T5's tie_word_embeddings always true, and keeps a stored lm_head
+        # untied unless it equals the token table (not told by the headers: counted as untied).
+        tied = False
     skip: set[str] = set()
     for name, (shape, _) in shapes.items():
         if name.endswith(_BUFFER_SUFFIXES) or (name.endswith(".attn.bias") and len(shape) == 4):
@@ -324,6 +328,15 @@ def _first(hf: dict, *keys: str, default: Any = None) -> Any:
         if hf.get(k) is not None:
             return hf[k]
     return default
+
+
+def _tied_head(hf: dict) -> bool:
+    """Whether config.json means a head tied to the token table. transformers 5 writes T5's
+    tie_word_embeddings always true, and scale_decoder_outputs false where version 4 wrote
+    tie_word_embeddings false (T5 v1.1 and Flan-T5, whose checkpoints store their own head)."""
+    if hf.get("model_type") == "t5" and hf.get("scale_decoder_outputs") is not None:
+        return bool(hf["scale_decoder_outputs"])
+    return bool(hf.get("tie_word_embeddings", True))
 
 
 # config.json model types that decode left to right (besides *ForCausalLM architectures).
@@ -379,7 +392,7 @@ def shape_from_config(hf: dict, name: str = "model") -> ArchitecturePreset:
             gated_mlp=gated,
             causal=causal,
             norm_position="parallel" if hf.get("parallel_attn") else "pre",
-            tie_word_embeddings=bool(hf.get("tie_word_embeddings", True)),
+            tie_word_embeddings=_tied_head(hf),
         )
     except (TypeError, ValueError) as e:
         raise LmatlasError(f"{name}/config.json: {e}") from None

@@ -63,6 +63,9 @@ def load(
     except (KeyError, TypeError, ValueError) as e:
         raise LmatlasError(f"{source}: cannot be read as a {hf['model_type']} config ({e})") from None
     cfg = _drop_absent_pooler(cfg, preset, head, weights)
+    ties = getattr(preset, "ties", None)
+    if ties is not None:
+        cfg = ties(cfg, head, weights, _prefix(preset, weights))
     generation_file = folder / "generation_config.json"
     if generation_file.exists():
         cfg.generation = read_json(generation_file)

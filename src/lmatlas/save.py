@@ -120,6 +120,7 @@ def hf_state_dict(model) -> dict[str, torch.Tensor]:
     backbone, head_map = preset.weights(cfg, head)
     prefix = preset.PREFIX + "." if preset.PREFIX and head != "base" else ""
     out: dict[str, torch.Tensor] = {}
+    aliases: dict[str, torch.Tensor] = {}
     for ours, param in model.named_parameters():  # tied parameters appear once
         value = param.detach().float().cpu()
         if ours in backbone:
@@ -131,10 +132,12 @@ def hf_state_dict(model) -> dict[str, torch.Tensor]:
             raise AssertionError(f"the {cfg.model_type} weight map has no entry for {ours}")
         if isinstance(theirs, FirstOf):
             # A table tied under several names: stored once, under its first name. With untied
-            # word embeddings transformers does not tie these names again, so each is written.
-            names = theirs.names if not cfg.tie_word_embeddings and theirs.fn is None else theirs.names[:1]
+            # word embeddings transformers does not tie these names again, so each is written
+            # (a name that is another table's first, or already written, keeps that table).
+            untied = not cfg.tie_word_embeddings and theirs.fn is None and theirs.aliases
+            names = theirs.names if untied else theirs.names[:1]
             for name in names[1:]:
-                out[pre + name] = value
+                aliases.setdefault(pre + name, value)
             theirs = Derived(theirs.names[:1], theirs.fn) if theirs.fn is not None else theirs.names[0]
         if isinstance(theirs, Derived):
             if len(theirs.names) != 1:
@@ -150,6 +153,8 @@ def hf_state_dict(model) -> dict[str, torch.Tensor]:
                 sizes = [value.shape[0] // len(theirs)] * len(theirs)
             for name, part in zip(theirs, value.split(sizes, dim=0)):
                 out[pre + name] = part
+    for name, value in aliases.items():
+        out.setdefault(name, value)
     if cfg.is_encoder_decoder and cfg.position_embedding == "sinusoidal" and not cfg.positions_stored:
         # Marian and Pegasus compute their tables, but transformers keeps them as weights.
         table = sinusoidal_table(cfg.max_positions, cfg.hidden_size)

@@ -9,7 +9,10 @@ A preset module defines:
 - ``weights(cfg, head) -> (backbone, head)``: two maps from lmatlas parameter names to the
   checkpoint's names — backbone names without ``PREFIX``, head names as stored. A tuple of
   checkpoint names is concatenated along the first dimension (the fused q/k/v projection); a
-  ``_maps.Derived`` rearranges stored tensors (transposed or per-head interleaved layouts).
+  ``_maps.Derived`` rearranges stored tensors (transposed or per-head interleaved layouts);
+- optionally ``ties(cfg, head, weights, prefix) -> ModelConfig``: the ties that config.json
+  leaves to the checkpoint (which tables it stores, and whether their values differ), for
+  ``weights`` (a ``checkpoint.Weights``) whose backbone names start with ``prefix``.
 """
 
 from __future__ import annotations

@@ -30,15 +30,18 @@ class FirstOf:
     For a table tied under several names, of which a checkpoint stores any one (BART's shared
     embeddings as ``shared``, ``encoder.embed_tokens`` or ``decoder.embed_tokens``). ``fn``
     rearranges it as ``Derived`` does; with ``zeros``, a checkpoint without any of the names
-    gets zeros, where transformers does the same (BART's ``final_logits_bias``).
+    gets zeros, where transformers does the same (BART's ``final_logits_bias``). Saving writes
+    the first name, and the others too when word embeddings are untied; with ``aliases`` false
+    the others are only read, as a fallback (they do not belong to the saved layout).
     """
 
     names: tuple[str, ...]
     fn: Callable[..., torch.Tensor] | None = None
     zeros: bool = False
+    aliases: bool = True
 
     def prefixed(self, prefix: str) -> "FirstOf":
-        return FirstOf(tuple(prefix + n for n in self.names), self.fn, self.zeros)
+        return FirstOf(tuple(prefix + n for n in self.names), self.fn, self.zeros, self.aliases)
 
 
 WeightMap = dict[str, "str | tuple[str, ...] | Derived | FirstOf"]

@@ -15,6 +15,7 @@ from ..config import ModelConfig
 from ..errors import LmatlasError
 from ._maps import (
     SEQ2SEQ_HEADS,
+    FirstOf,
     WeightMap,
     final_logits_bias,
     fused,
@@ -93,13 +94,33 @@ def _attention(ours: str, theirs: str) -> WeightMap:
     return m | linear(f"{ours}.out", f"{theirs}.out_proj")
 
 
-def family_weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
+# Each stack's token table when one vocabulary's tables are untied: its own, else the shared one.
+_TABLES = {stack: (f"{stack}.embed_tokens.weight", "shared.weight") for stack in ("encoder", "decoder")}
+
+
+def family_ties(cfg: ModelConfig, head: str, weights, prefix: str) -> ModelConfig:
+    """Encoder and decoder read one table, unless tie_word_embeddings is false and the checkpoint
+    stores the two with different values. transformers 4 ties the three tables (``shared`` and
+    each stack's) whatever the config says, and stores one; transformers 5 ties them only when
+    tie_word_embeddings is true, and otherwise stores all three."""
+    if not cfg.shared_embeddings or cfg.tie_word_embeddings:
+        return cfg
+    stored = [next((prefix + n for n in names if prefix + n in weights), None) for names in _TABLES.values()]
+    if None in stored or weights.same(*stored):
+        return cfg
+    return cfg.replace(shared_embeddings=False)
+
+
+def family_weights(cfg: ModelConfig, head: str, separate_vocabularies: bool = False) -> tuple[WeightMap, WeightMap]:
+    """``separate_vocabularies``: the family saves tables that are not shared as two
+    vocabularies, each under its stack's name only (Marian); the others save untied tables of
+    one vocabulary as transformers 5 does, with ``shared`` a copy of the encoder's."""
     backbone: WeightMap = {}
     if cfg.shared_embeddings:
         backbone |= shared_tokens()
     else:
-        backbone["backbone.encoder.embeddings.tokens.weight"] = "encoder.embed_tokens.weight"
-        backbone["backbone.decoder.embeddings.tokens.weight"] = "decoder.embed_tokens.weight"
+        for stack, names in _TABLES.items():
+            backbone[f"backbone.{stack}.embeddings.tokens.weight"] = FirstOf(names, aliases=not separate_vocabularies)
     for stack, layers in (("encoder", cfg.num_layers), ("decoder", cfg.decoder_layers or cfg.num_layers)):
         if cfg.position_embedding == "learned":
             backbone[f"backbone.{stack}.embeddings.positions.weight"] = f"{stack}.embed_positions.weight"
@@ -129,6 +150,7 @@ def family_weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
 
 
 weights = family_weights
+ties = family_ties
 
 
 def family_to_hf(
@@ -157,7 +179,13 @@ def family_to_hf(
                     qkv_bias=True, mlp_bias=True, attention_scale=None, embedding_size=d)
     if positions == "sinusoidal":
         switches["sinusoidal_layout"] = "concat"
-    if not separate_vocabularies or cfg.shared_embeddings:
+    if separate_vocabularies and not cfg.shared_embeddings:
+        pass  # two vocabularies (share_encoder_decoder_embeddings below)
+    elif not cfg.shared_embeddings and not cfg.tie_word_embeddings:
+        # Untied tables of one vocabulary: what tie_word_embeddings false means to transformers 5
+        # (transformers 4 ties the tables, and reads one of the stored values into all three).
+        switches |= dict(decoder_vocab_size=None)
+    else:
         switches |= dict(shared_embeddings=True, decoder_vocab_size=None)
     require_usual(cfg, family, **switches)
     decoder_heads = cfg.decoder_heads or cfg.num_heads

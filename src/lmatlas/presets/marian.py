@@ -10,8 +10,8 @@ false, ``decoder_vocab_size``).
 from __future__ import annotations
 
 from ..config import ModelConfig
-from ._maps import SEQ2SEQ_HEADS
-from .bart import family_config, family_to_hf, family_weights
+from ._maps import SEQ2SEQ_HEADS, WeightMap
+from .bart import family_config, family_ties, family_to_hf, family_weights
 
 MODEL_TYPES = ("marian",)
 PREFIX = "model"
@@ -23,7 +23,11 @@ def config(hf: dict, head: str) -> ModelConfig:
     return family_config(hf, "marian", **LAYOUT)
 
 
-weights = family_weights
+def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
+    return family_weights(cfg, head, separate_vocabularies=True)
+
+
+ties = family_ties
 
 
 def to_hf(cfg: ModelConfig) -> dict:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ._maps import SEQ2SEQ_HEADS
-from .bart import family_config, family_to_hf, family_weights
+from .bart import family_config, family_ties, family_to_hf, family_weights
 
 MODEL_TYPES = ("pegasus",)
 PREFIX = "model"
@@ -21,6 +21,7 @@ def config(hf: dict, head: str) -> ModelConfig:
 
 
 weights = family_weights
+ties = family_ties
 
 
 def to_hf(cfg: ModelConfig) -> dict:

@@ -6,12 +6,17 @@ stack (the first layer holds the table) and added to every layer's scores; score
 initialisation absorbs 1/sqrt(d)); no biases anywhere. v1.0: ReLU MLP, LM head tied to the token
 table and fed the last hidden state scaled by d_model**-0.5; v1.1 (and Flan-T5): gated-GELU MLP
 and an untied head.
+
+transformers 4 reads both from tie_word_embeddings: tied means scaled. transformers 5 writes
+``scale_decoder_outputs`` for the scaling and always tie_word_embeddings true, keeping the head
+untied when the checkpoint stores an ``lm_head`` of other values than the token table (``ties``).
 """
 
 from __future__ import annotations
 
 from ..config import ModelConfig
 from ..blocks import ACTIVATIONS
+from ..errors import LmatlasError
 from ._maps import SEQ2SEQ_HEADS, WeightMap, fused, linear, seq2seq_common, shared_tokens
 
 MODEL_TYPES = ("t5",)
@@ -32,7 +37,9 @@ def config(hf: dict, head: str) -> ModelConfig:
     d = hf.get("d_model", 512)
     act, gated = _feed_forward(hf)
     common = seq2seq_common(hf)
-    tied = common["tie_word_embeddings"]
+    scaled = hf.get("scale_decoder_outputs")
+    if scaled is None:
+        scaled = common["tie_word_embeddings"]
     layers = hf.get("num_layers", 6)
     return ModelConfig(
         model_type="t5",
@@ -56,11 +63,28 @@ def config(hf: dict, head: str) -> ModelConfig:
         attention_bias=False,
         mlp_bias=False,
         attention_scale=1.0,
-        lm_head_scale=d**-0.5 if tied else 1.0,
+        lm_head_scale=d**-0.5 if scaled else 1.0,
         hidden_dropout=hf.get("dropout_rate", 0.1),
         attention_dropout=hf.get("dropout_rate", 0.1),
         **common,
     )
+
+
+_TABLE = ("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+
+
+def ties(cfg: ModelConfig, head: str, weights, prefix: str) -> ModelConfig:
+    """A config.json with ``scale_decoder_outputs`` (written by transformers 5) says
+    tie_word_embeddings true whatever the head: the head is untied when the checkpoint stores an
+    ``lm_head`` that is not the token table, as transformers 5 then leaves it untied."""
+    if head != "seq2seq-lm" or not cfg.tie_word_embeddings or "scale_decoder_outputs" not in cfg.hf_config:
+        return cfg
+    if "lm_head.weight" not in weights:
+        return cfg
+    table = next((prefix + n for n in _TABLE if prefix + n in weights), None)
+    if table is not None and weights.same("lm_head.weight", table):
+        return cfg
+    return cfg.replace(tie_word_embeddings=False)
 
 
 def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
@@ -110,7 +134,7 @@ def to_hf(cfg: ModelConfig) -> dict:
     else:
         proj = act
     layers = cfg.num_layers
-    return dict(
+    out = dict(
         common(cfg),
         model_type="t5",
         d_model=cfg.hidden_size,
@@ -127,3 +151,12 @@ def to_hf(cfg: ModelConfig) -> dict:
         is_encoder_decoder=True,
         decoder_start_token_id=cfg.decoder_start_token_id,
     )
+    if "scale_decoder_outputs" in cfg.hf_config:
+        # A config.json of transformers 5 keeps its form, the scaling a field of its own.
+        # Otherwise tie_word_embeddings says both, as transformers 4 reads it (see ``config``).
+        d = cfg.hidden_size
+        if cfg.lm_head_scale not in (1.0, d**-0.5):
+            raise LmatlasError(f"a T5 config.json cannot express lm_head_scale={cfg.lm_head_scale!r} "
+                               f"(it must be 1.0 or d_model**-0.5, {d**-0.5!r})")
+        out["scale_decoder_outputs"] = cfg.lm_head_scale != 1.0
+    return out
