@@ -218,3 +218,20 @@ def test_multi_query_cache_stores_one_kv_head(saved):
     assert cache.data.shape[3] == 1  # one key/value head for four query heads
     _, gqa = saved("llama-gqa")
     assert gqa.new_cache(2, 10).data.shape[3] == 2
+
+
+@pytest.mark.parametrize("model_type", ["llama", "falcon"])
+def test_rope_settings_in_either_config_layout(model_type):
+    """transformers 5 writes the rotary base and scaling inside one rope_parameters dict."""
+    from lmatlas.presets import preset_for
+
+    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 64}
+    shape = {"model_type": model_type, "hidden_size": 32, "num_attention_heads": 4, "num_hidden_layers": 2,
+             "vocab_size": 100, "new_decoder_architecture": True, "num_kv_heads": 2}
+    v4 = {**shape, "rope_theta": 5e5, "rope_scaling": scaling}
+    v5 = {**shape, "rope_parameters": {**scaling, "rope_theta": 5e5}}
+    preset = preset_for(model_type)
+    assert preset.config(v5, "causal-lm").replace(hf_config={}) == preset.config(v4, "causal-lm").replace(hf_config={})
+    plain = preset.config({**shape, "rope_parameters": {"rope_type": "default", "rope_theta": 1e4}}, "causal-lm")
+    assert plain.rope_scaling is None and plain.rotary_base == 1e4

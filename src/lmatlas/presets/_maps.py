@@ -182,6 +182,18 @@ def decoder_common(hf: dict) -> dict:
     return dict(common, causal=True, embedding_norm=False, final_norm=True)
 
 
+def rope(hf: dict, default_base: float = 10000.0) -> dict:
+    """``rotary_base`` and ``rope_scaling`` from either config layout: transformers 4 writes
+    ``rope_theta`` and ``rope_scaling`` at the top level, transformers 5 one ``rope_parameters``
+    dict holding the base, the type and the scaling factors."""
+    params = hf.get("rope_parameters")
+    if isinstance(params, dict) and "rope_theta" in params:
+        kind = params.get("rope_type", params.get("type", "default"))
+        scaling = {k: v for k, v in params.items() if k != "rope_theta"} if kind != "default" else None
+        return {"rotary_base": params["rope_theta"], "rope_scaling": scaling}
+    return {"rotary_base": hf.get("rope_theta", default_base), "rope_scaling": hf.get("rope_scaling")}
+
+
 def lm_head(head: str, bias: bool = False) -> WeightMap:
     """transformers' ``lm_head``: read only when untied (tied, it is the token embeddings)."""
     if head != "causal-lm":

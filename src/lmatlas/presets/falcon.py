@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LmatlasError
-from ._maps import DECODER_HEADS, WeightMap, decoder_common, grouped_qkv, linear, lm_head, norm
+from ._maps import DECODER_HEADS, WeightMap, decoder_common, grouped_qkv, linear, lm_head, norm, rope
 
 MODEL_TYPES = ("falcon",)
 PREFIX = "transformer"
@@ -52,8 +52,7 @@ def config(hf: dict, head: str) -> ModelConfig:
         max_positions=hf.get("max_position_embeddings", 2048),
         position_embedding="alibi" if alibi else "rotary",
         alibi_before_scale=True,
-        rotary_base=hf.get("rope_theta", 10000.0),
-        rope_scaling=hf.get("rope_scaling"),
+        **rope(hf),
         norm_eps=hf.get("layer_norm_epsilon", 1e-5),
         norm_position=position,
         parallel_norms=n_norms,

@@ -7,7 +7,7 @@ Llama 3), no biases, and (usually) an LM head of its own.
 from __future__ import annotations
 
 from ..config import ModelConfig
-from ._maps import DECODER_HEADS, WeightMap, decoder_common, fused, linear, lm_head
+from ._maps import DECODER_HEADS, WeightMap, decoder_common, fused, linear, lm_head, rope
 
 MODEL_TYPES = ("llama",)
 PREFIX = "model"
@@ -32,8 +32,7 @@ def config(hf: dict, head: str) -> ModelConfig:
         max_positions=hf.get("max_position_embeddings", 2048),
         position_embedding="rotary",
         rotary_dim=int(head_dim * hf.get("partial_rotary_factor", 1.0)),
-        rotary_base=hf.get("rope_theta", 10000.0),
-        rope_scaling=hf.get("rope_scaling"),
+        **rope(hf),
         norm="rmsnorm",
         norm_eps=hf.get("rms_norm_eps", 1e-6),
         norm_position="pre",
