@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 
 from lmatlas import LmatlasError
-from lmatlas.search import Index, chunk_text
+from lmatlas.embeddings import encoder
+from lmatlas.search import Index, chunk_text, fit_chunks
 
 DOCS = {
     "cats.md": "# Cats\n\nCats are small domesticated felines that purr and chase mice.\n\nThey sleep most of the day.\n",
@@ -39,6 +41,28 @@ def test_long_text_is_cut_within_budget():
     assert chunks[1].line > chunks[0].line
     one_line = chunk_text("x" * 2000, "one.txt", max_chars=300)
     assert all(len(c.text) <= 300 for c in one_line) and len(one_line) == 7
+
+
+def test_dense_text_is_cut_to_the_models_token_window(tmp_path):
+    """800 characters of code or symbols hold far more than 256 word pieces: such chunks are cut
+    again until each fits, so nothing of the file is silently truncated away."""
+    enc = encoder(None)
+    prose = "\n".join(f"Paragraph {i} talks about cats and dogs." for i in range(3))
+    dense = "\n".join("x[i]={a:%d,b:[%d,%d]};" % (i, i + 1, i * 7) for i in range(40))
+    text = prose + "\n\n" + dense + "\n"
+    chunks = chunk_text(text, "code.md")
+    assert max(enc.token_counts([c.text for c in chunks])) > enc.max_seq_length  # the case at hand
+    fitted = fit_chunks(chunks, enc.token_counts, enc.max_seq_length)
+    assert max(enc.token_counts([c.text for c in fitted])) <= enc.max_seq_length
+    assert "".join(c.text for c in fitted).replace("\n", "") == "".join(c.text for c in chunks).replace("\n", "")
+    lines = text.splitlines()
+    for c in fitted:  # each chunk still starts at its own line
+        assert lines[c.line - 1].startswith(c.text.splitlines()[0][:10])
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "code.md").write_text(text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "longer than 256 tokens were truncated"
+        Index(tmp_path / "index").build([tmp_path / "docs"])
 
 
 def test_build_query_and_incremental_rebuild(corpus, tmp_path):

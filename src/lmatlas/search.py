@@ -26,7 +26,7 @@ from .errors import LmatlasError
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".text"}
 CHUNK_CHARS = 800  # about 200 word pieces: inside all-MiniLM-L6-v2's 256-token window
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: chunks fit the model's token window
 
 
 @dataclass
@@ -108,6 +108,25 @@ def chunk_text(text: str, source: str, max_chars: int = CHUNK_CHARS) -> list[Chu
     return chunks
 
 
+def fit_chunks(chunks: list[Chunk], count_tokens, limit: int) -> list[Chunk]:
+    """Chunks cut again, by lines and then characters, until each fits the model's ``limit``
+    tokens: dense text (code, tables, symbols) holds more tokens per character than prose, and
+    what a chunk loses past the limit could never be found."""
+    out: list[Chunk] = []
+    counts = count_tokens([c.text for c in chunks]) if chunks else []
+    for chunk, n in zip(chunks, counts):
+        if n <= limit:
+            out.append(chunk)
+            continue
+        # A size in characters that should fit, from this chunk's own characters per token.
+        max_chars = max(16, int(len(chunk.text) * limit / n * 0.9))
+        pieces = chunk_text(chunk.text, chunk.source, max_chars=max_chars)
+        for piece in pieces:
+            piece.line += chunk.line - 1
+        out += fit_chunks(pieces, count_tokens, limit)
+    return out
+
+
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -172,8 +191,8 @@ class Index:
                 file_chunks, file_vectors = old_chunks[lo:hi], old_vectors[lo:hi]
                 stats["reused"] += 1
             else:
-                file_chunks = chunk_text(text, source)
                 enc = enc or encoder(model)
+                file_chunks = fit_chunks(chunk_text(text, source), enc.token_counts, enc.max_seq_length)
                 file_vectors = enc.encode([c.text for c in file_chunks], batch_size=batch_size, normalize=True)
                 stats["embedded"] += 1
             new_files[source] = {"sha256": digest, "chunks": [len(chunks), len(chunks) + len(file_chunks)]}
@@ -183,7 +202,11 @@ class Index:
             raise LmatlasError(f"the files given hold no text to index: {', '.join(texts)}")
         matrix = np.concatenate(vectors)
         self.folder.mkdir(parents=True, exist_ok=True)
-        _write_atomic(self.folder / "vectors.npy", lambda p: np.save(open(p, "wb"), matrix))
+        def write_vectors(p: Path) -> None:
+            with open(p, "wb") as f:  # closed (flushed) before the rename makes it the index's
+                np.save(f, matrix)
+
+        _write_atomic(self.folder / "vectors.npy", write_vectors)
 
         def write_chunks(p: Path) -> None:
             with open(p, "w", encoding="utf-8") as f:
