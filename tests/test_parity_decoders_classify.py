@@ -101,11 +101,13 @@ def test_last_token_positions():
         last_token(ids, None)
 
 
-def test_classifier_refuses_logits_to_keep(saved):  # noqa: F811
+def test_classifier_does_not_generate(saved):  # noqa: F811
     _, ours = saved("gpt2", HEAD)
     ids, mask = dec.right_padded_batch()
     with pytest.raises(lmatlas.LmatlasError, match="logits_to_keep"):
         ours(ids, attention_mask=mask, logits_to_keep=1)
+    with pytest.raises(lmatlas.LmatlasError, match="causal-lm head"):
+        ours.generate(ids[:1], max_new_tokens=2)
 
 
 def test_language_model_checkpoint_loads_with_a_fresh_classifier(saved, tmp_path):  # noqa: F811
