@@ -145,7 +145,7 @@ class LmatlasModel(nn.Module):
             )
             if logits_to_keep:
                 if getattr(self.head, "takes_input_ids", False):
-                    raise LmatlasError("logits_to_keep is for language-model heads; a classifier reads its own position")
+                    raise LmatlasError("logits_to_keep is for language-model heads; a classifier reads its own token")
                 out["last_hidden_state"] = out["last_hidden_state"][:, -logits_to_keep:]
         else:
             out = self.backbone(
