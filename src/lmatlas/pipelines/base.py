@@ -229,7 +229,6 @@ class Pipeline:
                 }
         return out  # type: ignore[return-value]
 
-
     def padding(self, batch_size: int) -> tuple[int, int]:
         """The id that pads a batch, and how many features a batch may hold.
 
