@@ -97,12 +97,29 @@ VARIANTS: dict[str, tuple[str, dict, str, str]] = {
 HF_BATCHING_IGNORES_PADDING = {"gpt", "ctrl"}
 
 
-def build_reference(variant: str, head: str = "causal-lm", seed: int | None = None):
+# Sequence classifiers get three labels with odd names, and a pad token (GPT has none of its own,
+# and without one transformers classifies only a batch of one).
+CLASSIFIER = dict(id2label={0: "negative :(", 1: "positive :)", 2: "mixed/other"}, pad_token_id=PAD)
+
+
+def reference_class(variant: str, head: str) -> str:
+    _, _, lm_cls, base_cls = VARIANTS[variant]
+    if head == "causal-lm":
+        return lm_cls
+    if head == "sequence-classification":
+        return base_cls.removesuffix("Model") + "ForSequenceClassification"
+    return base_cls
+
+
+def build_reference(variant: str, head: str = "causal-lm", seed: int | None = None, **config):
+    """A transformers model of ``variant`` with ``head`` and random weights; ``config`` overrides
+    the variant's config fields."""
     tf = transformers()
-    config_cls, kw, lm_cls, base_cls = VARIANTS[variant]
-    config = getattr(tf, config_cls)(**kw)
+    config_cls, kw, _, _ = VARIANTS[variant]
+    defaults = CLASSIFIER if head == "sequence-classification" else {}
+    config = getattr(tf, config_cls)(**{**kw, **defaults, **config})
     torch.manual_seed(0)
-    model = getattr(tf, lm_cls if head == "causal-lm" else base_cls)(config).eval()
+    model = getattr(tf, reference_class(variant, head))(config).eval()
     randomize(model, seed=seed if seed is not None else sum(map(ord, variant + head)) % 1000)
     if hasattr(model, "tie_weights"):
         model.tie_weights()

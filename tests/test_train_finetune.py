@@ -1,5 +1,5 @@
-"""`lmatlas finetune`: classification, NER and QA on small synthetic data, the fine-tuned
-checkpoint in transformers, the metrics, and bad input."""
+"""`lmatlas finetune`: classification (an encoder's and a decoder's), NER and QA on small
+synthetic data, the fine-tuned checkpoint in transformers, the metrics, and bad input."""
 
 from __future__ import annotations
 
@@ -68,6 +68,26 @@ def tiny_bert(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def tiny_gpt2(tmp_path_factory) -> Path:
+    """A small GPT-2 language model from scratch, with a byte-level BPE trained on the synthetic
+    words: like GPT-2's, its only special token is <|endoftext|> (no pad token)."""
+    root = tmp_path_factory.mktemp("tiny-gpt2")
+    text = root / "text.txt"
+    words = GOOD + BAD + FILL
+    text.write_text("\n".join(" ".join(words) for _ in range(5)), encoding="utf-8")
+    tok_dir = root / "tokenizer"
+    assert main(["tokenizer", "train", "--data", str(text), "--kind", "byte-bpe", "--vocab-size", "300",
+                 "--out", str(tok_dir), "--min-frequency", "1"]) == 0
+    tok = lmatlas.load_tokenizer(tok_dir)
+    assert tok.pad_token_id is None and tok.eos_token_id is not None
+    torch.manual_seed(0)
+    model = build_model("gpt2", "causal-lm", tok, 64, dict(num_layers=2, num_heads=2, hidden_size=32))
+    folder = root / "gpt2"
+    save_model(model, folder, tok_dir)
+    return folder
+
+
 def _write_tsv(path: Path, rows) -> Path:
     path.write_text("sentence\tlabel\n" + "".join(f"{s}\t{y}\n" for s, y in rows), encoding="utf-8")
     return path
@@ -88,6 +108,34 @@ def test_classify_learns_and_keeps_the_best_model(tiny_bert, tmp_path):
     assert max(r["accuracy"] for r in dev_log) >= 0.9
     model = lmatlas.load(out / "model")
     assert model.head_name == "sequence-classification" and model.config.id2label == {0: "0", 1: "1"}
+
+
+def test_classify_fine_tunes_a_decoder(tiny_gpt2, tmp_path):
+    """A decoder classifier reads each text at its last token: padding is the end-of-text token,
+    which the saved config names as pad_token_id, so transformers reads the rows the same way."""
+    tf = transformers()
+    train = _write_tsv(tmp_path / "train.tsv", _sentiment(400, 0))
+    dev = _write_tsv(tmp_path / "dev.tsv", _sentiment(100, 1))
+    out = tmp_path / "out"
+    assert main(["finetune", "classify", "--model", str(tiny_gpt2), "--train", str(train), "--dev", str(dev),
+                 "--out", str(out), "--epochs", "4", "--batch-size", "16", "--lr", "3e-3", *TAIL]) == 0
+    assert max(r["accuracy"] for r in _dev(out)) >= 0.9
+    folder = out / "model"
+    ours, tok = lmatlas.load(folder), lmatlas.load_tokenizer(folder)
+    assert ours.head_name == "sequence-classification" and ours.is_decoder
+    assert ours.config.pad_token_id == tok.eos_token_id
+    assert ours.config.architectures == ["GPT2ForSequenceClassification"]
+    ref, info = tf.AutoModelForSequenceClassification.from_pretrained(folder, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    texts = ["the film was superb", "really dull and the plot was very very bad", "awful"]
+    enc = tok(texts)["input_ids"]
+    width = max(map(len, enc))
+    ids = torch.tensor([e + [tok.eos_token_id] * (width - len(e)) for e in enc])
+    mask = torch.tensor([[1] * len(e) + [0] * (width - len(e)) for e in enc])
+    with torch.no_grad():
+        got = ours(ids, attention_mask=mask).logits
+        torch.testing.assert_close(got, ref.eval()(input_ids=ids, attention_mask=mask).logits, atol=1e-5, rtol=1e-5)
+    assert got.argmax(-1).tolist() == [1, 0, 0]
 
 
 def test_classify_jsonl_and_csv_with_named_columns(tiny_bert, tmp_path):

@@ -17,7 +17,7 @@ from .reference import transformers
 
 CASES = (
     [("encoder", f, h) for f, spec in enc.FAMILIES.items() for h in spec["classes"]]
-    + [("decoder", v, h) for v in dec.VARIANTS for h in ("causal-lm", "base")]
+    + [("decoder", v, h) for v in dec.VARIANTS for h in ("causal-lm", "base", "sequence-classification")]
     + [("seq2seq", v, h) for v in s2s.VARIANTS for h in ("seq2seq-lm", "base")]
 )
 

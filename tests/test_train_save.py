@@ -52,6 +52,10 @@ CASES = [
     ("electra-base", "replaced-token-detection", {"embedding_size": 16}),
     ("electra-base", "masked-lm", {"embedding_size": 16}),
     ("llama-7b", "causal-lm", {"num_kv_heads": 1, "max_positions": 64}),
+    # Decoder classifiers read each row at its last token that is not the pad token.
+    ("gpt2", "sequence-classification", {"pad_token_id": 0, "id2label": {0: "neg", 1: "neutral", 2: "pos"}}),
+    ("llama-7b", "sequence-classification", {"num_kv_heads": 1, "pad_token_id": 0}),
+    ("opt-125m", "sequence-classification", {**OPT_350M, "pad_token_id": 1}),
     ("t5-small", "seq2seq-lm", {"pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0}),
     ("t5-small", "seq2seq-lm", T5_V1_1),
     ("bart-base", "seq2seq-lm", {"pad_token_id": 1, "eos_token_id": 2, "decoder_start_token_id": 2}),
@@ -116,6 +120,8 @@ def test_saved_model_loads_in_transformers_and_lmatlas(tmp_path, name, head, ext
     ids = torch.randint(4, 97, (2, 9), generator=torch.Generator().manual_seed(0))
     mask = torch.ones_like(ids)
     mask[1, 6:] = 0
+    if head == "sequence-classification" and model.is_decoder:
+        ids[1, 6:] = model.config.pad_token_id  # what marks the row's end for the classifier
     kwargs = {"attention_mask": mask}
     if head == "seq2seq-lm":
         kwargs["decoder_input_ids"] = torch.randint(4, 97, (2, 5), generator=torch.Generator().manual_seed(1))

@@ -434,7 +434,9 @@ class _Run:
     def __init__(self, model, input_ids, attention_mask, kwargs):
         self.encoder_decoder = getattr(model, "is_encoder_decoder", False)
         usable = getattr(model, "is_decoder", False) or self.encoder_decoder
-        if not usable or getattr(model, "head", None) is None:
+        # A decoder's classifier scores labels, not next tokens.
+        language_model = getattr(model, "head_name", "causal-lm") in ("causal-lm", "seq2seq-lm")
+        if not usable or not language_model or getattr(model, "head", None) is None:
             raise LmatlasError(
                 "generate() needs a decoder loaded with the causal-lm head, or an encoder-decoder with the "
                 "seq2seq-lm head"

@@ -6,12 +6,15 @@ Names follow the ``--head`` choices of ``lmatlas.load``; output fields follow tr
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
 from .blocks import activation, make_norm
 from .config import ModelConfig
 from .encoder import Pooler
+from .errors import LmatlasError
 
 
 class MaskedLMHead(nn.Module):
@@ -49,6 +52,52 @@ class SequenceClassificationHead(nn.Module):
         else:
             pooled = out["pooler_output"]
         return {"logits": self.out(self.dropout(pooled))}
+
+
+class LastTokenClassificationHead(nn.Module):
+    """A decoder's labels for the whole sequence, read at its last token.
+
+    transformers' ``*ForSequenceClassification`` decoders score every position with a bias-free
+    linear layer and keep each row's last token that is not ``pad_token_id`` (only the last token
+    has seen the whole text). The pad id, not the attention mask, decides, so the model's own
+    ``forward`` passes the input ids and the config's pad id (``takes_input_ids``).
+    """
+
+    takes_input_ids = True
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        # OPT-350m's hidden states leave the decoder projected to its narrower embedding width.
+        self.out = nn.Linear(cfg.embedding_size, cfg.num_labels, bias=False)
+
+    def forward(
+        self, out: dict[str, torch.Tensor], input_ids: torch.Tensor, pad_token_id: int | None
+    ) -> dict[str, torch.Tensor]:
+        logits = self.out(out["last_hidden_state"])
+        rows = torch.arange(logits.shape[0], device=logits.device)
+        return {"logits": logits[rows, last_token(input_ids, pad_token_id).to(logits.device)]}
+
+
+def last_token(input_ids: torch.Tensor, pad_token_id: int | None) -> torch.Tensor:
+    """Per row, the position of the rightmost token that is not ``pad_token_id`` — right or
+    left padding alike; position 0 for a row of nothing but padding, as transformers gives.
+    Without a pad id only a single sequence can be read, at its last position."""
+    b, t = input_ids.shape
+    if pad_token_id is None:
+        if b != 1:
+            raise LmatlasError(
+                "a decoder classifier reads each sequence at its last token that is not padding, and "
+                "config.json has no pad_token_id: classify one sequence at a time, or set pad_token_id"
+            )
+        return torch.full((1,), t - 1, dtype=torch.long, device=input_ids.device)
+    positions = torch.arange(t, device=input_ids.device)
+    # argmax takes the first of equal values: a row without a real token gives 0.
+    return (positions * input_ids.ne(pad_token_id)).argmax(-1)
+
+
+def sequence_classification(cfg: ModelConfig) -> nn.Module:
+    """Encoders classify their first token (or pooler), decoders their last."""
+    return LastTokenClassificationHead(cfg) if cfg.causal else SequenceClassificationHead(cfg)
 
 
 class TokenClassificationHead(nn.Module):
@@ -117,12 +166,12 @@ class Seq2SeqLMHead(nn.Module):
         return {"logits": self.decoder(h), "encoder_last_hidden_state": out["encoder_last_hidden_state"]}
 
 
-HEADS: dict[str, type[nn.Module] | None] = {
+HEADS: dict[str, Callable[[ModelConfig], nn.Module] | None] = {
     "base": None,
     "causal-lm": CausalLMHead,
     "seq2seq-lm": Seq2SeqLMHead,
     "masked-lm": MaskedLMHead,
-    "sequence-classification": SequenceClassificationHead,
+    "sequence-classification": sequence_classification,
     "token-classification": TokenClassificationHead,
     "question-answering": QuestionAnsweringHead,
     "replaced-token-detection": ReplacedTokenDetectionHead,

@@ -144,6 +144,8 @@ class LmatlasModel(nn.Module):
                 output_hidden_states=output_hidden_states,
             )
             if logits_to_keep:
+                if getattr(self.head, "takes_input_ids", False):
+                    raise LmatlasError("logits_to_keep is for language-model heads; a classifier reads its own token")
                 out["last_hidden_state"] = out["last_hidden_state"][:, -logits_to_keep:]
         else:
             out = self.backbone(
@@ -155,7 +157,10 @@ class LmatlasModel(nn.Module):
             )
         if self.head is None:
             return ModelOutput(out)
-        result = self.head(out)
+        if getattr(self.head, "takes_input_ids", False):  # a decoder classifier finds its last token
+            result = self.head(out, input_ids, self.config.pad_token_id)
+        else:
+            result = self.head(out)
         for key in ("hidden_states", "decoder_hidden_states", "encoder_hidden_states"):
             if output_hidden_states and key in out:
                 result[key] = out[key]

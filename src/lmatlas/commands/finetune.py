@@ -17,8 +17,9 @@ def register(sub) -> None:
         "finetune",
         help="fine-tune a pretrained model: classify (sentences, pairs), ner (CoNLL), qa (SQuAD), seq2seq",
         description="Fine-tune a pretrained encoder with a task head and report the usual metric: accuracy and "
-        "F1 (classify), entity F1 (ner), exact match and F1 (qa), ROUGE-L (seq2seq, an encoder-decoder such as "
-        "T5 or BART). The best model on --dev is kept in OUT/model.",
+        "F1 (classify, which also takes a decoder such as GPT-2 or Llama, read at each text's last token), entity "
+        "F1 (ner), exact match and F1 (qa), ROUGE-L (seq2seq, an encoder-decoder such as T5 or BART). The best "
+        "model on --dev is kept in OUT/model.",
     )
     p.add_argument("task", choices=TASKS)
     p.add_argument("--model", "-m", default=None, help="model folder or hub id (default: all-MiniLM-L6-v2)")

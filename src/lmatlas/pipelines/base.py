@@ -203,9 +203,7 @@ class Pipeline:
         own rows of every field in FIELDS back (as float32 numpy arrays, padding cut off)."""
         if not features:
             return []
-        pad_id = self.tokenizer.pad_token_id
-        if pad_id is None:
-            pad_id = self.model.config.pad_token_id or 0
+        pad_id, batch_size = self.padding(batch_size)
         use_types = "token_type_ids" in self.tokenizer.model_input_names and self.model.config.type_vocab_size > 0
         lengths = [len(f["input_ids"]) for f in features]
         order = sorted(range(len(features)), key=lambda i: -lengths[i])
@@ -230,6 +228,20 @@ class Pipeline:
                     name: (arr[row, :n] if self.FIELDS[name] else arr[row]).copy() for name, arr in fields.items()
                 }
         return out  # type: ignore[return-value]
+
+    def padding(self, batch_size: int) -> tuple[int, int]:
+        """The id that pads a batch, and how many features a batch may hold.
+
+        A decoder classifier reads each row at its last token that is not the config's
+        ``pad_token_id`` (as transformers does): its batches are padded with that id, whatever the
+        tokenizer's, and without one each feature runs alone (transformers' default too)."""
+        cfg = self.model.config
+        if getattr(getattr(self.model, "head", None), "takes_input_ids", False):
+            return (0, 1) if cfg.pad_token_id is None else (cfg.pad_token_id, batch_size)
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = cfg.pad_token_id or 0
+        return pad_id, batch_size
 
 
 def model_positions(model) -> int | None:

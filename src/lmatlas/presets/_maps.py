@@ -172,6 +172,7 @@ DECODER_HEADS = {
     "LMHeadModel": "causal-lm",
     "DoubleHeadsModel": "causal-lm",
     "ForCausalLM": "causal-lm",
+    "ForSequenceClassification": "sequence-classification",
     "Model": "base",
 }
 
@@ -199,6 +200,13 @@ def lm_head(head: str, bias: bool = False) -> WeightMap:
     if head != "causal-lm":
         return {}
     return linear("head.decoder", "lm_head", bias=bias)
+
+
+def score(head: str, name: str = "score") -> WeightMap:
+    """A decoder's sequence classifier: transformers' bias-free ``score`` (CTRL: ``classifier``)."""
+    if head != "sequence-classification":
+        return {}
+    return linear("head.out", name, bias=False)
 
 
 SEQ2SEQ_HEADS = {

@@ -7,7 +7,7 @@ A norm right after the word embeddings; pre-norm layers; q/k/v fused per head.
 from __future__ import annotations
 
 from ..config import ModelConfig
-from ._maps import DECODER_HEADS, WeightMap, decoder_common, grouped_qkv, linear, lm_head, norm
+from ._maps import DECODER_HEADS, WeightMap, decoder_common, grouped_qkv, linear, lm_head, norm, score
 
 MODEL_TYPES = ("bloom",)
 PREFIX = "transformer"
@@ -48,7 +48,7 @@ def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
         backbone |= linear(f"{ours}.mlp.fc_in", f"{theirs}.mlp.dense_h_to_4h")
         backbone |= linear(f"{ours}.mlp.fc_out", f"{theirs}.mlp.dense_4h_to_h")
     backbone |= norm("backbone.final_norm", "ln_f")
-    return backbone, lm_head(head)
+    return backbone, lm_head(head) | score(head)
 
 
 def to_hf(cfg: ModelConfig) -> dict:

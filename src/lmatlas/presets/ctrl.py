@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from ..config import ModelConfig
-from ._maps import DECODER_HEADS, WeightMap, decoder_common, fused, linear, lm_head, norm
+from ._maps import DECODER_HEADS, WeightMap, decoder_common, fused, linear, lm_head, norm, score
 
 MODEL_TYPES = ("ctrl",)
 PREFIX = "transformer"
@@ -54,7 +54,7 @@ def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
         backbone |= linear(f"{ours}.mlp.fc_in", f"{theirs}.ffn.0")
         backbone |= linear(f"{ours}.mlp.fc_out", f"{theirs}.ffn.2")
     backbone |= norm("backbone.final_norm", "layernorm")
-    heads = lm_head(head, bias=True)
+    heads = lm_head(head, bias=True) | score(head, "classifier")
     return backbone, heads
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LmatlasError
-from ._maps import DECODER_HEADS, WeightMap, decoder_common, grouped_qkv, linear, lm_head, norm, rope
+from ._maps import DECODER_HEADS, WeightMap, decoder_common, grouped_qkv, linear, lm_head, norm, rope, score
 
 MODEL_TYPES = ("falcon",)
 PREFIX = "transformer"
@@ -89,7 +89,7 @@ def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
             if cfg.norm_position == "pre":
                 backbone |= norm(f"{ours}.mlp_norm", f"{theirs}.post_attention_layernorm")
     backbone |= norm("backbone.final_norm", "ln_f")
-    return backbone, lm_head(head)
+    return backbone, lm_head(head) | score(head)
 
 
 def _hf_layout(cfg: ModelConfig) -> dict:

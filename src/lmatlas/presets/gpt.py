@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LmatlasError
-from ._maps import DECODER_HEADS, WeightMap, conv1d, decoder_common, lm_head, norm
+from ._maps import DECODER_HEADS, WeightMap, conv1d, decoder_common, lm_head, norm, score
 
 MODEL_TYPES = ("openai-gpt",)
 PREFIX = "transformer"
@@ -49,7 +49,7 @@ def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
         backbone |= conv1d(f"{ours}.mlp.fc_in", f"{theirs}.mlp.c_fc")
         backbone |= conv1d(f"{ours}.mlp.fc_out", f"{theirs}.mlp.c_proj")
         backbone |= norm(f"{ours}.mlp_norm", f"{theirs}.ln_2")
-    return backbone, lm_head(head)
+    return backbone, lm_head(head) | score(head)
 
 
 def to_hf(cfg: ModelConfig) -> dict:

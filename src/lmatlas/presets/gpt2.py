@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LmatlasError
-from ._maps import DECODER_HEADS, WeightMap, conv1d, decoder_common, lm_head, norm
+from ._maps import DECODER_HEADS, WeightMap, conv1d, decoder_common, lm_head, norm, score
 
 MODEL_TYPES = ("gpt2",)
 PREFIX = "transformer"
@@ -52,7 +52,7 @@ def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
         backbone |= conv1d(f"{ours}.mlp.fc_in", f"{theirs}.mlp.c_fc")
         backbone |= conv1d(f"{ours}.mlp.fc_out", f"{theirs}.mlp.c_proj")
     backbone |= norm("backbone.final_norm", "ln_f")
-    return backbone, lm_head(head)
+    return backbone, lm_head(head) | score(head)
 
 
 def to_hf(cfg: ModelConfig) -> dict:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LmatlasError
-from ._maps import DECODER_HEADS, WeightMap, decoder_common, fused, linear, lm_head, norm
+from ._maps import DECODER_HEADS, WeightMap, decoder_common, fused, linear, lm_head, norm, score
 
 MODEL_TYPES = ("gpt_neo",)
 PREFIX = "transformer"
@@ -63,7 +63,7 @@ def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
         backbone |= linear(f"{ours}.mlp.fc_in", f"{theirs}.mlp.c_fc")
         backbone |= linear(f"{ours}.mlp.fc_out", f"{theirs}.mlp.c_proj")
     backbone |= norm("backbone.final_norm", "ln_f")
-    return backbone, lm_head(head)
+    return backbone, lm_head(head) | score(head)
 
 
 def _attention_types(layers: list[str]) -> list:

@@ -7,7 +7,7 @@ Llama 3), no biases, and (usually) an LM head of its own.
 from __future__ import annotations
 
 from ..config import ModelConfig
-from ._maps import DECODER_HEADS, WeightMap, decoder_common, fused, linear, lm_head, rope
+from ._maps import DECODER_HEADS, WeightMap, decoder_common, fused, linear, lm_head, rope, score
 
 MODEL_TYPES = ("llama",)
 PREFIX = "model"
@@ -59,7 +59,7 @@ def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
         backbone |= linear(f"{ours}.mlp.fc_in", f"{theirs}.mlp.up_proj", bias=cfg.mlp_bias)
         backbone |= linear(f"{ours}.mlp.fc_out", f"{theirs}.mlp.down_proj", bias=cfg.mlp_bias)
     backbone["backbone.final_norm.weight"] = "norm.weight"
-    return backbone, lm_head(head)
+    return backbone, lm_head(head) | score(head)
 
 
 def to_hf(cfg: ModelConfig) -> dict:

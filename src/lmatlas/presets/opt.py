@@ -8,7 +8,7 @@ which is post-norm (``do_layer_norm_before`` false) and embeds words at a narrow
 from __future__ import annotations
 
 from ..config import ModelConfig
-from ._maps import DECODER_HEADS, WeightMap, decoder_common, fused, linear, lm_head
+from ._maps import DECODER_HEADS, WeightMap, decoder_common, fused, linear, lm_head, score
 
 MODEL_TYPES = ("opt",)
 PREFIX = "model"
@@ -72,7 +72,7 @@ def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
         backbone |= linear(f"{ours}.mlp.fc_out", f"{theirs}.fc2", bias=bias)
     if cfg.final_norm:
         backbone |= norm("backbone.final_norm", "decoder.final_layer_norm")
-    return backbone, lm_head(head)
+    return backbone, lm_head(head) | score(head)
 
 
 def to_hf(cfg: ModelConfig) -> dict:

@@ -3,7 +3,8 @@
 Each reads the usual files (TSV/CSV/JSON Lines with named columns; CoNLL; SQuAD JSON), puts
 the task's head on a pretrained model (a new one, sized to the training labels, unless the
 checkpoint already has it), and reports the metric people quote: accuracy (and F1), entity F1,
-exact match and F1.
+exact match and F1. Sentence classification also takes a decoder (GPT-2, Llama...), which reads
+each text at its last token.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ EVAL_BATCH = 64
 
 def load_for_finetuning(path: str | os.PathLike, head: str, id2label: dict[int, str] | None = None) -> LmatlasModel:
     """A pretrained model with ``head``; a new head (randomly initialised, as transformers
-    does) when the checkpoint has none, or one for other labels."""
+    does) when the checkpoint has none, or one for other labels. Decoders (GPT-2, Llama...)
+    serve sentence classification only, read at each text's last token."""
     from ..blocks import init_weights
     from ..heads import HEADS
     from ..loader import load
@@ -41,7 +43,7 @@ def load_for_finetuning(path: str | os.PathLike, head: str, id2label: dict[int, 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "newly initialised: head.out..." is the point here
         model = load(path, head=head)
-    if model.is_decoder:
+    if model.is_decoder and head != "sequence-classification":
         raise LmatlasError(f"{path} is a decoder; fine-tune an encoder (BERT, RoBERTa, ELECTRA...) for {head}")
     if model.is_encoder_decoder != (head == "seq2seq-lm"):
         kind = "an encoder-decoder (T5, BART...)" if head == "seq2seq-lm" else "an encoder (BERT, RoBERTa...)"
@@ -59,6 +61,23 @@ def load_for_finetuning(path: str | os.PathLike, head: str, id2label: dict[int, 
         model.config = cfg
         model.backbone.config = cfg
     return model.train()
+
+
+def use_pad_token(model: LmatlasModel, tokenizer) -> int:
+    """The pad token of a decoder classifier, which reads each row at its last token that is not
+    padding: the config's, else the tokenizer's pad or end-of-text token (GPT-2 and Llama have
+    no pad token), then written into the config so that the saved model reads rows the same way."""
+    pad = model.config.pad_token_id
+    if pad is None:
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if pad is None:
+            raise LmatlasError(
+                "the model and its tokenizer have no pad or end-of-text token, which marks where a decoder "
+                "classifier reads each padded text"
+            )
+        model.config = model.config.replace(pad_token_id=pad)
+        model.backbone.config = model.config
+    return pad
 
 
 def pad(rows: Sequence[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -157,6 +176,8 @@ class ClassifyTask(FinetuneTask):
     def __init__(self, model, tokenizer, tokenizer_dir, train, dev, seed):
         super().__init__(model, tokenizer, tokenizer_dir, train, seed)
         self.dev = sorted(dev or [], key=lambda r: len(r["input_ids"]))
+        if model.is_decoder:  # its padding must be the pad token the head looks for
+            self.pad_id = use_pad_token(model, tokenizer)
 
     def next_batch(self, batch_size, ctx):
         rows = self.rows(batch_size, ctx)
@@ -469,4 +490,5 @@ __all__ = [
     "ner_examples",
     "pad",
     "qa_features",
+    "use_pad_token",
 ]
