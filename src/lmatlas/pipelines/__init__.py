@@ -81,8 +81,8 @@ TASKS: dict[str, Task] = {
              "a masked language model (architectures ending in ForMaskedLM), such as "
              "google-bert/bert-base-uncased, distilbert/distilroberta-base or albert/albert-base-v2"),
         Task("text-classification", "text_classification:TextClassification", "sequence-classification",
-             "a sequence classifier (architectures ending in ForSequenceClassification), such as "
-             "distilbert/distilbert-base-uncased-finetuned-sst-2-english"),
+             "a sequence classifier (architectures ending in ForSequenceClassification, an encoder's or a "
+             "decoder's), such as distilbert/distilbert-base-uncased-finetuned-sst-2-english"),
         Task("token-classification", "token_classification:TokenClassification", "token-classification",
              "a token classifier (architectures ending in ForTokenClassification), such as dslim/bert-base-NER"),
         Task("question-answering", "question_answering:QuestionAnswering", "question-answering",
