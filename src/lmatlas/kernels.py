@@ -45,7 +45,8 @@ _compiled: dict[str, object] = {}
 _broken: set[str] = set()
 # Rows up to which decoding counts as "a few": beyond, oneDNN packing pays no more than MKL.
 MAX_PACKED_ROWS = 64
-# Smaller weights stay with F.linear: they sit in cache, and a kernel call costs more than it saves.
+# Smaller weights stay with F.linear (one row or several): they sit in cache, and a kernel call
+# costs more than it saves.
 MIN_COMPILED_ELEMENTS = 1 << 18
 
 
@@ -164,6 +165,8 @@ class CpuLinear(nn.Linear):
         return F.linear(x, w, self.bias)
 
     def _use_packed(self, rows: int) -> bool:
+        if self.weight.numel() < MIN_COMPILED_ELEMENTS:
+            return False  # small weights stay in cache, where a oneDNN call costs more than it saves
         if self._packed is not None and self._packed_version == self.weight._version:
             return rows <= MAX_PACKED_ROWS * 4
         decoding = _rows()
