@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LmatlasError
-from ._maps import DECODER_HEADS, WeightMap, conv1d, decoder_common, lm_head, norm, score
+from . import gpt2
+from ._maps import DECODER_HEADS, WeightMap, decoder_common, lm_head, score
 
 MODEL_TYPES = ("openai-gpt",)
 PREFIX = "transformer"
@@ -37,18 +38,13 @@ def config(hf: dict, head: str) -> ModelConfig:
 
 
 def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
+    # GPT-2 kept GPT's layer names; only the embeddings are named otherwise (and there is no ln_f).
     backbone: WeightMap = {
         "backbone.embeddings.tokens.weight": "tokens_embed.weight",
         "backbone.embeddings.positions.weight": "positions_embed.weight",
     }
     for i in range(cfg.num_layers):
-        ours, theirs = f"backbone.layers.{i}", f"h.{i}"
-        backbone |= conv1d(f"{ours}.attn.qkv", f"{theirs}.attn.c_attn")
-        backbone |= conv1d(f"{ours}.attn.out", f"{theirs}.attn.c_proj")
-        backbone |= norm(f"{ours}.attn_norm", f"{theirs}.ln_1")
-        backbone |= conv1d(f"{ours}.mlp.fc_in", f"{theirs}.mlp.c_fc")
-        backbone |= conv1d(f"{ours}.mlp.fc_out", f"{theirs}.mlp.c_proj")
-        backbone |= norm(f"{ours}.mlp_norm", f"{theirs}.ln_2")
+        backbone |= gpt2.layer(i)
     return backbone, lm_head(head) | score(head)
 
 

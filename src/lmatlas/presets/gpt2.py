@@ -6,6 +6,8 @@ Pre-norm layers (norm before each sublayer) and a final norm; learned positions;
 
 from __future__ import annotations
 
+from typing import Callable
+
 from ..config import ModelConfig
 from ..errors import LmatlasError
 from ._maps import DECODER_HEADS, WeightMap, conv1d, decoder_common, lm_head, norm, score
@@ -38,21 +40,40 @@ def config(hf: dict, head: str) -> ModelConfig:
     )
 
 
-def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
-    backbone: WeightMap = {
+def layer(i: int, proj: Callable[[str, str], WeightMap] = conv1d,
+          attention: Callable[[str, str], WeightMap] | None = None) -> WeightMap:
+    """Layer ``i`` under GPT-2's names (``h.{i}``: ln_1, attn.c_attn and c_proj, ln_2, mlp.c_fc and
+    c_proj), which GPT and GPT-Neo keep. ``proj`` maps a projection (GPT's and GPT-2's Conv1D,
+    GPT-Neo's Linear); ``attention(ours, theirs)``, when given, maps the attention in place of
+    c_attn and c_proj (GPT-Neo splits it into q/k/v/out projections)."""
+    ours, theirs = f"backbone.layers.{i}", f"h.{i}"
+    m = norm(f"{ours}.attn_norm", f"{theirs}.ln_1")
+    if attention is None:
+        m |= proj(f"{ours}.attn.qkv", f"{theirs}.attn.c_attn")
+        m |= proj(f"{ours}.attn.out", f"{theirs}.attn.c_proj")
+    else:
+        m |= attention(f"{ours}.attn", f"{theirs}.attn")
+    m |= norm(f"{ours}.mlp_norm", f"{theirs}.ln_2")
+    m |= proj(f"{ours}.mlp.fc_in", f"{theirs}.mlp.c_fc")
+    m |= proj(f"{ours}.mlp.fc_out", f"{theirs}.mlp.c_proj")
+    return m
+
+
+def backbone(cfg: ModelConfig, proj: Callable[[str, str], WeightMap] = conv1d,
+             attention: Callable[[str, str], WeightMap] | None = None) -> WeightMap:
+    """GPT-2's embeddings (wte, wpe), layers (see ``layer``) and final norm (ln_f), shared by GPT-Neo."""
+    m: WeightMap = {
         "backbone.embeddings.tokens.weight": "wte.weight",
         "backbone.embeddings.positions.weight": "wpe.weight",
     }
     for i in range(cfg.num_layers):
-        ours, theirs = f"backbone.layers.{i}", f"h.{i}"
-        backbone |= norm(f"{ours}.attn_norm", f"{theirs}.ln_1")
-        backbone |= conv1d(f"{ours}.attn.qkv", f"{theirs}.attn.c_attn")
-        backbone |= conv1d(f"{ours}.attn.out", f"{theirs}.attn.c_proj")
-        backbone |= norm(f"{ours}.mlp_norm", f"{theirs}.ln_2")
-        backbone |= conv1d(f"{ours}.mlp.fc_in", f"{theirs}.mlp.c_fc")
-        backbone |= conv1d(f"{ours}.mlp.fc_out", f"{theirs}.mlp.c_proj")
-    backbone |= norm("backbone.final_norm", "ln_f")
-    return backbone, lm_head(head) | score(head)
+        m |= layer(i, proj, attention)
+    m |= norm("backbone.final_norm", "ln_f")
+    return m
+
+
+def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
+    return backbone(cfg), lm_head(head) | score(head)
 
 
 def to_hf(cfg: ModelConfig) -> dict:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LmatlasError
-from ._maps import DECODER_HEADS, WeightMap, decoder_common, fused, linear, lm_head, norm, score
+from . import gpt2
+from ._maps import DECODER_HEADS, WeightMap, decoder_common, fused, linear, lm_head, score
 
 MODEL_TYPES = ("gpt_neo",)
 PREFIX = "transformer"
@@ -48,22 +49,15 @@ def config(hf: dict, head: str) -> ModelConfig:
     )
 
 
+def _attention(ours: str, theirs: str) -> WeightMap:
+    att = f"{theirs}.attention"
+    m = fused(f"{ours}.qkv", (f"{att}.q_proj", f"{att}.k_proj", f"{att}.v_proj"), bias=False)
+    return m | linear(f"{ours}.out", f"{att}.out_proj")
+
+
 def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
-    backbone: WeightMap = {
-        "backbone.embeddings.tokens.weight": "wte.weight",
-        "backbone.embeddings.positions.weight": "wpe.weight",
-    }
-    for i in range(cfg.num_layers):
-        ours, theirs = f"backbone.layers.{i}", f"h.{i}"
-        att = f"{theirs}.attn.attention"
-        backbone |= norm(f"{ours}.attn_norm", f"{theirs}.ln_1")
-        backbone |= fused(f"{ours}.attn.qkv", (f"{att}.q_proj", f"{att}.k_proj", f"{att}.v_proj"), bias=False)
-        backbone |= linear(f"{ours}.attn.out", f"{att}.out_proj")
-        backbone |= norm(f"{ours}.mlp_norm", f"{theirs}.ln_2")
-        backbone |= linear(f"{ours}.mlp.fc_in", f"{theirs}.mlp.c_fc")
-        backbone |= linear(f"{ours}.mlp.fc_out", f"{theirs}.mlp.c_proj")
-    backbone |= norm("backbone.final_norm", "ln_f")
-    return backbone, lm_head(head) | score(head)
+    # GPT-2's names, with Linear projections and a split attention.
+    return gpt2.backbone(cfg, linear, _attention), lm_head(head) | score(head)
 
 
 def _attention_types(layers: list[str]) -> list:
