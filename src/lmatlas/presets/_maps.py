@@ -139,6 +139,13 @@ def bert_embeddings(token_types: bool = True) -> WeightMap:
     return m
 
 
+def mlm_head(dense: str, layer_norm: str, decoder: str, bias: str | None = None) -> WeightMap:
+    """The masked-LM head of BERT's family (a dense layer, a norm, the decoder to the vocabulary),
+    under each family's names; ``bias``: the decoder's bias when it is stored apart from it."""
+    m = linear("head.dense", dense) | norm("head.norm", layer_norm)
+    return m | {"head.decoder.weight": f"{decoder}.weight", "head.decoder.bias": bias or f"{decoder}.bias"}
+
+
 def classifier_heads(head: str, pooled: str | None = None, token: str = "classifier") -> WeightMap:
     """Sequence / token classification and QA heads, as most families name them.
 

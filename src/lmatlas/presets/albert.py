@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..config import ModelConfig
-from ._maps import ENCODER_HEADS, WeightMap, bert_embeddings, classifier_heads, fused, linear, norm
+from ._maps import ENCODER_HEADS, WeightMap, bert_embeddings, classifier_heads, fused, linear, mlm_head, norm
 from . import bert
 
 MODEL_TYPES = ("albert",)
@@ -39,9 +39,7 @@ def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
         backbone |= linear("backbone.pooler.dense", "pooler")
     heads: WeightMap = classifier_heads(head)
     if head == "masked-lm":
-        heads |= linear("head.dense", "predictions.dense")
-        heads |= norm("head.norm", "predictions.LayerNorm")
-        heads |= {"head.decoder.weight": "predictions.decoder.weight", "head.decoder.bias": "predictions.bias"}
+        heads |= mlm_head("predictions.dense", "predictions.LayerNorm", "predictions.decoder", bias="predictions.bias")
     return backbone, heads
 
 

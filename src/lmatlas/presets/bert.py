@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LmatlasError
-from ._maps import ENCODER_HEADS, WeightMap, bert_embeddings, bert_layers, classifier_heads, hf_common, linear, norm
+from ._maps import ENCODER_HEADS, WeightMap, bert_embeddings, bert_layers, classifier_heads, hf_common, linear, mlm_head
 
 MODEL_TYPES = ("bert",)
 PREFIX = "bert"
@@ -41,9 +41,8 @@ def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
         backbone |= linear("backbone.pooler.dense", "pooler.dense")
     heads: WeightMap = classifier_heads(head)
     if head == "masked-lm":
-        heads |= linear("head.dense", "cls.predictions.transform.dense")
-        heads |= norm("head.norm", "cls.predictions.transform.LayerNorm")
-        heads |= {"head.decoder.weight": "cls.predictions.decoder.weight", "head.decoder.bias": "cls.predictions.bias"}
+        heads |= mlm_head("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm",
+                          "cls.predictions.decoder", bias="cls.predictions.bias")
     return backbone, heads
 
 

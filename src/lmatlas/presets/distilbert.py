@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..config import ModelConfig
-from ._maps import ENCODER_HEADS, WeightMap, classifier_heads, fused, hf_common, linear, norm
+from ._maps import ENCODER_HEADS, WeightMap, classifier_heads, fused, hf_common, linear, mlm_head, norm
 
 MODEL_TYPES = ("distilbert",)
 PREFIX = "distilbert"
@@ -53,9 +53,7 @@ def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
     else:
         heads |= classifier_heads(head)
     if head == "masked-lm":
-        heads |= linear("head.dense", "vocab_transform")
-        heads |= norm("head.norm", "vocab_layer_norm")
-        heads |= linear("head.decoder", "vocab_projector")
+        heads |= mlm_head("vocab_transform", "vocab_layer_norm", "vocab_projector")
     return backbone, heads
 
 

@@ -4,7 +4,7 @@ replaced tokens, on BERT's encoder with factorised embeddings when they are narr
 from __future__ import annotations
 
 from ..config import ModelConfig
-from ._maps import ENCODER_HEADS, WeightMap, bert_embeddings, bert_layers, classifier_heads, linear, norm
+from ._maps import ENCODER_HEADS, WeightMap, bert_embeddings, bert_layers, classifier_heads, linear, mlm_head
 from . import bert
 
 MODEL_TYPES = ("electra",)
@@ -30,9 +30,7 @@ def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
         backbone |= linear("backbone.embeddings.project", "embeddings_project")
     heads: WeightMap = classifier_heads(head, pooled="classifier")
     if head == "masked-lm":
-        heads |= linear("head.dense", "generator_predictions.dense")
-        heads |= norm("head.norm", "generator_predictions.LayerNorm")
-        heads |= linear("head.decoder", "generator_lm_head")
+        heads |= mlm_head("generator_predictions.dense", "generator_predictions.LayerNorm", "generator_lm_head")
     elif head == "replaced-token-detection":
         heads |= linear("head.dense", "discriminator_predictions.dense")
         heads |= linear("head.out", "discriminator_predictions.dense_prediction")

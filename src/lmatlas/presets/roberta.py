@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..config import ModelConfig
-from ._maps import ENCODER_HEADS, WeightMap, bert_embeddings, bert_layers, classifier_heads, linear, norm
+from ._maps import ENCODER_HEADS, WeightMap, bert_embeddings, bert_layers, classifier_heads, linear, mlm_head
 from . import bert
 
 MODEL_TYPES = ("roberta", "xlm-roberta")
@@ -28,9 +28,7 @@ def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
         backbone |= linear("backbone.pooler.dense", "pooler.dense")
     heads: WeightMap = classifier_heads(head, pooled="classifier")
     if head == "masked-lm":
-        heads |= linear("head.dense", "lm_head.dense")
-        heads |= norm("head.norm", "lm_head.layer_norm")
-        heads |= {"head.decoder.weight": "lm_head.decoder.weight", "head.decoder.bias": "lm_head.bias"}
+        heads |= mlm_head("lm_head.dense", "lm_head.layer_norm", "lm_head.decoder", bias="lm_head.bias")
     return backbone, heads
 
 
