@@ -11,7 +11,7 @@ import math
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -208,6 +208,27 @@ def load_weights(model: LmatlasModel, folder: Path) -> None:
     model.load_state_dict(saved.state_dict())
 
 
+def mean_loss(total: float, count: int) -> dict[str, float]:
+    """The loss per predicted token and its perplexity (capped so that exp cannot overflow)."""
+    loss = total / max(count, 1)
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50))}
+
+
+def causal_loss(module: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """A causal-LM batch's token loss and count (the batch's attention mask, when it has one)."""
+    logits = module(batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
+    return obj.token_loss(logits, batch["labels"])
+
+
+def causal_eval(module: nn.Module, batches: Iterable[dict[str, torch.Tensor]], ctx: Context) -> dict[str, float]:
+    """``mean_loss`` over every token of ``batches``, each counted once."""
+    total, count = 0.0, 0
+    for batch in batches:
+        s, n = causal_loss(module, {k: v.to(ctx.device) for k, v in batch.items()})
+        total, count = total + float(s), count + n
+    return mean_loss(total, count)
+
+
 # ---------------------------------------------------------------------------------------------
 # GPT: causal language modelling
 # ---------------------------------------------------------------------------------------------
@@ -235,8 +256,7 @@ class CausalLMTask(ModelTask):
         return batch
 
     def loss_terms(self, module, batch):
-        logits = module(batch["input_ids"]).logits
-        return {"loss": obj.token_loss(logits, batch["labels"])[0]}
+        return {"loss": causal_loss(module, batch)[0]}
 
     def evaluate(self, module, ctx):
         if self.val is None:
@@ -245,15 +265,9 @@ class CausalLMTask(ModelTask):
         offsets = tiled_offsets(len(self.val), self.block + 1, stride=self.block)
         if self.eval_windows:
             offsets = offsets[torch.linspace(0, len(offsets) - 1, min(self.eval_windows, len(offsets))).long()]
-        total, count = 0.0, 0
-        for i in range(0, len(offsets), EVAL_BATCH):
-            ids, _ = windows(self.val, offsets[i : i + EVAL_BATCH], self.block + 1)
-            batch = obj.causal_lm(ids)
-            logits = module(batch["input_ids"].to(ctx.device)).logits
-            s, n = obj.token_loss(logits, batch["labels"].to(ctx.device))
-            total, count = total + float(s), count + n
-        loss = total / max(count, 1)
-        return {"loss": loss, "perplexity": math.exp(min(loss, 50))}
+        batches = (obj.causal_lm(windows(self.val, offsets[i : i + EVAL_BATCH], self.block + 1)[0])
+                   for i in range(0, len(offsets), EVAL_BATCH))
+        return causal_eval(module, batches, ctx)
 
     def state_dict(self):
         return {"sampler": self.sampler.state_dict()}
@@ -370,8 +384,7 @@ class MaskedLMTask(ModelTask):
             keep = labels != obj.IGNORE
             correct += int((logits.argmax(-1)[keep] == labels[keep]).sum())
             total, count = total + float(s), count + n
-        loss = total / max(count, 1)
-        return {"loss": loss, "perplexity": math.exp(min(loss, 50)), "accuracy": correct / max(count, 1)}
+        return mean_loss(total, count) | {"accuracy": correct / max(count, 1)}
 
     def state_dict(self):
         return self.data.state_dict()
@@ -620,20 +633,14 @@ class InstructionTask(ModelTask):
         return batch
 
     def loss_terms(self, module, batch):
-        logits = module(batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        return {"loss": obj.token_loss(logits, batch["labels"])[0]}
+        return {"loss": causal_loss(module, batch)[0]}
 
     def evaluate(self, module, ctx):
         if not self.dev_examples:
             return {}
-        total, count = 0.0, 0
-        for i in range(0, len(self.dev_examples), 16):
-            batch = pad_examples(self.dev_examples[i : i + 16], self.pad_id)
-            logits = module(batch["input_ids"].to(ctx.device), attention_mask=batch["attention_mask"].to(ctx.device)).logits
-            s, n = obj.token_loss(logits, batch["labels"].to(ctx.device))
-            total, count = total + float(s), count + n
-        loss = total / max(count, 1)
-        return {"loss": loss, "perplexity": math.exp(min(loss, 50))}
+        batches = (pad_examples(self.dev_examples[i : i + 16], self.pad_id)
+                   for i in range(0, len(self.dev_examples), 16))
+        return causal_eval(module, batches, ctx)
 
     def state_dict(self):
         return {"sampler": self.sampler.state_dict()}
@@ -757,8 +764,7 @@ class DenoisingTask(ModelTask):
             batch = {k: v.to(ctx.device) for k, v in self.corrupt(ids, gen).items()}
             total += float(seq2seq_loss(module, batch))
             count += int((batch["labels"] != obj.IGNORE).sum())
-        loss = total / max(count, 1)
-        return {"loss": loss, "perplexity": math.exp(min(loss, 50))}
+        return mean_loss(total, count)
 
     def state_dict(self):
         return {"sampler": self.sampler.state_dict(), "generator": self.generator.get_state()}
