@@ -6,6 +6,7 @@ skips it.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from pathlib import Path
 
@@ -79,3 +80,18 @@ def save_reference(model, folder, safe: bool = True, **kwargs) -> None:
         folder = Path(folder)
         (folder / "model.safetensors").unlink()
         torch.save(model.state_dict(), folder / "pytorch_model.bin")
+
+
+def saved_references(build):
+    """A cached maker of (reference model, saved folder) for a test module's ``build(variant,
+    head)``: each checkpoint is built and written once per session and format."""
+
+    @functools.lru_cache(maxsize=None)
+    def saved(variant: str, head: str, safe: bool, root: str):
+        ref = build(variant, head)
+        folder = f"{root}/{variant}-{head}-{'st' if safe else 'bin'}"
+        save_reference(ref, folder, safe)
+        return ref, folder
+
+    return saved
+

@@ -8,14 +8,13 @@ power of two; right-padded batches, untied heads; every layout named in the issu
 
 from __future__ import annotations
 
-import functools
 
 import pytest
 import torch
 
 import lmatlas
 
-from .reference import randomize, save_reference, transformers
+from .reference import randomize, saved_references, transformers
 
 TOL = 1e-4
 VOCAB = 1013
@@ -126,12 +125,7 @@ def build_reference(variant: str, head: str = "causal-lm", seed: int | None = No
     return model
 
 
-@functools.lru_cache(maxsize=None)
-def _saved(variant: str, head: str, safe: bool, root: str):
-    ref = build_reference(variant, head)
-    folder = f"{root}/{variant}-{head}-{'st' if safe else 'bin'}"
-    save_reference(ref, folder, safe)
-    return ref, folder
+_saved = saved_references(build_reference)
 
 
 @pytest.fixture(scope="session")

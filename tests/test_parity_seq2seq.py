@@ -8,7 +8,6 @@ distance; random final_logits_bias; untied heads; Marian with separate source an
 
 from __future__ import annotations
 
-import functools
 
 import pytest
 import torch
@@ -16,7 +15,7 @@ import torch
 import lmatlas
 from lmatlas.encoder_decoder import Seq2SeqCache
 
-from .reference import randomize, restore_fixed_positions, save_reference, transformers
+from .reference import randomize, restore_fixed_positions, saved_references, transformers
 
 TOL = 1e-4
 VOCAB = 1013
@@ -89,12 +88,7 @@ def build_reference(variant: str, head: str = "seq2seq-lm"):
     return model
 
 
-@functools.lru_cache(maxsize=None)
-def _saved(variant: str, head: str, safe: bool, root: str):
-    ref = build_reference(variant, head)
-    folder = f"{root}/{variant}-{head}-{'st' if safe else 'bin'}"
-    save_reference(ref, folder, safe)
-    return ref, folder
+_saved = saved_references(build_reference)
 
 
 @pytest.fixture(scope="session")
