@@ -1,7 +1,8 @@
 """Embedding throughput of the default model: lmatlas against sentence-transformers.
 
-Same 2,000 real sentences (SST-2), same batch size, one process, best of three each; prints
-sentences per second, the ratio, and the lowest cosine between the two sets of vectors.
+Same 2,000 real sentences (SST-2), same batch size, one process, the two alternating, best of
+three each; prints sentences per second, the ratio, and the lowest cosine between the two sets of
+vectors.
 
     python benchmarks/embed_throughput.py [--n 2000] [--batch-size 32]
 """
@@ -10,22 +11,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _timing import alternated_best
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2" / "train.tsv"
-
-
-def best_of(fn, repeats: int = 3) -> tuple[float, object]:
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, result
 
 
 def main() -> None:
@@ -48,8 +40,11 @@ def main() -> None:
     st = SentenceTransformer(path, device="cpu")
     encoder(None)  # loaded once, outside the timing (lmatlas.embed reuses it)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {len(texts)} sentences, batch {args.batch_size}")
-    t_st, v_st = best_of(lambda: st.encode(texts, batch_size=args.batch_size))
-    t_ours, v_ours = best_of(lambda: lmatlas.embed(texts, batch_size=args.batch_size))
+    times = alternated_best({
+        "sentence-transformers": lambda: st.encode(texts, batch_size=args.batch_size),
+        "lmatlas": lambda: lmatlas.embed(texts, batch_size=args.batch_size),
+    })
+    (t_st, v_st), (t_ours, v_ours) = times["sentence-transformers"], times["lmatlas"]
     cos = (v_st * v_ours).sum(1) / (np.linalg.norm(v_st, axis=1) * np.linalg.norm(v_ours, axis=1))
     print(f"sentence-transformers: {len(texts) / t_st:8.1f} sentences/s  ({t_st:.2f} s)")
     print(f"lmatlas:               {len(texts) / t_ours:8.1f} sentences/s  ({t_ours:.2f} s)")

@@ -18,15 +18,7 @@ import time
 from collections import defaultdict
 
 import torch
-
-
-def best_of(fn, repeats: int) -> tuple[float, object]:
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, result
+from _timing import alternated_best
 
 
 class Profile:
@@ -98,13 +90,8 @@ def main() -> None:
     def me():
         return ours.generate(ids, mask, **kw)
 
-    # Alternated, best of each: a change in the machine's load touches both sides alike.
-    t_ours = t_hf = float("inf")
-    for _ in range(args.repeats):
-        t, out_ours = best_of(me, 1)
-        t_ours = min(t_ours, t)
-        t, out_hf = best_of(hf, 1)
-        t_hf = min(t_hf, t)
+    times = alternated_best({"lmatlas": me, "transformers": hf}, args.repeats)
+    (t_ours, out_ours), (t_hf, out_hf) = times["lmatlas"], times["transformers"]
     assert out_ours.shape[1] == args.new + 1, out_ours.shape
     print(f"transformers: {t_hf:6.2f} s")
     print(f"lmatlas:      {t_ours:6.2f} s")
