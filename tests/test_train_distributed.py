@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -122,3 +123,23 @@ def test_each_process_takes_its_slice_of_the_global_batch(tmp_path):
                     if key not in a:
                         continue
                     assert torch.equal(a[key], torch.cat([b0[key], b1[key]])), (name, key)
+
+
+def test_a_data_parallel_run_resumes_with_the_same_losses(tmp_path):
+    """Two processes, checkpoint at step 10, everything after it lost (as a kill would leave the
+    folder); resumed under torchrun, steps 11-20 log the losses of the uninterrupted run."""
+    data = tmp_path / "text.txt"
+    data.write_text(shared_data("tinyshakespeare", "input.txt").read_text(encoding="utf-8")[:20000], encoding="utf-8")
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    args = ["--save-every", "10", "--keep", "100"]
+    _torchrun(_args(data, whole, 4) + args)
+    _torchrun(_args(data, cut, 4) + args)
+    for name in ("checkpoint-000020", "model"):
+        shutil.rmtree(cut / name)
+    log = cut / "log.jsonl"
+    kept = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= 10]
+    log.write_text("\n".join(kept) + "\n")
+    _torchrun(_args(data, cut, 4) + args + ["--resume"])
+    a, b = _train_log(whole), _train_log(cut)
+    assert [(r["step"], r["split"]) for r in a] == [(r["step"], r["split"]) for r in b]
+    assert [r["loss"] for r in a] == [r["loss"] for r in b]  # exactly: same processes, same order
