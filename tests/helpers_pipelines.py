@@ -40,15 +40,6 @@ CONTEXT = (
 QUESTIONS = ["Where was the film shot?", "Who directed it?", "What did the film win in Berlin?"]
 
 
-@pytest.fixture(scope="module", autouse=False)
-def one_thread():
-    """Tiny models run fastest on one thread; on a busy machine more threads only wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _sst2(n: int) -> list[str]:
     lines = shared_data("sst2", "train.tsv").read_text(encoding="utf-8").splitlines()[1 : n + 1]
     return [line.split("\t")[0] for line in lines]
@@ -152,6 +143,15 @@ def error(fn, *args, **kwargs) -> str:
     message = str(e.value)
     assert "\n" not in message
     return message
+
+
+def same(hf, ours, inputs, **options) -> float:
+    """Both pipelines on the same inputs and options: the same output (see ``assert_same``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = hf(inputs, **options)
+        got = ours(inputs, **options)
+    return assert_same(expected, got)
 
 
 def hf_pipeline(task: str, folder: Path, **kwargs):

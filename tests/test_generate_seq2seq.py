@@ -27,13 +27,7 @@ from .test_parity_seq2seq import (  # noqa: F401  (the fixture)
     saved_seq2seq,
 )
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; on a busy machine more threads only wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 ALL = list(VARIANTS)

@@ -119,13 +119,7 @@ def targets(rows: int = 3, length: int = 7, seed: int = 2):
     return torch.randint(3, VOCAB - 2, (rows, length), generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; on a busy machine more threads only wait."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 CASES = [(v, h) for v in VARIANTS for h in ("seq2seq-lm", "base")]

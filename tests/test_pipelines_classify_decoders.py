@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import warnings
 
 import pytest
 import torch
@@ -22,9 +21,8 @@ from .helpers_pipelines import (
     NLI_LABELS,
     SENTENCES,
     SENTIMENT_LABELS,
-    assert_same,
     hf_pipeline,
-    one_thread,  # noqa: F401  (a fixture)
+    same,
 )
 from .reference import randomize, shared_data, transformers
 from .test_pipelines_parity import OPTIONS_CLS
@@ -69,14 +67,6 @@ def folders(tmp_path_factory):
         "no-pad": _gpt2_classifier(root, "no-pad", SENTIMENT_LABELS, seed=6),
         "nli": _gpt2_classifier(root, "nli", NLI_LABELS, seed=9, pad_token_id=EOT),
     }
-
-
-def same(hf, ours, inputs, **options):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        expected = hf(inputs, **options)
-        got = ours(inputs, **options)
-    return assert_same(expected, got)
 
 
 @pytest.mark.parametrize("kind", ["eot-pad", "tokenizer-pad", "no-pad"])

@@ -12,7 +12,7 @@ import torch
 
 import lmatlas
 
-from .helpers_pipelines import SENTENCES, assert_same, hf_pipeline, one_thread  # noqa: F401
+from .helpers_pipelines import SENTENCES, assert_same, hf_pipeline  # noqa: F401
 from .reference import default_model_path, require
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -6,7 +6,7 @@ import pytest
 
 import lmatlas
 
-from .helpers_pipelines import SENTENCES, build_model, error, one_thread, train_tokenizers  # noqa: F401
+from .helpers_pipelines import SENTENCES, build_model, error, train_tokenizers  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

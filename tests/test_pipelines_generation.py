@@ -16,7 +16,7 @@ import torch
 
 import lmatlas
 
-from .helpers_pipelines import assert_same, error, hf_pipeline, one_thread  # noqa: F401
+from .helpers_pipelines import assert_same, error, hf_pipeline  # noqa: F401
 from .reference import default_model_path, randomize, shared_data, transformers
 
 pytestmark = pytest.mark.usefixtures("one_thread")

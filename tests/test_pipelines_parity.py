@@ -24,7 +24,7 @@ from .helpers_pipelines import (
     assert_same,
     build_model,
     hf_pipeline,
-    one_thread,  # noqa: F401  (a fixture)
+    same,
     train_tokenizers,
 )
 
@@ -89,14 +89,6 @@ def pipes(folders, key, task=None):
     if (folder, task) not in _PIPES:
         _PIPES[folder, task] = (hf_pipeline(task, folder), lmatlas.pipeline(task, folder))
     return _PIPES[folder, task]
-
-
-def same(hf, ours, inputs, **options):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        expected = hf(inputs, **options)
-        got = ours(inputs, **options)
-    return assert_same(expected, got)
 
 
 # -- fill-mask ----------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import torch
 
 import lmatlas
 
-from .helpers_pipelines import SENTENCES, assert_same, error, hf_pipeline, one_thread, train_tokenizers  # noqa: F401
+from .helpers_pipelines import SENTENCES, assert_same, error, hf_pipeline, train_tokenizers  # noqa: F401
 from .helpers_tokenizer import MARIAN_CONFIG, spm_files  # noqa: F401  (the fixtures)
 from .reference import randomize, restore_fixed_positions, transformers
 

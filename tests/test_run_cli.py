@@ -13,7 +13,7 @@ import pytest
 import lmatlas
 from lmatlas.cli import main
 
-from .helpers_pipelines import CONTEXT, SENTENCES, build_model, one_thread, train_tokenizers  # noqa: F401
+from .helpers_pipelines import CONTEXT, SENTENCES, build_model, train_tokenizers  # noqa: F401
 from .reference import randomize, shared_data, transformers
 
 pytestmark = pytest.mark.usefixtures("one_thread")

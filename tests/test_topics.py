@@ -14,7 +14,6 @@ from lmatlas import LmatlasError
 from lmatlas.cli import main
 from lmatlas.topics import find_topics
 
-from .helpers_pipelines import one_thread  # noqa: F401
 from .reference import shared_data
 
 THEMES = {
