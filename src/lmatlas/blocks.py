@@ -268,6 +268,10 @@ class MLP(nn.Module):
         return self.fc_out(self.act(self.fc_in(x)))
 
 
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
 class Layer(nn.Module):
     """One transformer layer: attention then MLP, each with a residual and a norm."""
 
@@ -297,21 +301,24 @@ class Layer(nn.Module):
         memory: tuple[torch.Tensor, torch.Tensor] | None = None,
         memory_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        # Dropout is the identity in eval mode: skipping the module call saves a call per sublayer
+        # in every decoding step.
+        drop = self.dropout if self.training else _identity
         if self.norm_position == "post":
-            x = self.attn_norm(x + self.dropout(self.attn(x, mask, rope, kv, is_causal)))
+            x = self.attn_norm(x + drop(self.attn(x, mask, rope, kv, is_causal)))
             if self.cross_attn is not None:
-                x = self.cross_norm(x + self.dropout(self.cross_attn(x, memory_mask, memory=memory)))
-            return self.mlp_norm(x + self.dropout(self.mlp(x)))
+                x = self.cross_norm(x + drop(self.cross_attn(x, memory_mask, memory=memory)))
+            return self.mlp_norm(x + drop(self.mlp(x)))
         if self.norm_position == "pre":
             h = self.attn_norm(x)
-            x = (h if self.residual_from_norm else x) + self.dropout(self.attn(h, mask, rope, kv, is_causal))
+            x = (h if self.residual_from_norm else x) + drop(self.attn(h, mask, rope, kv, is_causal))
             if self.cross_attn is not None:
-                x = x + self.dropout(self.cross_attn(self.cross_norm(x), memory_mask, memory=memory))
+                x = x + drop(self.cross_attn(self.cross_norm(x), memory_mask, memory=memory))
             h = self.mlp_norm(x)
-            return (h if self.residual_from_norm else x) + self.dropout(self.mlp(h))
+            return (h if self.residual_from_norm else x) + drop(self.mlp(h))
         h = self.attn_norm(x)
-        a = self.dropout(self.attn(h, mask, rope, kv, is_causal))
-        m = self.dropout(self.mlp(h if self.mlp_norm is None else self.mlp_norm(x)))
+        a = drop(self.attn(h, mask, rope, kv, is_causal))
+        m = drop(self.mlp(h if self.mlp_norm is None else self.mlp_norm(x)))
         return x + (m + a)
 
 

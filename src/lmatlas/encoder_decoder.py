@@ -94,7 +94,9 @@ class EncoderDecoder(nn.Module):
             raise ValueError(f"{batch_size} decoder rows cannot be split evenly among {sources} sources")
         own = self.decoder.new_cache(batch_size, max_length) if use_cache else None
         with torch.no_grad():
-            cross = self.decoder.cross_kv(encoder_last_hidden_state)
+            # Contiguous per head: every step reads them all, cold, and a run of source x
+            # head_dim values reads faster than rows strided through the projection's output.
+            cross = [(k.contiguous(), v.contiguous()) for k, v in self.decoder.cross_kv(encoder_last_hidden_state)]
         return Seq2SeqCache(own, cross, attention_mask, encoder_last_hidden_state)
 
     def forward(

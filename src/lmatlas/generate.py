@@ -452,6 +452,9 @@ class _Run:
         if input_ids.shape[1] == 0:
             raise LmatlasError("input_ids is empty: give at least one prompt token (e.g. the BOS token)")
         s = GenerationSettings.resolve(model, kwargs)
+        # The rows decoded at once: the kernels' hint (see ``kernels.decode_rows``).
+        self.rows = input_ids.shape[0] * (s.num_beams if s.num_beams > 1 else (
+            s.num_return_sequences if s.do_sample else 1))
         cfg = model.config
         eos = _eos_list(s.eos_token_id)
         if s.pad_token_id is None and eos:
@@ -478,7 +481,8 @@ class _Run:
                     f"the source is {input_ids.shape[1]} tokens long, but the encoder has only {positions} positions"
                 )
             self.source_mask = attention_mask.long()
-            with torch.inference_mode():
+            # Under the decoding hint, the encoder's linear layers take the packed weights too.
+            with torch.inference_mode(), kernels.decode_rows(self.rows):
                 self.encoded = model.encode(input_ids.long(), self.source_mask)["last_hidden_state"]
             input_ids = self._decoder_prompt(s, decoder_input_ids, input_ids.shape[0], cfg.target_vocab_size)
             attention_mask = torch.ones_like(input_ids)
@@ -559,9 +563,7 @@ def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
     """
     with torch.inference_mode():
         run = _Run(model, input_ids, attention_mask, dict(kwargs))
-        rows = input_ids.shape[0] * (run.s.num_beams if run.s.num_beams > 1 else (
-            run.s.num_return_sequences if run.s.do_sample else 1))
-        with kernels.decode_rows(rows):
+        with kernels.decode_rows(run.rows):
             if run.s.num_beams > 1:
                 return _beam_search(run)
             ids = None
