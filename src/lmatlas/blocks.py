@@ -140,6 +140,26 @@ def alibi_slopes(num_heads: int) -> torch.Tensor:
     return slopes
 
 
+# Query rows per source up to which cross-attention takes two batched matmuls instead of SDPA.
+FEW_QUERIES = 16
+
+
+def _few_queries_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float
+) -> torch.Tensor:
+    """Softmax attention of a few query rows (a decoding step's beams) over a whole source.
+
+    Each step reads every layer's source keys and values from memory, cold (the weights have
+    streamed through the caches since the last step). There, MKL's batched products take about
+    20% less time than SDPA's blocked kernel, whose per-block work is for long query runs.
+    ``mask``: boolean, True where a key may be attended, as SDPA takes it.
+    """
+    scores = torch.matmul(q, k.transpose(-1, -2)).mul_(scale)
+    if mask is not None:
+        scores = scores.masked_fill_(~mask, -math.inf)
+    return torch.matmul(torch.softmax(scores, dim=-1), v)
+
+
 class Attention(nn.Module):
     """Multi-head scaled dot-product attention with one fused q/k/v projection.
 
@@ -237,15 +257,18 @@ class Attention(nn.Module):
         if group > 1:
             q = q.reshape(sources, group, self.num_heads, t, self.head_dim).transpose(1, 2)
             q = q.reshape(sources, self.num_heads, group * t, self.head_dim)
-        y = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=mask,
-            dropout_p=self.dropout if self.training else 0.0,
-            scale=self.scale,
-            enable_gqa=self.gqa,
-        )
+        if self.training or self.gqa or group * t > FEW_QUERIES:
+            y = F.scaled_dot_product_attention(
+                q,
+                k,
+                v,
+                attn_mask=mask,
+                dropout_p=self.dropout if self.training else 0.0,
+                scale=self.scale,
+                enable_gqa=self.gqa,
+            )
+        else:
+            y = _few_queries_attention(q, k, v, mask, self.scale)
         if group > 1:
             y = y.view(sources, self.num_heads, group, t, self.head_dim).transpose(1, 2)
             y = y.reshape(b, self.num_heads, t, self.head_dim)

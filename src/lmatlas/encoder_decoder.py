@@ -94,9 +94,12 @@ class EncoderDecoder(nn.Module):
             raise ValueError(f"{batch_size} decoder rows cannot be split evenly among {sources} sources")
         own = self.decoder.new_cache(batch_size, max_length) if use_cache else None
         with torch.no_grad():
-            # Contiguous per head: every step reads them all, cold, and a run of source x
-            # head_dim values reads faster than rows strided through the projection's output.
-            cross = [(k.contiguous(), v.contiguous()) for k, v in self.decoder.cross_kv(encoder_last_hidden_state)]
+            # Every step reads them all, cold: stored contiguous per head, the keys as (head_dim x
+            # source), the layout the step's query-key product reads (``blocks._few_queries_attention``).
+            cross = [
+                (k.transpose(-1, -2).contiguous().transpose(-1, -2), v.contiguous())
+                for k, v in self.decoder.cross_kv(encoder_last_hidden_state)
+            ]
         return Seq2SeqCache(own, cross, attention_mask, encoder_last_hidden_state)
 
     def forward(
