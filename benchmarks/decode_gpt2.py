@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+from _timing import memory_bandwidth_gbs
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -57,18 +58,6 @@ def hwm_mb() -> float:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     return peak_mb()
-
-
-def memory_bandwidth_gbs() -> float:
-    """Read bandwidth now: the best of a few sums over 512 MB (more than any cache)."""
-    x = torch.ones(128 * 1024 * 1024)
-    best = float("inf")
-    for _ in range(5):
-        t = time.perf_counter()
-        x.sum()
-        best = min(best, time.perf_counter() - t)
-    del x
-    return 4 * 128 * 1024 * 1024 / best / 1e9
 
 
 def prompts(tokenizer, batch: int, length: int = 32) -> torch.Tensor:

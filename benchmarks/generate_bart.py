@@ -5,7 +5,7 @@ FFN 3072, vocabulary 50,265; ``--large`` takes ``BartConfig()`` as it is, BART-l
 random weights, one 400-token source, 4 beams, exactly 64 new tokens (EOS forbidden until then),
 both in this process, same weights; the two alternate, best of ``--repeats`` each. Prints the times, the ratio,
 whether the tokens agree, and where lmatlas' time goes (encoder, per-step forward by part, beam
-bookkeeping).
+bookkeeping), and the floor that the machine's memory bandwidth sets now.
 
     python benchmarks/generate_bart.py [--repeats 3] [--source 400] [--new 64] [--beams 4] [--threads N]
 """
@@ -18,7 +18,7 @@ import time
 from collections import defaultdict
 
 import torch
-from _timing import alternated_best
+from _timing import alternated_best, memory_bandwidth_gbs
 
 
 class Profile:
@@ -138,6 +138,15 @@ def main() -> None:
     print(
         f"  decoder + LM-head weights read once per step: {per_step / 1e6:.0f} MB, {gb:.1f} GB over {args.new} "
         f"steps; in the decoder and LM head that is {gb / steps:.1f} GB/s"
+    )
+    # The floor: the encoder as measured (it is bound by compute), then every step reading the
+    # weights once at the bandwidth a plain read reaches now.
+    bw = memory_bandwidth_gbs()
+    floor = times["encoder (once)"] + gb / bw
+    print(
+        f"  memory read bandwidth now: {bw:.1f} GB/s -> floor {floor:.2f} s (encoder + weights read once per "
+        f"step); the best lmatlas run took {t_ours / floor:.2f}x that, and transformers' best is "
+        f"{t_hf / floor:.1f}x the floor"
     )
 
 

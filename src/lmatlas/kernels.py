@@ -163,7 +163,8 @@ class CpuLinear(nn.Linear):
                     # oneDNN has no float16 GEMM without AVX512-FP16: float16 widens exactly to
                     # float32, so compute there (ATen's own float16 GEMM is slow beyond one row).
                     x2, b = x2.float(), None if b is None else b.float()
-                y = torch.ops.mkldnn._linear_pointwise(x2, packed, b, "none", [], "")
+                # The overload itself: resolving it from the packet costs a few µs per call.
+                y = torch.ops.mkldnn._linear_pointwise.default(x2, packed, b, "none", [], "")
                 return y.to(dtype).reshape(*x.shape[:-1], w.shape[0])
         return F.linear(x, w, self.bias)
 
