@@ -184,6 +184,24 @@ def test_without_cache_gives_the_same_tokens(saved_seq2seq):
     assert torch.equal(a, ours.generate(ids, mask, max_new_tokens=6, use_cache=False))
 
 
+@pytest.mark.parametrize("variant", ["bart", "t5"])
+def test_a_source_of_padding_only_leaves_the_other_rows_alone(variant, saved_seq2seq):
+    """A source row that is all padding gives finite scores (its cross-attention averages, as
+    transformers' additive masks make it), and the other rows decode as they do alone."""
+    _, ours = saved_seq2seq(variant)
+    ids, mask = padded_sources(variant)
+    mask = mask.clone()
+    mask[1] = 0
+    kw = dict(max_new_tokens=5, num_beams=3, num_return_sequences=3)
+    both = ours.generate(ids, mask, **kw)
+    alone = ours.generate(ids[:1], mask[:1], **kw)
+    assert torch.equal(both[:3, : alone.shape[1]], alone)
+    step = torch.full((3, 1), int(both[0, 0]))
+    with torch.no_grad():
+        logits = ours(input_ids=ids, attention_mask=mask, decoder_input_ids=step)["logits"]
+    assert torch.isfinite(logits).all()
+
+
 def test_source_encoded_once_and_cross_attention_never_reordered(saved_seq2seq, monkeypatch):
     """Beam search: one encoder pass; the cross-attention keys and values hold one row per source
     (not per beam) and are left as computed, while the self-attention cache follows the beams."""

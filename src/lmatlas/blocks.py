@@ -152,11 +152,13 @@ def _few_queries_attention(
     Each step reads every layer's source keys and values from memory, cold (the weights have
     streamed through the caches since the last step). There, MKL's batched products take about
     20% less time than SDPA's blocked kernel, whose per-block work is for long query runs.
-    ``mask``: boolean, True where a key may be attended, as SDPA takes it.
+    ``mask``: boolean, True where a key may be attended, as SDPA takes it. Masked scores take the
+    dtype's lowest value, not -inf, so that a source that is all padding averages its values
+    (as transformers' additive masks do) instead of turning into NaN.
     """
     scores = torch.matmul(q, k.transpose(-1, -2)).mul_(scale)
     if mask is not None:
-        scores = scores.masked_fill_(~mask, -math.inf)
+        scores = scores.masked_fill_(~mask, torch.finfo(scores.dtype).min)
     return torch.matmul(torch.softmax(scores, dim=-1), v)
 
 
