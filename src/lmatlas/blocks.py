@@ -271,9 +271,8 @@ class Attention(nn.Module):
             )
         else:
             y = _few_queries_attention(q, k, v, mask, self.scale)
-        if group > 1:
-            y = y.view(sources, self.num_heads, group, t, self.head_dim).transpose(1, 2)
-            y = y.reshape(b, self.num_heads, t, self.head_dim)
+        # (sources, heads, group x t, head_dim) -> (batch, t, heads x head_dim) in one copy: the
+        # query axis holds each source's group rows, then their t positions.
         return self.out(y.transpose(1, 2).reshape(b, t, -1))
 
 
