@@ -24,6 +24,7 @@ The cache is allocated once per call for prompt + new tokens; beam search reorde
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, fields
 from typing import Any, Iterator, Sequence
@@ -218,7 +219,7 @@ def force(scores: torch.Tensor, tokens: list[int]) -> torch.Tensor:
 
 
 def forbid(scores: torch.Tensor, tokens: list[int]) -> torch.Tensor:
-    scores = scores.clone()
+    # In place: the processors own the scores they are given (see ``Processors.__call__``).
     scores[:, tokens] = NEG_INF
     return scores
 
@@ -251,6 +252,9 @@ class Processors:
         self.bad_words = [w for w in words if not (len(w) == 1 and w[0] in self.eos)]
 
     def __call__(self, ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """The processed scores. ``scores`` may be written into: the decoding loops pass each
+        step's fresh scores, which nothing else reads (a copy of the vocabulary-wide row per step
+        is a measurable part of a decoding step's bookkeeping)."""
         s = self.s
         length = ids.shape[1]
         if s.repetition_penalty != 1.0:
@@ -788,9 +792,16 @@ def _top_candidates(log_probs: torch.Tensor, beams: int, k: int) -> tuple[torch.
     if vocab <= k:
         return torch.topk(log_probs, k=k)
     lp, idx = torch.topk(log_probs.view(batch * beams, vocab), k=k)
-    idx = idx + (torch.arange(beams, device=idx.device) * vocab).repeat(batch)[:, None]
+    idx = idx + _beam_offsets(batch, beams, vocab, idx.device)
     best, pick = torch.topk(lp.view(batch, beams * k), k=k)
     return best, torch.gather(idx.view(batch, beams * k), 1, pick)
+
+
+@functools.lru_cache(maxsize=8)
+def _beam_offsets(batch: int, beams: int, vocab: int, device: torch.device) -> torch.Tensor:
+    """Where each beam's block starts in the flat (beams x vocab) row, one row per beam; made
+    once per shape, not once per step."""
+    return (torch.arange(beams, device=device) * vocab).repeat(batch)[:, None]
 
 
 def _gather(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
