@@ -301,3 +301,19 @@ def test_forward_needs_the_target_and_the_source(saved_seq2seq):
         ours(torch.tensor([[5, 6]]))
     with pytest.raises(lmatlas.LmatlasError, match="needs the source"):
         ours(decoder_input_ids=torch.tensor([[2]]))
+
+
+@pytest.mark.parametrize("variant", ["bart", "t5-v1.1"])
+def test_beam_search_without_the_c_kernel(variant, saved_seq2seq, monkeypatch):
+    """Where the C cross-attention kernel cannot be built, PyTorch's path gives the same tokens."""
+    from lmatlas import native
+
+    ref, ours = saved_seq2seq(variant)
+    ids, mask = padded_sources(variant)
+    kw = dict(max_new_tokens=7, num_beams=3)
+    with_kernel = ours.generate(ids, mask, **kw)
+    monkeypatch.setattr(native, "_library", None)
+    monkeypatch.setattr(native, "_failed", "switched off for this test")
+    without = ours.generate(ids, mask, **kw)
+    assert_same(without, with_kernel, f"{variant} without the kernel")
+    assert_same(without, hf_generate(ref, ids, mask, **kw), f"{variant} without the kernel vs transformers")

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import native
 from .config import ModelConfig
 
 
@@ -140,14 +141,16 @@ def alibi_slopes(num_heads: int) -> torch.Tensor:
     return slopes
 
 
-# Query rows per source up to which cross-attention takes two batched matmuls instead of SDPA.
-FEW_QUERIES = 16
+# Query rows per source up to which cross-attention takes the C kernel (``native``), or where
+# that is unavailable two batched matmuls, instead of SDPA.
+FEW_QUERIES = native.MAX_ROWS
 
 
 def _few_queries_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float
 ) -> torch.Tensor:
-    """Softmax attention of a few query rows (a decoding step's beams) over a whole source.
+    """Softmax attention of a few query rows (a decoding step's beams) over a whole source, with
+    PyTorch's operators (``native.few_queries_attention`` is the faster path).
 
     Each step reads every layer's source keys and values from memory, cold (the weights have
     streamed through the caches since the last step). There, MKL's batched products take about
@@ -255,11 +258,18 @@ class Attention(nn.Module):
         k, v = memory
         sources = k.shape[0]
         group = b // sources
-        q = self.q(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+        few = not (self.training or self.gqa) and group * t <= FEW_QUERIES
+        q = self.q(x)
+        if few:
+            # The C kernel where it applies (float32 on the CPU, keys stored transposed).
+            y = native.few_queries_attention(q, k, v, mask, self.scale, self.num_heads)
+            if y is not None:
+                return self.out(y)
+        q = q.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
         if group > 1:
             q = q.reshape(sources, group, self.num_heads, t, self.head_dim).transpose(1, 2)
             q = q.reshape(sources, self.num_heads, group * t, self.head_dim)
-        if self.training or self.gqa or group * t > FEW_QUERIES:
+        if not few:
             y = F.scaled_dot_product_attention(
                 q,
                 k,

@@ -1,0 +1,155 @@
+"""C kernels for what PyTorch's CPU operators do slowly, built on first use with the system's C
+compiler and loaded with ctypes.
+
+One kernel so far, ``csrc/attention.c``: the cross-attention of an encoder-decoder's decoding
+step (a few query rows per source over every source token). PyTorch's batched matrix products
+read the source's keys and values, cold every step, at about a third of the speed of a plain
+read; the kernel reads each once, front to back, and writes its output in the layout of the
+output projection's input. Measured on a 2-core AMD EPYC with caches flushed in between, for a
+400-token source and 4 beams: 320 vs 480 µs per layer with 12 heads, 340 vs 570 µs with 16.
+Its results differ from PyTorch's by summation order only (~3e-7).
+
+The library goes to ``$LMATLAS_CACHE`` (default ``~/.cache/lmatlas``), named by a hash of the
+source, the compiler command and the CPU's instruction-set flags, since it is built for this CPU
+(``-march=native``). Without a compiler, or with ``LMATLAS_KERNELS=0``, everything falls back to
+the PyTorch path (a warning says why, once).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+_SOURCE = Path(__file__).with_name("csrc") / "attention.c"
+_FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math"]
+# The C side's fixed-size buffers (attention.c's MAX_ROWS and MAX_DIM).
+MAX_ROWS = 16
+MAX_DIM = 256
+
+_library: ctypes.CDLL | None = None
+_failed: str | None = None
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("LMATLAS_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lmatlas"
+    )
+    return Path(root) / "kernels"
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return ""
+
+
+def _build() -> ctypes.CDLL:
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not compiler:
+        raise RuntimeError("no C compiler found (set CC)")
+    source = _SOURCE.read_bytes()
+    key = hashlib.sha256(b"\0".join([source, " ".join([compiler, *_FLAGS]).encode(), _cpu_flags().encode()]))
+    target = _cache_dir() / f"attention-{key.hexdigest()[:16]}.so"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Build next to the target and rename: another process may be building it too.
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+        os.close(fd)
+        try:
+            done = subprocess.run(
+                [compiler, *_FLAGS, str(_SOURCE), "-o", tmp], capture_output=True, text=True, timeout=120
+            )
+            if done.returncode != 0:
+                raise RuntimeError(f"{compiler} failed: {done.stderr.strip()[-500:]}")
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    lib = ctypes.CDLL(str(target))
+    p, i64 = ctypes.c_void_p, ctypes.c_int64
+    lib.few_queries_attention.argtypes = [p, p, p, p, p, p, ctypes.c_float, i64, i64, i64, i64, i64]
+    lib.few_queries_attention.restype = None
+    return lib
+
+
+def library() -> ctypes.CDLL | None:
+    """The built kernels, or None where they cannot be (the reason is warned once)."""
+    global _library, _failed
+    if _library is not None or _failed is not None:
+        return _library
+    if os.environ.get("LMATLAS_KERNELS", "1") == "0":
+        return None
+    if not sys.platform.startswith("linux"):
+        _failed = "built on Linux only"
+        return None
+    try:
+        _library = _build()
+    except Exception as e:  # no compiler, a compiler without OpenMP, a read-only home...
+        _failed = f"{type(e).__name__}: {e}"
+        warnings.warn(
+            f"lmatlas: the C attention kernel is unavailable ({_failed}); cross-attention falls back to "
+            "PyTorch's operators, which are slower",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return _library
+
+
+def few_queries_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    scale: float,
+    heads: int,
+) -> torch.Tensor | None:
+    """Softmax attention of (batch, t, heads x head_dim) queries over the keys and values of
+    fewer sources, (sources, heads, source, head_dim) each, with the keys stored transposed
+    (``k.transpose(-1, -2)`` contiguous); each source serves batch / sources consecutive rows.
+    ``mask``: boolean (sources, 1, 1, source), True where a key may be attended. Returns the
+    (batch, t, heads x head_dim) output, or None where the kernel does not apply (the caller then
+    takes PyTorch's path)."""
+    b, t, width = q.shape
+    sources, _, length, dim = v.shape
+    rows = (b // sources) * t
+    kt = k.transpose(-1, -2)
+    if not (
+        rows <= MAX_ROWS
+        and dim <= MAX_DIM
+        and width == heads * dim
+        and q.dtype == k.dtype == v.dtype == torch.float32
+        and q.device.type == "cpu"
+        and q.is_contiguous()
+        and kt.is_contiguous()
+        and v.is_contiguous()
+        and not (q.requires_grad or k.requires_grad or v.requires_grad)
+        and (mask is None or (mask.dtype == torch.bool and mask.numel() == sources * length))
+    ):
+        return None
+    lib = library()
+    if lib is None:
+        return None
+    keep = None
+    if mask is not None:
+        keep = mask.reshape(sources, length).to(torch.uint8).contiguous()
+    out = torch.empty_like(q)
+    work = torch.empty(sources * heads * rows * length, dtype=torch.float32)
+    lib.few_queries_attention(
+        q.data_ptr(), kt.data_ptr(), v.data_ptr(), None if keep is None else keep.data_ptr(),
+        out.data_ptr(), work.data_ptr(), scale, sources, heads, rows, length, dim,
+    )  # fmt: skip
+    return out
+
+
+__all__ = ["few_queries_attention", "library"]

@@ -1,0 +1,121 @@
+"""The C attention kernel (lmatlas.native) gives PyTorch's numbers, and its absence changes nothing.
+
+This machine has a C compiler: the kernel must build here (a test fails, not skips, if it does
+not). The parity and generation tests of the encoder-decoders run through it as well.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lmatlas import native
+from lmatlas.blocks import _few_queries_attention
+
+
+@pytest.fixture
+def fresh_native(monkeypatch, tmp_path):
+    """A native module that has not tried to build yet, building into a temporary cache."""
+    monkeypatch.setattr(native, "_library", None)
+    monkeypatch.setattr(native, "_failed", None)
+    monkeypatch.setenv("LMATLAS_CACHE", str(tmp_path))
+    return tmp_path
+
+
+def _inputs(sources, group, t, heads, dim, length, padded, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    b = sources * group
+    q = torch.randn(b, t, heads * dim, generator=g)
+    # Keys stored transposed, as Seq2SeqCache keeps them.
+    k = torch.randn(sources, heads, dim, length, generator=g).transpose(-1, -2)
+    v = torch.randn(sources, heads, length, dim, generator=g)
+    mask = None
+    if padded:
+        keep = torch.ones(sources, length, dtype=torch.bool)
+        keep[0, length // 2 :] = False
+        if sources > 1:
+            keep[-1, :] = False  # a source of padding only: its rows average the values
+        mask = keep[:, None, None, :]
+    return q, k, v, mask
+
+
+def _reference(q, k, v, mask, scale, heads, sources):
+    b, t, width = q.shape
+    dim, group = width // heads, b // sources
+    qh = q.view(sources, group, t, heads, dim).permute(0, 3, 1, 2, 4).reshape(sources, heads, group * t, dim)
+    y = _few_queries_attention(qh, k, v, mask, scale)
+    return y.view(sources, heads, group, t, dim).permute(0, 2, 3, 1, 4).reshape(b, t, width)
+
+
+def test_the_kernel_builds_on_this_machine(fresh_native):
+    assert native.library() is not None, native._failed
+    assert list(fresh_native.glob("kernels/attention-*.so"))
+
+
+@pytest.mark.parametrize(
+    "sources,group,t,heads,dim,length,padded",
+    [
+        (1, 4, 1, 12, 64, 400, False),  # a BART-base beam-search step
+        (2, 3, 1, 5, 8, 11, True),  # odd heads and widths, a padded batch of sources
+        (3, 1, 7, 3, 20, 5, True),  # several target positions per row (a forward pass)
+        (1, 16, 1, 1, 256, 1, False),  # the limits: 16 rows, head_dim 256, one source token
+        (2, 2, 4, 4, 33, 130, True),
+    ],
+)
+def test_the_kernel_matches_pytorch(sources, group, t, heads, dim, length, padded):
+    q, k, v, mask = _inputs(sources, group, t, heads, dim, length, padded)
+    scale = dim**-0.5
+    with torch.inference_mode():
+        got = native.few_queries_attention(q, k, v, mask, scale, heads)
+        want = _reference(q, k, v, mask, scale, heads, sources)
+    assert got is not None
+    assert got.shape == want.shape
+    assert torch.isfinite(got).all()
+    assert (got - want).abs().max().item() < 1e-5
+
+
+def test_large_scores_do_not_overflow():
+    q, k, v, mask = _inputs(1, 4, 1, 2, 16, 50, False)
+    with torch.inference_mode():
+        got = native.few_queries_attention(q * 100, k, v, mask, 1.0, 2)
+        want = _reference(q * 100, k, v, mask, 1.0, 2, 1)
+    assert torch.isfinite(got).all()
+    assert (got - want).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["float64", "too many rows", "head_dim above 256", "keys not transposed", "needs grad"],
+)
+def test_where_the_kernel_does_not_apply_it_declines(change):
+    q, k, v, mask = _inputs(1, 4, 1, 2, 8, 9, True)
+    if change == "float64":
+        q, k, v = q.double(), k.double(), v.double()
+    elif change == "too many rows":
+        q, k, v, mask = _inputs(1, native.MAX_ROWS + 1, 1, 2, 8, 9, True)
+    elif change == "head_dim above 256":
+        q, k, v, mask = _inputs(1, 2, 1, 1, native.MAX_DIM + 1, 9, True)
+    elif change == "keys not transposed":
+        k = k.contiguous()
+    else:
+        q.requires_grad_(True)
+    assert native.few_queries_attention(q, k, v, mask, 0.5, q.shape[-1] // v.shape[-1]) is None
+
+
+def test_switched_off_it_is_never_built(fresh_native, monkeypatch):
+    monkeypatch.setenv("LMATLAS_KERNELS", "0")
+    assert native.library() is None
+    assert not list(fresh_native.glob("kernels/*.so"))
+
+
+def test_without_a_compiler_it_warns_once_and_declines(fresh_native, monkeypatch):
+    monkeypatch.setenv("CC", str(fresh_native / "no-such-compiler"))
+    q, k, v, mask = _inputs(1, 2, 1, 2, 8, 9, False)
+    with pytest.warns(RuntimeWarning, match="C attention kernel is unavailable"):
+        assert native.few_queries_attention(q, k, v, mask, 0.5, 2) is None
+    # Once: the next call neither warns nor retries.
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert native.few_queries_attention(q, k, v, mask, 0.5, 2) is None
