@@ -119,3 +119,54 @@ def test_without_a_compiler_it_warns_once_and_declines(fresh_native, monkeypatch
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert native.few_queries_attention(q, k, v, mask, 0.5, 2) is None
+
+
+def _step_inputs(batch, heads, kv_heads, dim, max_length, length, padded, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    # q as the fused projection leaves it: each row's heads side by side, then keys and values.
+    fused = torch.randn(batch, 1, (heads + 2 * kv_heads) * dim, generator=g)
+    q = fused[..., : heads * dim].view(batch, 1, heads, dim).transpose(1, 2)
+    k_cache = torch.randn(batch, kv_heads, max_length, dim, generator=g)
+    v_cache = torch.randn(batch, kv_heads, max_length, dim, generator=g)
+    mask = None
+    if padded:
+        keep = torch.ones(batch, length, dtype=torch.bool)
+        keep[0, : length // 2] = False  # left padding
+        mask = keep[:, None, None, :]
+    return q, k_cache, v_cache, mask
+
+
+@pytest.mark.parametrize(
+    "batch,heads,kv_heads,dim,max_length,length,padded",
+    [
+        (4, 12, 12, 64, 65, 33, False),  # a BART-base beam-search step
+        (3, 5, 5, 8, 20, 1, False),  # the first step: one cached position
+        (2, 6, 2, 20, 17, 17, True),  # grouped-query heads, a full cache, left padding
+        (1, 4, 1, 256, 9, 5, True),  # multi-query, head_dim 256
+    ],
+)
+def test_the_decoding_step_kernel_matches_sdpa(batch, heads, kv_heads, dim, max_length, length, padded):
+    q, k_cache, v_cache, mask = _step_inputs(batch, heads, kv_heads, dim, max_length, length, padded)
+    scale = dim**-0.5
+    with torch.inference_mode():
+        got = native.decode_step_attention(q, k_cache, v_cache, length, mask, scale)
+        want = torch.nn.functional.scaled_dot_product_attention(
+            q, k_cache[:, :, :length], v_cache[:, :, :length], attn_mask=mask, scale=scale,
+            enable_gqa=heads != kv_heads,
+        )  # fmt: skip
+    assert got is not None
+    assert (got - want.transpose(1, 2).reshape(batch, 1, -1)).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("change", ["two new tokens", "a float bias", "float64", "cache not contiguous"])
+def test_where_the_decoding_step_kernel_does_not_apply_it_declines(change):
+    q, k_cache, v_cache, mask = _step_inputs(2, 4, 4, 8, 10, 6, True)
+    if change == "two new tokens":
+        q = torch.randn(2, 4, 2, 8)
+    elif change == "a float bias":
+        mask = torch.zeros(2, 4, 1, 6)
+    elif change == "float64":
+        q, k_cache, v_cache = q.double(), k_cache.double(), v_cache.double()
+    else:
+        k_cache = k_cache.transpose(-1, -2).contiguous().transpose(-1, -2)
+    assert native.decode_step_attention(q, k_cache, v_cache, 6, mask, 0.5) is None

@@ -223,6 +223,11 @@ class Attention(nn.Module):
             end = start + t
             k_cache[:, :, start:end] = k
             v_cache[:, :, start:end] = v
+            if t == 1 and not self.training:
+                # A decoding step: the C kernel where it applies (float32 on the CPU, no bias).
+                y = native.decode_step_attention(q, k_cache, v_cache, end, mask, self.scale)
+                if y is not None:
+                    return self.out(y)
             k, v = k_cache[:, :, :end], v_cache[:, :, :end]
         y = F.scaled_dot_product_attention(
             q,

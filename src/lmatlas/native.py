@@ -1,13 +1,20 @@
 """C kernels for what PyTorch's CPU operators do slowly, built on first use with the system's C
 compiler and loaded with ctypes.
 
-One kernel so far, ``csrc/attention.c``: the cross-attention of an encoder-decoder's decoding
-step (a few query rows per source over every source token). PyTorch's batched matrix products
-read the source's keys and values, cold every step, at about a third of the speed of a plain
-read; the kernel reads each once, front to back, and writes its output in the layout of the
-output projection's input. Measured on a 2-core AMD EPYC with caches flushed in between, for a
-400-token source and 4 beams: 320 vs 480 µs per layer with 12 heads, 340 vs 570 µs with 16.
-Its results differ from PyTorch's by summation order only (~3e-7).
+Two kernels so far, in ``csrc/attention.c``, both for the attention of a decoding step, whose
+keys and values are cold in memory every step (the weights streamed through the caches since the
+last one):
+
+- the cross-attention of an encoder-decoder's step (a few query rows per source over every
+  source token). PyTorch's batched matrix products read the source's keys and values at about a
+  third of the speed of a plain read; the kernel reads each once, front to back, and writes its
+  output in the layout of the output projection's input. On a 2-core AMD EPYC with the caches
+  flushed in between, for a 400-token source and 4 beams: 320 vs 480 µs per layer with 12
+  heads, 340 vs 570 µs with 16;
+- the self-attention of a step (one new query per row over its cached keys and values), where
+  SDPA's blocked kernel spends most of its time setting up blocks for a single query.
+
+Their results differ from PyTorch's by summation order and a polynomial exp (~3e-7).
 
 The library goes to ``$LMATLAS_CACHE`` (default ``~/.cache/lmatlas``), named by a hash of the
 source, the compiler command and the CPU's instruction-set flags, since it is built for this CPU
@@ -80,6 +87,8 @@ def _build() -> ctypes.CDLL:
     p, i64 = ctypes.c_void_p, ctypes.c_int64
     lib.few_queries_attention.argtypes = [p, p, p, p, p, p, ctypes.c_float, i64, i64, i64, i64, i64]
     lib.few_queries_attention.restype = None
+    lib.decode_step_attention.argtypes = [p, i64, p, p, p, p, p, ctypes.c_float, i64, i64, i64, i64, i64, i64]
+    lib.decode_step_attention.restype = None
     return lib
 
 
@@ -152,4 +161,50 @@ def few_queries_attention(
     return out
 
 
-__all__ = ["few_queries_attention", "library"]
+def decode_step_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    length: int,
+    mask: torch.Tensor | None,
+    scale: float,
+) -> torch.Tensor | None:
+    """Softmax attention of one new query per row, (batch, heads, 1, head_dim) with each row's
+    heads ``head_dim`` apart, over the first ``length`` positions of (batch, kv_heads,
+    max_length, head_dim) key and value caches. ``mask``: None or boolean (batch, 1, 1, length),
+    True where a key may be attended (a float bias — ALiBi, T5's buckets — is not taken).
+    Returns (batch, 1, heads x head_dim), or None where the kernel does not apply."""
+    b, heads, t, dim = q.shape
+    kv_heads, max_length = k_cache.shape[1], k_cache.shape[2]
+    if not (
+        t == 1
+        and dim <= MAX_DIM
+        and heads % kv_heads == 0
+        and 0 < length <= max_length
+        and q.dtype == k_cache.dtype == v_cache.dtype == torch.float32
+        and q.device.type == "cpu"
+        and q.stride(1) == dim
+        and q.stride(3) == 1
+        and k_cache.is_contiguous()
+        and v_cache.is_contiguous()
+        and k_cache.shape == v_cache.shape
+        and k_cache.shape[0] == b
+        and not (q.requires_grad or k_cache.requires_grad or v_cache.requires_grad)
+        and (mask is None or (mask.dtype == torch.bool and mask.numel() == b * length))
+    ):
+        return None
+    lib = library()
+    if lib is None:
+        return None
+    keep = None if mask is None else mask.reshape(b, length).to(torch.uint8).contiguous()
+    out = torch.empty(b, 1, heads * dim, dtype=torch.float32)
+    work = torch.empty(b * heads * length, dtype=torch.float32)
+    lib.decode_step_attention(
+        q.data_ptr(), q.stride(0), k_cache.data_ptr(), v_cache.data_ptr(),
+        None if keep is None else keep.data_ptr(), out.data_ptr(), work.data_ptr(), scale,
+        b, heads, kv_heads, max_length, length, dim,
+    )  # fmt: skip
+    return out
+
+
+__all__ = ["decode_step_attention", "few_queries_attention", "library"]

@@ -91,3 +91,54 @@ void few_queries_attention(const float *q, const float *kT, const float *v, cons
             memcpy(out + ((src * G + g) * heads + h) * D, acc + g * D, D * sizeof(float));
     }
 }
+
+/* Self-attention of a decoding step: one new query row per sequence over that sequence's cached
+ * keys and values (its first `length` positions), without a position bias.
+ *
+ * q is (batch, heads, D) at a row stride of `q_stride` floats (a view into the fused q/k/v
+ * projection's output); the caches are (batch, kv_heads, max_length, D), heads sharing a
+ * key/value head in groups (grouped-query attention); mask is (batch, length) bytes or NULL;
+ * out is (batch, heads, D), the output projection's input; work is (batch * heads, length).
+ * D <= 256. SDPA's blocked kernel spends most of such a step on setting up blocks for a
+ * single query.
+ */
+void decode_step_attention(const float *q, int64_t q_stride, const float *k_cache, const float *v_cache,
+                           const uint8_t *mask, float *out, float *work, float scale, int64_t batch,
+                           int64_t heads, int64_t kv_heads, int64_t max_length, int64_t length, int64_t D) {
+    const int64_t tasks = batch * heads, per_kv = heads / kv_heads;
+#pragma omp parallel for schedule(static)
+    for (int64_t task = 0; task < tasks; ++task) {
+        const int64_t b = task / heads, h = task % heads;
+        const float *qq = q + b * q_stride + h * D;
+        const int64_t base = (b * kv_heads + h / per_kv) * max_length * D;
+        const float *k = k_cache + base, *val = v_cache + base;
+        const uint8_t *m = mask ? mask + b * length : NULL;
+        float *sc = work + task * length;
+        float acc[MAX_DIM];
+
+        float mx = -FLT_MAX;
+        for (int64_t s = 0; s < length; ++s) {
+            const float *krow = k + s * D;
+            float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+            for (int64_t d = 0; d < D; ++d) dot += qq[d] * krow[d];
+            sc[s] = (m && !m[s]) ? -FLT_MAX : dot * scale;
+            mx = sc[s] > mx ? sc[s] : mx;
+        }
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (int64_t s = 0; s < length; ++s) {
+            sc[s] = exp_nonpositive(sc[s] - mx);
+            sum += sc[s];
+        }
+        const float inv = 1.0f / sum;
+        for (int64_t d = 0; d < D; ++d) acc[d] = 0.0f;
+        for (int64_t s = 0; s < length; ++s) {
+            const float *vrow = val + s * D;
+            const float p = sc[s] * inv;
+#pragma omp simd
+            for (int64_t d = 0; d < D; ++d) acc[d] += p * vrow[d];
+        }
+        memcpy(out + task * D, acc, D * sizeof(float));
+    }
+}
