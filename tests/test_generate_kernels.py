@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from lmatlas import kernels
+from lmatlas import kernels, native
 
 from .test_parity_decoders import TOL, left_padded_batch, saved  # noqa: F401  (the fixture)
 
@@ -50,16 +50,36 @@ def test_kernels_keep_logits_and_tokens(variant, saved, all_kernels):
 
 
 def test_packed_copy_only_while_decoding_several_rows(saved, all_kernels):
+    """Batch 1 keeps no second copy of the weights; a batch of 2 to 8 rows makes the C kernel's
+    blocked copy and no oneDNN copy (its prompt takes F.linear); ``release`` drops them."""
     _, ours = saved("gpt2")
     kernels.release(ours)
     linears = [m for m in ours.modules() if isinstance(m, kernels.CpuLinear)]
     ids, mask = left_padded_batch()
+    assert 1 < ids.shape[0] <= native.MAX_LINEAR_ROWS
     ours.generate(ids[:1], mask[:1], max_new_tokens=3)
-    assert all(m._packed is None for m in linears)  # batch 1: no second copy of the weights
+    assert all(m._packed is None and m._blocked is None for m in linears)
     ours.generate(ids, mask, max_new_tokens=3)
-    assert all(m._packed is not None for m in linears)
+    assert all(m._blocked is not None and m._packed is None for m in linears)
     kernels.release(ours)
-    assert all(m._packed is None for m in linears)
+    assert all(m._packed is None and m._blocked is None for m in linears)
+
+
+def test_onednn_copy_without_the_c_kernel(saved, all_kernels, monkeypatch):
+    """Where the C kernels cannot be built, several rows take oneDNN's packed copy, with the same
+    tokens."""
+    _, ours = saved("gpt2")
+    kernels.release(ours)
+    linears = [m for m in ours.modules() if isinstance(m, kernels.CpuLinear)]
+    ids, mask = left_padded_batch()
+    with_c = ours.generate(ids, mask, max_new_tokens=5)
+    kernels.release(ours)
+    monkeypatch.setattr(native, "_library", None)
+    monkeypatch.setattr(native, "_failed", "switched off for this test")
+    without = ours.generate(ids, mask, max_new_tokens=5)
+    assert all(m._packed is not None and m._blocked is None for m in linears)
+    assert torch.equal(with_c, without)
+    kernels.release(ours)
 
 
 def test_state_dict_and_training_unchanged(saved):

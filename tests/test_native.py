@@ -49,7 +49,7 @@ def _reference(q, k, v, mask, scale, heads, sources):
 
 def test_the_kernel_builds_on_this_machine(fresh_native):
     assert native.library() is not None, native._failed
-    assert list(fresh_native.glob("kernels/attention-*.so"))
+    assert list(fresh_native.glob("kernels/lmatlas-*.so"))
 
 
 @pytest.mark.parametrize(
@@ -111,7 +111,7 @@ def test_switched_off_it_is_never_built(fresh_native, monkeypatch):
 def test_without_a_compiler_it_warns_once_and_declines(fresh_native, monkeypatch):
     monkeypatch.setenv("CC", str(fresh_native / "no-such-compiler"))
     q, k, v, mask = _inputs(1, 2, 1, 2, 8, 9, False)
-    with pytest.warns(RuntimeWarning, match="C attention kernel is unavailable"):
+    with pytest.warns(RuntimeWarning, match="C decoding kernels are unavailable"):
         assert native.few_queries_attention(q, k, v, mask, 0.5, 2) is None
     # Once: the next call neither warns nor retries.
     import warnings
@@ -170,3 +170,34 @@ def test_where_the_decoding_step_kernel_does_not_apply_it_declines(change):
     else:
         k_cache = k_cache.transpose(-1, -2).contiguous().transpose(-1, -2)
     assert native.decode_step_attention(q, k_cache, v_cache, 6, mask, 0.5) is None
+
+
+@pytest.mark.parametrize("rows", range(1, native.MAX_LINEAR_ROWS + 1))
+@pytest.mark.parametrize("out_features,in_features,bias", [(37, 77, True), (1, 5, False), (64, 16, True), (33, 300, False)])
+def test_the_linear_kernel_matches_f_linear(rows, out_features, in_features, bias):
+    g = torch.Generator().manual_seed(rows)
+    w = torch.randn(out_features, in_features, generator=g)
+    b = torch.randn(out_features, generator=g) if bias else None
+    x = torch.randn(rows, in_features, generator=g)
+    blocked = native.block_weight(w)
+    assert blocked.shape == (-(-out_features // native.BLOCK), in_features, native.BLOCK)
+    got = native.linear_rows(x, blocked, b, out_features)
+    want = torch.nn.functional.linear(x, w, b)
+    assert (got - want).abs().max().item() < 1e-4
+
+
+def test_a_linear_layer_takes_the_kernel_only_for_decoding_rows(monkeypatch):
+    from lmatlas import kernels
+
+    monkeypatch.setattr(kernels, "MIN_COMPILED_ELEMENTS", 0)
+    layer = kernels.enable(torch.nn.Linear(24, 40))
+    x = torch.randn(12, 24)
+    with torch.inference_mode():
+        want = torch.nn.functional.linear(x, layer.weight, layer.bias)
+        with kernels.decode_rows(4):
+            got_rows = layer(x[:4])
+            assert layer._blocked is not None
+            got_prompt = layer(x)  # more rows than the kernel takes: F.linear, no oneDNN copy
+            assert layer._packed is None
+    assert (got_rows - want[:4]).abs().max().item() < 1e-5
+    assert (got_prompt - want).abs().max().item() < 1e-5

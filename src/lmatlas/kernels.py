@@ -10,9 +10,12 @@ small fraction of it. What this module does instead, measured side by side on a 
   compiled by TorchInductor into one vectorised, multi-threaded loop that reads each weight row
   once (fp32 accumulation whatever the weights' dtype); float16 weights use ATen's own fp16
   GEMV, which already runs at the bandwidth bound;
-- a few rows (batched or beam decoding): oneDNN with the weights reordered once into its
-  blocked layout (``torch.ops.mkldnn``), made while the generation engine says that several rows
-  are being decoded (a second copy of the weights, kept until ``release``; see ``decode_rows``).
+- 2 to 8 rows of float32 (batched or beam decoding): ``native.linear_rows``, a C loop over a
+  copy of the weight stored in blocks of 16 outputs, made while the generation engine says that
+  several rows are being decoded (a second copy of the weights, kept until ``release``; see
+  ``decode_rows``). The prompt or source of such a call (more rows) takes ``F.linear``;
+- otherwise a few rows (up to 64, float16 weights, or no C compiler): oneDNN with the weights
+  reordered once into its blocked layout (``torch.ops.mkldnn``), made under the same hint.
   float16 weights, which oneDNN cannot multiply on CPUs without AVX512-FP16, get a float32 copy
   (float16 widens exactly) — twice their size. Once packed, a weight serves every row count (the
   prompt, an encoder-decoder's source): the packed layout beats MKL there too (1.1-1.3x from 256
@@ -22,7 +25,8 @@ small fraction of it. What this module does instead, measured side by side on a 
 Streaming all 49 weight matrices of GPT-2 124M (498 MB) once with one row, best of many runs on
 a shared machine: ``F.linear`` 13.7 GB/s, MKL-packed sgemm 18 GB/s, oneDNN-packed 17 GB/s (one
 thread), the compiled loop 27 GB/s (two threads; a plain sum over 512 MB reads 27-34 GB/s there).
-With eight rows: ``F.linear`` 7 GB/s, oneDNN-packed 24 GB/s.
+With eight rows: ``F.linear`` 7 GB/s, oneDNN-packed 24 GB/s. BART's decoder weights with 4 and
+8 rows, streamed in turn: oneDNN-packed 20-22 and 15-16 GB/s, the C loop 25-26 and 21-22 GB/s.
 
 The first call compiles the loop (about 10 s with an empty TorchInductor cache, which then keeps
 it on disk; a second or so later). The numbers change only by summation order (max abs diff
@@ -41,6 +45,8 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from . import native
 
 _state = threading.local()
 _compiled: dict[str, object] = {}
@@ -128,6 +134,8 @@ class CpuLinear(nn.Linear):
 
     _packed: torch.Tensor | None = None
     _packed_version: int = -1
+    _blocked: torch.Tensor | None = None
+    _blocked_version: int = -1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight
@@ -155,6 +163,10 @@ class CpuLinear(nn.Linear):
                 else:
                     return y.reshape(*x.shape[:-1], w.shape[0])
             return F.linear(x, w, self.bias)
+        if self._use_blocked(rows):
+            blocked = self._block()
+            y = native.linear_rows(x.reshape(rows, k), blocked, self.bias, w.shape[0])
+            return y.reshape(*x.shape[:-1], w.shape[0])
         if self._use_packed(rows):
             packed = self._pack(rows)
             if packed is not None:
@@ -168,12 +180,33 @@ class CpuLinear(nn.Linear):
                 return y.to(dtype).reshape(*x.shape[:-1], w.shape[0])
         return F.linear(x, w, self.bias)
 
+    def _blocked_decoding(self) -> bool:
+        """Whether the rows being decoded take the C kernel (then no oneDNN copy is made)."""
+        return (
+            self.weight.dtype == torch.float32
+            and self.weight.numel() >= MIN_COMPILED_ELEMENTS
+            and 1 < _rows() <= native.MAX_LINEAR_ROWS
+            and native.library() is not None
+        )
+
+    def _use_blocked(self, rows: int) -> bool:
+        return rows <= native.MAX_LINEAR_ROWS and self._blocked_decoding()
+
     def _use_packed(self, rows: int) -> bool:
         if self.weight.numel() < MIN_COMPILED_ELEMENTS:
             return False  # small weights stay in cache, where a oneDNN call costs more than it saves
         if self._packed is not None and self._packed_version == self.weight._version:
             return True
-        return 1 < _rows() <= MAX_PACKED_ROWS
+        # With the C kernel decoding, a prompt or source (more rows) takes F.linear rather than a
+        # third copy of the weights.
+        return 1 < _rows() <= MAX_PACKED_ROWS and not self._blocked_decoding()
+
+    def _block(self) -> torch.Tensor:
+        if self._blocked is None or self._blocked_version != self.weight._version:
+            with torch.no_grad():
+                self._blocked = native.block_weight(self.weight.detach())
+            self._blocked_version = self.weight._version
+        return self._blocked
 
     def _pack(self, rows: int) -> torch.Tensor | None:
         if self._packed is None or self._packed_version != self.weight._version:
@@ -191,8 +224,9 @@ class CpuLinear(nn.Linear):
         return self._packed
 
     def release(self) -> None:
-        """Drop the packed copy (it is made again when needed)."""
+        """Drop the packed copies (they are made again when needed)."""
         self._packed = None
+        self._blocked = None
 
 
 def enable(model: nn.Module, on: bool = True) -> nn.Module:
