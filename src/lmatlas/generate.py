@@ -485,8 +485,9 @@ class _Run:
                     f"the source is {input_ids.shape[1]} tokens long, but the encoder has only {positions} positions"
                 )
             self.source_mask = attention_mask.long()
-            # Under the decoding hint, the encoder's linear layers take the packed weights too.
-            with torch.inference_mode(), kernels.decode_rows(self.rows):
+            # The encoder's linear layers serve only the source, many rows at once: oneDNN's packed
+            # weights (the hint for the most rows it packs for), not the decoding steps' kernel.
+            with torch.inference_mode(), kernels.decode_rows(kernels.MAX_PACKED_ROWS):
                 self.encoded = model.encode(input_ids.long(), self.source_mask)["last_hidden_state"]
             input_ids = self._decoder_prompt(s, decoder_input_ids, input_ids.shape[0], cfg.target_vocab_size)
             attention_mask = torch.ones_like(input_ids)
@@ -535,10 +536,12 @@ class _Run:
         source, with or without the decoder's own keys and values)."""
         if self.encoded is None:
             return self.model.new_cache(rows, max_length) if use_cache else None
-        return self.model.new_cache(
-            rows, max_length, encoder_last_hidden_state=self.encoded, attention_mask=self.source_mask,
-            use_cache=use_cache,
-        )
+        # The cross-attention key/value projections, like the encoder, serve only the source.
+        with kernels.decode_rows(kernels.MAX_PACKED_ROWS):
+            return self.model.new_cache(
+                rows, max_length, encoder_last_hidden_state=self.encoded, attention_mask=self.source_mask,
+                use_cache=use_cache,
+            )
 
     def expand(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.input_ids.repeat_interleave(n, dim=0), self.mask.repeat_interleave(n, dim=0)
