@@ -163,7 +163,7 @@ class CpuLinear(nn.Linear):
                 else:
                     return y.reshape(*x.shape[:-1], w.shape[0])
             return F.linear(x, w, self.bias)
-        if self._use_blocked(rows):
+        if x.dtype == torch.float32 and self._use_blocked(rows):
             blocked = self._block()
             y = native.linear_rows(x.reshape(rows, k), blocked, self.bias, w.shape[0])
             return y.reshape(*x.shape[:-1], w.shape[0])
@@ -197,8 +197,8 @@ class CpuLinear(nn.Linear):
             return False  # small weights stay in cache, where a oneDNN call costs more than it saves
         if self._packed is not None and self._packed_version == self.weight._version:
             return True
-        # With the C kernel decoding, a prompt or source (more rows) takes F.linear rather than a
-        # third copy of the weights.
+        # With the C kernel decoding, a prompt (more rows) takes F.linear rather than a second
+        # packed copy of the weights.
         return 1 < _rows() <= MAX_PACKED_ROWS and not self._blocked_decoding()
 
     def _block(self) -> torch.Tensor:

@@ -144,7 +144,10 @@ def few_queries_attention(
     rows = (b // sources) * t
     kt = k.transpose(-1, -2)
     if not (
-        rows <= MAX_ROWS
+        b % sources == 0
+        and k.shape == v.shape
+        and v.shape[1] == heads
+        and rows <= MAX_ROWS
         and dim <= MAX_DIM
         and width == heads * dim
         and q.dtype == k.dtype == v.dtype == torch.float32
