@@ -6,8 +6,9 @@
  * row multiplies into its 16 running sums: no horizontal sums, no reordering of x. Two blocks are
  * computed at a time, each thread taking a contiguous run of blocks, with software prefetch 2 KB
  * ahead in both streams (with 8 rows, four blocks at a time without prefetch streamed at half the
- * speed). Measured streaming BART's decoder weights on a 2-core AMD EPYC (Zen 4): 25-32 GB/s, where oneDNN's packed inner product reaches 20-22 GB/s with 4 rows
- * and 15-16 GB/s with 8, and a plain sum over the same weights 25-30 GB/s.
+ * speed). Measured streaming BART's decoder weights on a 2-core AMD EPYC (Zen 4): 25-32 GB/s,
+ * where oneDNN's packed inner product reaches 20-22 GB/s with 4 rows and 15-16 GB/s with 8, and a
+ * plain sum over the same weights 25-30 GB/s.
  */
 #include <stdint.h>
 
