@@ -162,14 +162,12 @@ def few_queries_attention(
     lib = library()
     if lib is None:
         return None
-    keep = None
-    if mask is not None:
-        keep = mask.reshape(sources, length).to(torch.uint8).contiguous()
+    keep = _bytes(mask, sources, length)
     out = torch.empty_like(q)
     work = torch.empty(sources * heads * rows * length, dtype=torch.float32)
     lib.few_queries_attention(
-        q.data_ptr(), kt.data_ptr(), v.data_ptr(), None if keep is None else keep.data_ptr(),
-        out.data_ptr(), work.data_ptr(), scale, sources, heads, rows, length, dim,
+        q.data_ptr(), kt.data_ptr(), v.data_ptr(), _pointer(keep), out.data_ptr(), work.data_ptr(),
+        scale, sources, heads, rows, length, dim,
     )  # fmt: skip
     return out
 
@@ -209,15 +207,24 @@ def decode_step_attention(
     lib = library()
     if lib is None:
         return None
-    keep = None if mask is None else mask.reshape(b, length).to(torch.uint8).contiguous()
+    keep = _bytes(mask, b, length)
     out = torch.empty(b, 1, heads * dim, dtype=torch.float32)
     work = torch.empty(b * heads * length, dtype=torch.float32)
     lib.decode_step_attention(
-        q.data_ptr(), q.stride(0), k_cache.data_ptr(), v_cache.data_ptr(),
-        None if keep is None else keep.data_ptr(), out.data_ptr(), work.data_ptr(), scale,
-        b, heads, kv_heads, max_length, length, dim,
+        q.data_ptr(), q.stride(0), k_cache.data_ptr(), v_cache.data_ptr(), _pointer(keep),
+        out.data_ptr(), work.data_ptr(), scale, b, heads, kv_heads, max_length, length, dim,
     )  # fmt: skip
     return out
+
+
+def _pointer(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _bytes(mask: torch.Tensor | None, rows: int, length: int) -> torch.Tensor | None:
+    """A boolean mask as the kernels read it, (rows, length) bytes of 0 or 1: torch stores bools
+    that way, so this copies only a mask that is not contiguous."""
+    return None if mask is None else mask.reshape(rows, length).contiguous()
 
 
 def block_weight(weight: torch.Tensor) -> torch.Tensor:
@@ -237,10 +244,7 @@ def linear_rows(x: torch.Tensor, blocked: torch.Tensor, bias: torch.Tensor | Non
     x = x.contiguous()
     y = torch.empty(rows, out_features, dtype=torch.float32)
     bias = None if bias is None else bias.contiguous()
-    library().linear_rows(
-        x.data_ptr(), blocked.data_ptr(), None if bias is None else bias.data_ptr(), y.data_ptr(),
-        rows, out_features, inp,
-    )  # fmt: skip
+    library().linear_rows(x.data_ptr(), blocked.data_ptr(), _pointer(bias), y.data_ptr(), rows, out_features, inp)
     return y
 
 
