@@ -201,3 +201,33 @@ def test_a_linear_layer_takes_the_kernel_only_for_decoding_rows(monkeypatch):
             assert layer._packed is None
     assert (got_rows - want[:4]).abs().max().item() < 1e-5
     assert (got_prompt - want).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("rows,dim,affine", [(4, 768, True), (1, 5, True), (16, 33, False), (3, 1, True)])
+def test_the_add_and_norm_kernel_matches_layer_norm(rows, dim, affine):
+    g = torch.Generator().manual_seed(dim)
+    norm = torch.nn.LayerNorm(dim, eps=1e-5, elementwise_affine=affine)
+    if affine:
+        with torch.no_grad():
+            norm.weight.copy_(torch.randn(dim, generator=g))
+            norm.bias.copy_(torch.randn(dim, generator=g))
+    x, y = torch.randn(rows, 1, dim, generator=g) * 3, torch.randn(rows, 1, dim, generator=g)
+    with torch.inference_mode():
+        got = native.add_layer_norm(x, y, norm)
+        want = norm(x + y)
+    assert got is not None
+    assert (got - want).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("change", ["too many rows", "float64", "gradients"])
+def test_where_the_add_and_norm_kernel_does_not_apply_it_declines(change):
+    norm = torch.nn.LayerNorm(8)
+    rows = native.MAX_ROWS + 1 if change == "too many rows" else 2
+    x, y = torch.randn(rows, 8), torch.randn(rows, 8)
+    if change == "float64":
+        norm, x, y = norm.double(), x.double(), y.double()
+    if change == "gradients":
+        assert native.add_layer_norm(x, y, norm) is None
+    else:
+        with torch.no_grad():
+            assert native.add_layer_norm(x, y, norm) is None

@@ -311,6 +311,15 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def _add_norm(norm: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``norm(x + y)``, a post-norm residual: one C call for a decoding step's few rows."""
+    if type(norm) is nn.LayerNorm:
+        out = native.add_layer_norm(x, y, norm)
+        if out is not None:
+            return out
+    return norm(x + y)
+
+
 class Layer(nn.Module):
     """One transformer layer: attention then MLP, each with a residual and a norm."""
 
@@ -344,10 +353,10 @@ class Layer(nn.Module):
         # in every decoding step.
         drop = self.dropout if self.training else _identity
         if self.norm_position == "post":
-            x = self.attn_norm(x + drop(self.attn(x, mask, rope, kv, is_causal)))
+            x = _add_norm(self.attn_norm, x, drop(self.attn(x, mask, rope, kv, is_causal)))
             if self.cross_attn is not None:
-                x = self.cross_norm(x + drop(self.cross_attn(x, memory_mask, memory=memory)))
-            return self.mlp_norm(x + drop(self.mlp(x)))
+                x = _add_norm(self.cross_norm, x, drop(self.cross_attn(x, memory_mask, memory=memory)))
+            return _add_norm(self.mlp_norm, x, drop(self.mlp(x)))
         if self.norm_position == "pre":
             h = self.attn_norm(x)
             x = (h if self.residual_from_norm else x) + drop(self.attn(h, mask, rope, kv, is_causal))

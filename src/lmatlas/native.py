@@ -22,6 +22,9 @@ step (the weights streamed through the caches since the last one):
 
 Their results differ from PyTorch's by summation order and a polynomial exp (~3e-7).
 
+``csrc/norm.c``: a post-norm layer's residual sum and LayerNorm in one call for a step's few
+rows (three per layer; each operator after a weight stream starts cold).
+
 The library goes to ``$LMATLAS_CACHE`` (default ``~/.cache/lmatlas``), named by a hash of the
 source, the compiler command and the CPU's instruction-set flags, since it is built for this CPU
 (``-march=native``). Without a compiler, or with ``LMATLAS_KERNELS=0``, everything falls back to
@@ -99,6 +102,8 @@ def _build() -> ctypes.CDLL:
     lib.decode_step_attention.restype = None
     lib.linear_rows.argtypes = [p, p, p, p, i64, i64, i64]
     lib.linear_rows.restype = None
+    lib.add_layer_norm.argtypes = [p, p, p, p, p, i64, i64, ctypes.c_float]
+    lib.add_layer_norm.restype = None
     return lib
 
 
@@ -248,4 +253,31 @@ def linear_rows(x: torch.Tensor, blocked: torch.Tensor, bias: torch.Tensor | Non
     return y
 
 
-__all__ = ["block_weight", "decode_step_attention", "few_queries_attention", "library", "linear_rows"]
+def add_layer_norm(x: torch.Tensor, y: torch.Tensor, norm: torch.nn.LayerNorm) -> torch.Tensor | None:
+    """``norm(x + y)`` for the few float32 rows of a decoding step, or None where the kernel does
+    not apply (more rows, other dtypes, gradients)."""
+    dim = x.shape[-1]
+    rows = x.numel() // dim if dim else 0
+    w, b = norm.weight, norm.bias
+    if not (
+        0 < rows <= MAX_ROWS
+        and x.shape == y.shape
+        and norm.normalized_shape == (dim,)
+        and x.dtype == y.dtype == torch.float32
+        and (w is None or w.dtype == torch.float32)
+        and (b is None or b.dtype == torch.float32)
+        and x.device.type == "cpu"
+        and x.is_contiguous()
+        and y.is_contiguous()
+        and not torch.is_grad_enabled()
+    ):
+        return None
+    lib = library()
+    if lib is None:
+        return None
+    out = torch.empty_like(x)
+    lib.add_layer_norm(x.data_ptr(), y.data_ptr(), _pointer(w), _pointer(b), out.data_ptr(), rows, dim, norm.eps)
+    return out
+
+
+__all__ = ["add_layer_norm", "block_weight", "decode_step_attention", "few_queries_attention", "library", "linear_rows"]
