@@ -6,7 +6,6 @@ Files from outside are never trusted: safetensors first, ``.bin`` only through
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Iterator
 import torch
 
 from .errors import LmatlasError
+from .files import read_json
 
 SAFETENSORS = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
@@ -88,19 +88,6 @@ def weight_files(folder: Path) -> list[Path]:
     if (f / PYTORCH).exists():
         return [f / PYTORCH]
     raise LmatlasError(f"{f}: no weights ({SAFETENSORS}, {PYTORCH} or a sharded index)")
-
-
-def read_json(file: Path) -> dict:
-    try:
-        with open(file, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise LmatlasError(f"{file}: no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise LmatlasError(f"{file}: not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise LmatlasError(f"{file}: expected a JSON object, found {type(data).__name__}")
-    return data
 
 
 def read_config(folder: Path) -> dict:

@@ -1,0 +1,66 @@
+"""Reading the small text files of a model folder or an index: one place for each kind, so
+that every missing, unreadable or malformed file gives the same one sentence naming it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .errors import LmatlasError
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """The whole of a UTF-8 text file (text mode, as Hugging Face reads them: ``\\r\\n`` and
+    ``\\r`` end lines too)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise LmatlasError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise LmatlasError(f"{path}: a folder, not a file") from None
+    except UnicodeDecodeError as e:
+        raise LmatlasError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise LmatlasError(f"{path}: cannot be read ({e.strerror or e})") from None
+
+
+def read_json(path: str | os.PathLike, *, expect: type | None = dict) -> Any:
+    """A JSON file's value; with ``expect`` (a JSON object by default), a value of another type
+    is an error too."""
+    text = read_text(path)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise LmatlasError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    if expect is not None and not isinstance(data, expect):
+        wanted = {dict: "an object", list: "a list"}.get(expect, expect.__name__)
+        raise LmatlasError(f"{path}: expected a JSON {wanted}, found {type(data).__name__}")
+    return data
+
+
+def read_jsonl(path: str | os.PathLike) -> list[Any]:
+    """The values of a JSON Lines file, one per non-blank line."""
+    rows = []
+    for number, line in enumerate(read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise LmatlasError(f"{path}: line {number} is not valid JSON ({e.msg})") from None
+    return rows
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file beside it, so that an interrupted
+    write never leaves half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+__all__ = ["read_json", "read_jsonl", "read_text", "write_text_atomic"]
