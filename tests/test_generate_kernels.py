@@ -1,4 +1,4 @@
-"""The CPU kernels of the linear layers (lmatlas.kernels) change only the summation order.
+"""The CPU runtime's kernels (lmatlas.runtime) change only the summation order.
 
 The compiled matrix-vector product is used for weights above a size threshold, which the tiny
 test models are not: these tests lower it so that every kernel runs.
@@ -10,29 +10,31 @@ import pytest
 import torch
 from torch import nn
 
-from lmatlas import kernels, native
+from lmatlas import runtime
+from lmatlas.runtime import linear, native, threads
 
 from .test_parity_decoders import TOL, left_padded_batch, saved  # noqa: F401  (the fixture)
 
 
 @pytest.fixture
 def all_kernels(monkeypatch):
-    monkeypatch.setattr(kernels, "MIN_COMPILED_ELEMENTS", 0)
+    monkeypatch.setattr(linear, "MIN_COMPILED_ELEMENTS", 0)
 
 
 def _plain(model):
     import copy
 
     twin = copy.deepcopy(model)
-    return kernels.enable(twin, False)
+    return runtime.uninstall(twin)
 
 
 @pytest.mark.parametrize("variant", ["gpt2", "llama-gqa", "falcon-rw-alibi-sequential"])
 def test_kernels_keep_logits_and_tokens(variant, saved, all_kernels):
     _, ours = saved(variant)
-    assert any(isinstance(m, kernels.CpuLinear) for m in ours.modules())
+    runtime.install(ours)
+    assert any(isinstance(m, runtime.CpuLinear) for m in ours.modules())
     plain = _plain(ours)
-    assert not any(isinstance(m, kernels.CpuLinear) for m in plain.modules())
+    assert not any(isinstance(m, runtime.CpuLinear) for m in plain.modules())
     ids, mask = left_padded_batch()
     with torch.inference_mode():
         # One row at a time: the compiled matrix-vector product.
@@ -46,22 +48,23 @@ def test_kernels_keep_logits_and_tokens(variant, saved, all_kernels):
     for kw in (dict(max_new_tokens=8), dict(max_new_tokens=6, num_beams=3)):
         assert torch.equal(ours.generate(ids, mask, **kw), plain.generate(ids, mask, **kw))
         assert torch.equal(ours.generate(ids[:1], mask[:1], **kw), plain.generate(ids[:1], mask[:1], **kw))
-    kernels.release(ours)
+    runtime.release(ours)
 
 
 def test_packed_copy_only_while_decoding_several_rows(saved, all_kernels):
     """Batch 1 keeps no second copy of the weights; a batch of 2 to 8 rows makes the C kernel's
     blocked copy and no oneDNN copy (its prompt takes F.linear); ``release`` drops them."""
     _, ours = saved("gpt2")
-    kernels.release(ours)
-    linears = [m for m in ours.modules() if isinstance(m, kernels.CpuLinear)]
+    runtime.install(ours)
+    runtime.release(ours)
+    linears = [m for m in ours.modules() if isinstance(m, runtime.CpuLinear)]
     ids, mask = left_padded_batch()
     assert 1 < ids.shape[0] <= native.MAX_LINEAR_ROWS
     ours.generate(ids[:1], mask[:1], max_new_tokens=3)
     assert all(m._packed is None and m._blocked is None for m in linears)
     ours.generate(ids, mask, max_new_tokens=3)
     assert all(m._blocked is not None and m._packed is None for m in linears)
-    kernels.release(ours)
+    runtime.release(ours)
     assert all(m._packed is None and m._blocked is None for m in linears)
 
 
@@ -69,24 +72,26 @@ def test_onednn_copy_without_the_c_kernel(saved, all_kernels, monkeypatch):
     """Where the C kernels cannot be built, several rows take oneDNN's packed copy, with the same
     tokens."""
     _, ours = saved("gpt2")
-    kernels.release(ours)
-    linears = [m for m in ours.modules() if isinstance(m, kernels.CpuLinear)]
+    runtime.install(ours)
+    runtime.release(ours)
+    linears = [m for m in ours.modules() if isinstance(m, runtime.CpuLinear)]
     ids, mask = left_padded_batch()
     with_c = ours.generate(ids, mask, max_new_tokens=5)
-    kernels.release(ours)
+    runtime.release(ours)
     monkeypatch.setattr(native, "_library", None)
     monkeypatch.setattr(native, "_failed", "switched off for this test")
     without = ours.generate(ids, mask, max_new_tokens=5)
     assert all(m._packed is not None and m._blocked is None for m in linears)
     assert torch.equal(with_c, without)
-    kernels.release(ours)
+    runtime.release(ours)
 
 
 def test_state_dict_and_training_unchanged(saved):
     _, ours = saved("gpt2")
+    runtime.install(ours)
     plain = _plain(ours)
     assert list(ours.state_dict()) == list(plain.state_dict())
-    layer = next(m for m in ours.modules() if isinstance(m, kernels.CpuLinear))
+    layer = next(m for m in ours.modules() if isinstance(m, runtime.CpuLinear))
     x = torch.randn(1, layer.in_features, requires_grad=True)
     layer.weight.requires_grad_(True)
     y = layer(x)
@@ -98,45 +103,44 @@ def test_state_dict_and_training_unchanged(saved):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_kernels(dtype, all_kernels):
     layer = nn.Linear(64, 300).to(dtype)
-    kernels.enable(layer)
-    assert isinstance(layer, kernels.CpuLinear)
+    assert runtime.install(layer)
+    assert isinstance(layer, runtime.CpuLinear)
     x = torch.randn(1, 64).to(dtype)
     with torch.inference_mode():
         expected = nn.functional.linear(x.float(), layer.weight.float(), layer.bias.float())
         for rows in (1, 4):
-            with kernels.decode_rows(rows):
+            with runtime.decode_rows(rows):
                 got = layer(x.expand(rows, 64).contiguous()).float()
             assert (got - expected).abs().max().item() < 0.05
-    kernels.release(layer)
+    runtime.release(layer)
 
 
 def test_switched_off_by_environment(monkeypatch):
     monkeypatch.setenv("LMATLAS_KERNELS", "0")
-    layer = kernels.enable(nn.Sequential(nn.Linear(4, 4)))
+    layer = nn.Sequential(nn.Linear(4, 4))
+    assert not runtime.install(layer)
     assert type(layer[0]) is nn.Linear
 
 
 def test_decoding_threads_yield_to_other_processes(monkeypatch, saved):
-    from lmatlas import generate as engine
-
     _, ours = saved("gpt2")
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     chosen: list[int] = []
-    real_run = engine._StepThreads.run
+    real_run = runtime.StepThreads.run
 
     def run(self, fn):
         self.cores = 2
         return real_run(self, lambda: (chosen.append(torch.get_num_threads()), fn())[1])
 
-    monkeypatch.setattr(engine._StepThreads, "run", run)
+    monkeypatch.setattr(runtime.StepThreads, "run", run)
     ids, mask = left_padded_batch()
     try:
-        monkeypatch.setattr(kernels, "runnable_elsewhere", lambda: 3)  # a busy machine
+        monkeypatch.setattr(threads, "runnable_elsewhere", lambda: 3)  # a busy machine
         ours.generate(ids[:1], mask[:1], max_new_tokens=6)
         assert set(chosen) == {1} and torch.get_num_threads() == 2
         chosen.clear()
-        monkeypatch.setattr(kernels, "runnable_elsewhere", lambda: 0)  # an idle one
+        monkeypatch.setattr(threads, "runnable_elsewhere", lambda: 0)  # an idle one
         ours.generate(ids, mask, max_new_tokens=6, num_beams=2)
         assert set(chosen) == {2} and torch.get_num_threads() == 2
         chosen.clear()
@@ -145,7 +149,7 @@ def test_decoding_threads_yield_to_other_processes(monkeypatch, saved):
         assert set(chosen) == {1} and torch.get_num_threads() == 2
         chosen.clear()
         monkeypatch.delenv("LMATLAS_DECODE_THREADS")
-        monkeypatch.setattr(kernels, "runnable_elsewhere", lambda: None)  # no /proc: timed trials
+        monkeypatch.setattr(threads, "runnable_elsewhere", lambda: None)  # no /proc: timed trials
         ours.generate(ids[:1], mask[:1], max_new_tokens=8)
         assert chosen[:4] == [2, 1, 2, 1] and torch.get_num_threads() == 2
     finally:

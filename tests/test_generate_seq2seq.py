@@ -306,7 +306,7 @@ def test_forward_needs_the_target_and_the_source(saved_seq2seq):
 @pytest.mark.parametrize("variant", ["bart", "t5-v1.1"])
 def test_beam_search_without_the_c_kernel(variant, saved_seq2seq, monkeypatch):
     """Where the C cross-attention kernel cannot be built, PyTorch's path gives the same tokens."""
-    from lmatlas import native
+    from lmatlas.runtime import native
 
     ref, ours = saved_seq2seq(variant)
     ids, mask = padded_sources(variant)

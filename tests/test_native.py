@@ -1,4 +1,4 @@
-"""The C attention kernel (lmatlas.native) gives PyTorch's numbers, and its absence changes nothing.
+"""The C kernels (lmatlas.runtime.native) give PyTorch's numbers, and their absence changes nothing.
 
 This machine has a C compiler: the kernel must build here (a test fails, not skips, if it does
 not). The parity and generation tests of the encoder-decoders run through it as well.
@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lmatlas import native
+from lmatlas import runtime
+from lmatlas.runtime import linear, native
 from lmatlas.blocks import _few_queries_attention
 
 
@@ -187,14 +188,13 @@ def test_the_linear_kernel_matches_f_linear(rows, out_features, in_features, bia
 
 
 def test_a_linear_layer_takes_the_kernel_only_for_decoding_rows(monkeypatch):
-    from lmatlas import kernels
-
-    monkeypatch.setattr(kernels, "MIN_COMPILED_ELEMENTS", 0)
-    layer = kernels.enable(torch.nn.Linear(24, 40))
+    monkeypatch.setattr(linear, "MIN_COMPILED_ELEMENTS", 0)
+    layer = torch.nn.Linear(24, 40)
+    runtime.install(layer)
     x = torch.randn(12, 24)
     with torch.inference_mode():
         want = torch.nn.functional.linear(x, layer.weight, layer.bias)
-        with kernels.decode_rows(4):
+        with runtime.decode_rows(4):
             got_rows = layer(x[:4])
             assert layer._blocked is not None
             got_prompt = layer(x)  # more rows than the kernel takes: F.linear, no oneDNN copy

@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import native
 from .config import ModelConfig
 
 
@@ -141,16 +140,16 @@ def alibi_slopes(num_heads: int) -> torch.Tensor:
     return slopes
 
 
-# Query rows per source up to which cross-attention takes the C kernel (``native``), or where
-# that is unavailable two batched matmuls, instead of SDPA.
-FEW_QUERIES = native.MAX_ROWS
+# Query rows per source up to which cross-attention takes a runtime's kernel (``attend_few``), or
+# two batched matmuls, instead of SDPA.
+FEW_QUERIES = 16
 
 
 def _few_queries_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float
 ) -> torch.Tensor:
     """Softmax attention of a few query rows (a decoding step's beams) over a whole source, with
-    PyTorch's operators (``native.few_queries_attention`` is the faster path).
+    PyTorch's operators (a runtime's ``attend_few`` kernel is the faster path).
 
     Each step reads every layer's source keys and values from memory, cold (the weights have
     streamed through the caches since the last step). There, MKL's batched products take about
@@ -173,7 +172,16 @@ class Attention(nn.Module):
     multi-query attention (fewer key/value heads) share each key/value head among a group of
     query heads. With a key/value cache, the new keys and values are written into the cache in
     place and attention reads the filled part of it.
+
+    Two hooks, empty here, take a decoding step's attention where a runtime installs a kernel
+    for it (``lmatlas.runtime``); each returns None where it does not apply:
+    ``decode_step(q, k_cache, v_cache, length, mask, scale)``, one new query per row over the
+    cache, and ``attend_few(q, k, v, mask, scale, heads)``, a few query rows per source over an
+    encoder-decoder's source.
     """
+
+    decode_step: Callable[..., torch.Tensor | None] | None = None
+    attend_few: Callable[..., torch.Tensor | None] | None = None
 
     def __init__(self, cfg: ModelConfig, layer_idx: int = 0, cross: bool = False):
         super().__init__()
@@ -223,9 +231,8 @@ class Attention(nn.Module):
             end = start + t
             k_cache[:, :, start:end] = k
             v_cache[:, :, start:end] = v
-            if t == 1 and not self.training:
-                # A decoding step: the C kernel where it applies (float32 on the CPU, no bias).
-                y = native.decode_step_attention(q, k_cache, v_cache, end, mask, self.scale)
+            if t == 1 and not self.training and self.decode_step is not None:
+                y = self.decode_step(q, k_cache, v_cache, end, mask, self.scale)  # (b, 1, heads x head_dim)
                 if y is not None:
                     return self.out(y)
             k, v = k_cache[:, :, :end], v_cache[:, :, :end]
@@ -265,9 +272,8 @@ class Attention(nn.Module):
         group = b // sources
         few = not (self.training or self.gqa) and group * t <= FEW_QUERIES
         q = self.q(x)
-        if few:
-            # The C kernel where it applies (float32 on the CPU, keys stored transposed).
-            y = native.few_queries_attention(q, k, v, mask, self.scale, self.num_heads)
+        if few and self.attend_few is not None:
+            y = self.attend_few(q, k, v, mask, self.scale, self.num_heads)  # (b, t, heads x head_dim)
             if y is not None:
                 return self.out(y)
         q = q.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
@@ -311,17 +317,15 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _add_norm(norm: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``norm(x + y)``, a post-norm residual: one C call for a decoding step's few rows."""
-    if type(norm) is nn.LayerNorm:
-        out = native.add_layer_norm(x, y, norm)
-        if out is not None:
-            return out
-    return norm(x + y)
-
-
 class Layer(nn.Module):
-    """One transformer layer: attention then MLP, each with a residual and a norm."""
+    """One transformer layer: attention then MLP, each with a residual and a norm.
+
+    The hook ``add_norm(x, y, norm)``, empty here, takes a post-norm residual ``norm(x + y)``
+    where a runtime installs a kernel for it (``lmatlas.runtime``); it returns None where it
+    does not apply.
+    """
+
+    add_norm: Callable[..., torch.Tensor | None] | None = None
 
     def __init__(self, cfg: ModelConfig, layer_idx: int = 0):
         super().__init__()
@@ -353,10 +357,10 @@ class Layer(nn.Module):
         # in every decoding step.
         drop = self.dropout if self.training else _identity
         if self.norm_position == "post":
-            x = _add_norm(self.attn_norm, x, drop(self.attn(x, mask, rope, kv, is_causal)))
+            x = self._add_norm(self.attn_norm, x, drop(self.attn(x, mask, rope, kv, is_causal)))
             if self.cross_attn is not None:
-                x = _add_norm(self.cross_norm, x, drop(self.cross_attn(x, memory_mask, memory=memory)))
-            return _add_norm(self.mlp_norm, x, drop(self.mlp(x)))
+                x = self._add_norm(self.cross_norm, x, drop(self.cross_attn(x, memory_mask, memory=memory)))
+            return self._add_norm(self.mlp_norm, x, drop(self.mlp(x)))
         if self.norm_position == "pre":
             h = self.attn_norm(x)
             x = (h if self.residual_from_norm else x) + drop(self.attn(h, mask, rope, kv, is_causal))
@@ -368,6 +372,14 @@ class Layer(nn.Module):
         a = drop(self.attn(h, mask, rope, kv, is_causal))
         m = drop(self.mlp(h if self.mlp_norm is None else self.mlp_norm(x)))
         return x + (m + a)
+
+    def _add_norm(self, norm: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``norm(x + y)``, a post-norm residual."""
+        if self.add_norm is not None and type(norm) is nn.LayerNorm:
+            out = self.add_norm(x, y, norm)
+            if out is not None:
+                return out
+        return norm(x + y)
 
 
 def sinusoidal_positions(

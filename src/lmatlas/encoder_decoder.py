@@ -95,7 +95,7 @@ class EncoderDecoder(nn.Module):
         own = self.decoder.new_cache(batch_size, max_length) if use_cache else None
         with torch.no_grad():
             # Every step reads them all, cold: stored contiguous per head, the keys as (head_dim x
-            # source), the layout the step's C kernel reads row by row (``native.few_queries_attention``;
+            # source), the layout the step's C kernel reads row by row (``runtime.native.few_queries_attention``;
             # ``blocks._few_queries_attention`` without it).
             cross = [
                 (k.transpose(-1, -2).contiguous().transpose(-1, -2), v.contiguous())

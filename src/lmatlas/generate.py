@@ -32,7 +32,7 @@ from typing import Any, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from . import kernels
+from . import runtime
 from .errors import LmatlasError
 
 NEG_INF = -math.inf
@@ -353,80 +353,6 @@ def _next_scores(model, ids, mask, pos, cache) -> torch.Tensor:
     return out["logits"][:, -1, :].float()
 
 
-class _StepThreads:
-    """How many threads the one-token decoding steps use.
-
-    A decoding step reads every weight once for a few rows, so it is bound by memory, and each of
-    its many small operations pays the fork and join of a parallel region. On a busy machine that
-    cost dominates (a parallel region waits a whole time slice for a thread that lost its core to
-    another process; steps then take ten times longer), while on an idle one a second thread
-    still adds bandwidth. So the steps use no more threads than the cores other runnable
-    processes leave free, looked up every few steps (``kernels.runnable_elsewhere``, a tenth of
-    a millisecond); where that cannot be known, the first steps alternate between the caller's
-    thread count and one and the rest use the faster. ``LMATLAS_DECODE_THREADS=n`` fixes the
-    count. Prompts and sources run with the caller's setting, which ``restore`` puts back.
-    (Changing the setting rebuilds torch's thread pool, so it changes only when the choice does.)
-    """
-
-    TRIALS = 2  # timed steps per setting, without /proc
-    EVERY = 4  # steps between looks at the machine's load
-
-    def __init__(self):
-        import os
-        import time
-
-        self._clock = time.perf_counter
-        self.full = torch.get_num_threads()
-        try:
-            self.cores = len(os.sched_getaffinity(0))
-        except (AttributeError, OSError):
-            self.cores = os.cpu_count() or 1
-        fixed = os.environ.get("LMATLAS_DECODE_THREADS", "")
-        self.fixed = int(fixed) if fixed.isdigit() and int(fixed) > 0 else None
-        self.steps = 0
-        self.calm = 0
-        self.by_load = self.full > 1 and self.fixed is None and kernels.runnable_elsewhere() is not None
-        plan = [self.full, 1] * self.TRIALS
-        self.plan = plan if self.full > 1 and self.fixed is None and not self.by_load else []
-        self.best: dict[int, float] = {}
-        self.chosen: int | None = self.fixed if self.fixed is not None else (
-            None if self.plan or self.by_load else self.full)
-
-    def _by_load(self) -> int:
-        others = kernels.runnable_elsewhere()
-        want = self.full if others is None else max(1, min(self.full, self.cores - others))
-        current = self.chosen or self.full
-        # Back up to more threads only after two calm looks in a row: others' jobs come and go.
-        if want > current:
-            self.calm += 1
-            if self.calm < 2:
-                return current
-        self.calm = 0
-        return want
-
-    def run(self, fn):
-        if self.by_load:
-            if self.steps % self.EVERY == 0:
-                self.chosen = self._by_load()
-            self.steps += 1
-        if self.chosen is not None:
-            if torch.get_num_threads() != self.chosen:
-                torch.set_num_threads(self.chosen)
-            return fn()
-        n = self.plan.pop(0)
-        torch.set_num_threads(n)
-        start = self._clock()
-        out = fn()
-        self.best[n] = min(self.best.get(n, math.inf), self._clock() - start)
-        if not self.plan:
-            self.chosen = min(self.best, key=lambda k: (self.best[k], -k))
-        return out
-
-    def restore(self) -> None:
-        if torch.get_num_threads() != self.full:
-            torch.set_num_threads(self.full)
-
-
 class _Run:
     """What one call works with: prompt, mask, settings, cache.
 
@@ -445,6 +371,8 @@ class _Run:
                 "generate() needs a decoder loaded with the causal-lm head, or an encoder-decoder with the "
                 "seq2seq-lm head"
             )
+        # The CPU runtime's kernels for this decode (they stay with the model: ``runtime.install``).
+        runtime.install(model)
         self.tokenizer = kwargs.pop("tokenizer", None)
         self.streamer = kwargs.pop("streamer", None)
         seed = kwargs.pop("seed", None)
@@ -456,7 +384,7 @@ class _Run:
         if input_ids.shape[1] == 0:
             raise LmatlasError("input_ids is empty: give at least one prompt token (e.g. the BOS token)")
         s = GenerationSettings.resolve(model, kwargs)
-        # The rows decoded at once: the kernels' hint (see ``kernels.decode_rows``).
+        # The rows decoded at once: the runtime's hint (see ``runtime.decoding``).
         self.rows = input_ids.shape[0] * (s.num_beams if s.num_beams > 1 else (
             s.num_return_sequences if s.do_sample else 1))
         cfg = model.config
@@ -487,7 +415,7 @@ class _Run:
             self.source_mask = attention_mask.long()
             # The encoder's linear layers serve only the source, many rows at once: oneDNN's packed
             # weights (the hint for the most rows it packs for), not the decoding steps' kernel.
-            with torch.inference_mode(), kernels.decode_rows(kernels.MAX_PACKED_ROWS):
+            with torch.inference_mode(), runtime.decoding(model, runtime.MAX_PACKED_ROWS):
                 self.encoded = model.encode(input_ids.long(), self.source_mask)["last_hidden_state"]
             input_ids = self._decoder_prompt(s, decoder_input_ids, input_ids.shape[0], cfg.target_vocab_size)
             attention_mask = torch.ones_like(input_ids)
@@ -537,7 +465,7 @@ class _Run:
         if self.encoded is None:
             return self.model.new_cache(rows, max_length) if use_cache else None
         # The cross-attention key/value projections, like the encoder, serve only the source.
-        with kernels.decode_rows(kernels.MAX_PACKED_ROWS):
+        with runtime.decoding(self.model, runtime.MAX_PACKED_ROWS):
             return self.model.new_cache(
                 rows, max_length, encoder_last_hidden_state=self.encoded, attention_mask=self.source_mask,
                 use_cache=use_cache,
@@ -570,7 +498,7 @@ def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
     """
     with torch.inference_mode():
         run = _Run(model, input_ids, attention_mask, dict(kwargs))
-        with kernels.decode_rows(run.rows):
+        with runtime.decoding(model, run.rows):
             if run.s.num_beams > 1:
                 return _beam_search(run)
             ids = None
@@ -636,7 +564,7 @@ def _sample_steps(run: _Run) -> Iterator[torch.Tensor]:
     pad = torch.tensor(s.pad_token_id if s.pad_token_id is not None else 0)
     cur = L
     scores = _next_scores(model, ids, mask, pos, cache)
-    threads = _StepThreads()
+    threads = runtime.StepThreads()
     try:
         while True:
             scores = processors(seqs[:, :cur], scores)
@@ -710,7 +638,7 @@ def _beam_search(run: _Run) -> torch.Tensor:
     cache = run.new_cache(B * nb, max_length)
     logits = _next_scores(model, ids, mask, pos, cache)
     cur = L
-    threads = _StepThreads()
+    threads = runtime.StepThreads()
     try:
         while True:
             flat = running[:, :, :cur].reshape(B * nb, cur)

@@ -72,13 +72,8 @@ def load(
     with torch.device("meta"):
         model = LmatlasModel(cfg, head)
     _load_state(model, preset, cfg, head, weights, torch_dtype)
-    model = model.to(torch_dtype).eval()
-    if cfg.causal or cfg.is_encoder_decoder:
-        # Decoding is bound by reading the weights: faster CPU kernels for the linear layers.
-        from . import kernels
-
-        kernels.enable(model)
-    return model
+    # Plain PyTorch: the generation engine installs the CPU runtime's kernels for a decode.
+    return model.to(torch_dtype).eval()
 
 
 def _drop_absent_pooler(cfg: ModelConfig, preset, head: str, weights: Weights) -> ModelConfig:

@@ -5,30 +5,27 @@ A decoding step of a few rows reads every weight once and little else, so it is 
 the kernels here read what they need once, front to back.
 
 - ``csrc/linear.c``: the linear layers of a step with 2 to 8 rows (batched or beam decoding),
-  on a copy of the weight stored in blocks of 16 outputs (``block_weight``); 20-40% faster than
-  oneDNN's packed inner product there (see the file). ``lmatlas.kernels`` decides when.
+  on a copy of the weight stored in blocks of 16 outputs (``block_weight``);
+  ``runtime.linear.CpuLinear`` decides when.
+- ``csrc/attention.c``: the attention of a step, whose keys and values are cold in memory every
+  step (the weights streamed through the caches since the last one): the cross-attention of an
+  encoder-decoder's step (a few query rows per source over every source token, each source's
+  keys and values read once, the output written in the layout of the output projection's
+  input), and the self-attention of a step (one new query per row over its cached keys and
+  values), where SDPA's blocked kernel spends most of its time setting up blocks for a single
+  query. Their results differ from PyTorch's by summation order and a polynomial exp (~3e-7).
+- ``csrc/norm.c``: a post-norm layer's residual sum and LayerNorm in one call for a step's few
+  rows (three per layer; each operator after a weight stream starts cold). Single-threaded.
+- ``csrc/team.c``: the size of the last parallel region's team, for tests. Every kernel with a
+  parallel region takes its thread count as an argument: ``torch.get_num_threads()``, which the
+  runtime's thread policy sets (``threads.StepThreads``), so that the C kernels and PyTorch's
+  operators follow one choice whichever OpenMP library the torch wheel ships.
 
-``csrc/attention.c``, the attention of a step, whose keys and values are cold in memory every
-step (the weights streamed through the caches since the last one):
-
-- the cross-attention of an encoder-decoder's step (a few query rows per source over every
-  source token). PyTorch's batched matrix products read the source's keys and values at about a
-  third of the speed of a plain read; the kernel reads each once, front to back, and writes its
-  output in the layout of the output projection's input. On a 2-core AMD EPYC with the caches
-  flushed in between, for a 400-token source and 4 beams: 320 vs 480 µs per layer with 12
-  heads, 340 vs 570 µs with 16;
-- the self-attention of a step (one new query per row over its cached keys and values), where
-  SDPA's blocked kernel spends most of its time setting up blocks for a single query.
-
-Their results differ from PyTorch's by summation order and a polynomial exp (~3e-7).
-
-``csrc/norm.c``: a post-norm layer's residual sum and LayerNorm in one call for a step's few
-rows (three per layer; each operator after a weight stream starts cold).
-
-The library goes to ``$LMATLAS_CACHE`` (default ``~/.cache/lmatlas``), named by a hash of the
-source, the compiler command and the CPU's instruction-set flags, since it is built for this CPU
-(``-march=native``). Without a compiler, or with ``LMATLAS_KERNELS=0``, everything falls back to
-the PyTorch path (a warning says why, once).
+Figures: ``benchmarks/README.md``. The library goes to ``$LMATLAS_CACHE`` (default
+``~/.cache/lmatlas``), named by a hash of the source, the compiler command and the CPU's
+instruction-set flags, since it is built for this CPU (``-march=native``). Without a compiler,
+or with the runtime switched off (``switch.enabled``), everything falls back to the PyTorch path
+(a warning says why, once).
 """
 
 from __future__ import annotations
@@ -44,6 +41,8 @@ import warnings
 from pathlib import Path
 
 import torch
+
+from .switch import enabled
 
 _SOURCES = sorted((Path(__file__).parent / "csrc").glob("*.c"))
 _FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math"]
@@ -96,14 +95,17 @@ def _build() -> ctypes.CDLL:
                 os.unlink(tmp)
     lib = ctypes.CDLL(str(target))
     p, i64 = ctypes.c_void_p, ctypes.c_int64
-    lib.few_queries_attention.argtypes = [p, p, p, p, p, p, ctypes.c_float, i64, i64, i64, i64, i64]
+    i32 = ctypes.c_int
+    lib.few_queries_attention.argtypes = [p, p, p, p, p, p, ctypes.c_float, i64, i64, i64, i64, i64, i32]
     lib.few_queries_attention.restype = None
-    lib.decode_step_attention.argtypes = [p, i64, p, p, p, p, p, ctypes.c_float, i64, i64, i64, i64, i64, i64]
+    lib.decode_step_attention.argtypes = [p, i64, p, p, p, p, p, ctypes.c_float, i64, i64, i64, i64, i64, i64, i32]
     lib.decode_step_attention.restype = None
-    lib.linear_rows.argtypes = [p, p, p, p, i64, i64, i64]
+    lib.linear_rows.argtypes = [p, p, p, p, i64, i64, i64, i32]
     lib.linear_rows.restype = None
     lib.add_layer_norm.argtypes = [p, p, p, p, p, i64, i64, ctypes.c_float]
     lib.add_layer_norm.restype = None
+    lib.lmatlas_threads_used.argtypes = []
+    lib.lmatlas_threads_used.restype = i32
     return lib
 
 
@@ -112,7 +114,7 @@ def library() -> ctypes.CDLL | None:
     global _library, _failed
     if _library is not None or _failed is not None:
         return _library
-    if os.environ.get("LMATLAS_KERNELS", "1") == "0":
+    if not enabled():
         return None
     if not sys.platform.startswith("linux"):
         _failed = "built on Linux only"
@@ -172,7 +174,7 @@ def few_queries_attention(
     work = torch.empty(sources * heads * rows * length, dtype=torch.float32)
     lib.few_queries_attention(
         q.data_ptr(), kt.data_ptr(), v.data_ptr(), _pointer(keep), out.data_ptr(), work.data_ptr(),
-        scale, sources, heads, rows, length, dim,
+        scale, sources, heads, rows, length, dim, torch.get_num_threads(),
     )  # fmt: skip
     return out
 
@@ -218,6 +220,7 @@ def decode_step_attention(
     lib.decode_step_attention(
         q.data_ptr(), q.stride(0), k_cache.data_ptr(), v_cache.data_ptr(), _pointer(keep),
         out.data_ptr(), work.data_ptr(), scale, b, heads, kv_heads, max_length, length, dim,
+        torch.get_num_threads(),
     )  # fmt: skip
     return out
 
@@ -249,7 +252,10 @@ def linear_rows(x: torch.Tensor, blocked: torch.Tensor, bias: torch.Tensor | Non
     x = x.contiguous()
     y = torch.empty(rows, out_features, dtype=torch.float32)
     bias = None if bias is None else bias.contiguous()
-    library().linear_rows(x.data_ptr(), blocked.data_ptr(), _pointer(bias), y.data_ptr(), rows, out_features, inp)
+    library().linear_rows(
+        x.data_ptr(), blocked.data_ptr(), _pointer(bias), y.data_ptr(), rows, out_features, inp,
+        torch.get_num_threads(),
+    )
     return y
 
 
@@ -280,4 +286,10 @@ def add_layer_norm(x: torch.Tensor, y: torch.Tensor, norm: torch.nn.LayerNorm) -
     return out
 
 
-__all__ = ["add_layer_norm", "block_weight", "decode_step_attention", "few_queries_attention", "library", "linear_rows"]
+def threads_used() -> int:
+    """The number of threads the kernels' last parallel region ran on (0 before any)."""
+    lib = library()
+    return 0 if lib is None else lib.lmatlas_threads_used()
+
+
+__all__ = ["add_layer_norm", "block_weight", "decode_step_attention", "few_queries_attention", "library", "linear_rows", "threads_used"]

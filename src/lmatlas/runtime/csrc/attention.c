@@ -13,10 +13,12 @@
  * Layouts (all contiguous): q and out are (sources * G, heads, D), the query projection's own
  * output and the output projection's input; kT is (sources, heads, D, S), v is (sources, heads,
  * S, D); mask is (sources, S) bytes or NULL; work is (sources * heads, G, S) scratch. G <= 16,
- * D <= 256 (checked by the caller). Built by lmatlas.native with the system C compiler.
+ * D <= 256 (checked by the caller). Built by lmatlas.runtime.native with the system C compiler.
  */
 #include <float.h>
 #include <stdint.h>
+
+void lmatlas_note_team(void); /* team.c */
 #include <string.h>
 
 #define MAX_ROWS 16
@@ -39,10 +41,11 @@ static inline float exp_nonpositive(float x) {
 
 void few_queries_attention(const float *q, const float *kT, const float *v, const uint8_t *mask,
                            float *out, float *work, float scale, int64_t sources, int64_t heads,
-                           int64_t G, int64_t S, int64_t D) {
+                           int64_t G, int64_t S, int64_t D, int threads) {
     const int64_t tasks = sources * heads;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t task = 0; task < tasks; ++task) {
+        if (task == 0) lmatlas_note_team();
         const int64_t src = task / heads, h = task % heads;
         const float *k = kT + task * D * S, *val = v + task * S * D;
         float *sc = work + task * G * S;
@@ -104,10 +107,12 @@ void few_queries_attention(const float *q, const float *kT, const float *v, cons
  */
 void decode_step_attention(const float *q, int64_t q_stride, const float *k_cache, const float *v_cache,
                            const uint8_t *mask, float *out, float *work, float scale, int64_t batch,
-                           int64_t heads, int64_t kv_heads, int64_t max_length, int64_t length, int64_t D) {
+                           int64_t heads, int64_t kv_heads, int64_t max_length, int64_t length, int64_t D,
+                           int threads) {
     const int64_t tasks = batch * heads, per_kv = heads / kv_heads;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t task = 0; task < tasks; ++task) {
+        if (task == 0) lmatlas_note_team();
         const int64_t b = task / heads, h = task % heads;
         const float *qq = q + b * q_stride + h * D;
         const int64_t base = (b * kv_heads + h / per_kv) * max_length * D;

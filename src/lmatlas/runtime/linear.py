@@ -1,14 +1,13 @@
-"""CPU inference kernels for the linear layers: where decoding spends its time.
+"""The linear layers of a decode: where decoding spends its time.
 
 Decoding one token reads every weight once, so at batch 1 a token costs (weight bytes) /
-(memory bandwidth) at best. PyTorch's default ``F.linear`` (MKL's sgemv on this AMD CPU) streams
-fp32 weights at about half the bandwidth, and MKL's small-M sgemm (a batch of 8 rows) at a
-small fraction of it. What this module does instead, measured side by side on a 2-core AMD EPYC
-(Zen 4) in ``benchmarks/decode_gpt2.py``:
+(memory bandwidth) at best. PyTorch's default ``F.linear`` streams float32 weights well below
+that bound for one row, and small-M GEMMs (a batch of 8 rows) at a fraction of it. So, for
+inference on the CPU (figures: ``benchmarks/README.md``):
 
 - one row (batch-1 decoding): the matrix-vector product written as a fused multiply-reduce and
   compiled by TorchInductor into one vectorised, multi-threaded loop that reads each weight row
-  once (fp32 accumulation whatever the weights' dtype); float16 weights use ATen's own fp16
+  once (float32 accumulation whatever the weights' dtype); float16 weights use ATen's own fp16
   GEMV, which already runs at the bandwidth bound;
 - 2 to 8 rows of float32 (batched or beam decoding): ``native.linear_rows``, a C loop over a
   copy of the weight stored in blocks of 16 outputs, made while the generation engine says that
@@ -18,26 +17,19 @@ small fraction of it. What this module does instead, measured side by side on a 
   reordered once into its blocked layout (``torch.ops.mkldnn``), made under the same hint.
   float16 weights, which oneDNN cannot multiply on CPUs without AVX512-FP16, get a float32 copy
   (float16 widens exactly) — twice their size. Once packed, a weight serves every row count (the
-  prompt, an encoder-decoder's source): the packed layout beats MKL there too (1.1-1.3x from 256
-  to 4096 rows);
+  prompt, an encoder-decoder's source);
 - anything else (training, other devices, one-row decoding's prompt): ``F.linear``.
-
-Streaming all 49 weight matrices of GPT-2 124M (498 MB) once with one row, best of many runs on
-a shared machine: ``F.linear`` 13.7 GB/s, MKL-packed sgemm 18 GB/s, oneDNN-packed 17 GB/s (one
-thread), the compiled loop 27 GB/s (two threads; a plain sum over 512 MB reads 27-34 GB/s there).
-With eight rows: ``F.linear`` 7 GB/s, oneDNN-packed 24 GB/s. BART's decoder weights with 4 and
-8 rows, streamed in turn: oneDNN-packed 20-22 and 15-16 GB/s, the C loop 25-26 and 21-22 GB/s.
 
 The first call compiles the loop (about 10 s with an empty TorchInductor cache, which then keeps
 it on disk; a second or so later). The numbers change only by summation order (max abs diff
-~1e-6 in fp32, inside the parity tolerance). ``enable(model, False)`` or ``LMATLAS_KERNELS=0``
-keeps plain PyTorch; without a C++ compiler the compiled loop falls back to it with a warning.
+~1e-6 in fp32, inside the parity tolerance). Without a C++ compiler the compiled loop falls back
+to ``F.linear`` with a warning. ``lmatlas.runtime.install`` swaps a model's ``nn.Linear`` modules
+for ``CpuLinear``; ``uninstall`` swaps them back.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import warnings
 from typing import Iterator
@@ -75,24 +67,11 @@ def decode_rows(rows: int) -> Iterator[None]:
         _state.rows = previous
 
 
-def runnable_elsewhere() -> int | None:
-    """How many tasks outside this process are runnable right now (Linux ``/proc``; None
-    elsewhere): the cores a parallel region cannot count on."""
-    try:
-        with open("/proc/stat", "rb") as f:
-            running = next(int(line.split()[1]) for line in f if line.startswith(b"procs_running"))
-        ours = 0
-        for task in os.listdir("/proc/self/task"):
-            try:
-                with open(f"/proc/self/task/{task}/stat", "rb") as f:
-                    # The state follows the parenthesised command name.
-                    if f.read().rsplit(b")", 1)[1].split()[0] == b"R":
-                        ours += 1
-            except OSError:
-                continue
-        return max(0, running - ours)
-    except (OSError, ValueError, StopIteration, IndexError):
-        return None
+def weight_version(w: torch.Tensor) -> tuple[int, int]:
+    """What a copy of ``w`` was made from: its storage, and its version counter where it has one
+    (a tensor made under ``torch.inference_mode`` has none, and cannot be changed in place
+    outside it)."""
+    return w.data_ptr(), -1 if w.is_inference() else w._version
 
 
 def _gemv(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -128,14 +107,14 @@ def _disable(error: Exception) -> None:
 class CpuLinear(nn.Linear):
     """``nn.Linear`` with the kernels above for inference on CPU; same parameters, same state dict.
 
-    Models get it by class swap (``enable``); training, autograd and other devices take
+    Models get it by class swap (``lmatlas.runtime.install``); training, autograd and other devices take
     ``F.linear`` unchanged.
     """
 
     _packed: torch.Tensor | None = None
-    _packed_version: int = -1
+    _packed_version: tuple[int, int] = (0, -1)
     _blocked: torch.Tensor | None = None
-    _blocked_version: int = -1
+    _blocked_version: tuple[int, int] = (0, -1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight
@@ -195,21 +174,21 @@ class CpuLinear(nn.Linear):
     def _use_packed(self, rows: int) -> bool:
         if self.weight.numel() < MIN_COMPILED_ELEMENTS:
             return False  # small weights stay in cache, where a oneDNN call costs more than it saves
-        if self._packed is not None and self._packed_version == self.weight._version:
+        if self._packed is not None and self._packed_version == weight_version(self.weight):
             return True
         # With the C kernel decoding, a prompt (more rows) takes F.linear rather than a second
         # packed copy of the weights.
         return 1 < _rows() <= MAX_PACKED_ROWS and not self._blocked_decoding()
 
     def _block(self) -> torch.Tensor:
-        if self._blocked is None or self._blocked_version != self.weight._version:
+        if self._blocked is None or self._blocked_version != weight_version(self.weight):
             with torch.no_grad():
                 self._blocked = native.block_weight(self.weight.detach())
-            self._blocked_version = self.weight._version
+            self._blocked_version = weight_version(self.weight)
         return self._blocked
 
     def _pack(self, rows: int) -> torch.Tensor | None:
-        if self._packed is None or self._packed_version != self.weight._version:
+        if self._packed is None or self._packed_version != weight_version(self.weight):
             if not torch.backends.mkldnn.is_available():
                 return None
             try:
@@ -220,7 +199,7 @@ class CpuLinear(nn.Linear):
                     self._packed = torch.ops.mkldnn._reorder_linear_weight(w, max(_rows(), 2))
             except RuntimeError:
                 return None
-            self._packed_version = self.weight._version
+            self._packed_version = weight_version(self.weight)
         return self._packed
 
     def release(self) -> None:
@@ -229,24 +208,4 @@ class CpuLinear(nn.Linear):
         self._blocked = None
 
 
-def enable(model: nn.Module, on: bool = True) -> nn.Module:
-    """Switch ``model``'s linear layers to ``CpuLinear`` (or back to ``nn.Linear``)."""
-    if on and os.environ.get("LMATLAS_KERNELS", "1") == "0":
-        on = False
-    for m in model.modules():
-        if on and type(m) is nn.Linear:
-            m.__class__ = CpuLinear
-        elif not on and type(m) is CpuLinear:
-            m.release()
-            m.__class__ = nn.Linear
-    return model
-
-
-def release(model: nn.Module) -> None:
-    """Free every packed weight copy of ``model``."""
-    for m in model.modules():
-        if isinstance(m, CpuLinear):
-            m.release()
-
-
-__all__ = ["CpuLinear", "decode_rows", "enable", "release", "runnable_elsewhere"]
+__all__ = ["CpuLinear", "MAX_PACKED_ROWS", "decode_rows", "weight_version"]

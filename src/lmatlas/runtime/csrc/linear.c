@@ -1,26 +1,27 @@
 /* A linear layer for the few rows of a decoding step (batched or beam decoding), on the CPU, in
  * float32: y = x w^T + b for M <= 8 rows, reading the weight once, front to back.
  *
- * The weight is stored in blocks of 16 outputs, (blocks, K, 16) (``lmatlas.native.block_weight``,
+ * The weight is stored in blocks of 16 outputs, (blocks, K, 16) (``lmatlas.runtime.native.block_weight``,
  * zero rows pad the last block), so that each step along K reads 64 contiguous bytes that every
  * row multiplies into its 16 running sums: no horizontal sums, no reordering of x. Two blocks are
  * computed at a time, each thread taking a contiguous run of blocks, with software prefetch 2 KB
  * ahead in both streams (with 8 rows, four blocks at a time without prefetch streamed at half the
- * speed). Measured streaming BART's decoder weights on a 2-core AMD EPYC (Zen 4): 25-32 GB/s,
- * where oneDNN's packed inner product reaches 20-22 GB/s with 4 rows and 15-16 GB/s with 8, and a
- * plain sum over the same weights 25-30 GB/s.
+ * speed). (Figures: benchmarks/README.md.)
  */
 #include <stdint.h>
+
+void lmatlas_note_team(void); /* team.c */
 
 #define BLOCK 16
 #define MAX_LINEAR_ROWS 8
 
 static inline __attribute__((always_inline)) void linear_blocks(const float *x, const float *wp,
                                                                const float *bias, float *y, const int M,
-                                                               int64_t N, int64_t K) {
+                                                               int64_t N, int64_t K, int threads) {
     const int64_t blocks = (N + BLOCK - 1) / BLOCK, pairs = (blocks + 1) / 2;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t pair = 0; pair < pairs; ++pair) {
+        if (pair == 0) lmatlas_note_team();
         const int64_t j0 = 2 * pair, j1 = j0 + 1 < blocks ? j0 + 1 : j0;
         const float *w0 = wp + j0 * K * BLOCK, *w1 = wp + j1 * K * BLOCK;
         float acc0[MAX_LINEAR_ROWS][BLOCK], acc1[MAX_LINEAR_ROWS][BLOCK];
@@ -51,15 +52,15 @@ static inline __attribute__((always_inline)) void linear_blocks(const float *x, 
 /* x: (M, K); wp: (ceil(N / 16), K, 16); bias: (N) or NULL; y: (M, N). 1 <= M <= 8. Each row
  * count gets its own copy of the loop, with the row loop unrolled and the sums in registers. */
 void linear_rows(const float *x, const float *wp, const float *bias, float *y, int64_t M, int64_t N,
-                 int64_t K) {
+                 int64_t K, int threads) {
     switch (M) {
-    case 1: linear_blocks(x, wp, bias, y, 1, N, K); break;
-    case 2: linear_blocks(x, wp, bias, y, 2, N, K); break;
-    case 3: linear_blocks(x, wp, bias, y, 3, N, K); break;
-    case 4: linear_blocks(x, wp, bias, y, 4, N, K); break;
-    case 5: linear_blocks(x, wp, bias, y, 5, N, K); break;
-    case 6: linear_blocks(x, wp, bias, y, 6, N, K); break;
-    case 7: linear_blocks(x, wp, bias, y, 7, N, K); break;
-    case 8: linear_blocks(x, wp, bias, y, 8, N, K); break;
+    case 1: linear_blocks(x, wp, bias, y, 1, N, K, threads); break;
+    case 2: linear_blocks(x, wp, bias, y, 2, N, K, threads); break;
+    case 3: linear_blocks(x, wp, bias, y, 3, N, K, threads); break;
+    case 4: linear_blocks(x, wp, bias, y, 4, N, K, threads); break;
+    case 5: linear_blocks(x, wp, bias, y, 5, N, K, threads); break;
+    case 6: linear_blocks(x, wp, bias, y, 6, N, K, threads); break;
+    case 7: linear_blocks(x, wp, bias, y, 7, N, K, threads); break;
+    case 8: linear_blocks(x, wp, bias, y, 8, N, K, threads); break;
     }
 }

@@ -1,0 +1,95 @@
+"""The CPU runtime: compiled kernels for a decode, the thread policy, and the one switch.
+
+The models (``lmatlas.blocks``) are plain PyTorch that a reader can follow and autograd can
+train. For a decode they offer hooks, empty by default, which ``install`` fills:
+
+- ``nn.Linear`` modules become ``linear.CpuLinear`` (same parameters and state dict);
+- ``Attention.decode_step``: one new query per row over the key/value cache
+  (``native.decode_step_attention``);
+- ``Attention.attend_few``: a decoding step's few query rows over an encoder-decoder's source
+  (``native.few_queries_attention``);
+- ``Layer.add_norm``: a post-norm layer's residual sum and LayerNorm (``native.add_layer_norm``).
+
+Each hook returns None where it does not apply (other dtypes, gradients, too many rows), and
+the block then takes PyTorch's path. The generation engine installs the runtime at the start of
+a decode (``decoding``); ``lmatlas.load`` does not, so an encoder (embeddings, search) never
+builds or calls the C library. The installation stays with the model, with the weight copies
+its kernels made, until ``uninstall``. ``LMATLAS_KERNELS=0`` (``switch.enabled``) keeps every
+kernel off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+from torch import nn
+
+from . import native
+from .linear import MAX_PACKED_ROWS, CpuLinear, decode_rows
+from .switch import enabled
+from .threads import StepThreads
+
+# The hooks ``install`` fills, per module class name: attribute -> kernel.
+_ATTENTION_HOOKS = {"decode_step": native.decode_step_attention, "attend_few": native.few_queries_attention}
+_LAYER_HOOKS = {"add_norm": native.add_layer_norm}
+
+
+def _hooks(module: nn.Module) -> dict:
+    from ..blocks import Attention, Layer  # the runtime knows the blocks; they do not know it
+
+    if isinstance(module, Attention):
+        return _ATTENTION_HOOKS
+    if isinstance(module, Layer):
+        return _LAYER_HOOKS
+    return {}
+
+
+def install(model: nn.Module) -> bool:
+    """Give ``model`` the runtime's kernels for decoding on the CPU; False (and nothing done)
+    where they are switched off."""
+    if not enabled():
+        return False
+    for m in model.modules():
+        if type(m) is nn.Linear:
+            m.__class__ = CpuLinear
+        for name, kernel in _hooks(m).items():
+            setattr(m, name, kernel)
+    return True
+
+
+def uninstall(model: nn.Module) -> nn.Module:
+    """Return ``model`` to plain PyTorch, dropping the weight copies the kernels made."""
+    for m in model.modules():
+        if type(m) is CpuLinear:
+            m.release()
+            m.__class__ = nn.Linear
+        for name in _hooks(m):
+            m.__dict__.pop(name, None)
+    return model
+
+
+def installed(model: nn.Module) -> bool:
+    return any(isinstance(m, CpuLinear) for m in model.modules())
+
+
+def release(model: nn.Module) -> None:
+    """Free the weight copies the kernels made (they are made again when needed)."""
+    for m in model.modules():
+        if isinstance(m, CpuLinear):
+            m.release()
+
+
+@contextlib.contextmanager
+def decoding(model: nn.Module, rows: int) -> Iterator[None]:
+    """A decode of ``rows`` sequences at a time: the runtime installed on ``model``, and the
+    linear layers told how many rows to expect (see ``linear.decode_rows``)."""
+    install(model)
+    with decode_rows(rows):
+        yield
+
+
+__all__ = [
+    "MAX_PACKED_ROWS", "CpuLinear", "StepThreads", "decode_rows", "decoding", "enabled", "install", "installed",
+    "release", "uninstall",
+]  # fmt: skip
