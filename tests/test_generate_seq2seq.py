@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import lmatlas
-from lmatlas.encoder_decoder import Seq2SeqCache
+from lmatlas.cache import Seq2SeqCache
 
 from .reference import transformers
 from .test_parity_seq2seq import (  # noqa: F401  (the fixture)

@@ -11,7 +11,7 @@ import torch
 
 from lmatlas import runtime
 from lmatlas.runtime import linear, native
-from lmatlas.blocks import _few_queries_attention
+from lmatlas.attention import few_queries_attention
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def _reference(q, k, v, mask, scale, heads, sources):
     b, t, width = q.shape
     dim, group = width // heads, b // sources
     qh = q.view(sources, group, t, heads, dim).permute(0, 3, 1, 2, 4).reshape(sources, heads, group * t, dim)
-    y = _few_queries_attention(qh, k, v, mask, scale)
+    y = few_queries_attention(qh, k, v, mask, scale)
     return y.view(sources, heads, group, t, dim).permute(0, 2, 3, 1, 4).reshape(b, t, width)
 
 

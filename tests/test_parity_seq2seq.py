@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import lmatlas
-from lmatlas.encoder_decoder import Seq2SeqCache
+from lmatlas.cache import Seq2SeqCache
 
 from .reference import randomize, restore_fixed_positions, saved_references, transformers
 

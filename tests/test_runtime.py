@@ -17,7 +17,8 @@ from torch import nn
 
 import lmatlas
 from lmatlas import runtime
-from lmatlas.blocks import Attention, Layer
+from lmatlas.attention import CrossAttention, SelfAttention
+from lmatlas.blocks import Layer
 from lmatlas.runtime import linear, native
 
 from .reference import default_model_path
@@ -45,14 +46,15 @@ def no_build(monkeypatch):
     for name in ("few_queries_attention", "decode_step_attention", "linear_rows", "add_layer_norm"):
         monkeypatch.setattr(native, name, refuse)
     # The hooks hold the kernels they were installed with: point them at the refusal too.
-    monkeypatch.setattr(runtime, "_ATTENTION_HOOKS", {"decode_step": refuse, "attend_few": refuse})
+    monkeypatch.setattr(runtime, "_SELF_ATTENTION_HOOKS", {"decode_step": refuse})
+    monkeypatch.setattr(runtime, "_CROSS_ATTENTION_HOOKS", {"attend_few": refuse})
     monkeypatch.setattr(runtime, "_LAYER_HOOKS", {"add_norm": refuse})
 
 
 def _hooked(model: nn.Module) -> bool:
     return any(
         isinstance(m, runtime.CpuLinear)
-        or (isinstance(m, (Attention, Layer)) and {"decode_step", "attend_few", "add_norm"} & set(vars(m)))
+        or (isinstance(m, (SelfAttention, CrossAttention, Layer)) and {"decode_step", "attend_few", "add_norm"} & set(vars(m)))
         for m in model.modules()
     )
 

@@ -21,6 +21,12 @@ POSITION_EMBEDDINGS = ("learned", "sinusoidal", "rotary", "alibi", "relative", "
 ROPE_TYPES = ("default", "linear", "llama3")
 
 
+def rope_type(rope_scaling: dict[str, Any] | None) -> str:
+    """The rotary scaling a config.json asks for (``rope_type``, or ``type`` in older files)."""
+    scaling = rope_scaling or {}
+    return scaling.get("rope_type", scaling.get("type", "default"))
+
+
 @dataclass
 class ModelConfig:
     model_type: str
@@ -171,9 +177,9 @@ class ModelConfig:
             raise ValueError(f"attention_layers names {len(self.attention_layers)} layers, not {self.num_layers}")
         if self.sinusoidal_layout not in ("interleaved", "concat"):
             raise ValueError(f"sinusoidal_layout must be interleaved or concat, not {self.sinusoidal_layout!r}")
-        rope_type = (self.rope_scaling or {}).get("rope_type", (self.rope_scaling or {}).get("type", "default"))
-        if rope_type not in ROPE_TYPES:
-            raise ValueError(f"rope_scaling type {rope_type!r} is not supported; lmatlas knows {', '.join(ROPE_TYPES)}")
+        kind = rope_type(self.rope_scaling)
+        if kind not in ROPE_TYPES:
+            raise ValueError(f"rope_scaling type {kind!r} is not supported; lmatlas knows {', '.join(ROPE_TYPES)}")
         if self.cross_attention and self.norm_position == "parallel":
             raise ValueError("a decoder with cross-attention cannot use the parallel layout")
         if self.num_heads % self.num_kv_heads:

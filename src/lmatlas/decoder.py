@@ -2,7 +2,7 @@
 
 The same blocks as the encoder, with a causal mask and a key/value cache: a forward pass over new
 tokens reads the keys and values of the earlier ones from the cache instead of recomputing them.
-Decoding strategies (greedy, sampling, beams) live in ``lmatlas.generate``, not here.
+Decoding strategies (greedy, sampling, beams) live in the generation engine, not here.
 """
 
 from __future__ import annotations
@@ -10,67 +10,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import (
-    Layer,
-    alibi_slopes,
-    make_norm,
-    padding_mask,
-    relative_position_bias,
-    rotary_cos_sin,
-    rotary_inv_freq,
-)
+from .attention import padding_mask
+from .blocks import Layer, make_norm
+from .cache import KVCache
 from .config import ModelConfig
-from .encoder import Embeddings
-
-
-class KVCache:
-    """Keys and values of every layer, allocated once for the whole generation.
-
-    One tensor of shape (2, layers, batch, kv_heads, max_length, head_dim); a forward pass writes
-    its new keys and values at ``length`` in place, so a token costs no reallocation or copy of
-    the past. Multi-query and grouped-query models store only their key/value heads.
-    """
-
-    def __init__(
-        self,
-        cfg: ModelConfig,
-        batch_size: int,
-        max_length: int,
-        dtype: torch.dtype = torch.float32,
-        device: torch.device | str = "cpu",
-    ):
-        self.max_length = max_length
-        self.length = 0
-        self.data = torch.empty(
-            2, cfg.num_layers, batch_size, cfg.num_kv_heads, max_length, cfg.head_dim, dtype=dtype, device=device
-        )
-
-    @property
-    def batch_size(self) -> int:
-        return self.data.shape[2]
-
-    def layer(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        return self.data[0, i], self.data[1, i], self.length
-
-    def reorder(self, index: torch.Tensor) -> None:
-        """Beam search: row r of the batch continues from row ``index[r]`` (filled part only)."""
-        n = self.length
-        if n == 0:
-            return
-        # Only the rows whose beam changed parent are written, each by one strided copy over
-        # every layer's keys and values (a gather of the whole batch along this non-outer axis
-        # is several times slower). A parent that is itself overwritten is copied aside first.
-        filled = self.data[:, :, :, :, :n]
-        moves = [(row, parent) for row, parent in enumerate(index.tolist()) if row != parent]
-        if not moves:
-            return
-        overwritten = {row for row, _ in moves}
-        saved = {p: filled[:, :, p].clone() for p in {p for _, p in moves} & overwritten}
-        for row, parent in moves:
-            filled[:, :, row].copy_(saved[parent] if parent in saved else filled[:, :, parent])
-
-    def nbytes(self) -> int:
-        return self.data.numel() * self.data.element_size()
+from .embedding_layer import Embeddings
+from .positions import alibi_slopes, relative_position_bias, rotary_cos_sin, rotary_inv_freq
 
 
 class Decoder(nn.Module):
@@ -154,11 +99,11 @@ class Decoder(nn.Module):
         hidden_states = [x] if output_hidden_states else None
         for i, layer in enumerate(self.layers):
             mask, is_causal = masks[self.kinds[i]]
-            kv = cache.layer(i) if cache is not None else None
+            view = cache.layer(i) if cache is not None else None
             if memory is None:
-                x = layer(x, mask, rope, kv, is_causal)
+                x = layer(x, mask, rope, view, is_causal)
             else:
-                x = layer(x, mask, rope, kv, is_causal, memory[i], cross_mask)
+                x = layer(x, mask, rope, view, is_causal, memory[i], cross_mask)
             if hidden_states is not None:
                 hidden_states.append(x)
         if cache is not None:

@@ -4,7 +4,7 @@ Not a third stack of blocks: the encoder is ``lmatlas.encoder.Encoder`` and the 
 ``lmatlas.decoder.Decoder`` whose layers also attend to the encoder's output (cross-attention,
 ``ModelConfig.cross_attention``). Generation runs the encoder once; ``Seq2SeqCache`` holds the
 decoder's self-attention cache and the cross-attention keys and values of each source, projected
-once. Decoding itself lives in ``lmatlas.generate``.
+once. Decoding itself lives in the generation engine.
 """
 
 from __future__ import annotations
@@ -13,53 +13,9 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
-from .decoder import Decoder, KVCache
+from .cache import Seq2SeqCache
+from .decoder import Decoder
 from .encoder import Encoder
-
-
-class Seq2SeqCache:
-    """The decoder's key/value cache, plus the source's cross-attention keys and values.
-
-    The cross-attention keys and values are computed once per source row. When several decoder
-    rows continue one source (beams, or several samples), they are consecutive and share that
-    source's keys and values (see ``blocks.Attention.attend_memory``): beam search reorders only
-    the self-attention cache. ``self_attention`` is None when decoding without a cache (each step
-    re-reads the whole target), while the source is still encoded only once.
-    """
-
-    def __init__(
-        self,
-        self_attention: KVCache | None,
-        cross: list[tuple[torch.Tensor, torch.Tensor]],
-        memory_mask: torch.Tensor | None,
-        encoder_last_hidden_state: torch.Tensor,
-    ):
-        self.self_attention = self_attention
-        self.cross = cross
-        self.memory_mask = memory_mask
-        self.encoder_last_hidden_state = encoder_last_hidden_state
-
-    @property
-    def length(self) -> int:
-        return 0 if self.self_attention is None else self.self_attention.length
-
-    @property
-    def max_length(self) -> int:
-        return 0 if self.self_attention is None else self.self_attention.max_length
-
-    @property
-    def batch_size(self) -> int:
-        return 0 if self.self_attention is None else self.self_attention.batch_size
-
-    def reorder(self, index: torch.Tensor) -> None:
-        """Beam search: only the self-attention cache follows the beams (the source's keys and
-        values are the same for every beam of it)."""
-        if self.self_attention is not None:
-            self.self_attention.reorder(index)
-
-    def nbytes(self) -> int:
-        own = 0 if self.self_attention is None else self.self_attention.nbytes()
-        return own + sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in self.cross)
 
 
 class EncoderDecoder(nn.Module):
@@ -96,7 +52,7 @@ class EncoderDecoder(nn.Module):
         with torch.no_grad():
             # Every step reads them all, cold: stored contiguous per head, the keys as (head_dim x
             # source), the layout the step's C kernel reads row by row (``runtime.native.few_queries_attention``;
-            # ``blocks._few_queries_attention`` without it).
+            # ``attention.few_queries_attention`` without it).
             cross = [
                 (k.transpose(-1, -2).contiguous().transpose(-1, -2), v.contiguous())
                 for k, v in self.decoder.cross_kv(encoder_last_hidden_state)

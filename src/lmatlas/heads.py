@@ -13,7 +13,7 @@ from torch import nn
 
 from .blocks import activation, make_norm
 from .config import ModelConfig
-from .encoder import Pooler
+from .embedding_layer import Pooler
 from .errors import LmatlasError
 
 

@@ -9,9 +9,10 @@ from torch import nn
 
 from .blocks import init_weights
 from .config import ModelConfig
-from .decoder import Decoder, KVCache
+from .cache import KVCache, Seq2SeqCache
+from .decoder import Decoder
 from .encoder import Encoder
-from .encoder_decoder import EncoderDecoder, Seq2SeqCache
+from .encoder_decoder import EncoderDecoder
 from .errors import LmatlasError
 from .heads import HEADS
 

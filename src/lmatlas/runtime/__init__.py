@@ -1,13 +1,13 @@
 """The CPU runtime: compiled kernels for a decode, the thread policy, and the one switch.
 
-The models (``lmatlas.blocks``) are plain PyTorch that a reader can follow and autograd can
+The models (``lmatlas.blocks``, ``lmatlas.attention``) are plain PyTorch that a reader can follow and autograd can
 train. For a decode they offer hooks, empty by default, which ``install`` fills:
 
 - ``nn.Linear`` modules become ``linear.CpuLinear`` (same parameters and state dict);
-- ``Attention.decode_step``: one new query per row over the key/value cache
+- ``SelfAttention.decode_step``: one new query per row over the key/value cache
   (``native.decode_step_attention``);
-- ``Attention.attend_few``: a decoding step's few query rows over an encoder-decoder's source
-  (``native.few_queries_attention``);
+- ``CrossAttention.attend_few``: a decoding step's few query rows over an encoder-decoder's
+  source (``native.few_queries_attention``);
 - ``Layer.add_norm``: a post-norm layer's residual sum and LayerNorm (``native.add_layer_norm``).
 
 Each hook returns None where it does not apply (other dtypes, gradients, too many rows), and
@@ -30,16 +30,21 @@ from .linear import MAX_PACKED_ROWS, CpuLinear, decode_rows
 from .switch import enabled
 from .threads import StepThreads
 
-# The hooks ``install`` fills, per module class name: attribute -> kernel.
-_ATTENTION_HOOKS = {"decode_step": native.decode_step_attention, "attend_few": native.few_queries_attention}
+# The hooks ``install`` fills: attribute -> kernel, for each kind of block.
+_SELF_ATTENTION_HOOKS = {"decode_step": native.decode_step_attention}
+_CROSS_ATTENTION_HOOKS = {"attend_few": native.few_queries_attention}
 _LAYER_HOOKS = {"add_norm": native.add_layer_norm}
 
 
 def _hooks(module: nn.Module) -> dict:
-    from ..blocks import Attention, Layer  # the runtime knows the blocks; they do not know it
+    # The runtime knows the blocks; they do not know it.
+    from ..attention import CrossAttention, SelfAttention
+    from ..blocks import Layer
 
-    if isinstance(module, Attention):
-        return _ATTENTION_HOOKS
+    if isinstance(module, SelfAttention):
+        return _SELF_ATTENTION_HOOKS
+    if isinstance(module, CrossAttention):
+        return _CROSS_ATTENTION_HOOKS
     if isinstance(module, Layer):
         return _LAYER_HOOKS
     return {}
