@@ -16,6 +16,7 @@ from torch import nn
 from .attention import CrossAttention, SelfAttention
 from .cache import LayerCache
 from .config import ModelConfig
+from .errors import LmatlasError
 
 
 def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
@@ -45,7 +46,7 @@ def activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
     try:
         return ACTIVATIONS[name]
     except KeyError:
-        raise ValueError(f"unknown activation {name!r}; known: {', '.join(sorted(ACTIVATIONS))}") from None
+        raise LmatlasError(f"unknown activation {name!r}; known: {', '.join(sorted(ACTIVATIONS))}") from None
 
 
 class RMSNorm(nn.Module):

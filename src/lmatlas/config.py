@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import LmatlasError
+
 NORMS = ("layernorm", "rmsnorm")
 # "post": x = norm(x + f(x)) (the Transformer, GPT, BERT); "pre": x = x + f(norm(x)) (GPT-2 and
 # after); "parallel": x = x + attention(norm(x)) + mlp(norm'(x)), both branches read the layer's
@@ -162,11 +164,11 @@ class ModelConfig:
         self.id2label = {int(k): v for k, v in self.id2label.items()}
         self.num_labels = len(self.id2label)
         if self.norm not in NORMS:
-            raise ValueError(f"norm must be one of {NORMS}, not {self.norm!r}")
+            raise LmatlasError(f"norm must be one of {NORMS}, not {self.norm!r}")
         if self.norm_position not in NORM_POSITIONS:
-            raise ValueError(f"norm_position must be one of {NORM_POSITIONS}, not {self.norm_position!r}")
+            raise LmatlasError(f"norm_position must be one of {NORM_POSITIONS}, not {self.norm_position!r}")
         if self.position_embedding not in POSITION_EMBEDDINGS:
-            raise ValueError(
+            raise LmatlasError(
                 f"position_embedding must be one of {POSITION_EMBEDDINGS}, not {self.position_embedding!r}"
             )
         if self.qkv_bias is None:
@@ -174,16 +176,16 @@ class ModelConfig:
         if self.position_embedding == "rotary" and self.rotary_dim is None:
             self.rotary_dim = self.head_dim
         if self.attention_layers is not None and len(self.attention_layers) != self.num_layers:
-            raise ValueError(f"attention_layers names {len(self.attention_layers)} layers, not {self.num_layers}")
+            raise LmatlasError(f"attention_layers names {len(self.attention_layers)} layers, not {self.num_layers}")
         if self.sinusoidal_layout not in ("interleaved", "concat"):
-            raise ValueError(f"sinusoidal_layout must be interleaved or concat, not {self.sinusoidal_layout!r}")
+            raise LmatlasError(f"sinusoidal_layout must be interleaved or concat, not {self.sinusoidal_layout!r}")
         kind = rope_type(self.rope_scaling)
         if kind not in ROPE_TYPES:
-            raise ValueError(f"rope_scaling type {kind!r} is not supported; lmatlas knows {', '.join(ROPE_TYPES)}")
+            raise LmatlasError(f"rope_scaling type {kind!r} is not supported; lmatlas knows {', '.join(ROPE_TYPES)}")
         if self.cross_attention and self.norm_position == "parallel":
-            raise ValueError("a decoder with cross-attention cannot use the parallel layout")
+            raise LmatlasError("a decoder with cross-attention cannot use the parallel layout")
         if self.num_heads % self.num_kv_heads:
-            raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
+            raise LmatlasError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
 
     @property
     def label2id(self) -> dict[str, int]:

@@ -15,7 +15,13 @@ from .blocks import Layer, make_norm
 from .cache import KVCache
 from .config import ModelConfig
 from .embedding_layer import Embeddings
-from .positions import alibi_slopes, relative_position_bias, rotary_cos_sin, rotary_inv_freq
+from .errors import LmatlasError
+from .positions import (
+    alibi_slopes,
+    relative_position_bias,
+    rotary_cos_sin,
+    rotary_inv_freq,
+)
 
 
 class Decoder(nn.Module):
@@ -92,7 +98,7 @@ class Decoder(nn.Module):
         cross_mask = None
         if self.config.cross_attention:
             if memory is None:
-                raise ValueError("this decoder attends to an encoder's output: pass memory")
+                raise LmatlasError("this decoder attends to an encoder's output: pass memory")
             if isinstance(memory, torch.Tensor):
                 memory = self.cross_kv(memory)
             cross_mask = padding_mask(memory_mask)

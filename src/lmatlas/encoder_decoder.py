@@ -12,10 +12,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import ModelConfig
 from .cache import Seq2SeqCache
+from .config import ModelConfig
 from .decoder import Decoder
 from .encoder import Encoder
+from .errors import LmatlasError
 
 
 class EncoderDecoder(nn.Module):
@@ -47,7 +48,7 @@ class EncoderDecoder(nn.Module):
         encoded sources (whose count must divide ``batch_size``: a group of rows per source)."""
         sources = encoder_last_hidden_state.shape[0]
         if batch_size % sources:
-            raise ValueError(f"{batch_size} decoder rows cannot be split evenly among {sources} sources")
+            raise LmatlasError(f"{batch_size} decoder rows cannot be split evenly among {sources} sources")
         own = self.decoder.new_cache(batch_size, max_length) if use_cache else None
         with torch.no_grad():
             # Every step reads them all, cold: stored contiguous per head, the keys as (head_dim x

@@ -5,5 +5,7 @@ that escapes is a bug in lmatlas and keeps its traceback.
 """
 
 
-class LmatlasError(Exception):
-    """A problem with the user's input: a file, an argument, a model folder."""
+class LmatlasError(ValueError):
+    """A problem with the user's input: a file, an argument, a model folder, a config field.
+
+    A ``ValueError``, so that code written against transformers' errors still catches it."""

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from .blocks import init_weights
-from .config import ModelConfig
 from .cache import KVCache, Seq2SeqCache
+from .config import ModelConfig
 from .decoder import Decoder
 from .encoder import Encoder
 from .encoder_decoder import EncoderDecoder
@@ -35,7 +35,7 @@ class LmatlasModel(nn.Module):
     def __init__(self, cfg: ModelConfig, head: str = "base"):
         super().__init__()
         if head not in HEADS:
-            raise ValueError(f"unknown head {head!r}; known: {', '.join(HEADS)}")
+            raise LmatlasError(f"unknown head {head!r}; known: {', '.join(HEADS)}")
         self.config = cfg
         self.head_name = head
         if cfg.is_encoder_decoder:
@@ -88,7 +88,7 @@ class LmatlasModel(nn.Module):
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> ModelOutput:
         """An encoder-decoder's encoder alone (``last_hidden_state`` of the source)."""
         if not self.is_encoder_decoder:
-            raise ValueError("encode() is for encoder-decoder models")
+            raise LmatlasError("encode() is for encoder-decoder models")
         return ModelOutput(self.backbone.encode(input_ids, attention_mask))
 
     def forward(
@@ -136,7 +136,7 @@ class LmatlasModel(nn.Module):
                 out["last_hidden_state"] = out["last_hidden_state"][:, -logits_to_keep:]
         elif self.is_decoder:
             if token_type_ids is not None:
-                raise ValueError("decoder models take no token_type_ids")
+                raise LmatlasError("decoder models take no token_type_ids")
             out = self.backbone(
                 input_ids,
                 attention_mask=attention_mask,
