@@ -36,7 +36,7 @@ from .catalog import (
     models,
     parse_quantity,
 )
-from .catalog import _find_architecture_key, _suggest
+from .catalog import architecture_key as _find_architecture_key, suggest as _suggest
 from .checkpoint import weight_files
 from .config import ModelConfig
 from .errors import LmatlasError
