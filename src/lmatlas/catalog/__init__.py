@@ -25,6 +25,7 @@ from .shapes import (
 
 __all__ = [
     "ARCHITECTURES",
+    "EXTRA_DEFAULTS",
     "ArchitecturePreset",
     "LmatlasRef",
     "Model",

@@ -157,7 +157,8 @@ def count_params(shape: ArchitecturePreset | ModelConfig) -> ParamCount:
     encoder = emb_norm + cfg.num_layers * layer + final_norm
     decoder = emb_norm + n_dec * dec_layer + final_norm
     total = embeddings + encoder + decoder + head
-    return ParamCount(total, embeddings, encoder, decoder, head, cfg.num_layers * layer_mm, n_dec * dec_layer_mm + logits_mm)
+    mm_encoder, mm_decoder = cfg.num_layers * layer_mm, n_dec * dec_layer_mm + logits_mm
+    return ParamCount(total, embeddings, encoder, decoder, head, mm_encoder, mm_decoder)
 
 
 def forward_flops(shape: ArchitecturePreset, seq: int) -> tuple[float, float]:

@@ -46,11 +46,15 @@ def generic_shape(hf: dict, source: str, name: str = "model") -> ArchitecturePre
     if not all(isinstance(x, int) and x > 0 for x in (hidden, layers, heads)):
         raise LmatlasError(f"{source}: cannot read the model's width, depth and heads")
     enc_dec = bool(hf.get("is_encoder_decoder"))
+    architectures = hf.get("architectures") or []
     causal = not enc_dec and (
-        bool(hf.get("is_decoder")) or any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in hf.get("architectures") or [])
+        bool(hf.get("is_decoder")) or any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
     )
     act = str(_first(hf, "hidden_act", "activation_function", "feed_forward_proj", default="gelu"))
-    inter = _first(hf, "intermediate_size", "n_inner", "d_ff", "ffn_dim", "encoder_ffn_dim", "ffn_hidden_size", "dim_feedforward")
+    inter = _first(
+        hf, "intermediate_size", "n_inner", "d_ff", "ffn_dim", "encoder_ffn_dim", "ffn_hidden_size", "dim_feedforward"
+    )
+    positions = _first(hf, "max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", default=2048)
     try:
         cfg = ModelConfig(
             model_type=model_type,
@@ -61,7 +65,7 @@ def generic_shape(hf: dict, source: str, name: str = "model") -> ArchitecturePre
             num_kv_heads=_first(hf, "num_key_value_heads", "num_kv_heads", "n_head_kv"),
             head_dim=_first(hf, "head_dim", "d_kv"),
             intermediate_size=int(inter or 4 * hidden),
-            max_positions=int(_first(hf, "max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", default=2048)),
+            max_positions=int(positions),
             position_embedding=_positions(hf),
             gated_mlp=model_type in _GATED_TYPES or act.startswith("gated"),
             causal=causal,

@@ -7,7 +7,16 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..catalog import ArchitecturePreset, Model, architecture_key, architecture_names, architecture_preset, lookup, models, suggest
+from ..catalog import (
+    ArchitecturePreset,
+    Model,
+    architecture_key,
+    architecture_names,
+    architecture_preset,
+    lookup,
+    models,
+    suggest,
+)
 from ..checkpoint import Weights, read_config
 from ..errors import LmatlasError
 from .counting import count_params
@@ -41,7 +50,8 @@ def resolve(target: str) -> Target:
     key = architecture_key(target)
     if not exact and key is not None:
         shape = architecture_preset(key)
-        return Target(shape.name, "preset", shape, None, count_params(shape).total, published_params=shape.published_params)
+        params = count_params(shape).total
+        return Target(shape.name, "preset", shape, None, params, published_params=shape.published_params)
     model = exact[0] if exact else lookup(target)
     if model is None:
         hint = suggest(target, [n for m in models() for n in m.names] + architecture_names())
