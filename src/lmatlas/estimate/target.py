@@ -17,10 +17,9 @@ from ..catalog import (
     models,
     suggest,
 )
-from ..checkpoint import Weights, read_config
 from ..errors import LmatlasError
 from .counting import count_params
-from .folder import folder_shape, stored_params
+from .folder import folder_params, folder_shape
 
 
 @dataclass
@@ -63,9 +62,8 @@ def resolve(target: str) -> Target:
 
 
 def _folder(folder: Path) -> Target:
-    hf = read_config(folder)
-    params = stored_params(hf, Weights(folder).shapes())
-    shape, notes = folder_shape(folder, hf)
+    params = folder_params(folder)  # first: a folder without weights is no model
+    shape, notes = folder_shape(folder)
     return Target(folder.name, "folder", shape, None, params, params_exact=True, notes=notes)
 
 
