@@ -169,6 +169,7 @@ def _index() -> dict[str, Model]:
 
 
 def suggest(name: str, candidates: Iterable[str]) -> str:
+    """Up to three of ``candidates`` close to ``name``, for a "did you mean" (empty if none)."""
     candidates = list(dict.fromkeys(candidates))
     by_key: dict[str, str] = {}
     for c in candidates:

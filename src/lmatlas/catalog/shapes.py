@@ -14,7 +14,7 @@ from typing import Any
 
 from ..config import ModelConfig
 from ..errors import LmatlasError
-from .entries import read_toml, normalise, suggest
+from .entries import normalise, read_toml, suggest
 
 SKELETONS = ("encoder", "decoder", "encoder-decoder")
 
