@@ -9,7 +9,8 @@ import math
 import pytest
 import torch
 
-from lmatlas import estimate as est_mod
+from lmatlas import presets
+from lmatlas.estimate import bandwidth as bandwidth_mod
 from lmatlas.catalog import architecture_preset
 from lmatlas.cli import main
 from lmatlas.errors import LmatlasError
@@ -19,8 +20,9 @@ from lmatlas.estimate import (
     count_params,
     estimate,
     folder_params,
+    folder_shape,
+    format_estimate,
     parse_bandwidth,
-    shape_from_config,
 )
 
 from . import reference
@@ -30,8 +32,8 @@ FAKE_BANDWIDTH = 20e9
 
 @pytest.fixture(autouse=True)
 def no_timing(monkeypatch):
-    """No test times this machine: the bandwidth 'measurement' is a fixed number here."""
-    monkeypatch.setattr(est_mod, "measure_bandwidth", lambda: FAKE_BANDWIDTH)
+    """No test times this machine: the command's bandwidth 'measurement' is a fixed number here."""
+    monkeypatch.setattr(bandwidth_mod, "measure_bandwidth", lambda: FAKE_BANDWIDTH)
 
 
 # --------------------------------------------------------------------------------------------
@@ -63,14 +65,14 @@ def test_kv_cache_is_two_layers_kv_heads_head_dim_bytes(name, dtype):
     c = a.config
     layers = a.extra["num_decoder_layers"] if a.skeleton == "encoder-decoder" else c.num_layers
     expected = 2 * layers * c.num_kv_heads * c.head_dim * DTYPE_BYTES[dtype]
-    e = estimate(name, dtype=dtype, bandwidth=10)
+    e = estimate(name, dtype=dtype, bandwidth=10e9)
     assert e.kv_cache_bytes_per_token == expected
     if name == "falcon-40b":  # grouped heads: 8 key/value heads of 64, not 128
         assert expected == 2 * 60 * 8 * 64 * DTYPE_BYTES[dtype]
 
 
 def test_gpt3_numbers():
-    e = estimate("GPT-3", dtype="bf16", seq=2048, bandwidth=100)
+    e = estimate("GPT-3", dtype="bf16", seq=2048, bandwidth=100e9, bandwidth_source="--bandwidth")
     n = e.params
     assert e.preset == "gpt3-175b" and e.published_params == 175e9
     # Forward: about 2 FLOPs a parameter, plus attention 4 * 12288 * 2048 * 96.
@@ -88,11 +90,11 @@ def test_gpt3_numbers():
 
 
 def test_batch_and_seq_scale_the_working_set():
-    one = estimate("llama-7b", batch=1, seq=512)
-    four = estimate("llama-7b", batch=4, seq=1024)
+    one = estimate("llama-7b", batch=1, seq=512, bandwidth=FAKE_BANDWIDTH)
+    four = estimate("llama-7b", batch=4, seq=1024, bandwidth=FAKE_BANDWIDTH)
     assert four.inference_breakdown["kv_cache"] == 8 * one.inference_breakdown["kv_cache"]
     assert four.decode_tokens_per_s_bound > one.decode_tokens_per_s_bound  # batching amortises the weights
-    assert one.bandwidth_bytes_per_s == FAKE_BANDWIDTH and one.bandwidth_source == "measured"
+    assert one.bandwidth_bytes_per_s == FAKE_BANDWIDTH and one.bandwidth_source == "given"
 
 
 def test_local_attention_layers_attend_their_window():
@@ -140,7 +142,7 @@ def test_bandwidth_units():
 
 def test_measured_bandwidth_is_a_rate(monkeypatch):
     monkeypatch.undo()  # the real measurement, once, without judging its speed
-    bw = est_mod.measure_bandwidth()
+    bw = bandwidth_mod.measure_bandwidth()
     assert math.isfinite(bw) and bw > 0
 
 
@@ -160,7 +162,7 @@ def test_folder_bert_equals_transformers(tmp_path):
                         intermediate_size=100, max_position_embeddings=64)
     expected = _save(tf.BertForMaskedLM(cfg), tmp_path)  # decoder weight and bias are tied
     assert folder_params(tmp_path) == expected
-    e = estimate(str(tmp_path), bandwidth=10)
+    e = estimate(str(tmp_path), bandwidth=10e9)
     assert e.params == expected and e.params_exact and e.source == "folder"
 
 
@@ -179,9 +181,10 @@ def test_folder_gpt2_equals_transformers(tmp_path):
     model = tf.GPT2LMHeadModel(cfg)
     expected = _save(model, tmp_path)  # lm_head is tied and not saved
     assert folder_params(tmp_path) == expected
-    # The shape read from config.json counts the same, analytically.
-    assert count_params(shape_from_config(json.loads((tmp_path / "config.json").read_text()))).total == expected
-    e = estimate(str(tmp_path), bandwidth=10)
+    # The shape GPT-2's preset reads from config.json counts the same, analytically.
+    shape, notes = folder_shape(tmp_path)
+    assert count_params(shape).total == expected and notes == []
+    e = estimate(str(tmp_path), bandwidth=10e9)
     assert e.kv_cache_bytes_per_token == 2 * 3 * 5 * 8 * 2
 
 
@@ -210,7 +213,7 @@ def test_folder_untied_llama_and_sharded(tmp_path):
     expected = _save(model, tmp_path, max_shard_size="50KB")  # several shards and an index
     assert (tmp_path / "model.safetensors.index.json").exists()
     assert folder_params(tmp_path) == expected
-    assert estimate(str(tmp_path), bandwidth=10).kv_cache_bytes_per_token == 2 * 2 * 2 * 16 * 2
+    assert estimate(str(tmp_path), bandwidth=10e9).kv_cache_bytes_per_token == 2 * 2 * 2 * 16 * 2
 
 
 def test_folder_t5_bin_and_bart(tmp_path):
@@ -246,11 +249,81 @@ def test_folder_t5_head_as_transformers_5_writes_it(tmp_path):
     config = dict(kw, model_type="t5", is_encoder_decoder=True, tie_word_embeddings=True, scale_decoder_outputs=False)
     (tmp_path / "config.json").write_text(json.dumps(config))
     assert folder_params(tmp_path) == expected
-    # From config.json alone: the head counts, as with transformers 4's tie_word_embeddings false.
-    v4_style = dict(config, tie_word_embeddings=False)
-    del v4_style["scale_decoder_outputs"]
-    assert count_params(shape_from_config(config)) == count_params(shape_from_config(v4_style))
-    assert count_params(shape_from_config(config)).head == 200 * 32
+    # T5's preset reads the shape: three decoding layers of four heads of 8.
+    e = estimate(str(tmp_path), bandwidth=10e9)
+    assert e.params == expected and e.kv_cache_bytes_per_token == 2 * 3 * 4 * 8 * 2
+    assert e.flops_per_token_matmul == estimate(str(tmp_path), bandwidth=10e9).flops_per_token_matmul > 0
+
+
+def test_folder_shape_is_the_presets_config(tmp_path):
+    """A supported family's config.json is read by its preset, exactly as loading reads it."""
+    tf = reference.transformers()
+    cfg = tf.RobertaConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                           intermediate_size=48, max_position_embeddings=40, pad_token_id=1)
+    expected = _save(tf.RobertaForMaskedLM(cfg), tmp_path)
+    hf = json.loads((tmp_path / "config.json").read_text())
+    shape, notes = folder_shape(tmp_path)
+    assert shape.config == presets.preset_for("roberta").config(hf, "masked-lm") and notes == []
+    assert shape.skeleton == "encoder" and shape.source == str(tmp_path / "config.json")
+    e = estimate(str(tmp_path))
+    assert e.params == expected and e.seq == 40 - 2  # positions counted after padding, from the preset
+    assert e.kv_cache_bytes_per_token is None  # decided by the config (not causal), not by a table
+
+
+def test_folder_albert_shares_its_layers(tmp_path):
+    tf = reference.transformers()
+    cfg = tf.AlbertConfig(vocab_size=90, embedding_size=16, hidden_size=32, num_hidden_layers=3,
+                          num_attention_heads=4, intermediate_size=40, max_position_embeddings=32)
+    expected = _save(tf.AlbertModel(cfg), tmp_path)
+    shape, _ = folder_shape(tmp_path)
+    assert count_params(shape).total == folder_params(tmp_path) == expected
+    e = estimate(str(tmp_path))
+    assert e.flops_per_token_attention == 4 * 32 * e.seq * 3  # one shared block, applied three times
+
+
+def test_folder_of_a_family_without_a_preset(tmp_path):
+    """Mistral has no lmatlas preset: exact parameters, a shape from config.json's common keys,
+    and a note that says so."""
+    tf = reference.transformers()
+    cfg = tf.MistralConfig(vocab_size=128, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    expected = _save(tf.MistralForCausalLM(cfg), tmp_path)
+    e = estimate(str(tmp_path), dtype="float32", bandwidth=10e9)
+    assert e.params == expected and e.params_exact
+    assert e.kv_cache_bytes_per_token == 2 * 2 * 2 * 8 * 4  # causal, from its architectures
+    assert any("'mistral' has no lmatlas preset" in n for n in e.notes)
+    shape, _ = folder_shape(tmp_path)
+    assert shape.config.gated_mlp and shape.config.position_embedding == "rotary"
+    assert abs(count_params(shape).total / expected - 1) < 0.05  # an approximation (biases, norms)
+
+
+# --------------------------------------------------------------------------------------------
+# Bandwidth is an input
+# --------------------------------------------------------------------------------------------
+
+
+def test_the_library_never_measures(monkeypatch):
+    def timed():
+        raise AssertionError("estimate() timed the machine")
+
+    monkeypatch.setattr(bandwidth_mod, "measure_bandwidth", timed)
+    e = estimate("llama-7b")
+    assert e.bandwidth_bytes_per_s is None and e.bandwidth_source is None and e.decode_tokens_per_s_bound is None
+    assert "no memory bandwidth given" in format_estimate(e)
+    given = estimate("llama-7b", bandwidth=50e9)
+    assert given.decode_tokens_per_s_bound == pytest.approx(50e9 / (given.weights_bytes["bfloat16"]
+                                                                      + given.kv_cache_bytes_per_token * given.seq))
+    with pytest.raises(LmatlasError, match="bandwidth must be a positive number of bytes per second"):
+        estimate("llama-7b", bandwidth=-1.0)
+
+
+def test_the_command_measures_unless_told(capsys):
+    assert main(["estimate", "llama-7b", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["bandwidth_bytes_per_s"] == FAKE_BANDWIDTH and d["bandwidth_source"] == "measured"
+    assert main(["estimate", "llama-7b", "--json", "--bandwidth", "30GB/s"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["bandwidth_bytes_per_s"] == 30e9 and d["bandwidth_source"] == "--bandwidth"
 
 
 # --------------------------------------------------------------------------------------------

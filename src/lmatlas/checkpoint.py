@@ -173,3 +173,17 @@ class Weights:
         if not isinstance(tensor, torch.Tensor):
             raise LmatlasError(f"{file}: entry {stored} is not a tensor")
         return tensor
+
+    def shapes(self) -> dict[str, tuple[tuple[int, ...], object]]:
+        """name -> (shape, identity), from the safetensors headers or the memory-mapped ``.bin``,
+        without reading any values. Two names share an identity when they share storage (tied
+        weights saved by ``torch.save``); otherwise identities are unique."""
+        out: dict[str, tuple[tuple[int, ...], object]] = {}
+        for name, (file, stored) in self._where.items():
+            handle = self._handle(file)
+            if not isinstance(handle, dict):
+                out[name] = (tuple(handle.get_slice(stored).get_shape()), (file, stored))
+            elif isinstance(t := handle[stored], torch.Tensor):
+                ident = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()))
+                out[name] = (tuple(t.shape), ident)
+        return out

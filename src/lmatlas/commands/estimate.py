@@ -23,15 +23,21 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..estimate import estimate, format_estimate
+    from ..estimate import bandwidth, estimate, format_estimate
 
+    # The command measures this machine unless told the bandwidth; the library never times.
+    if args.bandwidth is None:
+        bytes_per_s, source = bandwidth.measure_bandwidth(), "measured"
+    else:
+        bytes_per_s, source = bandwidth.parse_bandwidth(args.bandwidth), "--bandwidth"
     est = estimate(
         args.target,
         dtype=args.dtype,
         batch=args.batch,
         seq=args.seq,
         tokens=args.tokens,
-        bandwidth=args.bandwidth,
+        bandwidth=bytes_per_s,
+        bandwidth_source=source,
     )
     print(json.dumps(est.to_dict(), indent=2) if args.json else format_estimate(est))
     return 0
