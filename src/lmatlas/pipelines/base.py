@@ -40,12 +40,6 @@ def positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
-def non_negative_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise LmatlasError(f"{name} must be a non-negative integer, not {value!r}")
-    return int(value)
-
-
 def optional_positive_int(name: str, value: Any) -> int | None:
     return None if value is None else positive_int(name, value)
 
