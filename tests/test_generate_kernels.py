@@ -117,7 +117,7 @@ def test_switched_off_by_environment(monkeypatch):
 
 
 def test_decoding_threads_yield_to_other_processes(monkeypatch, saved):
-    from lmatlas import generate as engine
+    from lmatlas.generation import threads as engine
 
     _, ours = saved("gpt2")
     before = torch.get_num_threads()

@@ -97,20 +97,18 @@ def _is_encoder_decoder(folder: Path) -> bool:
 
 def _languages(args, tokenizer) -> dict:
     """mBART's source and target languages: the source code goes around the text; the target
-    code starts the output (mBART-50 forces it as the first token, mBART as the start token)."""
+    code starts the output, as the translation pipeline does it."""
+    from ..generation.language import language_code, target_language
+
     if args.src_lang is None and args.tgt_lang is None:
         return {}
     if tokenizer.language_layout is None:
         raise LmatlasError("--src-lang and --tgt-lang are for mBART models; this tokenizer has no language codes")
     if args.src_lang is not None:
-        tokenizer.src_lang = args.src_lang
+        tokenizer.src_lang = language_code(tokenizer, args.src_lang, "--src-lang")
     if args.tgt_lang is None:
         return {}
-    tokenizer.tgt_lang = args.tgt_lang
-    code = tokenizer.lang_code_to_id[args.tgt_lang]
-    if tokenizer.language_layout == "prefix":
-        return {"forced_bos_token_id": code}
-    return {"decoder_start_token_id": code}
+    return target_language(tokenizer, args.tgt_lang, "--tgt-lang")
 
 
 def _ask():
@@ -148,7 +146,7 @@ def _options(args, tokenizer) -> dict:
 def _answer(model, tokenizer, ids: list[int], options: dict, streaming: bool) -> list[str]:
     import torch
 
-    from ..generate import stream
+    from ..generation import stream
 
     if not ids:
         raise LmatlasError("the prompt is empty")
