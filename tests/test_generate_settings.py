@@ -80,3 +80,22 @@ def test_the_pipeline_and_generate_agree(gpt2):
     assert vars(GenerationSettings.resolve(ours.model, ours.defaults)) == ours.defaults
     called = {**ours.defaults, "num_beams": 2}
     assert GenerationSettings.resolve(ours.model, called).num_beams == 2
+
+
+def test_generate_with_a_generation_config(gpt2):
+    """generate(generation_config=...) is a base under the model's settings, as in transformers;
+    the call's arguments beat both."""
+    _, hf, ours = gpt2
+    tf = transformers()
+    base = {"max_new_tokens": 5, "num_beams": 2, "top_k": 3}
+    expected, _ = hf._prepare_generation_config(tf.GenerationConfig(**base), do_sample=False)
+    got = GenerationSettings.resolve(ours, {"do_sample": False}, base)
+    _same(vars(got), expected)
+    assert (got.num_beams, got.top_k, got.max_length, got.do_sample) == (2, 3, 30, False)
+    ids = torch.tensor([[464, 2068, 7586, 21831]])
+    with torch.no_grad():
+        reference = hf.generate(ids, attention_mask=torch.ones_like(ids), pad_token_id=50256,
+                                generation_config=tf.GenerationConfig(**base), do_sample=False)  # fmt: skip
+    assert ours.generate(ids, generation_config=base, do_sample=False).tolist() == reference.tolist()
+    with pytest.raises(lmatlas.LmatlasError, match="generation_config got unknown argument"):
+        ours.generate(ids, generation_config={"beams": 2})

@@ -68,10 +68,11 @@ def run(args) -> int:
         prompt = sys.stdin.read()
     if prompt is None and not args.chat:
         raise LmatlasError("give a PROMPT (or - to read it from standard input)")
-    if not seq2seq and args.max_new_tokens is None:
-        args.max_new_tokens = 50
     model = load(folder, head="seq2seq-lm" if seq2seq else "causal-lm", dtype=args.dtype)
     options = _options(args, tokenizer)
+    if not seq2seq:
+        # The command's own default, under the model's settings as any default (generation.settings).
+        options["generation_config"] = {"max_new_tokens": 50}
     options |= _languages(args, tokenizer)
     if not args.chat:
         _answer(model, tokenizer, tokenizer.encode(prompt), options, args.stream)

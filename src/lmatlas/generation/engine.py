@@ -21,8 +21,10 @@ def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
     ``repetition_penalty``, ``no_repeat_ngram_size``, ``num_beams``, ``length_penalty``,
     ``early_stopping``, ``num_return_sequences``, ``eos_token_id`` (one or a list),
     ``pad_token_id``, ``stop_strings`` (with ``tokenizer=``), ``streamer`` (an object with
-    ``put(ids)`` and ``end()``, as transformers' streamers). lmatlas adds ``seed``: sampling from
-    its own generator, reproducible whatever else uses torch's global one.
+    ``put(ids)`` and ``end()``, as transformers' streamers), ``generation_config`` (a dict of
+    defaults that the model's generation_config.json may fill in, as transformers' argument; see
+    ``generation.settings``). lmatlas adds ``seed``: sampling from its own generator,
+    reproducible whatever else uses torch's global one.
     """
     with torch.inference_mode():
         run = Run(model, input_ids, attention_mask, dict(kwargs))

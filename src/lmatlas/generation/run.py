@@ -63,7 +63,8 @@ class Run:
         _check_ids(input_ids, "input_ids")
         if input_ids.shape[1] == 0:
             raise LmatlasError("input_ids is empty: give at least one prompt token (e.g. the BOS token)")
-        s = GenerationSettings.resolve(model, kwargs)
+        base = kwargs.pop("generation_config", None)
+        s = GenerationSettings.resolve(model, kwargs, base)
         # The rows decoded at once: the kernels' hint (see ``kernels.decode_rows``).
         self.rows = input_ids.shape[0] * (s.num_beams if s.num_beams > 1 else (
             s.num_return_sequences if s.do_sample else 1))

@@ -5,9 +5,10 @@ generate`` — resolves its settings with ``resolve`` below, in transformers' or
 (``GenerationMixin._prepare_generation_config``, 4.57), lowest first:
 
 1. the global defaults: ``GenerationSettings``' (transformers' ``GenerationConfig()``);
-2. the caller's own defaults, the *base*: a pipeline's (text-generation samples 256 new tokens at
-   temperature 0.7; summarization, translation and text2text-generation take 4 beams and 256
-   new tokens); ``generate()`` called directly has none;
+2. the caller's own defaults, the *base*: ``generate(generation_config=...)``, as transformers'
+   argument of that name (``lmatlas generate`` gives a decoder 50 new tokens this way), or a
+   pipeline's (text-generation samples 256 new tokens at temperature 0.7; summarization,
+   translation and text2text-generation take 4 beams and 256 new tokens); none by default;
 3. the model's own settings — its generation_config.json, else the generation settings its
    config.json holds (older checkpoints), with the token ids config.json names — wherever the base
    leaves a setting at its global default (transformers' ``use_model_defaults``). With no base
@@ -60,12 +61,18 @@ class GenerationSettings:
     bad_words_ids: list[list[int]] | None = None
 
     @classmethod
-    def resolve(cls, model, kwargs: dict[str, Any]) -> "GenerationSettings":
-        """The settings of a ``generate()`` call with ``kwargs`` (no base)."""
-        unknown = sorted(set(kwargs) - set(GLOBAL))
-        if unknown:
-            raise LmatlasError(f"generate() got unknown argument(s) {', '.join(unknown)}")
-        return cls(**resolve(model, kwargs))
+    def resolve(cls, model, kwargs: dict[str, Any], base=None) -> "GenerationSettings":
+        """The settings of a ``generate()`` call with ``kwargs`` over ``base`` (its
+        ``generation_config=``: a dict or ``GenerationSettings``)."""
+        if isinstance(base, GenerationSettings):
+            base = vars(base)
+        if base is not None and not isinstance(base, dict):
+            raise LmatlasError(f"generation_config must be a dict of settings, not {type(base).__name__}")
+        for name, given in (("generate()", kwargs), ("generation_config", base or {})):
+            unknown = sorted(set(given) - set(GLOBAL))
+            if unknown:
+                raise LmatlasError(f"{name} got unknown argument(s) {', '.join(unknown)}")
+        return cls(**resolve(model, kwargs, base))
 
 
 GLOBAL: dict[str, Any] = {f.name: f.default for f in fields(GenerationSettings)}
