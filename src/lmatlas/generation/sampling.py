@@ -17,7 +17,7 @@ def sample_steps(run: Run) -> Iterator[torch.Tensor]:
     each step (the caller may stop early)."""
     s, model = run.s, run.model
     n = s.num_return_sequences if s.do_sample else 1
-    ids, mask = run.expand(n)
+    ids, mask = run.expand(n)  # (batch, L) -> (batch * n, L): n samples of each prompt
     rows, L = ids.shape
     max_length = s.max_length
     keep = 1
@@ -30,6 +30,7 @@ def sample_steps(run: Run) -> Iterator[torch.Tensor]:
             streamer.end()
         yield ids
         return
+    # (rows, max_length), filled step by step; the loop yields its first cur columns
     seqs = torch.full((rows, max_length), s.pad_token_id if s.pad_token_id is not None else 0, dtype=torch.long)
     seqs[:, :L] = ids
     full_mask = torch.ones((rows, max_length), dtype=torch.long)
@@ -47,7 +48,7 @@ def sample_steps(run: Run) -> Iterator[torch.Tensor]:
             scores = processors(seqs[:, :cur], scores)
             if s.do_sample:
                 probs = F.softmax(scores, dim=-1)
-                tokens = torch.multinomial(probs, num_samples=1, generator=run.generator).squeeze(1)
+                tokens = torch.multinomial(probs, num_samples=1, generator=run.generator).squeeze(1)  # (rows,)
             else:
                 tokens = torch.argmax(scores, dim=-1)
             if run.eos is not None or run.stop is not None:
@@ -64,7 +65,7 @@ def sample_steps(run: Run) -> Iterator[torch.Tensor]:
             if cur >= max_length or not bool(unfinished.any()):
                 break
             if s.use_cache:
-                step = tokens[:, None]
+                step = tokens[:, None]  # (rows, 1): only the new token, the cache holds the rest
                 scores = threads.run(lambda: next_scores(model, step, full_mask[:, :cur], next_pos, cache))
             else:
                 p = positions(full_mask[:, :cur])
