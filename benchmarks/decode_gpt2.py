@@ -132,7 +132,7 @@ def main() -> int:
 
         if torch.get_num_threads() > 1:
             # What transformers gets on one thread: lmatlas decodes on fewer threads when other
-            # processes hold cores (see lmatlas.generate._StepThreads), so show that side too.
+            # processes hold cores (see lmatlas.runtime.threads.StepThreads), so show that side too.
             def hf_one_thread(model, ids, mask, new):
                 threads = torch.get_num_threads()
                 torch.set_num_threads(1)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import lmatlas
-from lmatlas.generate import top_k_filter, top_p_filter, repetition_penalty, no_repeat_ngram
+from lmatlas.generation import top_k_filter, top_p_filter, repetition_penalty, no_repeat_ngram
 
 from .reference import transformers
 from .test_parity_decoders import (  # noqa: F401  (the fixture)

@@ -231,7 +231,7 @@ def test_source_encoded_once_and_cross_attention_never_reordered(saved_seq2seq, 
 
 
 def test_stream_yields_the_greedy_text(saved_seq2seq):
-    from lmatlas.generate import stream
+    from lmatlas.generation import stream
 
     class Tok:  # decodes ids as words; enough to follow the streamed pieces
         def decode(self, ids, skip_special_tokens=True):

@@ -5,7 +5,7 @@ The public API; everything else is an implementation detail.
 
 from .embeddings import embed, similarity
 from .errors import LmatlasError
-from .generate import stream
+from .generation import stream
 from .loader import load
 from .pipelines import pipeline
 from .tokenizer import load_tokenizer

@@ -170,8 +170,8 @@ class LmatlasModel(nn.Module):
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any):
         """Continue ``input_ids``: transformers' ``generate()`` arguments and semantics.
 
-        See ``lmatlas.generate.generate``; returns the prompts followed by the new tokens.
+        See ``lmatlas.generation.generate``; returns the prompts followed by the new tokens.
         """
-        from .generate import generate
+        from .generation import generate
 
         return generate(self, input_ids, attention_mask=attention_mask, **kwargs)

@@ -68,10 +68,11 @@ def run(args) -> int:
         prompt = sys.stdin.read()
     if prompt is None and not args.chat:
         raise LmatlasError("give a PROMPT (or - to read it from standard input)")
-    if not seq2seq and args.max_new_tokens is None:
-        args.max_new_tokens = 50
     model = load(folder, head="seq2seq-lm" if seq2seq else "causal-lm", dtype=args.dtype)
     options = _options(args, tokenizer)
+    if not seq2seq:
+        # The command's own default, under the model's settings as any default (generation.settings).
+        options["generation_config"] = {"max_new_tokens": 50}
     options |= _languages(args, tokenizer)
     if not args.chat:
         _answer(model, tokenizer, tokenizer.encode(prompt), options, args.stream)
@@ -97,20 +98,18 @@ def _is_encoder_decoder(folder: Path) -> bool:
 
 def _languages(args, tokenizer) -> dict:
     """mBART's source and target languages: the source code goes around the text; the target
-    code starts the output (mBART-50 forces it as the first token, mBART as the start token)."""
+    code starts the output, as the translation pipeline does it."""
+    from ..generation.language import language_code, target_language
+
     if args.src_lang is None and args.tgt_lang is None:
         return {}
     if tokenizer.language_layout is None:
         raise LmatlasError("--src-lang and --tgt-lang are for mBART models; this tokenizer has no language codes")
     if args.src_lang is not None:
-        tokenizer.src_lang = args.src_lang
+        tokenizer.src_lang = language_code(tokenizer, args.src_lang, "--src-lang")
     if args.tgt_lang is None:
         return {}
-    tokenizer.tgt_lang = args.tgt_lang
-    code = tokenizer.lang_code_to_id[args.tgt_lang]
-    if tokenizer.language_layout == "prefix":
-        return {"forced_bos_token_id": code}
-    return {"decoder_start_token_id": code}
+    return target_language(tokenizer, args.tgt_lang, "--tgt-lang")
 
 
 def _ask():
@@ -148,7 +147,7 @@ def _options(args, tokenizer) -> dict:
 def _answer(model, tokenizer, ids: list[int], options: dict, streaming: bool) -> list[str]:
     import torch
 
-    from ..generate import stream
+    from ..generation import stream
 
     if not ids:
         raise LmatlasError("the prompt is empty")

@@ -2,21 +2,18 @@
 summarization, translation and text2text-generation): ``generate()``'s arguments as task options,
 and the settings a call generates with.
 
-The settings come in transformers' order of precedence, lowest first: the global defaults
-(``GenerationSettings``), the pipeline's own defaults (e.g. 256 new tokens), the model's
-generation_config.json where the pipeline keeps a global default, the task's entry in
-config.json's ``task_specific_params``, and the call's arguments.
+The settings follow ``generation.settings``' one rule, with the pipeline's own defaults (e.g. 256
+new tokens) as its base, as transformers' pipelines do; then come the task's entry in
+config.json's ``task_specific_params`` and the call's arguments.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
-from ..generate import GenerationSettings
+from ..generation.settings import GLOBAL, resolve
 from .base import Option, boolean, string
 
-GLOBAL = {f.name: f.default for f in dataclasses.fields(GenerationSettings)}
 GENERATE_ARGS = sorted(set(GLOBAL) | {"seed"})
 
 
@@ -41,25 +38,14 @@ def generate_options() -> dict[str, Option]:
 
 
 def model_defaults(model, tokenizer, pipeline_defaults: dict[str, Any]) -> dict[str, Any]:
-    """Every generate() setting before the task's and the call's: the pipeline's defaults, with
-    the model's own generation settings where the pipeline keeps the global default."""
-    cfg = model.config
-    # Without a generation_config.json, transformers reads the generation settings config.json
-    # holds (num_beams, max_length, decoder_start_token_id, ...), as generate() itself does.
-    saved = cfg.generation or (cfg.hf_config or {})
-    settings = {**GLOBAL, **pipeline_defaults}
-    for key, value in saved.items():
-        if key in GLOBAL and settings[key] == GLOBAL[key] and value != GLOBAL[key]:
-            settings[key] = value
-    for key in ("eos_token_id", "pad_token_id", "bos_token_id"):
-        if settings[key] is None:
-            settings[key] = saved.get(key, getattr(cfg, key, None))
-    if settings["temperature"] == 0.0:
-        settings["do_sample"] = False
+    """Every generate() setting before the task's and the call's: the one rule of
+    ``generation.settings`` with the pipeline's defaults as its base, then transformers'
+    pipelines' own two touches."""
+    settings = resolve(model, base=pipeline_defaults)
     # A model whose generation settings give a max_length keeps it instead of the pipeline's
     # default number of new tokens.
     default_new = pipeline_defaults.get("max_new_tokens")
-    own_length = settings["max_length"] != GLOBAL["max_length"]
+    own_length = settings["max_length"] is not None and settings["max_length"] != GLOBAL["max_length"]
     if default_new is not None and settings["max_new_tokens"] == default_new and own_length:
         settings["max_new_tokens"] = None
     if settings["pad_token_id"] is None and tokenizer.pad_token_id is not None:

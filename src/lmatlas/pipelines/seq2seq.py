@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ..errors import LmatlasError
+from ..generation.language import language_code, target_language
 from .base import _UNSET, Option, Pipeline, boolean, where
 from .decoding import (
     call_settings,
@@ -252,8 +253,8 @@ class Translation(Text2TextGeneration):
     The languages come from ``src_lang`` / ``tgt_lang``, else from a task name such as
     ``translation_en_to_de``. mBART needs them (its language codes, e.g. ``en_XX``; a two-letter
     ``en`` stands for the one code that starts with it): the source code goes around each text and
-    the target code is forced as the output's first token. Other models translate one pair; the
-    languages pick their ``task_specific_params`` entry (T5's "translate English to German: ").
+    the target code starts the output (``generation.language``). Other models translate one pair;
+    the languages pick their ``task_specific_params`` entry (T5's "translate English to German: ").
     """
 
     task = "translation"
@@ -288,27 +289,15 @@ class Translation(Text2TextGeneration):
             key = f"translation_{src}_to_{tgt}"
             given = opts["src_lang"] is not None or opts["tgt_lang"] is not None
             return (key if given and key in task_names(self.model) else self.task), {}, None
-        codes = self.tokenizer.lang_code_to_id
-        src = self._code(src if src is not None else self.tokenizer.src_lang, "src_lang")
+        src = language_code(self.tokenizer, src if src is not None else self.tokenizer.src_lang, "src_lang")
         if tgt is None and self.tokenizer.tgt_lang is None:
             raise LmatlasError(
                 "translation with mBART needs the target language: give tgt_lang= (one of its codes: "
-                f"{', '.join(codes)}), or a task name such as translation_en_to_ro"
+                f"{', '.join(self.tokenizer.lang_code_to_id)}), or a task name such as translation_en_to_ro"
             )
-        tgt = self._code(tgt if tgt is not None else self.tokenizer.tgt_lang, "tgt_lang")
-        extra = {} if opts.get("forced_bos_token_id") is not None else {"forced_bos_token_id": codes[tgt]}
-        return self.task, extra, src
-
-    def _code(self, code: str, name: str) -> str:
-        """``code`` if it is one of the language codes, else the one code it begins (en -> en_XX)."""
-        codes = self.tokenizer.lang_code_to_id
-        if code in codes:
-            return code
-        matches = [c for c in codes if c.split("_")[0] == code]
-        if len(matches) == 1:
-            return matches[0]
-        # (transformers looks the name up as a token, and takes the unknown token for it)
-        raise LmatlasError(f"{name} {code!r} is not one of the model's language codes: {', '.join(codes)}")
+        target = target_language(self.tokenizer, tgt if tgt is not None else self.tokenizer.tgt_lang)
+        # The call's own arguments (e.g. forced_bos_token_id=) win.
+        return self.task, {k: v for k, v in target.items() if opts.get(k) is None}, src
 
     def check_lengths(self, lengths: list[int], gen: dict, opts: dict) -> None:
         most = _new_tokens(gen)
