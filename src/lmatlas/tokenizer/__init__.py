@@ -30,10 +30,11 @@ The parts: ``families`` (that table), ``sentencepiece_model`` (reading a ``.mode
 ``languages`` (mBART's language codes).
 """
 
-from .core import VERY_LARGE_INTEGER, Tokenizer
+from .core import Tokenizer
 from .encoding import BatchEncoding
 from .families import FAMILIES, Family, family_for
 from .loading import load_tokenizer
+from .padding import VERY_LARGE_INTEGER
 from .sentencepiece_model import SpmModel, read_sentencepiece_model
 
 __all__ = [

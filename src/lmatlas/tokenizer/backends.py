@@ -133,8 +133,20 @@ class PieceSegmenter:
             words += self.sp.encode(part, out_type=str)
         return words
 
-    def decode_pieces(self, pieces: list[str]) -> str:
-        return self.sp.decode_pieces(pieces)
+    def decode(self, tokens: list[str], special: set[str], skip_special_tokens: bool) -> str:
+        """The text of ``tokens``, as transformers' MarianTokenizer decodes: runs of pieces are
+        joined by the SentencePiece model, special tokens kept as they are (or skipped)."""
+        out, run = "", []
+        for token in tokens:
+            if token in special:
+                if skip_special_tokens:
+                    continue
+                out += self.sp.decode_pieces(run) + token + " "
+                run = []
+            else:
+                run.append(token)
+        out += self.sp.decode_pieces(run)
+        return out.replace("\u2581", " ").strip()
 
 
 def build_marian(folder: Path, cfg: dict, specials: dict, target: bool = False):

@@ -11,31 +11,13 @@ from ..errors import LmatlasError
 from .backends import PieceSegmenter
 from .encoding import BatchEncoding
 from .languages import Languages
+from .padding import VERY_LARGE_INTEGER, check_side, resolve_lengths
 from .special_tokens import SPECIAL_ATTRS
 
-# HF's stand-in for "this model has no length limit" (model_max_length when nothing says one).
-VERY_LARGE_INTEGER = int(1e30)
-# Above this, model_max_length counts as unset when truncation or padding asks for it.
-_LARGE_INTEGER = int(1e20)
-
-
-_PADDING = {True: "longest", "longest": "longest", "max_length": "max_length", False: None, "do_not_pad": None}
-_TRUNCATION = {
-    True: "longest_first", "longest_first": "longest_first", "only_first": "only_first",
-    "only_second": "only_second", False: None, None: None, "do_not_truncate": None,
-}  # fmt: skip
 # The word-joining artefacts HF removes from decoded text when clean_up_tokenization_spaces is on,
 # applied in this order.
 _CLEAN_UP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
              (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))  # fmt: skip
-
-
-def _option(table: dict, value: Any, name: str):
-    try:
-        return table[value]
-    except (KeyError, TypeError):
-        choices = ", ".join(repr(k) for k in table)
-        raise LmatlasError(f"{name}={value!r} is not one of {choices}") from None
 
 
 def _special_token(attr: str) -> tuple[property, property]:
@@ -53,13 +35,6 @@ def _special_token(attr: str) -> tuple[property, property]:
         self._specials[attr] = value
 
     return property(lambda self: self._specials[attr], set_token), property(get_id)
-
-
-def check_side(value: Any, name: str) -> str:
-    """``value`` if it is a side padding or truncation can take ("right" or "left")."""
-    if value not in ("right", "left"):
-        raise LmatlasError(f"{name} must be 'right' or 'left', not {value!r}")
-    return value
 
 
 def _side(name: str) -> property:
@@ -336,33 +311,10 @@ class Tokenizer:
         return BatchEncoding(data, flat)
 
     def _encode_batch(self, inputs, add_special_tokens, padding, truncation, max_length, stride, multiple, side):
-        pad = _option(_PADDING, padding, "padding")
-        trunc = _option(_TRUNCATION, truncation, "truncation")
-        if max_length is not None and (type(max_length) is not int or max_length < 1):
-            raise LmatlasError(f"max_length must be a positive integer, not {max_length!r}")
-        if not isinstance(stride, int) or stride < 0:
-            raise LmatlasError(f"stride must be a non-negative integer, not {stride!r}")
-        if multiple is not None and (not isinstance(multiple, int) or multiple < 1):
-            raise LmatlasError(f"pad_to_multiple_of must be a positive integer, not {multiple!r}")
-        if side is not None:
-            check_side(side, "padding_side")
-        # HF: a max_length alone (no padding, truncation unspecified) means truncate to it.
-        if max_length is not None and padding is False and truncation is None:
-            trunc = "longest_first"
-        # Without max_length, both fall back to model_max_length, or are dropped if it is unset.
-        if max_length is None and (pad == "max_length" or trunc):
-            if self.model_max_length > _LARGE_INTEGER:
-                pad = None if pad == "max_length" else pad
-                trunc = None
-            else:
-                max_length = self.model_max_length
-        if pad and self.pad_token_id is None:
-            raise LmatlasError(
-                "padding needs a pad token, and this tokenizer has none (set tokenizer.pad_token, "
-                "e.g. to tokenizer.eos_token)"
-            )
-        if trunc and pad and multiple and max_length % multiple:
-            raise LmatlasError(f"max_length={max_length} is not a multiple of pad_to_multiple_of={multiple}")
+        has_pad = self.pad_token_id is not None
+        pad, trunc, max_length = resolve_lengths(
+            padding, truncation, max_length, stride, multiple, side, self.model_max_length, has_pad
+        )
 
         # The backend keeps truncation and padding as state: set both on every call so that
         # nothing carries over from one call to the next.
@@ -442,23 +394,10 @@ class Tokenizer:
         return texts
 
     def _decode_pieces(self, ids: list[int], skip_special_tokens: bool) -> str:
-        """Marian: the pieces of ``ids`` joined by the (target) SentencePiece model, special
-        tokens kept as they are, as transformers' MarianTokenizer decodes."""
-        special = set(self.all_special_tokens)
-        unk = self.unk_token
-        out, run = "", []
-        for i in ids:
-            token = self._backend.id_to_token(i)
-            token = unk if token is None else token
-            if token in special:
-                if skip_special_tokens:
-                    continue
-                out += self._segmenter.decode_pieces(run) + token + " "
-                run = []
-            else:
-                run.append(token)
-        out += self._segmenter.decode_pieces(run)
-        return out.replace("\u2581", " ").strip()
+        """Marian: the pieces of ``ids`` joined by the (target) SentencePiece model."""
+        tokens = [self._backend.id_to_token(i) for i in ids]
+        tokens = [self.unk_token if t is None else t for t in tokens]
+        return self._segmenter.decode(tokens, set(self.all_special_tokens), skip_special_tokens)
 
     def __repr__(self) -> str:
         return f"Tokenizer({self.name_or_path!r}, vocab_size={self.vocab_size})"

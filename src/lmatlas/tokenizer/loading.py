@@ -15,9 +15,10 @@ from ..checkpoint import resolve
 from ..errors import LmatlasError
 from ..files import read_json
 from .backends import build_bytelevel, build_marian, build_spm, build_wordpiece
-from .core import Tokenizer, check_side
+from .core import Tokenizer
 from .families import Family, family_for
 from .languages import Languages
+from .padding import check_side
 from .special_tokens import SPECIAL_ATTRS, SpecialIds, add_special_tokens, token_content
 
 def _read_configs(folder: Path) -> tuple[dict, dict]:
