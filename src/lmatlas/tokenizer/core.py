@@ -47,6 +47,19 @@ def _side(name: str) -> property:
     return property(lambda self: getattr(self, private), set_side)
 
 
+def _language(name: str) -> property:
+    """mBART's ``src_lang`` (the language of the texts) or ``tgt_lang`` (of the targets)."""
+
+    def set_code(self, code: str) -> None:
+        if self._languages is None:
+            raise LmatlasError(f"this tokenizer has no language codes ({name} is for mBART)")
+        setattr(self._languages, name, self._languages.check(code, name))
+        if name == "src_lang":  # the texts' template names their language
+            self._backend.post_processor = self._languages.template(code)
+
+    return property(lambda self: getattr(self._languages, name, None), set_code)
+
+
 class Tokenizer:
     """A loaded tokenizer with the interface of a Hugging Face fast tokenizer.
 
@@ -100,29 +113,8 @@ class Tokenizer:
 
     # -- languages (mBART) -------------------------------------------------------------------
 
-    @property
-    def src_lang(self) -> str | None:
-        return self._languages.src_lang if self._languages else None
-
-    @src_lang.setter
-    def src_lang(self, code: str) -> None:
-        languages = self._language_codes("src_lang")
-        languages.src_lang = languages.check(code, "src_lang")
-        self._backend.post_processor = languages.template(code)
-
-    @property
-    def tgt_lang(self) -> str | None:
-        return self._languages.tgt_lang if self._languages else None
-
-    @tgt_lang.setter
-    def tgt_lang(self, code: str) -> None:
-        languages = self._language_codes("tgt_lang")
-        languages.tgt_lang = languages.check(code, "tgt_lang")
-
-    def _language_codes(self, name: str) -> Languages:
-        if self._languages is None:
-            raise LmatlasError(f"this tokenizer has no language codes ({name} is for mBART)")
-        return self._languages
+    src_lang = _language("src_lang")
+    tgt_lang = _language("tgt_lang")
 
     @property
     def language_layout(self) -> str | None:

@@ -63,32 +63,35 @@ class Family:
     settings: dict = dataclasses.field(default_factory=dict)
 
 
+def _template(single: str, pair: str, *names: str):
+    """The template around one text (``single``) and around a pair (``pair``), in the
+    ``tokenizers`` notation, with the special tokens ``names`` written ``{cls}``, ``{sep}``, ..."""
 
-def _bert_template(cfg: dict, ids: SpecialIds):
-    (cls, cls_id), (sep, sep_id) = ids.cls, ids.sep
-    return processors.TemplateProcessing(
-        single=f"{cls}:0 $A:0 {sep}:0",
-        pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
-        special_tokens=[(cls, cls_id), (sep, sep_id)],
-    )
+    def template(cfg: dict, ids: SpecialIds):
+        tokens = [getattr(ids, name) for name in names]  # (token, id) each
+        text = {name: token for name, (token, _) in zip(names, tokens)}
+        return processors.TemplateProcessing(
+            single=[piece.format(**text) for piece in single.split()],
+            pair=[piece.format(**text) for piece in pair.split()],
+            special_tokens=tokens,
+        )
+
+    return template
 
 
-def _mpnet_template(cfg: dict, ids: SpecialIds):
-    # MPNet separates a pair with two separators, like RoBERTa, but keeps WordPiece.
-    (cls, cls_id), (sep, sep_id) = ids.cls, ids.sep
-    return processors.TemplateProcessing(
-        single=f"{cls}:0 $A:0 {sep}:0",
-        pair=f"{cls}:0 $A:0 {sep}:0 {sep}:0 $B:1 {sep}:1",
-        special_tokens=[(cls, cls_id), (sep, sep_id)],
-    )
+_bert_template = _template("{cls}:0 $A:0 {sep}:0", "{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1", "cls", "sep")
+# MPNet separates a pair with two separators, like RoBERTa, but keeps WordPiece.
+_mpnet_template = _template("{cls}:0 $A:0 {sep}:0", "{cls}:0 $A:0 {sep}:0 {sep}:0 $B:1 {sep}:1", "cls", "sep")
+# RoBERTa's layout with SentencePiece: every token type is 0, even in pairs.
+_fairseq_template = _template("{cls} $A {sep}", "{cls} $A {sep} {sep} $B {sep}", "cls", "sep")
+_t5_template = _template("$A {eos}", "$A {eos} $B {eos}", "eos")
+_marian_template = _template("$A {eos}", "$A $B {eos}", "eos")
+_opt_template = _template("{bos}:0 $A:0", "{bos}:0 $A:0 $B:1", "bos")
 
 
 def _gpt2_template(cfg: dict, ids: SpecialIds):
     if cfg.get("add_bos_token", False):  # OPT: every sequence starts with </s> (its bos)
-        bos, bos_id = ids.bos
-        return processors.TemplateProcessing(
-            single=f"{bos}:0 $A:0", pair=f"{bos}:0 $A:0 $B:1", special_tokens=[(bos, bos_id)]
-        )
+        return _opt_template(cfg, ids)
     # Adds nothing; kept because HF has it (it is what makes offsets byte-level aware).
     return processors.ByteLevel(trim_offsets=False)
 
@@ -99,23 +102,6 @@ def _roberta_template(cfg: dict, ids: SpecialIds):
         cls=ids.cls,
         add_prefix_space=cfg.get("add_prefix_space", False),
         trim_offsets=cfg.get("trim_offsets", True),
-    )
-
-
-def _fairseq_template(cfg: dict, ids: SpecialIds):
-    # RoBERTa's layout with SentencePiece: every token type is 0, even in pairs.
-    (cls, cls_id), (sep, sep_id) = ids.cls, ids.sep
-    return processors.TemplateProcessing(
-        single=f"{cls} $A {sep}",
-        pair=f"{cls} $A {sep} {sep} $B {sep}",
-        special_tokens=[(cls, cls_id), (sep, sep_id)],
-    )
-
-
-def _t5_template(cfg: dict, ids: SpecialIds):
-    eos, eos_id = ids.eos
-    return processors.TemplateProcessing(
-        single=["$A", eos], pair=["$A", eos, "$B", eos], special_tokens=[(eos, eos_id)]
     )
 
 
@@ -171,13 +157,6 @@ def language_template(layout: str, code: str, ids: SpecialIds):
     else:
         single, pair, specials = ["$A", eos[0], code], ["$A", "$B", eos[0], code], [eos, lang]
     return processors.TemplateProcessing(single=single, pair=pair, special_tokens=specials)
-
-
-def _marian_template(cfg: dict, ids: SpecialIds):
-    eos, eos_id = ids.eos
-    return processors.TemplateProcessing(
-        single=["$A", eos], pair=["$A", "$B", eos], special_tokens=[(eos, eos_id)]
-    )
 
 
 _PEGASUS_SPECIALS = {"eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>", "mask_token": "<mask_2>"}
@@ -335,8 +314,8 @@ FAMILIES: dict[str, Family] = {
         language_layout="suffix",
     ),
     "mbart50": Family(
-        "spm", _ROBERTA_SPECIALS, mask_flags={**_LSTRIP, "normalized": True}, spm_vocab=_fairseq_vocab(_MBART50_LANGUAGES),
-        spm_unk_id=lambda spm, cfg: 3, spm_normalizer=_spm_normalizer,
+        "spm", _ROBERTA_SPECIALS, mask_flags={**_LSTRIP, "normalized": True},
+        spm_vocab=_fairseq_vocab(_MBART50_LANGUAGES), spm_unk_id=lambda spm, cfg: 3, spm_normalizer=_spm_normalizer,
         extra_specials=_mbart_extra(_MBART50_LANGUAGES), languages=_MBART50_LANGUAGES,
         language_layout="prefix",
     ),
