@@ -13,8 +13,9 @@ from tokenizers import Tokenizer as RustTokenizer
 from ..errors import LmatlasError
 from ..files import read_json, read_text
 from .families import Family
-from .sentencepiece_model import SPM_CONTROL, SPM_USER_DEFINED, SpmModel, read_sentencepiece_model
+from .sentencepiece_model import SPM_BPE, SPM_CONTROL, SPM_UNIGRAM, SPM_USER_DEFINED, SpmModel, read_sentencepiece_model
 from .special_tokens import token_content
+
 
 def _bpe_merges_by_score(vocab: dict[str, int], scored: list[tuple[str, float]]) -> list[tuple[str, str]]:
     """Merges for a SentencePiece BPE model, which stores only pieces and scores.
@@ -76,9 +77,9 @@ def build_bytelevel(vocab_path: Path, merges_path: Path, cfg: dict) -> RustToken
 def build_spm(path: Path, family: Family, cfg: dict) -> RustTokenizer:
     spm = _read_spm(path)
     vocab = family.spm_vocab(spm, cfg)
-    if spm.model_type == 1:
+    if spm.model_type == SPM_UNIGRAM:
         model = models.Unigram(vocab, unk_id=family.spm_unk_id(spm, cfg), byte_fallback=False)
-    else:  # BPE
+    else:  # SPM_BPE
         original = {piece: i for i, (piece, _, _) in enumerate(spm.pieces)}
         model = models.BPE(
             {piece: i for i, (piece, _) in enumerate(vocab)},
@@ -179,6 +180,6 @@ def _read_vocab(path: Path) -> dict[str, int]:
 def _read_spm(path: Path) -> SpmModel:
     """A SentencePiece model of a kind ``tokenizers`` has a model for (unigram or BPE)."""
     spm = read_sentencepiece_model(path)
-    if spm.model_type not in (1, 2):
+    if spm.model_type not in (SPM_UNIGRAM, SPM_BPE):
         raise LmatlasError(f"{path} is a SentencePiece word or char model; only unigram and BPE are supported")
     return spm

@@ -5,8 +5,6 @@ from __future__ import annotations
 from ..errors import LmatlasError
 
 
-
-
 class BatchEncoding(dict):
     """The result of calling a tokenizer: a dict (``input_ids``, ``attention_mask``, ...) that
     also allows attribute access, plus the ``tokenizers`` Encoding of each row (``encodings``)

@@ -21,6 +21,7 @@ from .languages import Languages
 from .padding import check_side
 from .special_tokens import SPECIAL_ATTRS, SpecialIds, add_special_tokens, token_content
 
+
 def _read_configs(folder: Path) -> tuple[dict, dict]:
     """tokenizer_config.json with special_tokens_map.json folded in, and config.json."""
     cfg = {}
@@ -34,7 +35,8 @@ def _read_configs(folder: Path) -> tuple[dict, dict]:
         own = list(cfg.get("additional_special_tokens") or [])
         cfg = {**cfg, **extra}
         if own:
-            cfg["additional_special_tokens"] = own + [t for t in extra.get("additional_special_tokens") or [] if t not in own]
+            more = extra.get("additional_special_tokens") or []
+            cfg["additional_special_tokens"] = own + [t for t in more if t not in own]
     model_cfg = {}
     if (folder / "config.json").is_file():
         model_cfg = read_json(folder / "config.json")
@@ -78,8 +80,30 @@ _KIND_FILES = {
 }  # fmt: skip
 
 
+def _build_backend(kind: str, path: Path, family: Family, cfg: dict, specials: dict):
+    """``(backend, segmenter, target)`` from the file ``path`` of the given kind; the segmenter
+    and the target's ``(backend, segmenter)`` are Marian's, None for the others."""
+    if kind == "json":
+        data = read_json(path)
+        if "model" not in data:
+            raise LmatlasError(f"{path} is not a tokenizers JSON file (it has no model)")
+        _apply_class_options(data, family, cfg)
+        try:
+            return RustTokenizer.from_str(json.dumps(data)), None, None
+        except Exception as e:  # the Rust parser raises a bare Exception
+            raise LmatlasError(f"cannot parse {path}: {e}") from e
+    if kind == "wordpiece":
+        return build_wordpiece(path, cfg, specials), None, None
+    if kind == "bytelevel":
+        return build_bytelevel(path, path.parent / "merges.txt", cfg), None, None
+    if kind == "marian":
+        backend, segmenter = build_marian(path.parent, cfg, specials)
+        return backend, segmenter, build_marian(path.parent, cfg, specials, target=True)
+    return build_spm(path, family, cfg), None, None
+
+
 def load_tokenizer(folder: str | os.PathLike) -> Tokenizer:
-    """Load the tokenizer of a checkpoint folder or hub id (see the module docstring)."""
+    """Load the tokenizer of a checkpoint folder or hub id (see the package docstring)."""
     path = Path(folder)
     if path.exists() and not path.is_dir():
         raise LmatlasError(f"tokenizer folder {folder} is not a folder")
@@ -89,36 +113,16 @@ def load_tokenizer(folder: str | os.PathLike) -> Tokenizer:
         names = ", ".join(name for name, _ in _SOURCES)
         raise LmatlasError(f"{folder} has no tokenizer files (looked for {names})")
     kind = dict(_SOURCES)[source]
-    path = folder / source
     cfg, model_cfg = _read_configs(folder)
     tokenizer_class = cfg.get("tokenizer_class") or model_cfg.get("tokenizer_class")
     family_name, family = family_for(tokenizer_class, model_cfg.get("model_type"), source)
     if family.extra_specials is not None:
         cfg = {**cfg, "additional_special_tokens": family.extra_specials(cfg)}
     specials = {attr: token_content(cfg.get(attr, family.specials.get(attr))) for attr in SPECIAL_ATTRS}
-    segmenter = target = None
-
-    if kind == "json":
-        data = read_json(path)
-        if "model" not in data:
-            raise LmatlasError(f"{path} is not a tokenizers JSON file (it has no model)")
-        _apply_class_options(data, family, cfg)
-        try:
-            backend = RustTokenizer.from_str(json.dumps(data))
-        except Exception as e:  # the Rust parser raises a bare Exception
-            raise LmatlasError(f"cannot parse {path}: {e}") from e
-    elif family.files != kind:
+    if kind != "json" and family.files != kind:
         needs = _KIND_FILES.get(family.files, "a tokenizer.json")
         raise LmatlasError(f"{folder} has {source}, but its config asks for {family_name}, which needs {needs}")
-    elif kind == "wordpiece":
-        backend = build_wordpiece(path, cfg, specials)
-    elif kind == "bytelevel":
-        backend = build_bytelevel(path, folder / "merges.txt", cfg)
-    elif kind == "marian":
-        backend, segmenter = build_marian(folder, cfg, specials)
-        target = build_marian(folder, cfg, specials, target=True)
-    else:
-        backend = build_spm(path, family, cfg)
+    backend, segmenter, target = _build_backend(kind, folder / source, family, cfg, specials)
 
     from_files = kind != "json"
     backends = [backend] + ([target[0]] if target else [])

@@ -12,6 +12,8 @@ from ..errors import LmatlasError
 
 # Token types of SentencePiece pieces (sentencepiece_model.proto, SentencePiece.Type).
 SPM_NORMAL, SPM_UNKNOWN, SPM_CONTROL, SPM_USER_DEFINED = 1, 2, 3, 4
+# Kinds of model (TrainerSpec.ModelType); word and char models have no ``tokenizers`` counterpart.
+SPM_UNIGRAM, SPM_BPE = 1, 2
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,6 @@ class SpmModel:
     precompiled_charsmap: bytes
     add_dummy_prefix: bool
     remove_extra_whitespaces: bool
-
 
 
 def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
