@@ -512,7 +512,7 @@ def test_folder_errors(tmp_path):
 def test_corrupt_file_errors(tmp_path):
     folder = make_folder(tmp_path, "badjson", [])
     (folder / "tokenizer.json").write_text("{not json")
-    _raises("cannot read .*tokenizer.json", load_tokenizer, folder)
+    _raises("tokenizer.json: not valid JSON", load_tokenizer, folder)
     folder = make_folder(tmp_path, "nomodel", [])
     (folder / "tokenizer.json").write_text('{"version": "1.0"}')
     _raises("not a tokenizers JSON file", load_tokenizer, folder)
@@ -521,12 +521,12 @@ def test_corrupt_file_errors(tmp_path):
     _raises("cannot parse .*tokenizer.json", load_tokenizer, folder)
     folder = make_folder(tmp_path, "badcfg", _minilm("vocab.txt"))
     (folder / "tokenizer_config.json").write_text("[1, 2")
-    _raises("cannot read .*tokenizer_config.json", load_tokenizer, folder)
+    _raises("tokenizer_config.json: not valid JSON", load_tokenizer, folder)
     folder = make_folder(tmp_path, "cfglist", _minilm("vocab.txt"), [1, 2])
-    _raises("tokenizer_config.json is not a JSON object", load_tokenizer, folder)
+    _raises("tokenizer_config.json: expected a JSON object, found list", load_tokenizer, folder)
     folder = make_folder(tmp_path, "binvocab", [])
     (folder / "vocab.txt").write_bytes(b"\xff\xfe\x00bad")
-    _raises("cannot read .*vocab.txt", load_tokenizer, folder)
+    _raises("vocab.txt: not UTF-8 text", load_tokenizer, folder)
     folder = make_folder(tmp_path, "emptyvocab", [])
     (folder / "vocab.txt").write_text("")
     _raises("vocab.txt is empty", load_tokenizer, folder)
@@ -547,7 +547,7 @@ def test_bytelevel_file_errors(tmp_path):
     _raises("line 3 of .*merges.txt is not a pair", load_tokenizer, folder)
     folder = make_folder(tmp_path, "badvocab", [merges])
     (folder / "vocab.json").write_text('["a", "b"]')
-    _raises("vocab.json is not a JSON object", load_tokenizer, folder)
+    _raises("vocab.json: expected a JSON object, found list", load_tokenizer, folder)
 
 
 def test_config_mismatch_errors(tmp_path):

@@ -36,7 +36,7 @@ def read_json(path: str | os.PathLike, *, expect: type | None = dict) -> Any:
     except json.JSONDecodeError as e:
         raise LmatlasError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
     if expect is not None and not isinstance(data, expect):
-        wanted = {dict: "an object", list: "a list"}.get(expect, expect.__name__)
+        wanted = {dict: "object", list: "list"}.get(expect, expect.__name__)
         raise LmatlasError(f"{path}: expected a JSON {wanted}, found {type(data).__name__}")
     return data
 
