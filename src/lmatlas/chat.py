@@ -39,7 +39,7 @@ def read_chat_template(folder: str | Path, config: dict | None = None) -> str | 
     if files:
         return files["default"] if list(files) == ["default"] else files
     if config is None:
-        from .checkpoint import read_json
+        from .files import read_json
 
         file = folder / "tokenizer_config.json"
         config = read_json(file) if file.is_file() else {}

