@@ -5,10 +5,8 @@ from __future__ import annotations
 from ..config import ModelConfig
 from ..errors import LmatlasError
 from ._maps import ENCODER_HEADS, WeightMap, bert_embeddings, bert_layers, classifier_heads, hf_common, linear, mlm_head
+from .preset import Preset
 
-MODEL_TYPES = ("bert",)
-PREFIX = "bert"
-HEADS = ENCODER_HEADS | {"ForPreTraining": "masked-lm"}
 # The heads whose transformers class builds the pooler.
 POOLED_HEADS = ("base", "sequence-classification")
 
@@ -68,3 +66,17 @@ def to_hf(cfg: ModelConfig) -> dict:
         attention_probs_dropout_prob=cfg.attention_dropout,
         position_embedding_type="absolute",
     )
+
+
+PRESET = Preset(
+    name="bert",
+    model_types=("bert",),
+    skeleton="encoder",
+    prefix="bert",
+    heads=ENCODER_HEADS | {"ForPreTraining": "masked-lm"},
+    class_prefix="Bert",
+    tokenizer_family="bert",
+    config=config,
+    weights=weights,
+    to_hf=to_hf,
+)

@@ -6,10 +6,8 @@ from __future__ import annotations
 from ..config import ModelConfig
 from ._maps import ENCODER_HEADS, WeightMap, bert_embeddings, bert_layers, classifier_heads, linear, mlm_head
 from . import bert
+from .preset import Preset
 
-MODEL_TYPES = ("electra",)
-PREFIX = "electra"
-HEADS = ENCODER_HEADS | {"ForPreTraining": "replaced-token-detection"}
 
 
 def config(hf: dict, head: str) -> ModelConfig:
@@ -42,3 +40,17 @@ def to_hf(cfg: ModelConfig) -> dict:
     out = bert.to_hf(cfg)
     out["embedding_size"] = cfg.embedding_size
     return out
+
+
+PRESET = Preset(
+    name="electra",
+    model_types=("electra",),
+    skeleton="encoder",
+    prefix="electra",
+    heads=ENCODER_HEADS | {"ForPreTraining": "replaced-token-detection"},
+    class_prefix="Electra",
+    tokenizer_family="electra",
+    config=config,
+    weights=weights,
+    to_hf=to_hf,
+)

@@ -5,10 +5,8 @@ from __future__ import annotations
 from ..config import ModelConfig
 from ._maps import ENCODER_HEADS, WeightMap, bert_embeddings, bert_layers, classifier_heads, linear, mlm_head
 from . import bert
+from .preset import Preset
 
-MODEL_TYPES = ("roberta", "xlm-roberta")
-PREFIX = "roberta"
-HEADS = ENCODER_HEADS
 POOLED_HEADS = ("base",)
 
 
@@ -38,3 +36,17 @@ def to_hf(cfg: ModelConfig) -> dict:
 
     require(cfg, "RoBERTa", positions_from_padding=True)
     return bert.to_hf(cfg)
+
+
+PRESET = Preset(
+    name="roberta",
+    model_types=("roberta", "xlm-roberta"),
+    skeleton="encoder",
+    prefix="roberta",
+    heads=ENCODER_HEADS,
+    class_prefix={"roberta": "Roberta", "xlm-roberta": "XLMRoberta"},
+    tokenizer_family={"roberta": "roberta", "xlm-roberta": "xlm-roberta"},
+    config=config,
+    weights=weights,
+    to_hf=to_hf,
+)
