@@ -8,7 +8,6 @@ from . import bert
 from .preset import Preset
 
 
-
 def config(hf: dict, head: str) -> ModelConfig:
     hf = {"hidden_act": "gelu_new", **hf}
     cfg = bert.config(hf, head)

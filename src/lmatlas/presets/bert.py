@@ -33,15 +33,24 @@ def config(hf: dict, head: str) -> ModelConfig:
     )
 
 
-def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
+def family_weights(
+    cfg: ModelConfig, head: str, mlm: tuple[str, str, str, str | None], pooled: str | None = None
+) -> tuple[WeightMap, WeightMap]:
+    """BERT's weight names, which RoBERTa, XLM-R and ELECTRA keep but for their heads': ``mlm``
+    the masked-LM head's (``_maps.mlm_head``), ``pooled`` the sequence head's own dense layer's."""
     backbone = bert_embeddings() | bert_layers(cfg.num_layers)
     if cfg.pooler_activation:
         backbone |= linear("backbone.pooler.dense", "pooler.dense")
-    heads: WeightMap = classifier_heads(head)
+    heads: WeightMap = classifier_heads(head, pooled)
     if head == "masked-lm":
-        heads |= mlm_head("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm",
-                          "cls.predictions.decoder", bias="cls.predictions.bias")
+        heads |= mlm_head(*mlm)
     return backbone, heads
+
+
+def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
+    mlm = ("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm", "cls.predictions.decoder",
+           "cls.predictions.bias")
+    return family_weights(cfg, head, mlm)
 
 
 def to_hf(cfg: ModelConfig) -> dict:

@@ -11,7 +11,6 @@ from ._maps import DECODER_HEADS, WeightMap, decoder_common, grouped_qkv, linear
 from .preset import Preset
 
 
-
 def config(hf: dict, head: str) -> ModelConfig:
     d = hf.get("hidden_size", hf.get("n_embed", 64))
     return ModelConfig(

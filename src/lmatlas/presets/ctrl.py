@@ -13,7 +13,6 @@ from ._maps import DECODER_HEADS, WeightMap, decoder_common, fused, linear, lm_h
 from .preset import Preset
 
 
-
 def config(hf: dict, head: str) -> ModelConfig:
     d = hf.get("n_embd", 1280)
     return ModelConfig(

@@ -7,7 +7,6 @@ from ._maps import ENCODER_HEADS, WeightMap, classifier_heads, fused, hf_common,
 from .preset import Preset
 
 
-
 def config(hf: dict, head: str) -> ModelConfig:
     return ModelConfig(
         model_type="distilbert",

@@ -4,10 +4,9 @@ replaced tokens, on BERT's encoder with factorised embeddings when they are narr
 from __future__ import annotations
 
 from ..config import ModelConfig
-from ._maps import ENCODER_HEADS, WeightMap, bert_embeddings, bert_layers, classifier_heads, linear, mlm_head
+from ._maps import ENCODER_HEADS, WeightMap, linear
 from . import bert
 from .preset import Preset
-
 
 
 def config(hf: dict, head: str) -> ModelConfig:
@@ -23,13 +22,11 @@ def config(hf: dict, head: str) -> ModelConfig:
 
 
 def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
-    backbone = bert_embeddings() | bert_layers(cfg.num_layers)
+    mlm = ("generator_predictions.dense", "generator_predictions.LayerNorm", "generator_lm_head", None)
+    backbone, heads = bert.family_weights(cfg, head, mlm, pooled="classifier")
     if cfg.embedding_projection:
         backbone |= linear("backbone.embeddings.project", "embeddings_project")
-    heads: WeightMap = classifier_heads(head, pooled="classifier")
-    if head == "masked-lm":
-        heads |= mlm_head("generator_predictions.dense", "generator_predictions.LayerNorm", "generator_lm_head")
-    elif head == "replaced-token-detection":
+    if head == "replaced-token-detection":
         heads |= linear("head.dense", "discriminator_predictions.dense")
         heads |= linear("head.out", "discriminator_predictions.dense_prediction")
     return backbone, heads

@@ -13,7 +13,6 @@ from ._maps import DECODER_HEADS, WeightMap, decoder_common, grouped_qkv, linear
 from .preset import Preset
 
 
-
 def _layout(hf: dict) -> tuple[str, int]:
     """(norm_position, parallel_norms) as transformers' FalconDecoderLayer reads the flags."""
     new = hf.get("new_decoder_architecture", False)

@@ -14,7 +14,6 @@ from ._maps import DECODER_HEADS, WeightMap, conv1d, decoder_common, lm_head, no
 from .preset import Preset
 
 
-
 def config(hf: dict, head: str) -> ModelConfig:
     if hf.get("add_cross_attention"):
         raise LmatlasError("GPT-2 with cross-attention (add_cross_attention) is not supported")

@@ -13,7 +13,6 @@ from ._maps import DECODER_HEADS, WeightMap, decoder_common, fused, linear, lm_h
 from .preset import Preset
 
 
-
 def _attention_layers(hf: dict) -> list[str]:
     if hf.get("attention_layers"):
         return list(hf["attention_layers"])

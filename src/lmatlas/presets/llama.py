@@ -11,7 +11,6 @@ from ._maps import DECODER_HEADS, WeightMap, decoder_common, fused, linear, lm_h
 from .preset import Preset
 
 
-
 def config(hf: dict, head: str) -> ModelConfig:
     d = hf.get("hidden_size", 4096)
     heads = hf.get("num_attention_heads", 32)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..config import ModelConfig
-from ._maps import ENCODER_HEADS, WeightMap, bert_embeddings, bert_layers, classifier_heads, linear, mlm_head
+from ._maps import ENCODER_HEADS, WeightMap
 from . import bert
 from .preset import Preset
 
@@ -21,13 +21,8 @@ def config(hf: dict, head: str) -> ModelConfig:
 
 
 def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
-    backbone = bert_embeddings() | bert_layers(cfg.num_layers)
-    if cfg.pooler_activation:
-        backbone |= linear("backbone.pooler.dense", "pooler.dense")
-    heads: WeightMap = classifier_heads(head, pooled="classifier")
-    if head == "masked-lm":
-        heads |= mlm_head("lm_head.dense", "lm_head.layer_norm", "lm_head.decoder", bias="lm_head.bias")
-    return backbone, heads
+    mlm = ("lm_head.dense", "lm_head.layer_norm", "lm_head.decoder", "lm_head.bias")
+    return bert.family_weights(cfg, head, mlm, pooled="classifier")
 
 
 def to_hf(cfg: ModelConfig) -> dict:

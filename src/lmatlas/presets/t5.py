@@ -21,7 +21,6 @@ from ._maps import SEQ2SEQ_HEADS, WeightMap, fused, linear, seq2seq_common, shar
 from .preset import Preset
 
 
-
 def _feed_forward(hf: dict) -> tuple[str, bool]:
     proj = hf.get("feed_forward_proj", "relu")
     parts = proj.split("-")
