@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..config import ModelConfig
 
@@ -35,6 +37,7 @@ class Preset:
     """One family: how its ``config.json`` and weight names map onto an lmatlas skeleton, and
     what transformers and the tokenizer call it.
 
+    - ``name``: the family (its module in ``lmatlas.presets``);
     - ``model_types``: the ``model_type`` values of ``config.json`` it reads;
     - ``skeleton``: the lmatlas skeleton its models are built on;
     - ``prefix``: the name under which transformers' head classes store the base model's weights;
@@ -70,6 +73,17 @@ class Preset:
     ties: Callable[[ModelConfig, str, Any, str], ModelConfig] | None = None
     class_suffixes: Mapping[str, str] = field(default_factory=dict)
     shares_layers: bool = False
+
+    def __post_init__(self) -> None:
+        # Read-only copies: families share the tables they are built from (``_maps.DECODER_HEADS``).
+        for name in ("heads", "class_prefix", "tokenizer_family", "class_suffixes"):
+            value = getattr(self, name)
+            if isinstance(value, Mapping):
+                object.__setattr__(self, name, MappingProxyType(dict(value)))
+        for name in ("class_prefix", "tokenizer_family"):  # given per model_type: for each one
+            value = getattr(self, name)
+            if isinstance(value, Mapping) and set(value) != set(self.model_types):
+                raise ValueError(f"preset {self.name}: {name} names {sorted(value)}, not {sorted(self.model_types)}")
 
     def head_names(self) -> set[str]:
         """The lmatlas heads a checkpoint of this family can be loaded with."""
