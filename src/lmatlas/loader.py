@@ -54,8 +54,8 @@ def load(
     preset = preset_for(hf.get("model_type"), source)
     if head is None:
         head = head_from_architectures(preset, hf.get("architectures") or [], source)
-    elif head not in HEADS or (head != "base" and head not in preset.HEADS.values()):
-        known = ", ".join(sorted({"base", *preset.HEADS.values()}))
+    elif head not in HEADS or head not in preset.head_names():
+        known = ", ".join(sorted(preset.head_names()))
         raise LmatlasError(f"head {head!r} is not available for {hf['model_type']}; choose one of {known}")
     torch_dtype = parse_dtype(dtype)
     weights = Weights(folder)
@@ -64,9 +64,8 @@ def load(
     except (KeyError, TypeError, ValueError) as e:
         raise LmatlasError(f"{source}: cannot be read as a {hf['model_type']} config ({e})") from None
     cfg = _drop_absent_pooler(cfg, preset, head, weights)
-    ties = getattr(preset, "ties", None)
-    if ties is not None:
-        cfg = ties(cfg, head, weights, _prefix(preset, weights))
+    if preset.ties is not None:
+        cfg = preset.ties(cfg, head, weights, _prefix(preset, weights))
     generation_file = folder / "generation_config.json"
     if generation_file.exists():
         cfg.generation = read_json(generation_file)
@@ -89,7 +88,7 @@ def _drop_absent_pooler(cfg: ModelConfig, preset, head: str, weights: Weights) -
 
 
 def _prefix(preset, weights: Weights) -> str:
-    p = preset.PREFIX + "."
+    p = preset.prefix + "."
     return p if any(k.startswith(p) for k in weights.keys()) else ""
 
 

@@ -5,8 +5,8 @@ the same maps the other way. A fused projection is split back by the sizes of it
 ``Derived`` rearrangement (GPT-2's transposed Conv1D, BLOOM's interleaved heads) is inverted by
 running it on the positions of the elements: presets promise that it only moves values, so
 the positions it returns are the permutation to undo. ``config.json`` is the checkpoint's own,
-updated by the preset's ``to_hf(cfg)`` where it has one (the only way for a model built from
-scratch). The folder loads in lmatlas and in transformers.
+updated by the preset's ``to_hf(cfg)`` (the only way for a model built from scratch). The folder
+loads in lmatlas and in transformers.
 """
 
 from __future__ import annotations
@@ -21,28 +21,8 @@ import torch
 
 from .config import ModelConfig
 from .errors import LmatlasError
-from .presets import preset_for
+from .presets import Preset, model_types, preset_for
 from .presets._maps import Derived, FirstOf, _flatten
-
-# transformers' class name of each model type, before the head's suffix.
-CLASS_PREFIX = {
-    "bert": "Bert", "distilbert": "DistilBert", "roberta": "Roberta", "xlm-roberta": "XLMRoberta",
-    "albert": "Albert", "electra": "Electra", "openai-gpt": "OpenAIGPT", "gpt2": "GPT2", "ctrl": "CTRL",
-    "gpt_neo": "GPTNeo", "opt": "OPT", "bloom": "Bloom", "falcon": "Falcon", "llama": "Llama",
-    "t5": "T5", "bart": "Bart", "mbart": "MBart", "marian": "Marian", "pegasus": "Pegasus",
-}  # fmt: skip
-HEAD_SUFFIX = {
-    "base": "Model",
-    "masked-lm": "ForMaskedLM",
-    "sequence-classification": "ForSequenceClassification",
-    "token-classification": "ForTokenClassification",
-    "question-answering": "ForQuestionAnswering",
-    "replaced-token-detection": "ForPreTraining",
-    "causal-lm": "ForCausalLM",
-    "seq2seq-lm": "ForConditionalGeneration",
-}
-# Older GPTs name their causal LM class "LMHeadModel".
-_LM_HEAD_MODEL = ("openai-gpt", "gpt2", "ctrl")
 
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
@@ -50,30 +30,25 @@ TOKENIZER_FILES = (
 )  # fmt: skip
 
 
+def _preset(model_type: str) -> Preset:
+    try:
+        return preset_for(model_type)
+    except LmatlasError:
+        raise LmatlasError(
+            f"model type {model_type!r} has no Hugging Face format; train one of {', '.join(model_types())} to save it"
+        ) from None
+
+
 def architecture_name(model_type: str, head: str) -> str:
-    if model_type not in CLASS_PREFIX:
-        raise LmatlasError(f"model type {model_type!r} has no Hugging Face class lmatlas can save as")
-    suffix = "LMHeadModel" if head == "causal-lm" and model_type in _LM_HEAD_MODEL else HEAD_SUFFIX[head]
-    if head == "seq2seq-lm" and model_type == "marian":
-        suffix = "MTModel"
-    return CLASS_PREFIX[model_type] + suffix
+    """transformers' class of ``head`` for ``model_type`` (e.g. ``GPT2LMHeadModel``)."""
+    return _preset(model_type).class_name(model_type, head)
 
 
 def hf_config(cfg: ModelConfig, head: str) -> dict[str, Any]:
     """``config.json`` for a model: the checkpoint's own, with what lmatlas changed written back."""
-    try:
-        preset = preset_for(cfg.model_type)
-    except LmatlasError:
-        raise LmatlasError(
-            f"model type {cfg.model_type!r} has no Hugging Face format; train one of "
-            f"{', '.join(sorted(CLASS_PREFIX))} to save it"
-        ) from None
+    preset = _preset(cfg.model_type)
     out = {k: v for k, v in cfg.hf_config.items() if not k.startswith("_")}
-    to_hf = getattr(preset, "to_hf", None)
-    if to_hf is not None:
-        out.update(to_hf(cfg))
-    elif not out:
-        raise LmatlasError(f"lmatlas cannot yet write a {cfg.model_type} config.json for a model built from scratch")
+    out.update(preset.to_hf(cfg))
     out["model_type"] = out.get("model_type") or cfg.model_type
     out["architectures"] = [architecture_name(out["model_type"], head)]
     out["id2label"] = {str(i): label for i, label in cfg.id2label.items()}
@@ -118,7 +93,7 @@ def hf_state_dict(model) -> dict[str, torch.Tensor]:
     cfg, head = model.config, model.head_name
     preset = preset_for(cfg.model_type)
     backbone, head_map = preset.weights(cfg, head)
-    prefix = preset.PREFIX + "." if preset.PREFIX and head != "base" else ""
+    prefix = preset.prefix + "." if preset.prefix and head != "base" else ""
     out: dict[str, torch.Tensor] = {}
     aliases: dict[str, torch.Tensor] = {}
     for ours, param in model.named_parameters():  # tied parameters appear once

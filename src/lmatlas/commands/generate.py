@@ -93,7 +93,7 @@ def _is_encoder_decoder(folder: Path) -> bool:
 
     hf = read_config(Path(folder))
     preset = preset_for(hf.get("model_type"), str(Path(folder) / "config.json"))
-    return "seq2seq-lm" in preset.HEADS.values()
+    return preset.skeleton == "encoder-decoder"
 
 
 def _languages(args, tokenizer) -> dict:

@@ -1,65 +1,79 @@
 """Presets: how each family's ``config.json`` and weight names map onto lmatlas' skeletons.
 
-A preset module defines:
-
-- ``MODEL_TYPES``: the ``model_type`` values of ``config.json`` it reads;
-- ``PREFIX``: the name under which transformers' head classes store the base model's weights;
-- ``HEADS``: the ``architectures`` class-name suffixes it knows, mapped to lmatlas head names;
-- ``config(hf, head) -> ModelConfig``;
-- ``weights(cfg, head) -> (backbone, head)``: two maps from lmatlas parameter names to the
-  checkpoint's names — backbone names without ``PREFIX``, head names as stored. A tuple of
-  checkpoint names is concatenated along the first dimension (the fused q/k/v projection); a
-  ``_maps.Derived`` rearranges stored tensors (transposed or per-head interleaved layouts);
-- optionally ``ties(cfg, head, weights, prefix) -> ModelConfig``: the ties that config.json
-  leaves to the checkpoint (which tables it stores, and whether their values differ), for
-  ``weights`` (a ``checkpoint.Weights``) whose backbone names start with ``prefix``.
+Each family module ends with ``PRESET``, a ``Preset`` (see ``preset.py``); ``preset_for``
+finds the one that reads a ``model_type``, and the accessors below answer, for any
+``model_type``, what other stages ask of its family.
 """
 
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
+from functools import cache
 
 from ..errors import LmatlasError
+from .preset import CLASS_SUFFIX, Preset, Skeleton
 
 _FAMILIES = [
     "bert", "distilbert", "roberta", "albert", "electra",
     "gpt", "gpt2", "ctrl", "gpt_neo", "opt", "bloom", "falcon", "llama",
     "bart", "mbart", "marian", "pegasus", "t5",
-]
+]  # fmt: skip
 
 
-def _registry() -> dict[str, ModuleType]:
-    table = {}
+@cache
+def _registry() -> dict[str, Preset]:
+    table: dict[str, Preset] = {}
     for family in _FAMILIES:
-        module = importlib.import_module(f"{__name__}.{family}")
-        for model_type in module.MODEL_TYPES:
-            table[model_type] = module
+        preset = importlib.import_module(f"{__name__}.{family}").PRESET
+        for model_type in preset.model_types:
+            table[model_type] = preset
     return table
 
 
-def preset_for(model_type: str | None, source: str = "config.json") -> ModuleType:
-    table = _registry()
-    if model_type not in table:
-        raise LmatlasError(
-            f"{source}: model_type {model_type!r} is not supported; lmatlas knows {', '.join(sorted(table))}"
-        )
-    return table[model_type]
-
-
-def supported_model_types() -> list[str]:
+def model_types() -> list[str]:
+    """Every ``model_type`` a preset reads, sorted."""
     return sorted(_registry())
 
 
-def head_from_architectures(preset: ModuleType, architectures: list[str], source: str) -> str:
+def preset_for(model_type: str | None, source: str = "config.json") -> Preset:
+    table = _registry()
+    if model_type not in table:
+        raise LmatlasError(f"{source}: model_type {model_type!r} is not supported; lmatlas knows {', '.join(model_types())}")
+    return table[model_type]
+
+
+def tokenizer_family(model_type: str | None) -> str | None:
+    """The tokenizer family of ``model_type``'s checkpoints when their files name no tokenizer
+    class (None for a model_type lmatlas has no preset or family for)."""
+    preset = _registry().get(model_type)
+    return preset.tokenizer_family_of(model_type) if preset else None
+
+
+def skeleton(model_type: str | None) -> Skeleton | None:
+    """The skeleton ``model_type`` is built on (None when no preset reads it)."""
+    preset = _registry().get(model_type)
+    return preset.skeleton if preset else None
+
+
+def shares_layers(model_type: str | None) -> bool:
+    """Whether ``model_type``'s layers are shared across depth (ALBERT), even in one group."""
+    preset = _registry().get(model_type)
+    return bool(preset and preset.shares_layers)
+
+
+def head_from_architectures(preset: Preset, architectures: list[str], source: str) -> str:
     """The lmatlas head for ``config.architectures[0]`` (``base`` when it names none)."""
     if not architectures:
         return "base"
     arch = architectures[0]
-    for suffix, head in preset.HEADS.items():
+    for suffix, head in preset.heads.items():
         if arch.endswith(suffix):
             return head
-    known = ", ".join(sorted(set(preset.HEADS.values())))
-    raise LmatlasError(
-        f"{source}: architecture {arch} has no lmatlas head; load it with head= one of {known}"
-    )
+    known = ", ".join(sorted(set(preset.heads.values())))
+    raise LmatlasError(f"{source}: architecture {arch} has no lmatlas head; load it with head= one of {known}")
+
+
+__all__ = [
+    "CLASS_SUFFIX", "Preset", "Skeleton", "head_from_architectures", "model_types", "preset_for", "shares_layers",
+    "skeleton", "tokenizer_family",
+]  # fmt: skip

@@ -5,10 +5,7 @@ from __future__ import annotations
 from ..config import ModelConfig
 from ._maps import ENCODER_HEADS, WeightMap, bert_embeddings, classifier_heads, fused, linear, mlm_head, norm
 from . import bert
-
-MODEL_TYPES = ("albert",)
-PREFIX = "albert"
-HEADS = ENCODER_HEADS | {"ForPreTraining": "masked-lm"}
+from .preset import Preset
 
 
 def config(hf: dict, head: str) -> ModelConfig:
@@ -56,3 +53,18 @@ def to_hf(cfg: ModelConfig) -> dict:
         num_hidden_groups=cfg.num_layer_groups,
         inner_group_num=cfg.inner_group_size,
     )
+
+
+PRESET = Preset(
+    name="albert",
+    model_types=("albert",),
+    skeleton="encoder",
+    prefix="albert",
+    heads=ENCODER_HEADS | {"ForPreTraining": "masked-lm"},
+    class_prefix="Albert",
+    tokenizer_family="albert",
+    config=config,
+    weights=weights,
+    to_hf=to_hf,
+    shares_layers=True,
+)

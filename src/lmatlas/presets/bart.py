@@ -3,7 +3,7 @@
 Post-norm layers, learned positions offset by 2 (fairseq reserved two slots), a norm over the
 embeddings (``layernorm_embedding``), one token table shared by encoder, decoder and LM head,
 and ``final_logits_bias`` added to the logits. The layer names are those of its whole family:
-mBART, Marian and Pegasus are this module's ``family_config`` with other switches.
+mBART, Marian and Pegasus are this module's ``family_preset`` with other switches.
 """
 
 from __future__ import annotations
@@ -24,10 +24,8 @@ from ._maps import (
     seq2seq_common,
     shared_tokens,
 )
+from .preset import Preset
 
-MODEL_TYPES = ("bart",)
-PREFIX = "model"
-HEADS = SEQ2SEQ_HEADS
 _OFFSET = 2
 
 
@@ -79,14 +77,6 @@ def family_config(
         attention_dropout=hf.get("attention_dropout", 0.0),
         **seq2seq_common(hf),
     )
-
-
-# What a family's config.json does not store, for ``family_config`` and ``family_to_hf``.
-LAYOUT = dict(norm_position="post", final_norm=False, embedding_norm=True, positions="learned")
-
-
-def config(hf: dict, head: str) -> ModelConfig:
-    return family_config(hf, "bart", **LAYOUT)
 
 
 def _attention(ours: str, theirs: str) -> WeightMap:
@@ -147,10 +137,6 @@ def family_weights(cfg: ModelConfig, head: str, separate_vocabularies: bool = Fa
         if not cfg.tie_word_embeddings:
             heads["head.decoder.weight"] = "lm_head.weight"
     return backbone, heads
-
-
-weights = family_weights
-ties = family_ties
 
 
 def family_to_hf(
@@ -223,6 +209,50 @@ def family_to_hf(
     return out
 
 
-def to_hf(cfg: ModelConfig) -> dict:
-    """config.json fields for ``cfg`` (the inverse of ``config``)."""
-    return family_to_hf(cfg, "BART", **LAYOUT)
+def family_preset(
+    model_type: str,
+    family: str,
+    layout: dict,
+    *,
+    class_prefix: str,
+    tokenizer_family: str,
+    separate_vocabularies: bool = False,
+    class_suffixes: dict[str, str] | None = None,
+) -> Preset:
+    """A preset of BART's family: its layer names and heads, with ``layout`` the switches its
+    config.json does not store (the keywords of ``family_config`` and ``family_to_hf``);
+    ``family`` names it in errors, ``separate_vocabularies`` as ``family_weights``."""
+
+    def config(hf: dict, head: str) -> ModelConfig:
+        return family_config(hf, model_type, **layout)
+
+    def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
+        return family_weights(cfg, head, separate_vocabularies)
+
+    def to_hf(cfg: ModelConfig) -> dict:
+        """config.json fields for ``cfg`` (the inverse of ``config``)."""
+        return family_to_hf(cfg, family, **layout, separate_vocabularies=separate_vocabularies)
+
+    return Preset(
+        name=model_type,
+        model_types=(model_type,),
+        skeleton="encoder-decoder",
+        prefix="model",
+        heads=SEQ2SEQ_HEADS,
+        class_prefix=class_prefix,
+        class_suffixes=class_suffixes or {},
+        tokenizer_family=tokenizer_family,
+        config=config,
+        weights=weights,
+        to_hf=to_hf,
+        ties=family_ties,
+    )
+
+
+PRESET = family_preset(
+    "bart",
+    "BART",
+    dict(norm_position="post", final_norm=False, embedding_norm=True, positions="learned"),
+    class_prefix="Bart",
+    tokenizer_family="bart",
+)

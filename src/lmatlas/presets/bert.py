@@ -5,10 +5,8 @@ from __future__ import annotations
 from ..config import ModelConfig
 from ..errors import LmatlasError
 from ._maps import ENCODER_HEADS, WeightMap, bert_embeddings, bert_layers, classifier_heads, hf_common, linear, mlm_head
+from .preset import Preset
 
-MODEL_TYPES = ("bert",)
-PREFIX = "bert"
-HEADS = ENCODER_HEADS | {"ForPreTraining": "masked-lm"}
 # The heads whose transformers class builds the pooler.
 POOLED_HEADS = ("base", "sequence-classification")
 
@@ -35,15 +33,24 @@ def config(hf: dict, head: str) -> ModelConfig:
     )
 
 
-def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
+def family_weights(
+    cfg: ModelConfig, head: str, mlm: tuple[str, str, str, str | None], pooled: str | None = None
+) -> tuple[WeightMap, WeightMap]:
+    """BERT's weight names, which RoBERTa, XLM-R and ELECTRA keep but for their heads': ``mlm``
+    the masked-LM head's (``_maps.mlm_head``), ``pooled`` the sequence head's own dense layer's."""
     backbone = bert_embeddings() | bert_layers(cfg.num_layers)
     if cfg.pooler_activation:
         backbone |= linear("backbone.pooler.dense", "pooler.dense")
-    heads: WeightMap = classifier_heads(head)
+    heads: WeightMap = classifier_heads(head, pooled)
     if head == "masked-lm":
-        heads |= mlm_head("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm",
-                          "cls.predictions.decoder", bias="cls.predictions.bias")
+        heads |= mlm_head(*mlm)
     return backbone, heads
+
+
+def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
+    mlm = ("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm", "cls.predictions.decoder",
+           "cls.predictions.bias")
+    return family_weights(cfg, head, mlm)
 
 
 def to_hf(cfg: ModelConfig) -> dict:
@@ -68,3 +75,17 @@ def to_hf(cfg: ModelConfig) -> dict:
         attention_probs_dropout_prob=cfg.attention_dropout,
         position_embedding_type="absolute",
     )
+
+
+PRESET = Preset(
+    name="bert",
+    model_types=("bert",),
+    skeleton="encoder",
+    prefix="bert",
+    heads=ENCODER_HEADS | {"ForPreTraining": "masked-lm"},
+    class_prefix="Bert",
+    tokenizer_family="bert",
+    config=config,
+    weights=weights,
+    to_hf=to_hf,
+)

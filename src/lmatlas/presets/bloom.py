@@ -8,10 +8,7 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ._maps import DECODER_HEADS, WeightMap, decoder_common, grouped_qkv, linear, lm_head, norm, score
-
-MODEL_TYPES = ("bloom",)
-PREFIX = "transformer"
-HEADS = DECODER_HEADS
+from .preset import Preset
 
 
 def config(hf: dict, head: str) -> ModelConfig:
@@ -75,3 +72,17 @@ def to_hf(cfg: ModelConfig) -> dict:
         hidden_dropout=cfg.hidden_dropout,
         attention_dropout=cfg.attention_dropout,
     )
+
+
+PRESET = Preset(
+    name="bloom",
+    model_types=("bloom",),
+    skeleton="decoder",
+    prefix="transformer",
+    heads=DECODER_HEADS,
+    class_prefix="Bloom",
+    tokenizer_family=None,  # the tokenizer's own files decide
+    config=config,
+    weights=weights,
+    to_hf=to_hf,
+)

@@ -10,10 +10,7 @@ import math
 
 from ..config import ModelConfig
 from ._maps import DECODER_HEADS, WeightMap, decoder_common, fused, linear, lm_head, norm, score
-
-MODEL_TYPES = ("ctrl",)
-PREFIX = "transformer"
-HEADS = DECODER_HEADS
+from .preset import Preset
 
 
 def config(hf: dict, head: str) -> ModelConfig:
@@ -81,3 +78,18 @@ def to_hf(cfg: ModelConfig) -> dict:
         resid_pdrop=cfg.hidden_dropout,
         embd_pdrop=cfg.hidden_dropout,
     )
+
+
+PRESET = Preset(
+    name="ctrl",
+    model_types=("ctrl",),
+    skeleton="decoder",
+    prefix="transformer",
+    heads=DECODER_HEADS,
+    class_prefix="CTRL",
+    tokenizer_family=None,  # the tokenizer's own files decide
+    config=config,
+    weights=weights,
+    to_hf=to_hf,
+    class_suffixes={"causal-lm": "LMHeadModel"},  # the older GPTs' name for a causal LM
+)

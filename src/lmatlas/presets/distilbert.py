@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ._maps import ENCODER_HEADS, WeightMap, classifier_heads, fused, hf_common, linear, mlm_head, norm
-
-MODEL_TYPES = ("distilbert",)
-PREFIX = "distilbert"
-HEADS = ENCODER_HEADS
+from .preset import Preset
 
 
 def config(hf: dict, head: str) -> ModelConfig:
@@ -77,3 +74,17 @@ def to_hf(cfg: ModelConfig) -> dict:
         dropout=cfg.hidden_dropout,
         attention_dropout=cfg.attention_dropout,
     )
+
+
+PRESET = Preset(
+    name="distilbert",
+    model_types=("distilbert",),
+    skeleton="encoder",
+    prefix="distilbert",
+    heads=ENCODER_HEADS,
+    class_prefix="DistilBert",
+    tokenizer_family="distilbert",
+    config=config,
+    weights=weights,
+    to_hf=to_hf,
+)

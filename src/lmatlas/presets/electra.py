@@ -4,12 +4,9 @@ replaced tokens, on BERT's encoder with factorised embeddings when they are narr
 from __future__ import annotations
 
 from ..config import ModelConfig
-from ._maps import ENCODER_HEADS, WeightMap, bert_embeddings, bert_layers, classifier_heads, linear, mlm_head
+from ._maps import ENCODER_HEADS, WeightMap, linear
 from . import bert
-
-MODEL_TYPES = ("electra",)
-PREFIX = "electra"
-HEADS = ENCODER_HEADS | {"ForPreTraining": "replaced-token-detection"}
+from .preset import Preset
 
 
 def config(hf: dict, head: str) -> ModelConfig:
@@ -25,13 +22,11 @@ def config(hf: dict, head: str) -> ModelConfig:
 
 
 def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
-    backbone = bert_embeddings() | bert_layers(cfg.num_layers)
+    mlm = ("generator_predictions.dense", "generator_predictions.LayerNorm", "generator_lm_head", None)
+    backbone, heads = bert.family_weights(cfg, head, mlm, pooled="classifier")
     if cfg.embedding_projection:
         backbone |= linear("backbone.embeddings.project", "embeddings_project")
-    heads: WeightMap = classifier_heads(head, pooled="classifier")
-    if head == "masked-lm":
-        heads |= mlm_head("generator_predictions.dense", "generator_predictions.LayerNorm", "generator_lm_head")
-    elif head == "replaced-token-detection":
+    if head == "replaced-token-detection":
         heads |= linear("head.dense", "discriminator_predictions.dense")
         heads |= linear("head.out", "discriminator_predictions.dense_prediction")
     return backbone, heads
@@ -42,3 +37,17 @@ def to_hf(cfg: ModelConfig) -> dict:
     out = bert.to_hf(cfg)
     out["embedding_size"] = cfg.embedding_size
     return out
+
+
+PRESET = Preset(
+    name="electra",
+    model_types=("electra",),
+    skeleton="encoder",
+    prefix="electra",
+    heads=ENCODER_HEADS | {"ForPreTraining": "replaced-token-detection"},
+    class_prefix="Electra",
+    tokenizer_family="electra",
+    config=config,
+    weights=weights,
+    to_hf=to_hf,
+)

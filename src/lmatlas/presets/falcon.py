@@ -10,10 +10,7 @@ from __future__ import annotations
 from ..config import ModelConfig
 from ..errors import LmatlasError
 from ._maps import DECODER_HEADS, WeightMap, decoder_common, grouped_qkv, linear, lm_head, norm, rope, score
-
-MODEL_TYPES = ("falcon",)
-PREFIX = "transformer"
-HEADS = DECODER_HEADS
+from .preset import Preset
 
 
 def _layout(hf: dict) -> tuple[str, int]:
@@ -145,3 +142,17 @@ def to_hf(cfg: ModelConfig) -> dict:
         hidden_dropout=cfg.hidden_dropout,
         attention_dropout=cfg.attention_dropout,
     )
+
+
+PRESET = Preset(
+    name="falcon",
+    model_types=("falcon",),
+    skeleton="decoder",
+    prefix="transformer",
+    heads=DECODER_HEADS,
+    class_prefix="Falcon",
+    tokenizer_family=None,  # the tokenizer's own files decide
+    config=config,
+    weights=weights,
+    to_hf=to_hf,
+)

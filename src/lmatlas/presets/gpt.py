@@ -10,10 +10,8 @@ from ..config import ModelConfig
 from ..errors import LmatlasError
 from . import gpt2
 from ._maps import DECODER_HEADS, WeightMap, decoder_common, lm_head, score
+from .preset import Preset
 
-MODEL_TYPES = ("openai-gpt",)
-PREFIX = "transformer"
-HEADS = DECODER_HEADS
 # GPT's "gelu" is the tanh approximation.
 _ACTIVATIONS = {"gelu": "gelu_new", "relu": "relu", "silu": "silu", "swish": "silu"}
 
@@ -75,3 +73,18 @@ def to_hf(cfg: ModelConfig) -> dict:
         embd_pdrop=cfg.hidden_dropout,
         attn_pdrop=cfg.attention_dropout,
     )
+
+
+PRESET = Preset(
+    name="gpt",
+    model_types=("openai-gpt",),
+    skeleton="decoder",
+    prefix="transformer",
+    heads=DECODER_HEADS,
+    class_prefix="OpenAIGPT",
+    tokenizer_family=None,  # the tokenizer's own files decide
+    config=config,
+    weights=weights,
+    to_hf=to_hf,
+    class_suffixes={"causal-lm": "LMHeadModel"},  # the older GPTs' name for a causal LM
+)

@@ -11,10 +11,7 @@ from typing import Callable
 from ..config import ModelConfig
 from ..errors import LmatlasError
 from ._maps import DECODER_HEADS, WeightMap, conv1d, decoder_common, lm_head, norm, score
-
-MODEL_TYPES = ("gpt2",)
-PREFIX = "transformer"
-HEADS = DECODER_HEADS
+from .preset import Preset
 
 
 def config(hf: dict, head: str) -> ModelConfig:
@@ -103,3 +100,18 @@ def to_hf(cfg: ModelConfig) -> dict:
         embd_pdrop=cfg.hidden_dropout,
         attn_pdrop=cfg.attention_dropout,
     )
+
+
+PRESET = Preset(
+    name="gpt2",
+    model_types=("gpt2",),
+    skeleton="decoder",
+    prefix="transformer",
+    heads=DECODER_HEADS,
+    class_prefix="GPT2",
+    tokenizer_family="gpt2",
+    config=config,
+    weights=weights,
+    to_hf=to_hf,
+    class_suffixes={"causal-lm": "LMHeadModel"},  # the older GPTs' name for a causal LM
+)

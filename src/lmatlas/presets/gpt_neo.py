@@ -10,10 +10,7 @@ from ..config import ModelConfig
 from ..errors import LmatlasError
 from . import gpt2
 from ._maps import DECODER_HEADS, WeightMap, decoder_common, fused, linear, lm_head, score
-
-MODEL_TYPES = ("gpt_neo",)
-PREFIX = "transformer"
-HEADS = DECODER_HEADS
+from .preset import Preset
 
 
 def _attention_layers(hf: dict) -> list[str]:
@@ -99,3 +96,17 @@ def to_hf(cfg: ModelConfig) -> dict:
         embed_dropout=cfg.hidden_dropout,
         attention_dropout=cfg.attention_dropout,
     )
+
+
+PRESET = Preset(
+    name="gpt_neo",
+    model_types=("gpt_neo",),
+    skeleton="decoder",
+    prefix="transformer",
+    heads=DECODER_HEADS,
+    class_prefix="GPTNeo",
+    tokenizer_family="gpt2",
+    config=config,
+    weights=weights,
+    to_hf=to_hf,
+)

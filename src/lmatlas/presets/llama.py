@@ -8,10 +8,7 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ._maps import DECODER_HEADS, WeightMap, decoder_common, fused, linear, lm_head, rope, score
-
-MODEL_TYPES = ("llama",)
-PREFIX = "model"
-HEADS = DECODER_HEADS
+from .preset import Preset
 
 
 def config(hf: dict, head: str) -> ModelConfig:
@@ -90,3 +87,17 @@ def to_hf(cfg: ModelConfig) -> dict:
     if cfg.rotary_dim != cfg.head_dim:
         out["partial_rotary_factor"] = cfg.rotary_dim / cfg.head_dim
     return out
+
+
+PRESET = Preset(
+    name="llama",
+    model_types=("llama",),
+    skeleton="decoder",
+    prefix="model",
+    heads=DECODER_HEADS,
+    class_prefix="Llama",
+    tokenizer_family=None,  # the tokenizer's own files decide
+    config=config,
+    weights=weights,
+    to_hf=to_hf,
+)

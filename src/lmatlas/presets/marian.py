@@ -9,27 +9,14 @@ false, ``decoder_vocab_size``).
 
 from __future__ import annotations
 
-from ..config import ModelConfig
-from ._maps import SEQ2SEQ_HEADS, WeightMap
-from .bart import family_config, family_ties, family_to_hf, family_weights
+from .bart import family_preset
 
-MODEL_TYPES = ("marian",)
-PREFIX = "model"
-HEADS = SEQ2SEQ_HEADS
-LAYOUT = dict(norm_position="post", final_norm=False, embedding_norm=False, positions="sinusoidal")
-
-
-def config(hf: dict, head: str) -> ModelConfig:
-    return family_config(hf, "marian", **LAYOUT)
-
-
-def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
-    return family_weights(cfg, head, separate_vocabularies=True)
-
-
-ties = family_ties
-
-
-def to_hf(cfg: ModelConfig) -> dict:
-    """config.json fields for ``cfg`` (the inverse of ``config``)."""
-    return family_to_hf(cfg, "Marian", **LAYOUT, separate_vocabularies=True)
+PRESET = family_preset(
+    "marian",
+    "Marian",
+    dict(norm_position="post", final_norm=False, embedding_norm=False, positions="sinusoidal"),
+    class_prefix="Marian",
+    class_suffixes={"seq2seq-lm": "MTModel"},  # MarianMTModel
+    tokenizer_family="marian",
+    separate_vocabularies=True,
+)

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ._maps import DECODER_HEADS, WeightMap, decoder_common, fused, linear, lm_head, score
+from .preset import Preset
 
-MODEL_TYPES = ("opt",)
-PREFIX = "model"
-HEADS = DECODER_HEADS
 _OFFSET = 2  # fairseq reserved the first two position slots
 
 
@@ -108,3 +106,17 @@ def to_hf(cfg: ModelConfig) -> dict:
         dropout=cfg.hidden_dropout,
         attention_dropout=cfg.attention_dropout,
     )
+
+
+PRESET = Preset(
+    name="opt",
+    model_types=("opt",),
+    skeleton="decoder",
+    prefix="model",
+    heads=DECODER_HEADS,
+    class_prefix="OPT",
+    tokenizer_family="gpt2",
+    config=config,
+    weights=weights,
+    to_hf=to_hf,
+)

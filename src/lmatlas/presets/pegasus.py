@@ -6,24 +6,12 @@ embeddings scaled by sqrt(d_model), no norm over the embeddings.
 
 from __future__ import annotations
 
-from ..config import ModelConfig
-from ._maps import SEQ2SEQ_HEADS
-from .bart import family_config, family_ties, family_to_hf, family_weights
+from .bart import family_preset
 
-MODEL_TYPES = ("pegasus",)
-PREFIX = "model"
-HEADS = SEQ2SEQ_HEADS
-LAYOUT = dict(norm_position="pre", final_norm=True, embedding_norm=False, positions="sinusoidal")
-
-
-def config(hf: dict, head: str) -> ModelConfig:
-    return family_config(hf, "pegasus", **LAYOUT)
-
-
-weights = family_weights
-ties = family_ties
-
-
-def to_hf(cfg: ModelConfig) -> dict:
-    """config.json fields for ``cfg`` (the inverse of ``config``)."""
-    return family_to_hf(cfg, "Pegasus", **LAYOUT)
+PRESET = family_preset(
+    "pegasus",
+    "Pegasus",
+    dict(norm_position="pre", final_norm=True, embedding_norm=False, positions="sinusoidal"),
+    class_prefix="Pegasus",
+    tokenizer_family="pegasus",
+)

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from ..config import ModelConfig
-from ._maps import ENCODER_HEADS, WeightMap, bert_embeddings, bert_layers, classifier_heads, linear, mlm_head
+from ._maps import ENCODER_HEADS, WeightMap
 from . import bert
+from .preset import Preset
 
-MODEL_TYPES = ("roberta", "xlm-roberta")
-PREFIX = "roberta"
-HEADS = ENCODER_HEADS
 POOLED_HEADS = ("base",)
 
 
@@ -23,13 +21,8 @@ def config(hf: dict, head: str) -> ModelConfig:
 
 
 def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
-    backbone = bert_embeddings() | bert_layers(cfg.num_layers)
-    if cfg.pooler_activation:
-        backbone |= linear("backbone.pooler.dense", "pooler.dense")
-    heads: WeightMap = classifier_heads(head, pooled="classifier")
-    if head == "masked-lm":
-        heads |= mlm_head("lm_head.dense", "lm_head.layer_norm", "lm_head.decoder", bias="lm_head.bias")
-    return backbone, heads
+    mlm = ("lm_head.dense", "lm_head.layer_norm", "lm_head.decoder", "lm_head.bias")
+    return bert.family_weights(cfg, head, mlm, pooled="classifier")
 
 
 def to_hf(cfg: ModelConfig) -> dict:
@@ -38,3 +31,17 @@ def to_hf(cfg: ModelConfig) -> dict:
 
     require(cfg, "RoBERTa", positions_from_padding=True)
     return bert.to_hf(cfg)
+
+
+PRESET = Preset(
+    name="roberta",
+    model_types=("roberta", "xlm-roberta"),
+    skeleton="encoder",
+    prefix="roberta",
+    heads=ENCODER_HEADS,
+    class_prefix={"roberta": "Roberta", "xlm-roberta": "XLMRoberta"},
+    tokenizer_family={"roberta": "roberta", "xlm-roberta": "xlm-roberta"},
+    config=config,
+    weights=weights,
+    to_hf=to_hf,
+)

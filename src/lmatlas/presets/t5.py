@@ -18,10 +18,7 @@ from ..config import ModelConfig
 from ..blocks import ACTIVATIONS
 from ..errors import LmatlasError
 from ._maps import SEQ2SEQ_HEADS, WeightMap, fused, linear, seq2seq_common, shared_tokens
-
-MODEL_TYPES = ("t5",)
-PREFIX = ""
-HEADS = SEQ2SEQ_HEADS
+from .preset import Preset
 
 
 def _feed_forward(hf: dict) -> tuple[str, bool]:
@@ -160,3 +157,18 @@ def to_hf(cfg: ModelConfig) -> dict:
                                f"(it must be 1.0 or d_model**-0.5, {d**-0.5!r})")
         out["scale_decoder_outputs"] = cfg.lm_head_scale != 1.0
     return out
+
+
+PRESET = Preset(
+    name="t5",
+    model_types=("t5",),
+    skeleton="encoder-decoder",
+    prefix="",
+    heads=SEQ2SEQ_HEADS,
+    class_prefix="T5",
+    tokenizer_family="t5",
+    config=config,
+    weights=weights,
+    to_hf=to_hf,
+    ties=ties,
+)
