@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 
 import pytest
+import transformers
 from transformers import CONFIG_MAPPING
 from transformers.models.auto import modeling_auto
 
@@ -56,7 +57,6 @@ def test_preset_is_complete(model_type):
     assert lm in preset.head_names()
     family = presets.tokenizer_family(model_type)
     assert family is None or family in FAMILIES
-    assert presets.shares_layers(model_type) is (model_type == "albert")
 
 
 @pytest.mark.parametrize("model_type", MODEL_TYPES)
@@ -85,4 +85,12 @@ def test_unknown_model_type_lists_the_known_ones():
 def test_accessors_of_an_unknown_model_type():
     assert presets.tokenizer_family("gptj") is None
     assert presets.skeleton("gptj") is None
-    assert presets.shares_layers(None) is False
+
+
+@pytest.mark.parametrize("config_class,shared", [("AlbertConfig", True), ("BertConfig", False)])
+def test_cross_layer_sharing_is_a_switch_of_the_albert_preset(config_class, shared):
+    """ALBERT shares its layers across depth even with one group of one block (its defaults)."""
+    hf = getattr(transformers, config_class)().to_dict()
+    assert hf.get("num_hidden_groups", 1) == 1 and hf.get("inner_group_num", 1) == 1
+    cfg = preset_for(hf["model_type"]).config(hf, "base")
+    assert cfg.cross_layer_sharing is shared

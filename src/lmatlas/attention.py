@@ -110,13 +110,9 @@ class SelfAttention(_Heads):
         self.rotary_interleaved = cfg.rotary_interleaved
 
     def forward(
-        self,
-        x: torch.Tensor,
-        mask: torch.Tensor | None,
-        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-        cache: LayerCache | None = None,
-        is_causal: bool = False,
-    ) -> torch.Tensor:
+        self, x: torch.Tensor, mask: torch.Tensor | None, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache: LayerCache | None = None, is_causal: bool = False,
+    ) -> torch.Tensor:  # fmt: skip
         b, t, _ = x.shape
         q, k, v = self.qkv(x).split(self.split, dim=-1)
         q = self.heads(q, self.num_heads)  # (b, heads, t, head_dim)

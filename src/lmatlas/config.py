@@ -105,7 +105,9 @@ class ModelConfig:
     # A dense layer + activation over the first token, part of the base model (BERT, ALBERT).
     pooler_activation: str | None = None
     # Cross-layer parameter sharing (ALBERT): layer i uses group int(i / (layers / groups)), and
-    # each group holds `inner_group_size` blocks applied in turn.
+    # each group holds `inner_group_size` blocks applied in turn. ALBERT shares even with one
+    # group of one block (every layer is the same block); more than one of either implies it.
+    cross_layer_sharing: bool = False
     num_layer_groups: int = 1
     inner_group_size: int = 1
     causal: bool = False
@@ -171,6 +173,8 @@ class ModelConfig:
             raise LmatlasError(
                 f"position_embedding must be one of {POSITION_EMBEDDINGS}, not {self.position_embedding!r}"
             )
+        if self.num_layer_groups > 1 or self.inner_group_size > 1:
+            self.cross_layer_sharing = True
         if self.qkv_bias is None:
             self.qkv_bias = self.attention_bias
         if self.position_embedding == "rotary" and self.rotary_dim is None:

@@ -24,7 +24,7 @@ class Encoder(nn.Module):
         self.config = cfg
         self.embeddings = Embeddings(cfg)
         groups, inner = cfg.num_layer_groups, cfg.inner_group_size
-        shared = groups > 1 or inner > 1 or cfg.model_type == "albert"
+        shared = cfg.cross_layer_sharing
         n_blocks = groups * inner if shared else cfg.num_layers
         self.layers = nn.ModuleList(Layer(cfg) for _ in range(n_blocks))
         if shared:

@@ -52,8 +52,8 @@ class EncoderDecoder(nn.Module):
         own = self.decoder.new_cache(batch_size, max_length) if use_cache else None
         with torch.no_grad():
             # Every step reads them all, cold: stored contiguous per head, the keys as (head_dim x
-            # source), the layout the step's C kernel reads row by row (``runtime.native.few_queries_attention``;
-            # ``attention.few_queries_attention`` without it).
+            # source), the layout the step's C kernel reads row by row
+            # (``runtime.native.few_queries_attention``; ``attention.few_queries_attention`` without it).
             cross = [
                 (k.transpose(-1, -2).contiguous().transpose(-1, -2), v.contiguous())
                 for k, v in self.decoder.cross_kv(encoder_last_hidden_state)
@@ -61,15 +61,10 @@ class EncoderDecoder(nn.Module):
         return Seq2SeqCache(own, cross, attention_mask, encoder_last_hidden_state)
 
     def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        decoder_input_ids: torch.Tensor | None = None,
-        decoder_attention_mask: torch.Tensor | None = None,
-        decoder_position_ids: torch.Tensor | None = None,
-        encoder_outputs: dict | None = None,
-        cache: Seq2SeqCache | None = None,
-        output_hidden_states: bool = False,
+        self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
+        decoder_position_ids: torch.Tensor | None = None, encoder_outputs: dict | None = None,
+        cache: Seq2SeqCache | None = None, output_hidden_states: bool = False,
     ) -> dict[str, torch.Tensor]:
         if cache is not None:
             encoder_outputs = {"last_hidden_state": cache.encoder_last_hidden_state}

@@ -15,18 +15,7 @@ from .encoder import Encoder
 from .encoder_decoder import EncoderDecoder
 from .errors import LmatlasError
 from .heads import HEADS
-
-
-class ModelOutput(dict):
-    """A dict whose keys are also attributes, like transformers' outputs.
-
-    ``out.logits`` and ``out["logits"]`` both work; absent fields read as None.
-    """
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return self.get(name)
+from .outputs import ModelOutput
 
 
 class LmatlasModel(nn.Module):
@@ -123,39 +112,26 @@ class LmatlasModel(nn.Module):
             if input_ids is None and encoder_outputs is None and cache is None:
                 raise LmatlasError("an encoder-decoder needs the source: input_ids (or encoder_outputs)")
             out = self.backbone(
-                input_ids,
-                attention_mask=attention_mask,
-                decoder_input_ids=decoder_input_ids,
-                decoder_attention_mask=decoder_attention_mask,
-                decoder_position_ids=decoder_position_ids,
-                encoder_outputs=encoder_outputs,
-                cache=cache,
-                output_hidden_states=output_hidden_states,
-            )
-            if logits_to_keep:
-                out["last_hidden_state"] = out["last_hidden_state"][:, -logits_to_keep:]
+                input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+                decoder_attention_mask=decoder_attention_mask, decoder_position_ids=decoder_position_ids,
+                encoder_outputs=encoder_outputs, cache=cache, output_hidden_states=output_hidden_states,
+            )  # fmt: skip
         elif self.is_decoder:
             if token_type_ids is not None:
                 raise LmatlasError("decoder models take no token_type_ids")
             out = self.backbone(
-                input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                cache=cache,
+                input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
                 output_hidden_states=output_hidden_states,
-            )
-            if logits_to_keep:
-                if getattr(self.head, "takes_input_ids", False):
-                    raise LmatlasError("logits_to_keep is for language-model heads; a classifier reads its own token")
-                out["last_hidden_state"] = out["last_hidden_state"][:, -logits_to_keep:]
+            )  # fmt: skip
         else:
             out = self.backbone(
-                input_ids,
-                attention_mask=attention_mask,
-                token_type_ids=token_type_ids,
-                position_ids=position_ids,
+                input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids,
                 output_hidden_states=output_hidden_states,
-            )
+            )  # fmt: skip
+        if logits_to_keep and (self.is_decoder or self.is_encoder_decoder):
+            if getattr(self.head, "takes_input_ids", False):
+                raise LmatlasError("logits_to_keep is for language-model heads; a classifier reads its own token")
+            out["last_hidden_state"] = out["last_hidden_state"][:, -logits_to_keep:]
         if self.head is None:
             return ModelOutput(out)
         if getattr(self.head, "takes_input_ids", False):  # a decoder classifier finds its last token

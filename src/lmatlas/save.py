@@ -21,6 +21,7 @@ import torch
 
 from .config import ModelConfig
 from .errors import LmatlasError
+from .positions import sinusoidal_positions
 from .presets import Preset, model_types, preset_for
 from .presets._maps import Derived, FirstOf, _flatten
 
@@ -132,25 +133,11 @@ def hf_state_dict(model) -> dict[str, torch.Tensor]:
         out.setdefault(name, value)
     if cfg.is_encoder_decoder and cfg.position_embedding == "sinusoidal" and not cfg.positions_stored:
         # Marian and Pegasus compute their tables, but transformers keeps them as weights.
-        table = sinusoidal_table(cfg.max_positions, cfg.hidden_size)
+        # (computed in float64 and rounded, as transformers computes them: the same to the bit).
+        table = sinusoidal_positions(torch.arange(cfg.max_positions), cfg.hidden_size, "concat", float64=True)
         for stack in ("encoder", "decoder"):
             out[prefix + f"{stack}.embed_positions.weight"] = table
     return {k: v.contiguous().clone() for k, v in out.items()}
-
-
-def sinusoidal_table(num_positions: int, dim: int) -> torch.Tensor:
-    """The fixed table of transformers' Marian and Pegasus (sines, then cosines), computed as
-    they compute it (numpy, float64) so that the stored values are the same to the bit."""
-    import numpy as np
-
-    position_enc = np.array(
-        [[pos / np.power(10000, 2 * (j // 2) / dim) for j in range(dim)] for pos in range(num_positions)]
-    )
-    out = torch.empty(num_positions, dim)
-    half = dim // 2 if dim % 2 == 0 else dim // 2 + 1
-    out[:, :half] = torch.FloatTensor(np.sin(position_enc[:, 0::2]))
-    out[:, half:] = torch.FloatTensor(np.cos(position_enc[:, 1::2]))
-    return out
 
 
 def save_model(model, folder: str | os.PathLike, tokenizer: str | os.PathLike | None = None) -> Path:

@@ -59,13 +59,8 @@ def run(args) -> int:
     if names:
         raise LmatlasError(f"catalog list takes no names; to see one model use: lmatlas catalog show {' '.join(names)}")
     chosen = catalog.search(
-        arch=args.arch,
-        year=args.year,
-        min_params=args.min_params,
-        max_params=args.max_params,
-        open_only=args.open,
-        sort=args.sort,
-        reverse=args.reverse,
+        arch=args.arch, year=args.year, min_params=args.min_params, max_params=args.max_params,
+        open_only=args.open, sort=args.sort, reverse=args.reverse,
     )
     if args.plot:
         shown, left_out = plot_models(chosen, args.plot)

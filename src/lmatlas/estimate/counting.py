@@ -41,7 +41,7 @@ def shape_of(cfg: ModelConfig, name: str = "model", source: str | None = None) -
 
 def shares_layers(cfg: ModelConfig) -> bool:
     """Cross-layer parameter sharing (ALBERT): the encoder's layers reuse a few stored blocks."""
-    return cfg.num_layer_groups > 1 or cfg.inner_group_size > 1 or cfg.model_type == "albert"
+    return cfg.cross_layer_sharing
 
 
 def encoder_blocks(cfg: ModelConfig) -> tuple[int, int]:

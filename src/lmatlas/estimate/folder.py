@@ -11,7 +11,7 @@ from typing import Any
 from ..catalog import ArchitecturePreset
 from ..checkpoint import Weights, read_config
 from ..errors import LmatlasError
-from ..presets import head_from_architectures, preset_for, supported_model_types
+from ..presets import head_from_architectures, model_types, preset_for
 from .counting import shape_of
 from .generic import generic_shape
 
@@ -89,7 +89,7 @@ def folder_shape(folder: str | os.PathLike, hf: dict | None = None) -> tuple[Arc
     hf = read_config(folder) if hf is None else hf
     source = str(folder / "config.json")
     model_type = hf.get("model_type")
-    if model_type not in supported_model_types():
+    if model_type not in model_types():
         note = (
             f"model_type {model_type!r} has no lmatlas preset: its shape is read from config.json's "
             "common keys, an approximation (the parameter count is exact)"

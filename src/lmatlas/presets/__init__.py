@@ -55,12 +55,6 @@ def skeleton(model_type: str | None) -> Skeleton | None:
     return preset.skeleton if preset else None
 
 
-def shares_layers(model_type: str | None) -> bool:
-    """Whether ``model_type``'s layers are shared across depth (ALBERT), even in one group."""
-    preset = _registry().get(model_type)
-    return bool(preset and preset.shares_layers)
-
-
 def head_from_architectures(preset: Preset, architectures: list[str], source: str) -> str:
     """The lmatlas head for ``config.architectures[0]`` (``base`` when it names none)."""
     if not architectures:
@@ -74,6 +68,6 @@ def head_from_architectures(preset: Preset, architectures: list[str], source: st
 
 
 __all__ = [
-    "CLASS_SUFFIX", "Preset", "Skeleton", "head_from_architectures", "model_types", "preset_for", "shares_layers",
+    "CLASS_SUFFIX", "Preset", "Skeleton", "head_from_architectures", "model_types", "preset_for",
     "skeleton", "tokenizer_family",
 ]  # fmt: skip

@@ -50,6 +50,7 @@ RARE_SWITCHES: dict[str, Any] = dict(
     type_vocab_size=0,
     residual_from_norm=False,
     attention_scale_by_inverse_layer=False,
+    cross_layer_sharing=False,
     num_layer_groups=1,
     inner_group_size=1,
     final_norm_eps=None,

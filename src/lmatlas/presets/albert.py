@@ -14,6 +14,7 @@ def config(hf: dict, head: str) -> ModelConfig:
     return cfg.replace(
         embedding_size=hf.get("embedding_size", 128),
         embedding_projection=True,
+        cross_layer_sharing=True,
         num_layer_groups=hf.get("num_hidden_groups", 1),
         inner_group_size=hf.get("inner_group_num", 1),
     )
@@ -46,7 +47,8 @@ def to_hf(cfg: ModelConfig) -> dict:
 
     # ALBERT always projects its embeddings, even at the model's width.
     require_usual(cfg, "ALBERT", causal=False, embedding_projection=True, type_vocab_size=cfg.type_vocab_size,
-                  num_layer_groups=cfg.num_layer_groups, inner_group_size=cfg.inner_group_size)
+                  cross_layer_sharing=True, num_layer_groups=cfg.num_layer_groups,
+                  inner_group_size=cfg.inner_group_size)
     return dict(
         bert.to_hf(cfg),
         embedding_size=cfg.embedding_size,
@@ -66,5 +68,4 @@ PRESET = Preset(
     config=config,
     weights=weights,
     to_hf=to_hf,
-    shares_layers=True,
 )

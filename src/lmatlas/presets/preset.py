@@ -48,7 +48,6 @@ class Preset:
       (GPT-2's ``LMHeadModel``, Marian's ``MTModel``);
     - ``tokenizer_family``: the tokenizer family a checkpoint of this model_type uses when its
       files name no tokenizer class (None: the files alone decide), for the family or per type;
-    - ``shares_layers``: its layers are shared across depth (ALBERT), even in one group;
     - ``config(hf, head) -> ModelConfig``;
     - ``weights(cfg, head) -> (backbone, head)``: two maps from lmatlas parameter names to the
       checkpoint's names — backbone names without ``prefix``, head names as stored. A tuple of
@@ -72,7 +71,6 @@ class Preset:
     to_hf: Callable[[ModelConfig], dict]
     ties: Callable[[ModelConfig, str, Any, str], ModelConfig] | None = None
     class_suffixes: Mapping[str, str] = field(default_factory=dict)
-    shares_layers: bool = False
 
     def __post_init__(self) -> None:
         # Read-only copies: families share the tables they are built from (``_maps.DECODER_HEADS``).

@@ -150,23 +150,11 @@ def few_queries_attention(
     sources, _, length, dim = v.shape
     rows = (b // sources) * t
     kt = k.transpose(-1, -2)
-    if not (
-        b % sources == 0
-        and k.shape == v.shape
-        and v.shape[1] == heads
-        and rows <= MAX_ROWS
-        and dim <= MAX_DIM
-        and width == heads * dim
-        and q.dtype == k.dtype == v.dtype == torch.float32
-        and q.device.type == "cpu"
-        and q.is_contiguous()
-        and kt.is_contiguous()
-        and v.is_contiguous()
-        and not (q.requires_grad or k.requires_grad or v.requires_grad)
-        and (mask is None or (mask.dtype == torch.bool and mask.numel() == sources * length))
-    ):
-        return None
-    lib = library()
+    shapes_fit = b % sources == 0 and k.shape == v.shape and v.shape[1] == heads and width == heads * dim
+    lib = _library_if(
+        shapes_fit and rows <= MAX_ROWS and dim <= MAX_DIM and q.is_contiguous() and kt.is_contiguous()
+        and v.is_contiguous() and _takes(mask, sources * length, q, k, v)
+    )  # fmt: skip
     if lib is None:
         return None
     keep = _bytes(mask, sources, length)
@@ -194,24 +182,12 @@ def decode_step_attention(
     Returns (batch, 1, heads x head_dim), or None where the kernel does not apply."""
     b, heads, t, dim = q.shape
     kv_heads, max_length = k_cache.shape[1], k_cache.shape[2]
-    if not (
-        t == 1
-        and dim <= MAX_DIM
-        and heads % kv_heads == 0
-        and 0 < length <= max_length
-        and q.dtype == k_cache.dtype == v_cache.dtype == torch.float32
-        and q.device.type == "cpu"
-        and q.stride(1) == dim
-        and q.stride(3) == 1
-        and k_cache.is_contiguous()
-        and v_cache.is_contiguous()
-        and k_cache.shape == v_cache.shape
-        and k_cache.shape[0] == b
-        and not (q.requires_grad or k_cache.requires_grad or v_cache.requires_grad)
-        and (mask is None or (mask.dtype == torch.bool and mask.numel() == b * length))
-    ):
-        return None
-    lib = library()
+    shapes_fit = k_cache.shape == v_cache.shape and k_cache.shape[0] == b and heads % kv_heads == 0
+    lib = _library_if(
+        shapes_fit and t == 1 and dim <= MAX_DIM and 0 < length <= max_length and q.stride(1) == dim
+        and q.stride(3) == 1 and k_cache.is_contiguous() and v_cache.is_contiguous()
+        and _takes(mask, b * length, q, k_cache, v_cache)
+    )  # fmt: skip
     if lib is None:
         return None
     keep = _bytes(mask, b, length)
@@ -223,6 +199,20 @@ def decode_step_attention(
         torch.get_num_threads(),
     )  # fmt: skip
     return out
+
+
+def _library_if(applies: bool) -> ctypes.CDLL | None:
+    """The built kernels for a call whose arguments they take; None otherwise (nothing built)."""
+    return library() if applies else None
+
+
+def _takes(mask: torch.Tensor | None, mask_size: int, *tensors: torch.Tensor) -> bool:
+    """What every attention kernel needs: float32 tensors on the CPU that need no gradient, and a
+    boolean mask of ``mask_size`` elements or none (a float bias, ALiBi's or T5's, is not taken)."""
+    return (
+        all(t.dtype == torch.float32 and t.device.type == "cpu" and not t.requires_grad for t in tensors)
+        and (mask is None or (mask.dtype == torch.bool and mask.numel() == mask_size))
+    )
 
 
 def _pointer(t: torch.Tensor | None) -> int | None:
@@ -265,7 +255,7 @@ def add_layer_norm(x: torch.Tensor, y: torch.Tensor, norm: torch.nn.LayerNorm) -
     dim = x.shape[-1]
     rows = x.numel() // dim if dim else 0
     w, b = norm.weight, norm.bias
-    if not (
+    lib = _library_if(
         0 < rows <= MAX_ROWS
         and x.shape == y.shape
         and norm.normalized_shape == (dim,)
@@ -276,9 +266,7 @@ def add_layer_norm(x: torch.Tensor, y: torch.Tensor, norm: torch.nn.LayerNorm) -
         and x.is_contiguous()
         and y.is_contiguous()
         and not torch.is_grad_enabled()
-    ):
-        return None
-    lib = library()
+    )
     if lib is None:
         return None
     out = torch.empty_like(x)

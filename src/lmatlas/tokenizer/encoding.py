@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from ..errors import LmatlasError
+from ..outputs import AttrDict
 
 
-class BatchEncoding(dict):
+class BatchEncoding(AttrDict):
     """The result of calling a tokenizer: a dict (``input_ids``, ``attention_mask``, ...) that
     also allows attribute access, plus the ``tokenizers`` Encoding of each row (``encodings``)
     for offsets, word ids and sequence ids."""
@@ -13,12 +14,6 @@ class BatchEncoding(dict):
     def __init__(self, data: dict, encodings: list | None = None):
         super().__init__(data)
         self.encodings = encodings
-
-    def __getattr__(self, name: str):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
 
     def _encoding(self, index: int):
         if not self.encodings:

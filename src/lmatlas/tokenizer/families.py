@@ -341,12 +341,10 @@ _CLASS_FAMILY = {
     "MBartTokenizer": "mbart", "MBart50Tokenizer": "mbart50", "MarianTokenizer": "marian",
     "PegasusTokenizer": "pegasus",
 }  # fmt: skip
-_MODEL_TYPE_FAMILY = {
-    "bert": "bert", "electra": "electra", "distilbert": "distilbert", "mpnet": "mpnet",
-    "gpt2": "gpt2", "gpt_neo": "gpt2", "gptj": "gpt2", "opt": "gpt2", "roberta": "roberta",
-    "bart": "bart", "longformer": "roberta", "albert": "albert", "xlm-roberta": "xlm-roberta",
-    "t5": "t5", "mbart": "mbart", "marian": "marian", "pegasus": "pegasus", "pegasus_x": "pegasus",
-    "bigbird_pegasus": "pegasus",
+# The families of model types no preset reads (a sentence-transformers model on MPNet, say): the
+# presets name their own (``Preset.tokenizer_family``).
+_OTHER_MODEL_TYPE_FAMILY = {
+    "mpnet": "mpnet", "gptj": "gpt2", "longformer": "roberta", "pegasus_x": "pegasus", "bigbird_pegasus": "pegasus",
 }  # fmt: skip
 # Without any config, the files alone decide.
 _FILES_FAMILY = {
@@ -376,4 +374,8 @@ def family_for(tokenizer_class: Any, model_type: Any, source: str) -> tuple[str,
 
 def _model_type_family(model_type: Any) -> str | None:
     """The family a config.json's model_type implies, for checkpoints that name no tokenizer class."""
-    return _MODEL_TYPE_FAMILY.get(model_type) if isinstance(model_type, str) else None
+    if not isinstance(model_type, str):
+        return None
+    from ..presets import tokenizer_family  # the presets know their models' tokenizers
+
+    return tokenizer_family(model_type) or _OTHER_MODEL_TYPE_FAMILY.get(model_type)
