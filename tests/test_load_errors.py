@@ -104,7 +104,7 @@ def test_bin_with_code_is_refused(tmp_path):
             return (exec, ("raise SystemExit('pwned')",))
 
     torch.save({"x": Evil()}, tmp_path / "pytorch_model.bin")
-    with pytest.raises(LmatlasError, match=r"pytorch_model.bin: holds pickled objects other than tensors \(builtins.exec\)"):
+    with pytest.raises(LmatlasError, match=r"pytorch_model.bin: holds pickled objects other than tensors \(builtins\.exec\)"):
         lmatlas.load(tmp_path)
 
 
