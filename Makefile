@@ -31,5 +31,8 @@ demo: $(VENV)/.setup
 test: $(VENV)/.setup-test
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
+# The four side-by-side benchmarks (benchmarks/README.md), one after another, at their defaults.
+BENCHMARKS := embed_throughput decode_gpt2 generate_bart train_step
+
 bench: $(VENV)/.setup-test
-	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/embed_throughput.py
+	for b in $(BENCHMARKS); do echo "== $$b"; HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/$$b.py || exit 1; done

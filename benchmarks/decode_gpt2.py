@@ -28,7 +28,7 @@ import torch
 from _timing import memory_bandwidth_gbs
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = ROOT / "tests" / "data"
 
 
 def rss_mb() -> float:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from _timing import alternated_best
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2" / "train.tsv"
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "sst2" / "train.tsv"
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare" / "input.txt"
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "tinyshakespeare" / "input.txt"
 SIZE = dict(num_layers=4, num_heads=4, hidden_size=128, dropout=0.0)
 BLOCK, BATCH = 64, 12
 

@@ -17,7 +17,8 @@ import torch
 
 from lmatlas import LmatlasError
 
-from .reference import default_model_path, randomize, shared_data, transformers
+from .paths import data_file
+from .reference import default_model_path, randomize, transformers
 
 NER_LABELS = {0: "B-PER", 1: "I-PER", 2: "O", 3: "B-LOC", 4: "I-LOC", 5: "MISC", 6: "B-ORG"}
 NLI_LABELS = {0: "NEUTRAL", 1: "Entailment", 2: "contradiction"}
@@ -41,7 +42,7 @@ QUESTIONS = ["Where was the film shot?", "Who directed it?", "What did the film 
 
 
 def _sst2(n: int) -> list[str]:
-    lines = shared_data("sst2", "train.tsv").read_text(encoding="utf-8").splitlines()[1 : n + 1]
+    lines = data_file("sst2", "train.tsv").read_text(encoding="utf-8").splitlines()[1 : n + 1]
     return [line.split("\t")[0] for line in lines]
 
 

@@ -16,7 +16,8 @@ from typing import Callable
 
 import pytest
 
-DATA = Path("/work/shared/data")
+from .paths import DATA
+
 SST2 = DATA / "sst2" / "train.tsv"
 GPT2_FILES = DATA / "gpt2-tokenizer"
 
@@ -48,7 +49,7 @@ HAND_CASES = [
 def sst2_sentences(n: int) -> list[str]:
     """The first ``n`` sentences of SST-2's training split (it must exist: never skipped)."""
     if not SST2.is_file():
-        raise AssertionError(f"test data {SST2} is missing; the tokenizer tests need the shared SST-2 copy")
+        raise AssertionError(f"test data {SST2} is missing; the tokenizer tests need SST-2 from tests/data")
     lines = SST2.read_text(encoding="utf-8").splitlines()
     if not lines or lines[0].split("\t")[0] != "sentence":
         raise AssertionError(f"{SST2} does not start with the 'sentence<TAB>label' header")

@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
 
 def require(module: str):
     try:
@@ -24,13 +22,6 @@ def require(module: str):
 
 def transformers():
     return require("transformers")
-
-
-def shared_data(*parts: str) -> Path:
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.fail(f"test data {path} is missing; it lives in ../shared/data beside the project")
-    return path
 
 
 def default_model_path() -> Path:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -17,12 +16,13 @@ from lmatlas.errors import LmatlasError
 from lmatlas.estimate import count_params
 
 from . import reference
+from .paths import DATA
 
-NOTES = Path(__file__).resolve().parents[1].parent / "shared" / "notes" / "llm-notes.md"
+NOTES = DATA / "notes" / "llm-notes.md"
 
 # Every model the notes name, as the notes write it: the year table (with its year), the size
-# table, the by-name list and the architecture table. Kept here so that the test stands without
-# the notes; when the notes are present they are parsed too, and must agree.
+# table, the by-name list and the architecture table. The notes themselves (their four tables, in
+# tests/data/notes) are parsed too, and must agree.
 NOTES_YEARS = {
     "Transformer": 2017, "GPT": 2018, "BERT": 2018, "GPT-2": 2019, "DistilBERT - Distilled BERT": 2019,
     "BART": 2019, "T5": 2019, "ALBERT": 2019, "RoBERTa - A Robustly Optimized BERT Pretraining Approach": 2019,
@@ -103,7 +103,7 @@ def _parse_notes() -> dict:
 @pytest.fixture(scope="module")
 def notes():
     if not NOTES.exists():
-        pytest.fail(f"the notes {NOTES} are missing; they live in ../shared/notes beside the project")
+        pytest.fail(f"the notes {NOTES} are missing; they are part of the project under tests/data/notes")
     return _parse_notes()
 
 

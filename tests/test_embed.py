@@ -14,11 +14,12 @@ import pytest
 import lmatlas
 from lmatlas.embeddings import SentenceEncoder
 
-from .reference import default_model_path, randomize, require, shared_data, transformers
+from .paths import data_file
+from .reference import default_model_path, randomize, require, transformers
 
 
 def sst2_sentences(n: int) -> list[str]:
-    with open(shared_data("sst2", "train.tsv"), encoding="utf-8") as f:
+    with open(data_file("sst2", "train.tsv"), encoding="utf-8") as f:
         rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
     # Every 37th sentence: a spread of lengths, from two words to long reviews.
     return [r[0] for r in rows[:: 37][:n]]
@@ -26,7 +27,7 @@ def sst2_sentences(n: int) -> list[str]:
 
 def stsb_pairs() -> tuple[list[str], list[str], np.ndarray]:
     a, b, scores = [], [], []
-    with open(shared_data("stsb", "train.tsv"), encoding="utf-8") as f:
+    with open(data_file("stsb", "train.tsv"), encoding="utf-8") as f:
         for line in f:
             cols = line.rstrip("\n").split("\t")
             a.append(cols[7])

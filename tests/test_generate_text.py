@@ -1,7 +1,7 @@
 """Generation with text: the real GPT-2 byte-level BPE files, stop strings, streaming, chat.
 
 A GPT-2 of real vocabulary size (50,257) but tiny width is written by transformers beside the
-real GPT-2 tokenizer files from ../shared/data/gpt2-tokenizer.
+real GPT-2 tokenizer files from tests/data/gpt2-tokenizer.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import torch
 import lmatlas
 from lmatlas.tokenizer import load_tokenizer
 
-from .reference import randomize, shared_data, transformers
+from .paths import data_file
+from .reference import randomize, transformers
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def gpt2_folder(tmp_path_factory):
     model.tie_weights()
     model.save_pretrained(folder)
     for name in ("vocab.json", "merges.txt"):
-        shutil.copy(shared_data("gpt2-tokenizer", name), folder / name)
+        shutil.copy(data_file("gpt2-tokenizer", name), folder / name)
     return folder
 
 
@@ -43,7 +44,7 @@ def pair(gpt2_folder):
 
 def test_gpt2_tokenizer_ids_match_on_real_text(pair):
     _, hf_tok, _, tok = pair
-    text = shared_data("tinyshakespeare", "input.txt").read_text(encoding="utf-8")[:20000]
+    text = data_file("tinyshakespeare", "input.txt").read_text(encoding="utf-8")[:20000]
     for chunk in [text[i : i + 2000] for i in range(0, len(text), 2000)] + ["naïve café — “quotes” 🤖 don't"]:
         assert tok.encode(chunk) == hf_tok.encode(chunk)
 

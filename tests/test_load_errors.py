@@ -104,7 +104,7 @@ def test_bin_with_code_is_refused(tmp_path):
             return (exec, ("raise SystemExit('pwned')",))
 
     torch.save({"x": Evil()}, tmp_path / "pytorch_model.bin")
-    with pytest.raises(LmatlasError, match="not a readable PyTorch weights file"):
+    with pytest.raises(LmatlasError, match=r"pytorch_model.bin: holds pickled objects other than tensors \(builtins\.exec\)"):
         lmatlas.load(tmp_path)
 
 
@@ -163,3 +163,31 @@ def test_hub_id_from_local_cache(monkeypatch, tmp_path):
     monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hub"))
     model = lmatlas.load("someone/tiny-bert")
     assert model.head_name == "masked-lm"
+
+
+class _Printer:
+    """A pickle that would call ``print("x")`` when loaded: harmless, but code all the same."""
+
+    def __reduce__(self):
+        return (print, ("x",))
+
+
+def test_bin_with_code_is_one_line_on_the_command_line(tmp_path, capsys):
+    """The refusal names the file and the object, in one line, without PyTorch's advice to turn
+    the check off or its terminal colour codes."""
+    from lmatlas.cli import main
+
+    from .reference import default_model_path
+
+    folder = tmp_path / "model"
+    shutil.copytree(default_model_path(), folder, ignore=shutil.ignore_patterns("*.safetensors"))
+    torch.save({"embeddings.word_embeddings.weight": torch.zeros(2, 2), "x": _Printer()}, folder / "pytorch_model.bin")
+    (tmp_path / "in.txt").write_text("hello\n", encoding="utf-8")
+    code = main(["embed", "-i", str(tmp_path / "in.txt"), "-o", str(tmp_path / "out.npy"), "--model", str(folder)])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == "" and not (tmp_path / "out.npy").exists()
+    assert err == (
+        f"lmatlas: error: {folder / 'pytorch_model.bin'}: holds pickled objects other than tensors (builtins.print), "
+        "which lmatlas does not load\n"
+    )
+    assert "\x1b" not in err and "weights_only" not in err

@@ -149,8 +149,8 @@ def right_padded_batch():
     return ids, mask
 
 
-def left_padded_batch():
-    gen = torch.Generator().manual_seed(2)
+def left_padded_batch(seed: int = 2):
+    gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(3, VOCAB, (3, 9), generator=gen)
     mask = torch.ones_like(ids)
     for row, length in enumerate((9, 6, 3)):

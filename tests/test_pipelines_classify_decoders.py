@@ -24,7 +24,8 @@ from .helpers_pipelines import (
     hf_pipeline,
     same,
 )
-from .reference import randomize, shared_data, transformers
+from .paths import data_file
+from .reference import randomize, transformers
 from .test_pipelines_parity import OPTIONS_CLS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -50,7 +51,7 @@ def _gpt2_classifier(root, name: str, id2label: dict, seed: int, tokenizer_pad: 
     folder = root / name
     model.save_pretrained(folder)
     for f in ("vocab.json", "merges.txt"):
-        shutil.copy(shared_data("gpt2-tokenizer", f), folder / f)
+        shutil.copy(data_file("gpt2-tokenizer", f), folder / f)
     if tokenizer_pad is not None:
         (folder / "tokenizer_config.json").write_text(json.dumps({"pad_token": tokenizer_pad}))
     return folder

@@ -17,7 +17,8 @@ import torch
 import lmatlas
 
 from .helpers_pipelines import assert_same, error, hf_pipeline  # noqa: F401
-from .reference import default_model_path, randomize, shared_data, transformers
+from .paths import data_file
+from .reference import default_model_path, randomize, transformers
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -45,7 +46,7 @@ def _gpt2(root, name, **config):
         model.generation_config.max_length = 30
     model.save_pretrained(folder)
     for f in ("vocab.json", "merges.txt"):
-        shutil.copy(shared_data("gpt2-tokenizer", f), folder / f)
+        shutil.copy(data_file("gpt2-tokenizer", f), folder / f)
     (folder / "tokenizer_config.json").write_text(json.dumps({"chat_template": CHAT_TEMPLATE}))
     return folder
 

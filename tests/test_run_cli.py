@@ -14,7 +14,8 @@ import lmatlas
 from lmatlas.cli import main
 
 from .helpers_pipelines import CONTEXT, SENTENCES, build_model, train_tokenizers  # noqa: F401
-from .reference import randomize, shared_data, transformers
+from .paths import data_file
+from .reference import randomize, transformers
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -96,7 +97,7 @@ def test_jsonl_with_a_malformed_line(models, tmp_path, capsys):
 
 def test_tsv_column_progress_and_batches(models, tmp_path, capsys):
     """SST-2's own file: the sentence column, a progress bar, the same results in any batch size."""
-    rows = shared_data("sst2", "dev.tsv").read_text(encoding="utf-8").splitlines()[:41]
+    rows = data_file("sst2", "dev.tsv").read_text(encoding="utf-8").splitlines()[:41]
     src = tmp_path / "dev.tsv"
     src.write_text("\n".join(rows) + "\n", encoding="utf-8")
     base = ["run", "sentiment-analysis", "-m", str(models["sentiment"]), "-i", str(src), "--column", "sentence"]
@@ -174,7 +175,7 @@ def chat_model(tmp_path_factory):
     model.tie_weights()
     model.save_pretrained(folder)
     for name in ("vocab.json", "merges.txt"):
-        shutil.copy(shared_data("gpt2-tokenizer", name), folder / name)
+        shutil.copy(data_file("gpt2-tokenizer", name), folder / name)
     template = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
                 "{% if add_generation_prompt %}<|assistant|>{% endif %}")
     (folder / "tokenizer_config.json").write_text(json.dumps({"chat_template": template}))

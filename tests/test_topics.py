@@ -14,7 +14,7 @@ from lmatlas import LmatlasError
 from lmatlas.cli import main
 from lmatlas.topics import find_topics
 
-from .reference import shared_data
+from .paths import data_file
 
 THEMES = {
     "cooking": (["I cooked", "She baked", "We roasted", "He simmered", "They fried"],
@@ -68,7 +68,7 @@ def test_topics_recover_the_themes():
 def test_topics_command_on_sst2(tmp_path, capsys):
     """A few hundred SST-2 sentences: the JSON (topics, sizes, keywords, representative texts,
     each input's topic) and the plot."""
-    rows = shared_data("sst2", "dev.tsv").read_text(encoding="utf-8").splitlines()
+    rows = data_file("sst2", "dev.tsv").read_text(encoding="utf-8").splitlines()
     chosen = [r for r in rows[1:] if len(r.split("\t")[0].split()) >= 8][:300]
     src = tmp_path / "sst2.tsv"
     src.write_text("sentence\tlabel\n" + "\n".join(chosen) + "\n", encoding="utf-8")

@@ -16,7 +16,8 @@ import torch
 import lmatlas
 from lmatlas.cli import main
 
-from .reference import shared_data, transformers
+from .paths import data_file
+from .reference import transformers
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 TINY = ["--model", "gpt2", "--layers", "2", "--heads", "2", "--dim", "32", "--block", "16", "--batch-size", "4"]
@@ -24,7 +25,7 @@ TINY = ["--model", "gpt2", "--layers", "2", "--heads", "2", "--dim", "32", "--bl
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    text = shared_data("tinyshakespeare", "input.txt").read_text(encoding="utf-8")[:20000]
+    text = data_file("tinyshakespeare", "input.txt").read_text(encoding="utf-8")[:20000]
     path = tmp_path_factory.mktemp("data") / "shakespeare.txt"
     path.write_text(text, encoding="utf-8")
     return path

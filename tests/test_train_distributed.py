@@ -14,7 +14,7 @@ import torch
 import lmatlas
 from lmatlas.cli import main
 
-from .reference import shared_data
+from .paths import data_file
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -54,7 +54,7 @@ def _compare(single: Path, double: Path) -> None:
 
 def test_two_processes_with_half_the_batch_match_one_with_the_whole(tmp_path):
     data = tmp_path / "text.txt"
-    data.write_text(shared_data("tinyshakespeare", "input.txt").read_text(encoding="utf-8")[:20000], encoding="utf-8")
+    data.write_text(data_file("tinyshakespeare", "input.txt").read_text(encoding="utf-8")[:20000], encoding="utf-8")
     single, double, sharded = tmp_path / "single", tmp_path / "double", tmp_path / "sharded"
     assert main(_args(data, single, 8)) == 0
     _torchrun(_args(data, double, 4))
@@ -74,7 +74,7 @@ def _tasks(tmp_path):
     from lmatlas.training.tokenizer_trainer import train_tokenizer
 
     data = tmp_path / "text.txt"
-    data.write_text(shared_data("tinyshakespeare", "input.txt").read_text(encoding="utf-8")[:5000], encoding="utf-8")
+    data.write_text(data_file("tinyshakespeare", "input.txt").read_text(encoding="utf-8")[:5000], encoding="utf-8")
     tok_dir = train_tokenizer([data], "char", tmp_path / "tok", specials=["[PAD]", "[CLS]", "[SEP]", "[MASK]"])
     tok = load_tokenizer(tok_dir)
     stream = load_stream(tok, [data])
@@ -129,7 +129,7 @@ def test_a_data_parallel_run_resumes_with_the_same_losses(tmp_path):
     """Two processes, checkpoint at step 10, everything after it lost (as a kill would leave the
     folder); resumed under torchrun, steps 11-20 log the losses of the uninterrupted run."""
     data = tmp_path / "text.txt"
-    data.write_text(shared_data("tinyshakespeare", "input.txt").read_text(encoding="utf-8")[:20000], encoding="utf-8")
+    data.write_text(data_file("tinyshakespeare", "input.txt").read_text(encoding="utf-8")[:20000], encoding="utf-8")
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     args = ["--save-every", "10", "--keep", "100"]
     _torchrun(_args(data, whole, 4) + args)

@@ -16,7 +16,8 @@ from lmatlas.save import save_model
 from lmatlas.training import metrics as M
 from lmatlas.training.tasks import build_model
 
-from .reference import default_model_path, shared_data, transformers
+from .paths import data_file
+from .reference import default_model_path, transformers
 
 NAMES = ["Smith", "Jones", "Brown", "Taylor", "Wilson", "Davies", "Evans", "Thomas", "Roberts", "Walker"]
 PLACES = ["Paris", "London", "Berlin", "Madrid", "Rome", "Vienna", "Prague", "Dublin", "Lisbon", "Oslo"]
@@ -166,7 +167,7 @@ def test_labels_outside_the_label_set(tiny_bert, tmp_path, capsys):
 
 def test_fine_tuned_default_model_loads_in_transformers_with_the_same_logits(tmp_path):
     tf = transformers()
-    rows = [line.split("\t") for line in shared_data("sst2", "train.tsv").read_text().splitlines()[1:33]]
+    rows = [line.split("\t") for line in data_file("sst2", "train.tsv").read_text().splitlines()[1:33]]
     train = _write_tsv(tmp_path / "train.tsv", [(s.strip(), y) for s, y in rows])
     out = tmp_path / "out"
     assert main(["finetune", "classify", "--model", str(default_model_path()), "--train", str(train),

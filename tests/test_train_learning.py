@@ -10,7 +10,7 @@ import pytest
 import lmatlas
 from lmatlas.cli import main
 
-from .reference import shared_data
+from .paths import data_file
 
 SMALL = ["--layers", "2", "--heads", "2", "--dim", "32", "--block", "32", "--batch-size", "8", "--lr", "2e-3",
          "--warmup", "10", "--dropout", "0", "--no-progress", "--eval-windows", "16", "--seed", "3"]
@@ -18,7 +18,7 @@ SMALL = ["--layers", "2", "--heads", "2", "--dim", "32", "--block", "32", "--bat
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    text = shared_data("tinyshakespeare", "input.txt").read_text(encoding="utf-8")[:40000]
+    text = data_file("tinyshakespeare", "input.txt").read_text(encoding="utf-8")[:40000]
     path = tmp_path_factory.mktemp("data") / "shakespeare.txt"
     path.write_text(text, encoding="utf-8")
     return path

@@ -9,7 +9,8 @@ import pytest
 import lmatlas
 from lmatlas.cli import main
 
-from .reference import shared_data, transformers
+from .paths import data_file
+from .reference import transformers
 
 TEXTS = ["ROMEO: But soft, what light through yonder window breaks?", "Thou art more lovely and more temperate.",
          "First Citizen:\nBefore we proceed any further, hear me speak."]
@@ -18,7 +19,7 @@ TEXTS = ["ROMEO: But soft, what light through yonder window breaks?", "Thou art 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "text.txt"
-    path.write_text(shared_data("tinyshakespeare", "input.txt").read_text(encoding="utf-8")[:60000], encoding="utf-8")
+    path.write_text(data_file("tinyshakespeare", "input.txt").read_text(encoding="utf-8")[:60000], encoding="utf-8")
     return path
 
 

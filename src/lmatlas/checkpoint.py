@@ -7,6 +7,7 @@ Files from outside are never trusted: safetensors first, ``.bin`` only through
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from pathlib import Path
 from typing import Iterator
@@ -107,6 +108,31 @@ def _canonical(name: str) -> str:
     return name
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # terminal colour codes
+
+
+def _load_bin(file: Path) -> object:
+    """A PyTorch pickle read with ``weights_only=True``: tensors and plain containers, no code."""
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as e:
+        # PyTorch's message is a page of advice (with terminal escapes) on turning the check off:
+        # keep only what the file holds.
+        try:
+            found = torch.serialization.get_unsafe_globals_in_checkpoint(file)
+        except Exception:  # unreadable further on: fall back to the unpickler's own reason
+            found = []
+        if not found:
+            reason = re.search(r"WeightsUnpickler error: ([^\n]*)", str(e))
+            reason = _ANSI.sub("", reason.group(1)) if reason else "its pickle was refused"
+            raise LmatlasError(f"{file}: not a readable PyTorch weights file ({reason})") from None
+        raise LmatlasError(
+            f"{file}: holds pickled objects other than tensors ({', '.join(found)}), which lmatlas does not load"
+        ) from None
+    except Exception as e:  # zip and storage errors have no common base
+        raise LmatlasError(f"{file}: not a readable PyTorch weights file ({e})") from None
+
+
 class Weights:
     """The tensors of a checkpoint, by name, read lazily from one or several files."""
 
@@ -131,10 +157,7 @@ class Weights:
                 except (SafetensorError, OSError) as e:
                     raise LmatlasError(f"{file}: not a readable safetensors file ({e})") from None
             else:
-                try:
-                    state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-                except Exception as e:  # pickle, zip and unpickler errors have no common base
-                    raise LmatlasError(f"{file}: not a readable PyTorch weights file ({e})") from None
+                state = _load_bin(file)
                 if not isinstance(state, dict):
                     raise LmatlasError(f"{file}: expected a dict of tensors, found {type(state).__name__}")
                 self._open[file] = state
