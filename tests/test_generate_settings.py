@@ -19,7 +19,8 @@ from lmatlas.pipelines.generation import PIPELINE_DEFAULTS as TEXT_DEFAULTS
 from lmatlas.pipelines.seq2seq import PIPELINE_DEFAULTS as SEQ2SEQ_DEFAULTS
 
 from .helpers_pipelines import hf_pipeline
-from .reference import shared_data, transformers
+from .paths import data_file
+from .reference import transformers
 
 # The model's own settings: some differ from both the global and the pipelines' defaults.
 SAVED = dict(max_length=30, do_sample=True, temperature=0.9, top_k=7, repetition_penalty=1.3, num_beams=3,
@@ -37,7 +38,7 @@ def gpt2(tmp_path_factory):
     folder = tmp_path_factory.mktemp("settings") / "gpt2"
     model.save_pretrained(folder)
     for f in ("vocab.json", "merges.txt"):
-        shutil.copy(shared_data("gpt2-tokenizer", f), folder / f)
+        shutil.copy(data_file("gpt2-tokenizer", f), folder / f)
     assert json.loads((folder / "generation_config.json").read_text())["num_beams"] == 3
     return folder, tf.GPT2LMHeadModel.from_pretrained(folder).eval(), lmatlas.load(folder)
 
