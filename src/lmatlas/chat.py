@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LmatlasError
+from .files import read_json, read_text
 
 # transformers marks the end of the final message with this text to find where to cut the
 # rendered chat when the model is to continue that message.
@@ -31,16 +32,14 @@ def read_chat_template(folder: str | Path, config: dict | None = None) -> str | 
     folder = Path(folder)
     files = {}
     if (folder / "chat_template.jinja").is_file():
-        files["default"] = (folder / "chat_template.jinja").read_text(encoding="utf-8")
+        files["default"] = read_text(folder / "chat_template.jinja")
     extra = folder / "additional_chat_templates"
     if extra.is_dir():
         for path in sorted(extra.glob("*.jinja")):
-            files[path.name.removesuffix(".jinja")] = path.read_text(encoding="utf-8")
+            files[path.name.removesuffix(".jinja")] = read_text(path)
     if files:
         return files["default"] if list(files) == ["default"] else files
     if config is None:
-        from .files import read_json
-
         file = folder / "tokenizer_config.json"
         config = read_json(file) if file.is_file() else {}
     template = config.get("chat_template")

@@ -56,12 +56,7 @@ def _read_layout(folder: Path) -> _Layout:
     modules_file = folder / "modules.json"
     if not modules_file.exists():
         return _Layout(folder, ["mean"], False, None)
-    try:
-        import json
-
-        modules = json.loads(modules_file.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise LmatlasError(f"{modules_file}: not valid JSON ({e})") from None
+    modules = read_json(modules_file, expect=list)
     transformer, pooling, normalize = None, None, False
     for module in modules:
         kind = str(module.get("type", "")).rsplit(".", 1)[-1]

@@ -23,6 +23,7 @@ from typing import Iterable
 import numpy as np
 
 from .errors import LmatlasError
+from .files import read_json, read_jsonl, read_text
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".text"}
 CHUNK_CHARS = 800  # about 200 word pieces: inside all-MiniLM-L6-v2's 256-token window
@@ -59,15 +60,6 @@ def find_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
     if not files:
         raise LmatlasError(f"no text or Markdown files ({', '.join(sorted(TEXT_SUFFIXES))}) in {', '.join(map(str, paths))}")
     return sorted({f.resolve() for f in files})
-
-
-def read_text(file: Path) -> str:
-    try:
-        return file.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise LmatlasError(f"{file}: not UTF-8 text (byte {e.start} cannot be decoded)") from None
-    except OSError as e:
-        raise LmatlasError(f"{file}: cannot be read ({e.strerror})") from None
 
 
 def chunk_text(text: str, source: str, max_chars: int = CHUNK_CHARS) -> list[Chunk]:
@@ -154,9 +146,8 @@ class Index:
         if not self.exists():
             raise LmatlasError(f"{self.folder}: no search index here (build one with `lmatlas search build`)")
         try:
-            manifest = json.loads(self.manifest_file.read_text(encoding="utf-8"))
-            with open(self.folder / "chunks.jsonl", encoding="utf-8") as f:
-                chunks = [Chunk(**json.loads(line)) for line in f]
+            manifest = read_json(self.manifest_file)
+            chunks = [Chunk(**row) for row in read_jsonl(self.folder / "chunks.jsonl")]
             vectors = np.load(self.folder / "vectors.npy")
         except (OSError, ValueError, TypeError) as e:
             raise LmatlasError(f"{self.folder}: the search index is damaged ({e}); rebuild it") from None

@@ -8,23 +8,27 @@ from pathlib import Path
 from ..errors import LmatlasError
 
 
-def read_lines(source: str) -> list[str]:
-    """One text per line from a file, or from standard input for ``-``."""
+def read_input(source: str, flag: str | None = None) -> str:
+    """The text of a file, or of standard input for ``-``, strictly UTF-8 (a byte-order mark is
+    dropped). ``flag`` is the option that named the file, for the message when it is missing."""
     if source == "-":
-        data = sys.stdin.buffer.read()
-        name = "standard input"
+        data, name = sys.stdin.buffer.read(), "standard input"
     else:
         path = Path(source)
         if not path.is_file():
-            raise LmatlasError(f"{source}: no such file")
-        data = path.read_bytes()
-        name = source
+            raise LmatlasError(f"{flag + ' ' if flag else ''}{source}: no such file")
+        data, name = path.read_bytes(), source
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise LmatlasError(f"{name}: not UTF-8 text (byte {e.start} cannot be decoded)") from None
-    lines = text.splitlines()
+
+
+def read_lines(source: str) -> list[str]:
+    """One text per line from a file, or from standard input for ``-``."""
+    lines = read_input(source).splitlines()
     if not any(line.strip() for line in lines):
+        name = "standard input" if source == "-" else source
         raise LmatlasError(f"{name}: no text (the input is empty)")
     return lines
 

@@ -122,23 +122,17 @@ def _ask():
             yield line
 
 
+_GENERATE_ARGUMENTS = (
+    "max_new_tokens", "min_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "no_repeat_ngram_size",
+    "num_beams", "num_return_sequences", "length_penalty", "seed",
+)  # fmt: skip
+
+
 def _options(args, tokenizer) -> dict:
     sampling = args.sample or any(v is not None for v in (args.temperature, args.top_k, args.top_p))
-    options = dict(
-        max_new_tokens=args.max_new_tokens,
-        min_new_tokens=args.min_new_tokens,
-        do_sample=True if sampling else None,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        repetition_penalty=args.repetition_penalty,
-        no_repeat_ngram_size=args.no_repeat_ngram_size,
-        num_beams=args.num_beams,
-        num_return_sequences=args.num_return_sequences,
-        length_penalty=args.length_penalty,
-        stop_strings=args.stop,
-        seed=args.seed,
-    )
+    # The flags named as generate()'s arguments pass through as they are.
+    options = {name: getattr(args, name) for name in _GENERATE_ARGUMENTS}
+    options.update(do_sample=True if sampling else None, stop_strings=args.stop)
     if args.stop:
         options["tokenizer"] = tokenizer
     return {k: v for k, v in options.items() if v is not None}

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import LmatlasError
+from ._io import read_input
 
 FORMATS = {".txt": "txt", ".text": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv"}
 # The fields a task's inputs have, and the column each is read from unless --column says.
@@ -301,27 +302,13 @@ def _records(args) -> tuple[list[tuple[int | None, Any, str | None]], bool, list
                 f"--input {source}: cannot tell the format from the name; it must end in "
                 f"{', '.join(sorted(FORMATS))}, or give --format"
             )
-    text = _read_text(source)
+    text = read_input(source, "--input")
     if fmt == "txt":
         return [(n, line, None) for n, line in enumerate(text.splitlines(), 1) if line.strip()], True, None
     if fmt == "jsonl":
         return list(_jsonl(text)), True, None
     header, rows = _table(text, "\t" if fmt == "tsv" else ",", source)
     return rows, True, header
-
-
-def _read_text(source: str) -> str:
-    if source == "-":
-        data, name = sys.stdin.buffer.read(), "standard input"
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise LmatlasError(f"--input {source}: no such file")
-        data, name = path.read_bytes(), source
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise LmatlasError(f"{name}: not UTF-8 text (byte {e.start} cannot be decoded)") from None
 
 
 def _jsonl(text: str) -> Iterator[tuple[int, Any, str | None]]:

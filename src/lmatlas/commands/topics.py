@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 from ..errors import LmatlasError
+from ..files import write_text_atomic
 
 
 def register(sub) -> None:
@@ -70,21 +71,13 @@ def run(args) -> int:
     if not texts:
         raise LmatlasError(f"{args.input}: no texts to model")
     result = find_topics(
-        texts,
-        model=args.model,
-        min_topic_size=args.min_topic_size,
-        min_samples=args.min_samples,
-        keywords=args.keywords,
-        representative=args.representative,
-        reduce_outliers=args.reduce_outliers,
-        seed=args.seed,
-        batch_size=args.batch_size,
+        texts, model=args.model, min_topic_size=args.min_topic_size, min_samples=args.min_samples,
+        keywords=args.keywords, representative=args.representative, reduce_outliers=args.reduce_outliers,
+        seed=args.seed, batch_size=args.batch_size,
     )
     print(format_topics(result))
     if out is not None:
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(result.to_dict(lines), ensure_ascii=False, indent=1), encoding="utf-8")
-        tmp.replace(out)
+        write_text_atomic(out, json.dumps(result.to_dict(lines), ensure_ascii=False, indent=1))
         print(f"topics written to {out}", file=sys.stderr)
     if args.plot:
         plot_topics(result, args.plot)
