@@ -23,7 +23,7 @@ from .data import EpochSampler, column, rank_slice
 from .distributed import Context
 from .objectives import IGNORE
 from .init import init_weights
-from .tasks.base import EVAL_BATCH, ModelTask
+from .tasks.base import EVAL_BATCH, DataPosition, ModelTask
 from .tasks.seq2seq import seq2seq_batch, seq2seq_loss
 
 
@@ -109,7 +109,7 @@ def uses_token_types(model: LmatlasModel) -> bool:
     return model.config.type_vocab_size > 0 and not model.is_decoder
 
 
-class FinetuneTask(ModelTask):
+class FinetuneTask(DataPosition, ModelTask):
     """Examples walked in shuffled epochs, padded per batch."""
 
     def __init__(self, model, tokenizer, tokenizer_dir, train: list[dict], seed: int, group_by_length: bool = True):
@@ -122,12 +122,6 @@ class FinetuneTask(ModelTask):
     def rows(self, batch_size: int, ctx: Context) -> list[dict]:
         index = rank_slice(self.sampler.draw(batch_size * ctx.world), ctx.rank, ctx.world)
         return [self.train_rows[i] for i in index]
-
-    def state_dict(self):
-        return {"sampler": self.sampler.state_dict()}
-
-    def load_state_dict(self, state):
-        self.sampler.load_state_dict(state["sampler"])
 
     def signature(self):
         return {**super().signature(), "labels": {str(k): v for k, v in self.module.config.id2label.items()}}

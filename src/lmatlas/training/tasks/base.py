@@ -64,9 +64,27 @@ def mean_loss(total: float, count: int) -> dict[str, float]:
     return {"loss": loss, "perplexity": math.exp(min(loss, 50))}
 
 
+class DataPosition:
+    """The state a checkpoint keeps of a task's (or a batch source's) place in its data:
+    ``self.sampler``, and ``self.generator`` when it draws its noise at random."""
+
+    generator: torch.Generator | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {"sampler": self.sampler.state_dict()}
+        if self.generator is not None:
+            state["generator"] = self.generator.get_state()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sampler.load_state_dict(state["sampler"])
+        if self.generator is not None:
+            self.generator.set_state(state["generator"])
+
+
 def slice_batch(batch: dict[str, torch.Tensor], ctx: Context) -> dict[str, torch.Tensor]:
     """This process's rows of a global batch."""
     return {k: rank_slice(v, ctx.rank, ctx.world) for k, v in batch.items()}
 
 
-__all__ = ["EVAL_BATCH", "ModelTask", "load_weights", "mean_loss", "model_signature", "slice_batch"]
+__all__ = ["EVAL_BATCH", "DataPosition", "ModelTask", "load_weights", "mean_loss", "model_signature", "slice_batch"]

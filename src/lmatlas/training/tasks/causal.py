@@ -13,7 +13,7 @@ from ..data import EpochSampler, TokenStream, WindowSampler, rank_slice, tiled_o
 from ...errors import LmatlasError
 from ..distributed import Context
 from ..fields import FieldError
-from .base import EVAL_BATCH, ModelTask, mean_loss
+from .base import EVAL_BATCH, DataPosition, ModelTask, mean_loss
 
 
 def causal_loss(module: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
@@ -31,7 +31,7 @@ def causal_eval(module: nn.Module, batches: Iterable[dict[str, torch.Tensor]], c
     return mean_loss(total, count)
 
 
-class CausalLMTask(ModelTask):
+class CausalLMTask(DataPosition, ModelTask):
     """Random windows of ``block + 1`` tokens; each predicts its last ``block`` tokens."""
 
     name = "causal-lm"
@@ -63,12 +63,6 @@ class CausalLMTask(ModelTask):
         batches = (obj.causal_lm(windows(self.val, offsets[i : i + EVAL_BATCH], self.block + 1)[0])
                    for i in range(0, len(offsets), EVAL_BATCH))
         return causal_eval(module, batches, ctx)
-
-    def state_dict(self):
-        return {"sampler": self.sampler.state_dict()}
-
-    def load_state_dict(self, state):
-        self.sampler.load_state_dict(state["sampler"])
 
 
 def instruction_examples(tokenizer, rows: list[dict[str, Any]], max_length: int, source: str,
@@ -110,7 +104,7 @@ def pad_examples(examples: list[tuple[list[int], list[int]]], pad_id: int) -> di
     return batch
 
 
-class InstructionTask(ModelTask):
+class InstructionTask(DataPosition, ModelTask):
     name = "instruction"
     weights = {"loss": 1.0}
     metric = "loss"
@@ -136,11 +130,5 @@ class InstructionTask(ModelTask):
         batches = (pad_examples(self.dev_examples[i : i + 16], self.pad_id)
                    for i in range(0, len(self.dev_examples), 16))
         return causal_eval(module, batches, ctx)
-
-    def state_dict(self):
-        return {"sampler": self.sampler.state_dict()}
-
-    def load_state_dict(self, state):
-        self.sampler.load_state_dict(state["sampler"])
 
 __all__ = ["CausalLMTask", "InstructionTask", "causal_eval", "causal_loss", "instruction_examples", "pad_examples"]

@@ -8,11 +8,11 @@ import torch
 from ...model import LmatlasModel
 from .. import objectives as obj
 from ..data import TokenStream
-from .base import ModelTask, slice_batch
-from .masked import MaskedWindows
+from .base import ModelTask
+from .masked import MaskedData, MaskedWindows
 
 
-class DistillationTask(ModelTask):
+class DistillationTask(MaskedData, ModelTask):
     name = "distillation"
     # DistilBERT's weights (alpha_ce, alpha_mlm, alpha_cos) and temperature.
     weights = {"kl": 5.0, "mlm": 2.0, "cos": 1.0}
@@ -28,8 +28,7 @@ class DistillationTask(ModelTask):
         self.val, self.eval_windows = val, eval_windows
 
     def next_batch(self, batch_size, ctx):
-        batch = slice_batch(self.data.draw(batch_size * ctx.world), ctx)
-        del batch["original"]
+        batch = self.draw(batch_size, ctx)
         n = batch["input_ids"].numel()
         batch["counts"] = {"kl": n, "mlm": int((batch["labels"] != obj.IGNORE).sum()), "cos": n}
         return batch
@@ -63,11 +62,5 @@ class DistillationTask(ModelTask):
 
     def signature(self):
         return {**super().signature(), "temperature": self.temperature}
-
-    def state_dict(self):
-        return self.data.state_dict()
-
-    def load_state_dict(self, state):
-        self.data.load_state_dict(state)
 
 __all__ = ["DistillationTask"]

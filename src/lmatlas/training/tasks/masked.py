@@ -10,12 +10,13 @@ from ...errors import LmatlasError
 from ...model import LmatlasModel
 from .. import objectives as obj
 from ..data import TokenStream, WindowSampler, tiled_offsets, windows
+from ..distributed import Context
 from ..fields import FieldError
 from ..trainer import Task
-from .base import EVAL_BATCH, ModelTask, load_weights, mean_loss, model_signature, slice_batch
+from .base import EVAL_BATCH, DataPosition, ModelTask, load_weights, mean_loss, model_signature, slice_batch
 
 
-class MaskedWindows:
+class MaskedWindows(DataPosition):
     """Random windows of a stream framed as [CLS] ... [SEP] (or <s> ... </s>) and masked anew
     each time (dynamic masking): the global batch is drawn and masked, then sliced per rank."""
 
@@ -72,15 +73,27 @@ class MaskedWindows:
             inputs, labels = self.mask(ids, starts, gen)
             yield {"input_ids": inputs, "labels": labels, "original": ids}
 
+
+class MaskedData:
+    """A task drawing masked windows from ``self.data`` (a ``MaskedWindows``), whose position
+    is the task's."""
+
+    data: MaskedWindows
+
+    def draw(self, batch_size: int, ctx: Context) -> dict[str, torch.Tensor]:
+        """This process's share of a global batch of masked windows."""
+        batch = slice_batch(self.data.draw(batch_size * ctx.world), ctx)
+        del batch["original"]
+        return batch
+
     def state_dict(self):
-        return {"sampler": self.sampler.state_dict(), "generator": self.generator.get_state()}
+        return self.data.state_dict()
 
     def load_state_dict(self, state):
-        self.sampler.load_state_dict(state["sampler"])
-        self.generator.set_state(state["generator"])
+        self.data.load_state_dict(state)
 
 
-class MaskedLMTask(ModelTask):
+class MaskedLMTask(MaskedData, ModelTask):
     name = "masked-lm"
     weights = {"loss": 1.0}
     metric = "loss"
@@ -92,8 +105,7 @@ class MaskedLMTask(ModelTask):
         self.val, self.eval_windows = val, eval_windows
 
     def next_batch(self, batch_size, ctx):
-        batch = slice_batch(self.data.draw(batch_size * ctx.world), ctx)
-        del batch["original"]
+        batch = self.draw(batch_size, ctx)
         batch["counts"] = {"loss": int((batch["labels"] != obj.IGNORE).sum())}
         return batch
 
@@ -113,12 +125,6 @@ class MaskedLMTask(ModelTask):
             correct += int((logits.argmax(-1)[keep] == labels[keep]).sum())
             total, count = total + float(s), count + n
         return mean_loss(total, count) | {"accuracy": correct / max(count, 1)}
-
-    def state_dict(self):
-        return self.data.state_dict()
-
-    def load_state_dict(self, state):
-        self.data.load_state_dict(state)
 
 
 class ElectraPair(nn.Module):
@@ -159,7 +165,7 @@ def electra_generator_config(cfg, fraction: float = 0.25):
                        embedding_projection=cfg.embedding_size != hidden, pooler_activation=None)
 
 
-class ElectraTask(Task):
+class ElectraTask(MaskedData, Task):
     name = "replaced-token-detection"
     # ELECTRA's loss: MLM of the generator + 50 x the discriminator's binary cross-entropy.
     weights = {"mlm": 1.0, "rtd": 50.0}
@@ -175,8 +181,7 @@ class ElectraTask(Task):
         self.val, self.eval_windows = val, eval_windows
 
     def next_batch(self, batch_size, ctx):
-        batch = slice_batch(self.data.draw(batch_size * ctx.world), ctx)
-        del batch["original"]
+        batch = self.draw(batch_size, ctx)
         batch["counts"] = {"mlm": int((batch["labels"] != obj.IGNORE).sum()), "rtd": batch["input_ids"].numel()}
         return batch
 
@@ -219,11 +224,5 @@ class ElectraTask(Task):
     def signature(self):
         return {"discriminator": model_signature(self.module.discriminator),
                 "generator": model_signature(self.module.generator)}
-
-    def state_dict(self):
-        return self.data.state_dict()
-
-    def load_state_dict(self, state):
-        self.data.load_state_dict(state)
 
 __all__ = ["ElectraPair", "ElectraTask", "MaskedLMTask", "MaskedWindows", "electra_generator_config"]

@@ -8,7 +8,7 @@ import torch
 from ...errors import LmatlasError
 from .. import objectives as obj
 from ..data import TokenStream, WindowSampler, tiled_offsets, windows
-from .base import EVAL_BATCH, ModelTask, mean_loss, slice_batch
+from .base import EVAL_BATCH, DataPosition, ModelTask, mean_loss, slice_batch
 
 
 def shift_right(labels: torch.Tensor, start: int, pad: int) -> torch.Tensor:
@@ -46,7 +46,7 @@ def sentence_ends(tokenizer) -> set[int]:
     return {i for t, i in tokenizer.get_vocab().items() if t.strip("Ġ▁# ").endswith((".", "!", "?"))}
 
 
-class DenoisingTask(ModelTask):
+class DenoisingTask(DataPosition, ModelTask):
     """Windows of the stream corrupted and restored: T5's span corruption (``span-corruption``)
     or BART's sentence permutation and text infilling (``denoising``)."""
 
@@ -120,13 +120,6 @@ class DenoisingTask(ModelTask):
             total += float(seq2seq_loss(module, batch))
             count += int((batch["labels"] != obj.IGNORE).sum())
         return mean_loss(total, count)
-
-    def state_dict(self):
-        return {"sampler": self.sampler.state_dict(), "generator": self.generator.get_state()}
-
-    def load_state_dict(self, state):
-        self.sampler.load_state_dict(state["sampler"])
-        self.generator.set_state(state["generator"])
 
 
 __all__ = ["DenoisingTask", "pad_rows", "sentence_ends", "seq2seq_batch", "seq2seq_loss", "shift_right"]
