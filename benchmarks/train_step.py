@@ -35,7 +35,8 @@ def main() -> None:
     from lmatlas.tokenizer import load_tokenizer
     from lmatlas.training.data import load_stream, windows
     from lmatlas.training.objectives import causal_lm
-    from lmatlas.training.tasks import CausalLMTask, build_model
+    from lmatlas.training.models import build_model
+    from lmatlas.training.tasks import CausalLMTask
     from lmatlas.training.tokenizer_trainer import train_tokenizer
     from lmatlas.training.trainer import TrainConfig, Trainer, param_groups
 

@@ -70,6 +70,7 @@ def _tasks(tmp_path):
     """Builders of each kind of task over the same data, for the sharding test."""
     from lmatlas.tokenizer import load_tokenizer
     from lmatlas.training import finetune, tasks
+    from lmatlas.training.models import build_model
     from lmatlas.training.data import load_stream
     from lmatlas.training.tokenizer_trainer import train_tokenizer
 
@@ -82,14 +83,14 @@ def _tasks(tmp_path):
     rows = [{"input_ids": tok(line)["input_ids"], "label": i % 2} for i, line in enumerate(data.read_text().splitlines()) if line]
 
     def causal():
-        return tasks.CausalLMTask(tasks.build_model("gpt2", "causal-lm", tok, 16, size), tok_dir, stream, None, 16, 3)
+        return tasks.CausalLMTask(build_model("gpt2", "causal-lm", tok, 16, size), tok_dir, stream, None, 16, 3)
 
     def masked():
-        return tasks.MaskedLMTask(tasks.build_model("bert-base", "masked-lm", tok, 16, size), tok, tok_dir, stream,
+        return tasks.MaskedLMTask(build_model("bert-base", "masked-lm", tok, 16, size), tok, tok_dir, stream,
                                   None, 16, 3, whole_word=True)
 
     def classify():
-        model = tasks.build_model("bert-base", "sequence-classification", tok, 64, size)
+        model = build_model("bert-base", "sequence-classification", tok, 64, size)
         return finetune.ClassifyTask(model, tok, tok_dir, rows, None, 3)
 
     def denoising():
@@ -97,7 +98,7 @@ def _tasks(tmp_path):
 
         bart_dir = train([data], "char", tmp_path / "bart-tok", specials=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
         bart_tok = load_tokenizer(bart_dir)
-        model = tasks.build_model("bart-base", "seq2seq-lm", bart_tok, 16, size)
+        model = build_model("bart-base", "seq2seq-lm", bart_tok, 16, size)
         return tasks.DenoisingTask("denoising", model, bart_tok, bart_dir, load_stream(bart_tok, [data]), None, 16, 3)
 
     return {"causal": causal, "masked": masked, "classify": classify, "denoising": denoising}

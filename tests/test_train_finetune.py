@@ -14,7 +14,7 @@ import lmatlas
 from lmatlas.cli import main
 from lmatlas.save import save_model
 from lmatlas.training import metrics as M
-from lmatlas.training.tasks import build_model
+from lmatlas.training.models import build_model
 
 from .paths import data_file
 from .reference import default_model_path, transformers

@@ -227,13 +227,9 @@ def plot_topics(result: TopicModel, path: str | os.PathLike, title: str | None =
         raise LmatlasError(f"--plot {path}: the file must end in {', '.join(PLOT_FORMATS)}")
     if not out.parent.exists():
         raise LmatlasError(f"--plot {path}: no such folder {out.parent}")
-    try:
-        import matplotlib
+    from .plots import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise LmatlasError("the topic plot needs matplotlib: pip install 'lmatlas[topics]'") from None
+    plt = pyplot("the topic plot")
 
     xy, labels = result.coordinates, result.assignments
     found = [t for t in result.topics if t.topic != OUTLIERS]

@@ -166,15 +166,11 @@ def plot_models(chosen, path: str) -> tuple[int, int]:
     sized = [m for m in chosen if m.params]
     if not sized:
         raise LmatlasError("--plot: none of the chosen models has a published size to plot")
-    try:
-        import matplotlib
+    from ..plots import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.lines import Line2D
-        from matplotlib.ticker import FuncFormatter
-    except ImportError:
-        raise LmatlasError("--plot needs matplotlib: pip install matplotlib") from None
+    plt = pyplot("--plot")
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter
 
     from ..catalog import format_count
 

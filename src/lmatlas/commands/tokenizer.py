@@ -28,6 +28,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..tokenizer import load_tokenizer
+    from ..training.fields import FieldError
     from ..training.tokenizer_trainer import train_tokenizer
 
     if args.vocab_size is not None and args.vocab_size < 1:
@@ -35,7 +36,10 @@ def run(args) -> int:
     specials = None
     if args.special_tokens is not None:
         specials = [s.strip() for s in args.special_tokens.split(",") if s.strip()]
-    out = train_tokenizer(args.data, args.kind, args.out, args.vocab_size, specials, args.min_frequency)
+    try:
+        out = train_tokenizer(args.data, args.kind, args.out, args.vocab_size, specials, args.min_frequency)
+    except FieldError as e:  # named by the flag that sets it
+        raise LmatlasError(e.naming(lambda field: "--" + field.replace("_", "-"))) from None
     tok = load_tokenizer(out)
     print(f"{out}: {args.kind} tokenizer with {len(tok)} tokens")
     return 0

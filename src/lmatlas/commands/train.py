@@ -6,10 +6,14 @@ data parallel training (see ``lmatlas.training.distributed``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..errors import LmatlasError
+
+if TYPE_CHECKING:
+    from ..training import TrainConfig
 
 # Objective names, and the papers' names for them.
 OBJECTIVES = {
@@ -54,17 +58,46 @@ def add_trainer_options(p, steps: int = 1000, lr: float = 3e-4, batch: int = 8) 
     g.add_argument("--log-every", type=int, default=50, help="progress lines when not on a terminal")
 
 
-def trainer_config(args, **extra):
-    from ..training.trainer import TrainConfig
+def trainer_config(args) -> "TrainConfig":
+    from ..training import TrainConfig
 
     return TrainConfig(
-        out=args.out, steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
+        out=args.out, steps=args.steps or None, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
         min_lr=args.min_lr, warmup=args.warmup, schedule=args.schedule, decay_steps=args.decay_steps,
         weight_decay=args.weight_decay, beta2=args.beta2, clip=args.clip or None, bf16=args.bf16,
         eval_every=args.eval_every, patience=args.patience, metric=args.metric, save_every=args.save_every,
         keep=args.keep, seed=args.seed, device=args.device, fsdp=args.fsdp, resume=args.resume or False,
-        progress=args.progress, log_every=args.log_every, **extra,
+        progress=args.progress, log_every=args.log_every,
     )
+
+
+# The flags whose names differ from the fields they set (the others are "--" + the field's
+# name with dashes).
+FLAGS = {"num_layers": "--layers", "num_heads": "--heads", "num_kv_heads": "--kv-heads", "hidden_size": "--dim",
+         "intermediate_size": "--ffn", "mask_probability": "--mask-prob", "progress": "--no-progress"}
+
+
+def flag(field: str) -> str:
+    """The command-line flag that sets a recipe's or TrainConfig's field."""
+    return FLAGS.get(field) or "--" + field.replace("_", "-")
+
+
+def train_with_flags(recipe: type, fields: dict[str, Any], args) -> int:
+    """Train the recipe of class ``recipe`` with those of ``fields`` it has (the flags of other
+    objectives keep their defaults) and the trainer options of ``args``; print the summary.
+    Errors about fields name the flags that set them."""
+    from ..training import distributed as dist_
+    from ..training import train
+    from ..training.fields import FieldError
+
+    names = {f.name for f in dataclasses.fields(recipe)}
+    try:
+        summary = train(recipe(**{k: v for k, v in fields.items() if k in names}), trainer_config(args))
+    except FieldError as e:
+        raise LmatlasError(e.naming(flag)) from None
+    if dist_.main_process():
+        print(json.dumps(summary))
+    return 0
 
 
 def register(sub) -> None:
@@ -105,165 +138,27 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _resolve_tokenizer(args, ctx, out: Path):
-    from ..training import distributed as dist_
-    from ..training.tokenizer_trainer import KINDS, train_tokenizer
-
-    if args.tokenizer in KINDS and not Path(args.tokenizer).is_dir():
-        folder = out / "tokenizer"
-        if not (args.resume and (folder / "tokenizer.json").is_file()):
-            if ctx.main:
-                files = args.data
-                if OBJECTIVES[args.objective] == "instruction":
-                    raise LmatlasError("train a tokenizer with `lmatlas tokenizer train` for instruction data")
-                specials = None
-                objective = OBJECTIVES[args.objective]
-                if objective == "span-corruption":  # T5's: padding, end, unknown, then 100 sentinels
-                    specials = ["<pad>", "</s>", "<unk>"] + [f"<extra_id_{i}>" for i in range(100)]
-                elif objective == "denoising":  # BART's
-                    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-                elif args.tokenizer == "char" and objective != "causal-lm":
-                    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # what masking needs
-                train_tokenizer(files, args.tokenizer, folder, vocab_size=args.vocab_size, specials=specials)
-            dist_.barrier(ctx)
-        return folder
-    if args.tokenizer:
-        return Path(args.tokenizer)
-    if Path(args.model).expanduser().is_dir():
-        return Path(args.model)
-    raise LmatlasError(f"--tokenizer is needed to train {args.model} from scratch: a tokenizer folder, or "
-                       f"one of {', '.join(KINDS)} to train one on --data")
-
-
 def run(args) -> int:
-    from ..checkpoint import resolve
-    from ..tokenizer import load_tokenizer
-    from ..training import distributed as dist_
-    from ..training.trainer import Trainer
+    from ..training import RECIPES
 
     objective = OBJECTIVES.get(args.objective)
     if objective is None:
         raise LmatlasError(f"unknown objective {args.objective!r}; choose one of {', '.join(sorted(set(OBJECTIVES.values())))}")
-    if args.block < 2:
-        raise LmatlasError(f"--block must be at least 2, not {args.block}")
-    cfg = trainer_config(args)  # checks the options before any work
-    ctx = dist_.setup(args.device)
+    fields = dict(
+        model=args.model, data=args.data, tokenizer=args.tokenizer, vocab_size=args.vocab_size, block=args.block,
+        val=args.val, val_fraction=args.val_fraction, eval_windows=args.eval_windows, num_layers=args.layers,
+        num_heads=args.heads, num_kv_heads=args.kv_heads, hidden_size=args.dim, intermediate_size=args.ffn,
+        dropout=args.dropout, mask_probability=args.mask_prob, whole_word=args.whole_word,
+        generator_fraction=args.generator_fraction, temperature=args.temperature,
+        student_layers=_layers(args.student_layers),
+    )
+    return train_with_flags(RECIPES[objective], fields, args)
+
+
+def _layers(text: str | None) -> list[int] | None:
+    if not text:
+        return None
     try:
-        import torch
-
-        out = Path(args.out)
-        if ctx.main:
-            out.mkdir(parents=True, exist_ok=True)
-        dist_.barrier(ctx)
-        tok_dir = _resolve_tokenizer(args, ctx, out)
-        if Path(tok_dir).is_dir():
-            tok_dir = Path(tok_dir)
-        else:
-            tok_dir = resolve(tok_dir, weights=False)
-        tokenizer = load_tokenizer(tok_dir)
-        torch.manual_seed(args.seed)
-        task = build_task(objective, args, tokenizer, tok_dir)
-        if ctx.rank:
-            torch.manual_seed(args.seed + ctx.rank)  # dropout differs across replicas
-        summary = Trainer(task, cfg, ctx).fit()
-        if ctx.main:
-            print(json.dumps(summary))
-        return 0
-    finally:
-        dist_.teardown()
-
-
-def _overrides(args) -> dict:
-    return {"num_layers": args.layers, "num_heads": args.heads, "num_kv_heads": args.kv_heads,
-            "hidden_size": args.dim, "intermediate_size": args.ffn, "dropout": args.dropout}
-
-
-def _streams(args, tokenizer, length: int, vocab_size: int):
-    from ..training.data import load_stream
-    from ..training.tasks import check_stream
-
-    sep = tokenizer.eos_token_id
-    stream = load_stream(tokenizer, args.data, separator_id=sep)
-    if args.val:
-        train, val = stream, load_stream(tokenizer, args.val, separator_id=sep)
-    elif args.val_fraction > 0:
-        if not 0 < args.val_fraction < 1:
-            raise LmatlasError(f"--val-fraction must be between 0 and 1, not {args.val_fraction}")
-        train, val = stream.split(args.val_fraction)
-    else:
-        train, val = stream, None
-    check_stream(train, length, "training data", args.data, vocab_size)
-    if val is not None:
-        check_stream(val, length, "validation data", args.val or args.data, vocab_size)
-    return train, val
-
-
-def build_task(objective: str, args, tokenizer, tok_dir):
-    from ..training import tasks
-
-    block = args.block
-    if objective == "causal-lm":
-        model = tasks.build_model(args.model, "causal-lm", tokenizer, block, _overrides(args), causal=True)
-        train, val = _streams(args, tokenizer, block + 1, model.config.vocab_size)
-        return tasks.CausalLMTask(model, tok_dir, train, val, block, args.seed, args.eval_windows)
-    if objective == "masked-lm":
-        model = tasks.build_model(args.model, "masked-lm", tokenizer, block, _overrides(args), causal=False)
-        train, val = _streams(args, tokenizer, block, model.config.vocab_size)
-        return tasks.MaskedLMTask(model, tokenizer, tok_dir, train, val, block, args.seed, args.mask_prob,
-                                  args.whole_word, args.eval_windows)
-    if objective == "replaced-token-detection":
-        from ..model import LmatlasModel
-
-        disc = tasks.build_model(args.model, "replaced-token-detection", tokenizer, block, _overrides(args), causal=False)
-        if not 0 < args.generator_fraction <= 1:
-            raise LmatlasError(f"--generator-fraction must be in (0, 1], not {args.generator_fraction}")
-        gen = LmatlasModel(tasks.electra_generator_config(disc.config, args.generator_fraction), "masked-lm").train()
-        from ..save import hf_config
-
-        hf_config(disc.config, "replaced-token-detection")
-        train, val = _streams(args, tokenizer, block, disc.config.vocab_size)
-        return tasks.ElectraTask(disc, gen, tokenizer, tok_dir, train, val, block, args.seed, args.mask_prob,
-                                 args.whole_word, args.eval_windows)
-    if objective == "distillation":
-        from ..training.objectives import student_from_teacher
-
-        if any(v is not None for v in _overrides(args).values()):
-            raise LmatlasError("distillation builds the student from the teacher's layers; use --student-layers, not size options")
-        teacher = tasks.build_model(args.model, "masked-lm", tokenizer, block, None, causal=False)
-        layers = None
-        if args.student_layers:
-            try:
-                layers = [int(x) for x in args.student_layers.split(",")]
-            except ValueError:
-                raise LmatlasError(f"--student-layers must be numbers separated by commas, not {args.student_layers!r}") from None
-            bad = [i for i in layers if not 0 <= i < teacher.config.num_layers]
-            if bad:
-                raise LmatlasError(f"--student-layers: the teacher has layers 0 to {teacher.config.num_layers - 1}, not {bad[0]}")
-        try:
-            student = student_from_teacher(teacher, layers).train()
-        except ValueError as e:
-            raise LmatlasError(str(e)) from None
-        train, val = _streams(args, tokenizer, block, teacher.config.vocab_size)
-        return tasks.DistillationTask(student, teacher, tokenizer, tok_dir, train, val, block, args.seed,
-                                      args.temperature, args.mask_prob, args.whole_word, args.eval_windows)
-    if objective == "instruction":
-        from ..training.data import read_table
-
-        model = tasks.build_model(args.model, "causal-lm", tokenizer, block, _overrides(args), causal=True)
-        rows = [r for f in args.data for r in read_table(f, "jsonl")]
-        examples = tasks.instruction_examples(tokenizer, rows, block, ", ".join(args.data))
-        if args.val:
-            dev_rows = [r for f in args.val for r in read_table(f, "jsonl")]
-            dev = tasks.instruction_examples(tokenizer, dev_rows, block, ", ".join(args.val))
-        elif args.val_fraction > 0 and len(examples) >= 10:
-            cut = int(len(examples) * (1 - args.val_fraction))
-            examples, dev = examples[:cut], examples[cut:]
-        else:
-            dev = []
-        return tasks.InstructionTask(model, tokenizer, tok_dir, examples, dev, args.seed)
-    if objective in ("span-corruption", "denoising"):
-        model = tasks.build_model(args.model, "seq2seq-lm", tokenizer, block, _overrides(args))
-        train, val = _streams(args, tokenizer, block, model.config.vocab_size)
-        return tasks.DenoisingTask(objective, model, tokenizer, tok_dir, train, val, block, args.seed,
-                                   args.eval_windows)
-    raise AssertionError(objective)
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise LmatlasError(f"--student-layers must be numbers separated by commas, not {text!r}") from None

@@ -1,10 +1,59 @@
 """Training: each landmark paper's objective, fine-tuning, one trainer, and torch.distributed.
 
+From Python, a typed recipe and ``train``::
+
+    from lmatlas.training import MaskedLMRecipe, TrainConfig, train
+
+    train(MaskedLMRecipe(model="bert-base", data=["wiki.txt"], tokenizer="wordpiece", vocab_size=8000,
+                         num_layers=4, hidden_size=256, num_heads=4),
+          TrainConfig(out="runs/bert", steps=2000, lr=5e-4))
+
+- ``recipes`` / ``finetune_recipes``: what to train, one dataclass per objective or task, and ``train``;
 - ``objectives``: the noising, masking and losses of GPT, BERT/RoBERTa, ELECTRA, DistilBERT,
   T5, BART and Alpaca, as small functions over token ids;
+- ``models`` / ``init``: a model to train (a preset at any size, or a checkpoint) and its
+  paper's initialisation;
 - ``tasks`` / ``finetune``: an objective or a fine-tuning task bound to a model and data;
-- ``trainer``: one training loop for all of them, with exact resume;
+- ``trainer`` (with ``config``, ``checkpoints``, ``progress``, ``plots``): one training loop
+  for all of them, with exact resume;
 - ``data``: token streams, labelled files and the samplers that shard them across processes;
 - ``distributed``: the same training under ``torchrun``;
 - ``tokenizer_trainer``: char, BPE, byte-level BPE, WordPiece and unigram tokenizers.
 """
+
+from .config import TrainConfig
+from .fields import FieldError
+from .finetune_recipes import FINETUNE_RECIPES, ClassifyRecipe, Finetuning, NERRecipe, QARecipe, Seq2SeqRecipe
+from .recipes import (
+    RECIPES,
+    CausalLMRecipe,
+    DenoisingRecipe,
+    DistillationRecipe,
+    ElectraRecipe,
+    InstructionRecipe,
+    MaskedLMRecipe,
+    Pretraining,
+    SpanCorruptionRecipe,
+    train,
+)
+
+__all__ = [
+    "FINETUNE_RECIPES",
+    "RECIPES",
+    "CausalLMRecipe",
+    "ClassifyRecipe",
+    "DenoisingRecipe",
+    "DistillationRecipe",
+    "ElectraRecipe",
+    "FieldError",
+    "Finetuning",
+    "InstructionRecipe",
+    "MaskedLMRecipe",
+    "NERRecipe",
+    "Pretraining",
+    "QARecipe",
+    "Seq2SeqRecipe",
+    "SpanCorruptionRecipe",
+    "TrainConfig",
+    "train",
+]

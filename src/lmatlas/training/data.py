@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import LmatlasError
+from .fields import FieldError
 from .tokenizer_trainer import read_texts
 
 
@@ -150,11 +151,24 @@ def windows(stream: TokenStream, offsets: torch.Tensor, length: int) -> tuple[to
     return stream.ids[index], stream.word_starts[index]
 
 
-def tiled_offsets(num_tokens: int, length: int, stride: int | None = None) -> torch.Tensor:
+def tiled_offsets(num_tokens: int, length: int, stride: int | None = None, at_most: int | None = None) -> torch.Tensor:
     """Non-overlapping (or ``stride``-spaced) window offsets covering a stream: the evaluation
-    windows, the same at every evaluation."""
+    windows, the same at every evaluation; ``at_most`` of them, spread evenly, when given."""
     stride = stride or length
-    return torch.arange(0, num_tokens - length + 1, stride)
+    offsets = torch.arange(0, num_tokens - length + 1, stride)
+    if at_most:
+        offsets = offsets[torch.linspace(0, len(offsets) - 1, min(at_most, len(offsets))).long()]
+    return offsets
+
+
+def check_stream(stream: TokenStream, length: int, what: str, files: Sequence[str | os.PathLike],
+                 vocab_size: int) -> None:
+    """A stream holds at least one window of ``length`` tokens, all inside the vocabulary."""
+    if len(stream) < length:
+        raise FieldError(lambda f: f"{', '.join(map(str, files))}: the {what} has {len(stream)} tokens, fewer than "
+                                   f"one block of {length}; give more text or a smaller {f('block')}")
+    if len(stream) and int(stream.ids.max()) >= vocab_size:
+        raise LmatlasError(f"token id {int(stream.ids.max())} of the data is outside the model's vocabulary of {vocab_size}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,7 +194,8 @@ def read_table(path: str | os.PathLike, fmt: str | None = None) -> list[dict[str
     text = _read_text_file(path)
     fmt = fmt or {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}.get(Path(path).suffix.lower())
     if fmt is None:
-        raise LmatlasError(f"{path}: cannot tell the format from the extension; use .tsv, .csv or .jsonl (or --format)")
+        raise FieldError(lambda f: f"{path}: cannot tell the format from the extension; use .tsv, .csv or .jsonl "
+                                   f"(or {f('format')})")
     rows: list[dict[str, Any]] = []
     if fmt == "jsonl":
         for n, line in enumerate(text.splitlines(), 1):
@@ -214,9 +229,11 @@ def read_table(path: str | os.PathLike, fmt: str | None = None) -> list[dict[str
     return rows
 
 
-def column(rows: list[dict[str, Any]], name: str, path: str | os.PathLike, flag: str) -> list[Any]:
+def column(rows: list[dict[str, Any]], name: str, path: str | os.PathLike, field: str) -> list[Any]:
+    """The values of column ``name`` (which the setting ``field`` chose) in every row."""
     if name not in rows[0]:
-        raise LmatlasError(f"{path}: no column {name!r} (columns: {', '.join(map(str, rows[0]))}); set {flag}")
+        raise FieldError(lambda f: f"{path}: no column {name!r} (columns: {', '.join(map(str, rows[0]))}); "
+                                   f"set {f(field)}")
     out = []
     for n, row in enumerate(rows):
         if name not in row or row[name] is None:

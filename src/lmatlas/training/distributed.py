@@ -50,6 +50,11 @@ def setup(device: str | None = None) -> Context:
     return Context(rank=rank, world=world, local_rank=local, device=dev)
 
 
+def main_process() -> bool:
+    """Whether this is the main process of a ``torchrun`` launch (rank 0), or the only one."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def teardown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
@@ -122,5 +127,5 @@ def barrier(ctx: Context) -> None:
         dist.barrier()
 
 
-__all__ = ["Context", "all_reduce_sum", "barrier", "broadcast", "full_state", "load_optimizer_state", "setup",
-           "teardown", "unwrap", "wrap"]
+__all__ = ["Context", "all_reduce_sum", "barrier", "broadcast", "full_state", "load_optimizer_state", "main_process",
+           "setup", "teardown", "unwrap", "wrap"]

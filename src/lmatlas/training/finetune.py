@@ -22,9 +22,10 @@ from . import metrics as M
 from .data import EpochSampler, column, rank_slice
 from .distributed import Context
 from .objectives import IGNORE
-from .tasks import ModelTask
+from .init import init_weights
+from .tasks.base import EVAL_BATCH, DataPosition, ModelTask
+from .tasks.seq2seq import seq2seq_batch, seq2seq_loss
 
-EVAL_BATCH = 64
 
 
 # ---------------------------------------------------------------------------------------------
@@ -36,7 +37,6 @@ def load_for_finetuning(path: str | os.PathLike, head: str, id2label: dict[int, 
     """A pretrained model with ``head``; a new head (randomly initialised, as transformers
     does) when the checkpoint has none, or one for other labels. Decoders (GPT-2, Llama...)
     serve sentence classification only, read at each text's last token."""
-    from ..blocks import init_weights
     from ..heads import HEADS
     from ..loader import load
 
@@ -105,11 +105,11 @@ def _forward(module, batch, device):
     return module(batch["input_ids"].to(device), **kwargs)
 
 
-def _uses_token_types(model: LmatlasModel) -> bool:
+def uses_token_types(model: LmatlasModel) -> bool:
     return model.config.type_vocab_size > 0 and not model.is_decoder
 
 
-class FinetuneTask(ModelTask):
+class FinetuneTask(DataPosition, ModelTask):
     """Examples walked in shuffled epochs, padded per batch."""
 
     def __init__(self, model, tokenizer, tokenizer_dir, train: list[dict], seed: int, group_by_length: bool = True):
@@ -122,12 +122,6 @@ class FinetuneTask(ModelTask):
     def rows(self, batch_size: int, ctx: Context) -> list[dict]:
         index = rank_slice(self.sampler.draw(batch_size * ctx.world), ctx.rank, ctx.world)
         return [self.train_rows[i] for i in index]
-
-    def state_dict(self):
-        return {"sampler": self.sampler.state_dict()}
-
-    def load_state_dict(self, state):
-        self.sampler.load_state_dict(state["sampler"])
 
     def signature(self):
         return {**super().signature(), "labels": {str(k): v for k, v in self.module.config.id2label.items()}}
@@ -150,9 +144,9 @@ def label_set(values: Sequence[Any]) -> dict[int, str]:
 
 def classification_examples(tokenizer, rows, path, text: str, pair: str | None, label: str,
                             label2id: dict[str, int], max_length: int, with_types: bool) -> list[dict]:
-    texts = [str(t) for t in column(rows, text, path, "--text-column")]
-    pairs = [str(t) for t in column(rows, pair, path, "--text-pair-column")] if pair else None
-    labels = [str(v).strip() for v in column(rows, label, path, "--label-column")]
+    texts = [str(t) for t in column(rows, text, path, "text_column")]
+    pairs = [str(t) for t in column(rows, pair, path, "text_pair_column")] if pair else None
+    labels = [str(v).strip() for v in column(rows, label, path, "label_column")]
     for n, y in enumerate(labels):
         if y not in label2id:
             raise LmatlasError(
@@ -415,8 +409,8 @@ class QATask(FinetuneTask):
 
 def seq2seq_examples(tokenizer, rows, path, source: str, target: str, prefix: str, max_length: int,
                      max_target_length: int) -> list[dict]:
-    sources = [prefix + str(t) for t in column(rows, source, path, "--source-column")]
-    targets = [str(t) for t in column(rows, target, path, "--target-column")]
+    sources = [prefix + str(t) for t in column(rows, source, path, "source_column")]
+    targets = [str(t) for t in column(rows, target, path, "target_column")]
     src = tokenizer(sources, truncation=True, max_length=max_length)["input_ids"]
     tgt = tokenizer(targets, truncation=True, max_length=max_target_length)["input_ids"]
     eos = tokenizer.eos_token_id
@@ -445,8 +439,6 @@ class Seq2SeqTask(FinetuneTask):
         self.max_new_tokens, self.num_beams = max_new_tokens, num_beams
 
     def _batch(self, rows):
-        from .tasks import seq2seq_batch
-
         return seq2seq_batch([r["input_ids"] for r in rows], [r["labels"] for r in rows], self.pad_id, self.start)
 
     def next_batch(self, batch_size, ctx):
@@ -455,15 +447,11 @@ class Seq2SeqTask(FinetuneTask):
         return batch
 
     def loss_terms(self, module, batch):
-        from .tasks import seq2seq_loss
-
         return {"loss": seq2seq_loss(module, batch)}
 
     def evaluate(self, module, ctx):
         if not self.dev:
             return {}
-        from .tasks import seq2seq_loss
-
         total, count, scores = 0.0, 0, []
         for i in range(0, len(self.dev), EVAL_BATCH // 2):
             chunk = self.dev[i : i + EVAL_BATCH // 2]

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..errors import LmatlasError
+from .fields import FieldError
 
 KINDS = ("char", "bpe", "byte-bpe", "wordpiece", "unigram")
 
@@ -47,7 +48,7 @@ _ROLES = {
 def read_texts(files: Sequence[str | os.PathLike]) -> list[str]:
     """The text of each file, strictly UTF-8; one clear error for a missing or empty file."""
     if not files:
-        raise LmatlasError("no data files given (--data)")
+        raise FieldError(lambda f: f"no data files given ({f('data')})")
     texts = []
     for f in files:
         path = Path(f)
@@ -74,13 +75,13 @@ def build(kind: str, texts: Sequence[str], vocab_size: int | None = None, specia
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
     if kind not in KINDS:
-        raise LmatlasError(f"--kind must be one of {', '.join(KINDS)}, not {kind!r}")
+        raise FieldError(lambda f: f"{f('kind')} must be one of {', '.join(KINDS)}, not {kind!r}")
     specials = list(DEFAULT_SPECIALS[kind] if specials is None else specials)
     if kind != "char":
         if vocab_size is None:
-            raise LmatlasError(f"--vocab-size is needed for a {kind} tokenizer")
+            raise FieldError(lambda f: f"{f('vocab_size')} is needed for a {kind} tokenizer")
         if vocab_size < len(specials) + 1:
-            raise LmatlasError(f"--vocab-size {vocab_size} is too small for {len(specials)} special tokens")
+            raise FieldError(lambda f: f"{f('vocab_size')} {vocab_size} is too small for {len(specials)} special tokens")
 
     if kind == "char":
         chars = sorted(set("".join(texts)) - set("".join(specials)) or set())
@@ -88,7 +89,8 @@ def build(kind: str, texts: Sequence[str], vocab_size: int | None = None, specia
         for s in specials:
             vocab.setdefault(s, len(vocab))
         if vocab_size is not None and len(vocab) > vocab_size:
-            raise LmatlasError(f"the data has {len(vocab)} distinct characters, more than --vocab-size {vocab_size}")
+            raise FieldError(lambda f: f"the data has {len(vocab)} distinct characters, more than "
+                                       f"{f('vocab_size')} {vocab_size}")
         # BPE without merges over whitespace-split words: every character is its own token,
         # and words stay words (for whole-word masking).
         tok = Tokenizer(models.BPE(vocab, [], unk_token=None))

@@ -18,14 +18,10 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
-import random
-import shutil
-import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +30,12 @@ from torch import nn
 
 from ..errors import LmatlasError
 from . import distributed as dist_
+from .checkpoints import (STATE_FILE, checkpoint_name, checkpoints, fresh_tmp, prune, publish, read_state,
+                          rng_state, set_rng_state)
+from .config import Schedule, TrainConfig, param_groups
 from .distributed import Context
+from .fields import FieldError
+from .progress import Progress
 
 LOWER_IS_BETTER = ("loss", "perplexity", "ppl")
 
@@ -86,188 +87,6 @@ class Task:
         pass
 
 
-@dataclass
-class TrainConfig:
-    out: str | os.PathLike
-    steps: int = 1000
-    batch_size: int = 8  # per process and accumulation step
-    grad_accum: int = 1
-    lr: float = 3e-4
-    min_lr: float | None = None  # default: lr / 10 for cosine, 0 for linear
-    warmup: int = 0
-    schedule: str = "cosine"
-    decay_steps: int | None = None  # default: steps
-    weight_decay: float = 0.01
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
-    clip: float | None = 1.0
-    bf16: bool = False
-    eval_every: int = 0  # 0: at the end only
-    patience: int | None = None  # evaluations without improvement before stopping
-    metric: str | None = None  # default: the task's
-    save_every: int = 0  # 0: at the end only
-    keep: int = 2  # checkpoints kept
-    seed: int = 1337
-    device: str | None = None
-    fsdp: bool = False
-    resume: bool | str = False
-    progress: bool = True
-    log_every: int = 10  # printed lines when the output is not a terminal
-    plot: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "grad_accum"):
-            if getattr(self, name) < 1:
-                raise LmatlasError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
-        if self.lr <= 0:
-            raise LmatlasError(f"--lr must be positive, not {self.lr}")
-        if self.schedule not in ("cosine", "linear", "constant"):
-            raise LmatlasError(f"--schedule must be cosine, linear or constant, not {self.schedule!r}")
-        if self.warmup < 0 or self.eval_every < 0 or self.save_every < 0:
-            raise LmatlasError("--warmup, --eval-every and --save-every must not be negative")
-        if self.min_lr is None:
-            self.min_lr = self.lr / 10 if self.schedule == "cosine" else 0.0 if self.schedule == "linear" else self.lr
-
-
-class Schedule:
-    """Learning rate at each step: linear warmup, then cosine or linear decay to ``min_lr`` at
-    ``decay_steps`` (nanoGPT's ``get_lr``), or constant."""
-
-    def __init__(self, cfg: TrainConfig):
-        self.lr, self.min_lr, self.warmup = cfg.lr, cfg.min_lr, cfg.warmup
-        self.decay = cfg.decay_steps or cfg.steps
-        self.kind = cfg.schedule
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return self.lr * (step + 1) / (self.warmup + 1)
-        if self.kind == "constant":
-            return self.lr
-        if step > self.decay or self.decay <= self.warmup:
-            return self.min_lr
-        ratio = (step - self.warmup) / (self.decay - self.warmup)
-        if self.kind == "cosine":
-            coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))
-        else:
-            coeff = 1.0 - ratio
-        return self.min_lr + coeff * (self.lr - self.min_lr)
-
-
-def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: matrices (and embeddings) decay, biases and norm weights (1-D) do not."""
-    decay, no_decay = [], []
-    for _, p in module.named_parameters():
-        if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-# ---------------------------------------------------------------------------------------------
-# Checkpoint folders
-# ---------------------------------------------------------------------------------------------
-
-CHECKPOINT_PREFIX = "checkpoint-"
-STATE_FILE = "trainer_state.pt"
-
-
-def checkpoints(out: Path) -> list[Path]:
-    """Complete checkpoints in ``out``, oldest first (temporary folders are not complete)."""
-    if not out.is_dir():
-        return []
-    found = []
-    for p in out.iterdir():
-        if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX) and (p / STATE_FILE).is_file():
-            try:
-                found.append((int(p.name[len(CHECKPOINT_PREFIX):]), p))
-            except ValueError:
-                continue
-    return [p for _, p in sorted(found)]
-
-
-def _fsync_tree(folder: Path) -> None:
-    for p in folder.rglob("*"):
-        if p.is_file():
-            with open(p, "rb") as f:
-                os.fsync(f.fileno())
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
-    except OSError:
-        pass
-
-
-def publish(tmp: Path, final: Path) -> None:
-    """Move a finished temporary folder into place; an older ``final`` is replaced."""
-    _fsync_tree(tmp)
-    old = final.with_name(f".{final.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old.exists():
-        shutil.rmtree(old)
-
-
-def fresh_tmp(out: Path, name: str) -> Path:
-    tmp = out / f".{name}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-# ---------------------------------------------------------------------------------------------
-# Progress
-# ---------------------------------------------------------------------------------------------
-
-
-def _fmt_rate(x: float) -> str:
-    for unit, size in (("M", 1e6), ("k", 1e3)):
-        if x >= size:
-            return f"{x / size:.1f}{unit}"
-    return f"{x:.0f}"
-
-
-def _fmt_time(s: float) -> str:
-    s = int(s)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
-
-
-class Progress:
-    """A one-line bar on a terminal; a line every ``every`` steps otherwise."""
-
-    def __init__(self, total: int, start: int, enabled: bool, every: int):
-        self.total, self.enabled, self.every = total, enabled, max(1, every)
-        self.tty = enabled and sys.stderr.isatty()
-        self.start_step, self.t0 = start, time.time()
-
-    def update(self, step: int, loss: float, tokens_per_s: float, ms: float) -> None:
-        if not self.enabled:
-            return
-        done = step - self.start_step
-        eta = (time.time() - self.t0) / max(done, 1) * (self.total - step)
-        text = (f"step {step}/{self.total} loss {loss:.4f} {_fmt_rate(tokens_per_s)} tok/s "
-                f"{ms:.0f} ms/step eta {_fmt_time(eta)}")
-        if self.tty:
-            width = 20
-            filled = int(width * step / self.total)
-            print(f"\r[{'#' * filled}{'.' * (width - filled)}] {text}\033[K", end="", file=sys.stderr, flush=True)
-        elif step % self.every == 0 or step == self.total:
-            print(text, file=sys.stderr, flush=True)
-
-    def message(self, text: str) -> None:
-        if not self.enabled:
-            return
-        print(("\r\033[K" if self.tty else "") + text, file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.tty:
-            print(file=sys.stderr, flush=True)
-
-
 # ---------------------------------------------------------------------------------------------
 # The trainer
 # ---------------------------------------------------------------------------------------------
@@ -303,8 +122,8 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
         resume_from = self._resume_folder()
         if resume_from is None and checkpoints(self.out):
-            raise LmatlasError(f"{self.out} already holds the checkpoints of a run; continue it with --resume, "
-                               "or give another --out")
+            raise FieldError(lambda f: f"{self.out} already holds the checkpoints of a run; continue it with "
+                                       f"{f('resume')}, or give another {f('out')}")
         if resume_from is not None:
             self._check_compatible(resume_from)
             self.task.load(resume_from)
@@ -336,28 +155,22 @@ class Trainer:
             raise LmatlasError(f"{self.out}: no checkpoint to resume from")
         return found[-1]
 
-    def _read_state(self, folder: Path) -> dict[str, Any]:
-        try:
-            return torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise LmatlasError(f"{folder / STATE_FILE}: not a readable trainer state ({e})") from None
-
     def _check_compatible(self, folder: Path) -> None:
-        state = self._read_state(folder)
+        state = read_state(folder)
         if state.get("objective") != self.task.name:
             raise LmatlasError(
                 f"{folder}: the checkpoint was written by {state.get('objective')!r} training, not {self.task.name!r}"
             )
         if bool(state.get("fsdp", False)) != bool(self.cfg.fsdp and self.ctx.distributed):
-            raise LmatlasError(f"{folder}: the checkpoint was written {'with' if state.get('fsdp') else 'without'} "
-                               f"FSDP; resume it {'with' if state.get('fsdp') else 'without'} --fsdp under torchrun")
+            how = "with" if state.get("fsdp") else "without"
+            raise FieldError(lambda f: f"{folder}: the checkpoint was written {how} FSDP; resume it {how} "
+                                       f"{f('fsdp')} under torchrun")
         theirs, ours = state.get("signature", {}), self.task.signature()
         for key in sorted(set(theirs) | set(ours)):
             if theirs.get(key) != ours.get(key):
-                raise LmatlasError(
+                raise FieldError(lambda f, key=key: (
                     f"{folder}: the checkpoint is of another model ({key} is {theirs.get(key)!r} there, "
-                    f"{ours.get(key)!r} here); resume with the same --model and options"
-                )
+                    f"{ours.get(key)!r} here); resume with the same {f('model')} and options"))
         self._state = state
 
     def _restore(self, folder: Path) -> None:
@@ -371,10 +184,7 @@ class Trainer:
         self.task.load_state_dict(state["data"])
         rngs = state["rng"]
         mine = rngs[self.ctx.rank] if self.ctx.rank < len(rngs) else rngs[0]
-        torch.set_rng_state(mine["torch"])
-        if torch.cuda.is_available() and mine.get("cuda") is not None:
-            torch.cuda.set_rng_state(mine["cuda"])
-        random.setstate(_to_tuple(mine["python"]))
+        set_rng_state(mine)
         if self.ctx.main:
             self._truncate_log(self.step)
             self.history = self._read_log()
@@ -406,8 +216,8 @@ class Trainer:
         self._prepare()
         ctx, cfg, task = self.ctx, self.cfg, self.task
         if self.step >= cfg.steps:
-            raise LmatlasError(f"the checkpoint is at step {self.step}, already at --steps {cfg.steps}; "
-                               "give more --steps to train further")
+            raise FieldError(lambda f: f"the checkpoint is at step {self.step}, already at {f('steps')} {cfg.steps}; "
+                                       f"give more {f('steps')} to train further")
         names = list(task.weights)
         progress = Progress(cfg.steps, self.step, cfg.progress and ctx.main, cfg.log_every)
         step_times: list[float] = []
@@ -477,7 +287,7 @@ class Trainer:
         progress.close()
         if not evaluated or self.best is None:
             self._save_model()
-        if ctx.main:
+        if ctx.main and cfg.plot:
             self._plot()
         dist_.barrier(ctx)
         times = sorted(step_times)
@@ -506,7 +316,8 @@ class Trainer:
         self._log({"step": self.step, "split": "dev", **metrics, "time": self.elapsed + time.time() - self._t_start})
         progress.message(f"step {self.step} dev: " + " ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         if self.metric not in metrics:
-            raise LmatlasError(f"--metric {self.metric!r} is not one of the evaluation's: {', '.join(metrics)}")
+            raise FieldError(lambda f: f"{f('metric')} {self.metric!r} is not one of the evaluation's: "
+                                       f"{', '.join(metrics)}")
         value = metrics[self.metric]
         if better(self.metric, value, self.best):
             self.best, self.bad_evals = value, 0
@@ -535,15 +346,14 @@ class Trainer:
 
     def _checkpoint(self) -> None:
         ctx = self.ctx
-        rng = {"torch": torch.get_rng_state(), "python": list(_to_list(random.getstate())),
-               "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
+        rng = rng_state()
         rngs = [rng]
         if ctx.distributed:
             rngs = [None] * ctx.world
             torch.distributed.all_gather_object(rngs, rng)
         module, optimizer_state = self._whole_model(optimizer=True)
         if ctx.main:
-            name = f"{CHECKPOINT_PREFIX}{self.step:06d}"
+            name = checkpoint_name(self.step)
             tmp = fresh_tmp(self.out, name)
             self.task.save(module, tmp)
             state = {
@@ -564,15 +374,16 @@ class Trainer:
             }
             torch.save(state, tmp / STATE_FILE)
             publish(tmp, self.out / name)
-            for old in checkpoints(self.out)[: -self.cfg.keep] if self.cfg.keep > 0 else []:
-                shutil.rmtree(old, ignore_errors=True)
+            prune(self.out, self.cfg.keep)
         dist_.barrier(ctx)
 
     def _plot(self) -> None:
+        from .plots import plot_log
+
         try:
             plot_log(self.history, self.out / "loss.png", self.metric)
-        except ImportError:
-            pass
+        except LmatlasError:
+            pass  # no matplotlib: log.jsonl holds the same numbers
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -581,56 +392,4 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-def _to_list(x):
-    if isinstance(x, tuple):
-        return [_to_list(v) for v in x]
-    return x
-
-
-def _to_tuple(x):
-    if isinstance(x, list):
-        return tuple(_to_tuple(v) for v in x)
-    return x
-
-
-def plot_log(history: list[dict[str, Any]], path: Path, metric: str | None = None) -> None:
-    """The loss curve (train and dev) and the dev metric, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    train = [(r["step"], r["loss"]) for r in history if r.get("split") == "train" and r.get("loss") is not None]
-    dev = [r for r in history if r.get("split") == "dev"]
-    if not train:
-        return
-    extra = metric if metric and metric != "loss" and any(metric in r for r in dev) else None
-    fig, axes = plt.subplots(1, 2 if extra else 1, figsize=(11 if extra else 6, 4), squeeze=False)
-    ax = axes[0][0]
-    steps, losses = zip(*train)
-    ax.plot(steps, losses, lw=0.6, alpha=0.4, color="C0", label="train (per step)")
-    k = max(1, len(losses) // 50)
-    if k > 1:
-        smooth = [sum(losses[max(0, i - k + 1) : i + 1]) / len(losses[max(0, i - k + 1) : i + 1]) for i in range(len(losses))]
-        ax.plot(steps, smooth, lw=1.5, color="C0", label=f"train (mean of {k})")
-    dev_loss = [(r["step"], r["loss"]) for r in dev if "loss" in r]
-    if dev_loss:
-        ax.plot(*zip(*dev_loss), "o-", color="C1", label="dev")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    if extra:
-        ax2 = axes[0][1]
-        ax2.plot([r["step"] for r in dev if extra in r], [r[extra] for r in dev if extra in r], "o-", color="C2")
-        ax2.set_xlabel("step")
-        ax2.set_ylabel(f"dev {extra}")
-        ax2.grid(alpha=0.3)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
-__all__ = ["Progress", "Schedule", "Task", "TrainConfig", "Trainer", "checkpoints", "param_groups", "plot_log"]
+__all__ = ["Task", "Trainer", "better"]
