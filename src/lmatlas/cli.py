@@ -1,8 +1,8 @@
 """The ``lmatlas`` command: subcommands, each a thin shell over the public API.
 
-Each subcommand lives in ``lmatlas.commands.<name>`` and exposes ``register(subparsers)``,
-which adds its parser and sets ``func`` to a callable taking the parsed arguments and
-returning an exit code. A user's mistake raises ``LmatlasError``: printed as one line, exit 1.
+Each subcommand lives in ``lmatlas.commands.<name>``: its one-line ``HELP`` (and a longer
+``DESCRIPTION``), and ``arguments(parser)``, which adds its arguments to the parser made here and
+sets ``func`` to a callable taking the parsed arguments and returning an exit code. A user's mistake raises ``LmatlasError``: printed as one line, exit 1.
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lmatlas", description="Landmark language models, from scratch in PyTorch.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMANDS:
-        importlib.import_module(f"lmatlas.commands.{name}").register(sub)
+        command = importlib.import_module(f"lmatlas.commands.{name}")
+        p = sub.add_parser(name, help=command.HELP, description=getattr(command, "DESCRIPTION", None))
+        command.arguments(p)
     return parser
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -26,7 +25,6 @@ import numpy as np
 from .errors import LmatlasError
 
 OUTLIERS = -1
-PLOT_FORMATS = (".png", ".pdf", ".svg")
 
 
 @dataclass
@@ -222,12 +220,9 @@ def _keywords(texts, labels, CountVectorizer, n: int, stop_words) -> dict[int, l
 def plot_topics(result: TopicModel, path: str | os.PathLike, title: str | None = None, words: int = 3) -> None:
     """The 2-D map of the texts, coloured by topic, each topic named by its first keywords at
     its centre; outliers in light grey."""
-    out = Path(path)
-    if out.suffix.lower() not in PLOT_FORMATS:
-        raise LmatlasError(f"--plot {path}: the file must end in {', '.join(PLOT_FORMATS)}")
-    if not out.parent.exists():
-        raise LmatlasError(f"--plot {path}: no such folder {out.parent}")
-    from .plots import pyplot
+    from .plots import check_path, pyplot, save_figure
+
+    out = check_path(path)
 
     plt = pyplot("the topic plot")
 
@@ -258,12 +253,7 @@ def plot_topics(result: TopicModel, path: str | os.PathLike, title: str | None =
         ax.legend(loc="lower right", fontsize=8, markerscale=2, framealpha=0.8)
     fig.tight_layout()
     _part(fig, names)
-    try:
-        fig.savefig(out)
-    except OSError as e:
-        raise LmatlasError(f"--plot {path}: cannot write the file ({e.strerror or e})") from None
-    finally:
-        plt.close(fig)
+    save_figure(fig, out)
 
 
 def _part(fig, names, rounds: int = 60) -> None:

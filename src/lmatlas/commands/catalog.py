@@ -6,7 +6,6 @@ import json
 import math
 import sys
 import textwrap
-from pathlib import Path
 
 from ..errors import LmatlasError
 
@@ -16,16 +15,17 @@ ARCH_COLOURS = {
     "encoder-decoder": "#2ca02c",
     "other": "#8c564b",
 }
-PLOT_FORMATS = (".png", ".svg", ".pdf")
 
 
-def register(sub) -> None:
-    p = sub.add_parser(
-        "catalog",
-        help="the landmark models: list and filter them, show one, plot size against year",
-        description="List the catalogue of landmark models (`lmatlas catalog`), show one entry "
-        "(`lmatlas catalog show GPT-3`), or plot parameters against year (--plot FILE.png).",
-    )
+HELP = "the landmark models: list and filter them, show one, plot size against year"
+DESCRIPTION = (
+    "List the catalogue of landmark models (`lmatlas catalog`), show one entry "
+    "(`lmatlas catalog show GPT-3`), or plot parameters against year (--plot FILE.png)."
+)
+
+
+def arguments(p) -> None:
+    """The arguments of `lmatlas catalog`, on its parser (made by ``lmatlas.cli``)."""
     p.add_argument("action", nargs="?", default="list", metavar="list|show", help="list (default) or show")
     p.add_argument("name", nargs="*", help="with show: the model's name or alias")
     p.add_argument("--arch", help="encoder, decoder, encoder-decoder or other")
@@ -158,16 +158,15 @@ def plot_models(chosen, path: str) -> tuple[int, int]:
     Filled markers have open weights, hollow ones closed; squares are not text-only models.
     Returns (models drawn, models left out for want of a size).
     """
-    out = Path(path)
-    if out.suffix.lower() not in PLOT_FORMATS:
-        raise LmatlasError(f"--plot {path}: the file must end in {', '.join(PLOT_FORMATS)}")
-    if not out.parent.exists():
-        raise LmatlasError(f"--plot {path}: no such folder {out.parent}")
+    from ..plots import check_path, pyplot, save_figure
+
+    try:
+        out = check_path(path)
+    except LmatlasError as e:
+        raise LmatlasError(f"--plot {e}") from None
     sized = [m for m in chosen if m.params]
     if not sized:
         raise LmatlasError("--plot: none of the chosen models has a published size to plot")
-    from ..plots import pyplot
-
     plt = pyplot("--plot")
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FuncFormatter
@@ -233,12 +232,7 @@ def plot_models(chosen, path: str) -> tuple[int, int]:
         text = f"No published size, not drawn: {', '.join(missing)}."
         fig.text(0.01, 0.005, textwrap.fill(text, 200), fontsize=7.5, color="dimgrey", va="bottom")
     fig.tight_layout(rect=(0, 0.03 if missing else 0, 1, 1))
-    try:
-        fig.savefig(out)
-    except OSError as e:
-        raise LmatlasError(f"--plot {path}: cannot write the file ({e.strerror or e})") from None
-    finally:
-        plt.close(fig)
+    save_figure(fig, out)
     return len(sized), len(missing)
 
 

@@ -11,8 +11,11 @@ from ..errors import LmatlasError
 from ._io import add_model_options, read_lines
 
 
-def register(sub) -> None:
-    p = sub.add_parser("embed", help="sentence embeddings of a file of texts, one per line")
+HELP = "sentence embeddings of a file of texts, one per line"
+
+
+def arguments(p) -> None:
+    """The arguments of `lmatlas embed`, on its parser (made by ``lmatlas.cli``)."""
     p.add_argument("--input", "-i", required=True, help="text file, one text per line; - for standard input")
     p.add_argument("--output", "-o", required=True, help="OUT.npy (an n x dim array) or OUT.jsonl")
     p.add_argument("--batch-size", type=int, default=32)

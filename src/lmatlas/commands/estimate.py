@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 
 
-def register(sub) -> None:
-    p = sub.add_parser(
-        "estimate",
-        help="the numbers before you run: parameters, FLOPs, memory, KV cache, decode speed bound",
-        description="Estimate a catalogue model (GPT-3), an architecture preset (llama-7b) or a local "
-        "checkpoint folder, whose parameters are counted exactly from its weight files.",
-    )
+HELP = "the numbers before you run: parameters, FLOPs, memory, KV cache, decode speed bound"
+DESCRIPTION = (
+    "Estimate a catalogue model (GPT-3), an architecture preset (llama-7b) or a local "
+    "checkpoint folder, whose parameters are counted exactly from its weight files."
+)
+
+
+def arguments(p) -> None:
+    """The arguments of `lmatlas estimate`, on its parser (made by ``lmatlas.cli``)."""
     p.add_argument("target", metavar="NAME|PATH", help="catalogue name, architecture preset or model folder")
     p.add_argument("--dtype", default="bfloat16", help="float32, bfloat16 (default), float16, int8 or int4")
     p.add_argument("--batch", default="1", help="sequences at once (default 1)")

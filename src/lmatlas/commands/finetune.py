@@ -7,15 +7,17 @@ from .train import add_trainer_options, train_with_flags
 TASKS = ("classify", "ner", "qa", "seq2seq")
 
 
-def register(sub) -> None:
-    p = sub.add_parser(
-        "finetune",
-        help="fine-tune a pretrained model: classify (sentences, pairs), ner (CoNLL), qa (SQuAD), seq2seq",
-        description="Fine-tune a pretrained encoder with a task head and report the usual metric: accuracy and "
-        "F1 (classify, which also takes a decoder such as GPT-2 or Llama, read at each text's last token), entity "
-        "F1 (ner), exact match and F1 (qa), ROUGE-L (seq2seq, an encoder-decoder such as T5 or BART). The best "
-        "model on --dev is kept in OUT/model.",
-    )
+HELP = "fine-tune a pretrained model: classify (sentences, pairs), ner (CoNLL), qa (SQuAD), seq2seq"
+DESCRIPTION = (
+    "Fine-tune a pretrained encoder with a task head and report the usual metric: accuracy and "
+    "F1 (classify, which also takes a decoder such as GPT-2 or Llama, read at each text's last token), entity "
+    "F1 (ner), exact match and F1 (qa), ROUGE-L (seq2seq, an encoder-decoder such as T5 or BART). The best "
+    "model on --dev is kept in OUT/model."
+)
+
+
+def arguments(p) -> None:
+    """The arguments of `lmatlas finetune`, on its parser (made by ``lmatlas.cli``)."""
     p.add_argument("task", choices=TASKS)
     p.add_argument("--model", "-m", default=None, help="model folder or hub id (default: all-MiniLM-L6-v2)")
     p.add_argument("--train", required=True, help="training file: TSV/CSV/JSONL (classify, seq2seq), CoNLL (ner), SQuAD JSON (qa)")

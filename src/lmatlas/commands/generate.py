@@ -10,15 +10,19 @@ from pathlib import Path
 from ..errors import LmatlasError
 
 
-def register(sub) -> None:
-    p = sub.add_parser(
-        "generate",
-        help="continue a prompt with a decoder (GPT-2, Llama...), or summarise / translate with an "
-        "encoder-decoder (BART, T5, Marian, mBART, Pegasus)",
-        description="Print the continuation of PROMPT (a decoder), or what an encoder-decoder makes of "
-        "it: a summary, a translation, T5's answer. Greedy by default (or as the model's "
-        "generation_config.json says); --temperature, --top-k or --top-p sample.",
-    )
+HELP = (
+    "continue a prompt with a decoder (GPT-2, Llama...), or summarise / translate with an "
+    "encoder-decoder (BART, T5, Marian, mBART, Pegasus)"
+)
+DESCRIPTION = (
+    "Print the continuation of PROMPT (a decoder), or what an encoder-decoder makes of "
+    "it: a summary, a translation, T5's answer. Greedy by default (or as the model's "
+    "generation_config.json says); --temperature, --top-k or --top-p sample."
+)
+
+
+def arguments(p) -> None:
+    """The arguments of `lmatlas generate`, on its parser (made by ``lmatlas.cli``)."""
     p.add_argument("prompt", nargs="?", help="the prompt; - reads it from standard input; with --chat, "
                    "the user's message (without one, --chat asks for messages in turn)")
     p.add_argument("--model", "-m", required=True, help="model folder or hub id")

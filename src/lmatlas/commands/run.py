@@ -29,18 +29,20 @@ FIELDS = {
 }
 
 
-def register(sub) -> None:
+HELP = "run a task (fill-mask, ner, question-answering, summarization, translation, ...) over texts"
+DESCRIPTION = (
+    "Run a task pipeline — transformers' task names, options and output schemas — over "
+    "texts given as arguments, in a file (.txt: one per line; .jsonl; .csv; .tsv) or on standard "
+    "input, and write one JSON line per input."
+)
+
+
+def arguments(p) -> None:
+    """The arguments of `lmatlas run`, on its parser (made by ``lmatlas.cli``)."""
     from ..pipelines import TASKS, task_names, task_options
 
-    p = sub.add_parser(
-        "run",
-        help="run a task (fill-mask, ner, question-answering, summarization, translation, ...) over texts",
-        description="Run a task pipeline — transformers' task names, options and output schemas — over "
-        "texts given as arguments, in a file (.txt: one per line; .jsonl; .csv; .tsv) or on standard "
-        "input, and write one JSON line per input.",
-        epilog=_epilog(TASKS, task_options),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p.epilog = _epilog(TASKS, task_options)
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("task", metavar="TASK", help="one of: " + ", ".join(task_names()))
     p.add_argument("texts", nargs="*", metavar="TEXT", help="inputs (default: --input, or standard input)")
     p.add_argument("--model", "-m", default=None, help="model folder or hub id (default: all-MiniLM-L6-v2, for the tasks it serves)")

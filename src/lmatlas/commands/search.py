@@ -6,8 +6,11 @@ import os
 import textwrap
 
 
-def register(sub) -> None:
-    p = sub.add_parser("search", help="build and query a semantic search index of text files")
+HELP = "build and query a semantic search index of text files"
+
+
+def arguments(p) -> None:
+    """The arguments of `lmatlas search`, on its parser (made by ``lmatlas.cli``)."""
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     b = actions.add_parser("build", help="index text and Markdown files and folders (re-embeds only changed files)")
     b.add_argument("index", help="index folder (created if absent)")

@@ -6,8 +6,11 @@ from ..errors import LmatlasError
 from ._io import add_model_options
 
 
-def register(sub) -> None:
-    p = sub.add_parser("similarity", help="cosine similarity of two texts' embeddings")
+HELP = "cosine similarity of two texts' embeddings"
+
+
+def arguments(p) -> None:
+    """The arguments of `lmatlas similarity`, on its parser (made by ``lmatlas.cli``)."""
     p.add_argument("text_a")
     p.add_argument("text_b")
     add_model_options(p)

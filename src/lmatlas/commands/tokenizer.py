@@ -5,13 +5,15 @@ from __future__ import annotations
 from ..errors import LmatlasError
 
 
-def register(sub) -> None:
-    p = sub.add_parser(
-        "tokenizer",
-        help="train a tokenizer (char, BPE, byte-level BPE, WordPiece, unigram) on text files",
-        description="Tokenizer tools. `lmatlas tokenizer train` learns a vocabulary from text files and writes "
-        "a folder (tokenizer.json, tokenizer_config.json) that lmatlas and transformers both load.",
-    )
+HELP = "train a tokenizer (char, BPE, byte-level BPE, WordPiece, unigram) on text files"
+DESCRIPTION = (
+    "Tokenizer tools. `lmatlas tokenizer train` learns a vocabulary from text files and writes "
+    "a folder (tokenizer.json, tokenizer_config.json) that lmatlas and transformers both load."
+)
+
+
+def arguments(p) -> None:
+    """The arguments of `lmatlas tokenizer`, on its parser (made by ``lmatlas.cli``)."""
     tsub = p.add_subparsers(dest="tokenizer_command", metavar="COMMAND", parser_class=type(p))
     t = tsub.add_parser("train", help="learn a vocabulary from text files",
                         description="Learn a tokenizer from --data and write it to --out.")

@@ -11,14 +11,16 @@ from ..errors import LmatlasError
 from ..files import write_text_atomic
 
 
-def register(sub) -> None:
-    p = sub.add_parser(
-        "topics",
-        help="find the topics of a collection of texts (embeddings, t-SNE, HDBSCAN, class-based TF-IDF)",
-        description="Topic modelling after BERTopic: embed the texts, map them to two dimensions with t-SNE, "
-        "cluster the map with HDBSCAN and name each topic by its class-based TF-IDF keywords. Needs "
-        "scikit-learn (and matplotlib for --plot): pip install 'lmatlas[topics]'.",
-    )
+HELP = "find the topics of a collection of texts (embeddings, t-SNE, HDBSCAN, class-based TF-IDF)"
+DESCRIPTION = (
+    "Topic modelling after BERTopic: embed the texts, map them to two dimensions with t-SNE, "
+    "cluster the map with HDBSCAN and name each topic by its class-based TF-IDF keywords. Needs "
+    "scikit-learn (and matplotlib for --plot): pip install 'lmatlas[topics]'."
+)
+
+
+def arguments(p) -> None:
+    """The arguments of `lmatlas topics`, on its parser (made by ``lmatlas.cli``)."""
     p.add_argument("--input", "-i", required=True, metavar="FILE", help=".txt (one text per line), .jsonl, .csv or .tsv; - for standard input")
     p.add_argument("--format", choices=["csv", "jsonl", "tsv", "txt"], help="the input's format when its name does not say")
     p.add_argument("--column", "-c", action="append", default=[], metavar="COLUMN", help="the column (or JSON key) holding the text (default: text)")
@@ -36,20 +38,18 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ..plots import check_path
     from ..topics import find_topics, plot_topics
     from .run import _check_header, _columns, _field, _records
-
-    from ..topics import PLOT_FORMATS
 
     out = Path(args.output) if args.output else None
     if out is not None and not out.parent.exists():
         raise LmatlasError(f"--output {args.output}: folder {out.parent} does not exist")
     if args.plot:  # before the work, not after it
-        plot = Path(args.plot)
-        if plot.suffix.lower() not in PLOT_FORMATS:
-            raise LmatlasError(f"--plot {args.plot}: the file must end in {', '.join(PLOT_FORMATS)}")
-        if not plot.parent.exists():
-            raise LmatlasError(f"--plot {args.plot}: no such folder {plot.parent}")
+        try:
+            check_path(args.plot)
+        except LmatlasError as e:
+            raise LmatlasError(f"--plot {e}") from None
     columns = _columns(args.column)
     records, _, header = _records(args)
     if header is not None:

@@ -100,16 +100,18 @@ def train_with_flags(recipe: type, fields: dict[str, Any], args) -> int:
     return 0
 
 
-def register(sub) -> None:
-    p = sub.add_parser(
-        "train",
-        help="pretrain a model with a paper's objective (GPT, BERT, ELECTRA, DistilBERT, Alpaca...)",
-        description="Train with the objective of a landmark paper: causal-lm (GPT), masked-lm (BERT, RoBERTa), "
-        "replaced-token-detection (ELECTRA), distillation (DistilBERT), instruction (Alpaca), span-corruption (T5), "
-        "denoising (BART). --model is an "
-        "architecture preset built from scratch at the size --layers/--heads/--dim give, or a checkpoint folder "
-        "to continue. Under torchrun the same command trains data-parallel.",
-    )
+HELP = "pretrain a model with a paper's objective (GPT, BERT, ELECTRA, DistilBERT, Alpaca...)"
+DESCRIPTION = (
+    "Train with the objective of a landmark paper: causal-lm (GPT), masked-lm (BERT, RoBERTa), "
+    "replaced-token-detection (ELECTRA), distillation (DistilBERT), instruction (Alpaca), span-corruption (T5), "
+    "denoising (BART). --model is an "
+    "architecture preset built from scratch at the size --layers/--heads/--dim give, or a checkpoint folder "
+    "to continue. Under torchrun the same command trains data-parallel."
+)
+
+
+def arguments(p) -> None:
+    """The arguments of `lmatlas train`, on its parser (made by ``lmatlas.cli``)."""
     p.add_argument("objective", metavar="OBJECTIVE", help=", ".join(sorted(set(OBJECTIVES.values()))) + " (or gpt, bert, electra, distilbert, alpaca, t5, bart)")
     p.add_argument("--model", "-m", required=True, help="architecture preset (gpt2, bert-base, llama-7b...) or checkpoint folder; for distillation, the teacher")
     p.add_argument("--data", nargs="+", required=True, help="training text files (JSON Lines for instruction)")

@@ -14,7 +14,7 @@ decoding is an input; ``bandwidth.measure_bandwidth`` times this machine for the
 from __future__ import annotations
 
 from .bandwidth import measure_bandwidth, parse_bandwidth
-from .counting import ParamCount, count_params, encoder_blocks, forward_flops, shape_of, shares_layers
+from .counting import ParamCount, count_params, encoder_blocks, forward_flops, shape_of
 from .folder import folder_params, folder_shape, stored_params
 from .report import format_bytes, format_estimate, format_flops
 from .result import CHINCHILLA_SLOPE, DTYPE_BYTES, Estimate, chinchilla_tokens, estimate, parse_dtype
@@ -38,6 +38,5 @@ __all__ = [
     "parse_bandwidth",
     "parse_dtype",
     "shape_of",
-    "shares_layers",
     "stored_params",
 ]

@@ -39,14 +39,9 @@ def shape_of(cfg: ModelConfig, name: str = "model", source: str | None = None) -
     return ArchitecturePreset(name=name, model=None, config=cfg, extra=extra, source=source)
 
 
-def shares_layers(cfg: ModelConfig) -> bool:
-    """Cross-layer parameter sharing (ALBERT): the encoder's layers reuse a few stored blocks."""
-    return cfg.cross_layer_sharing
-
-
 def encoder_blocks(cfg: ModelConfig) -> tuple[int, int]:
     """(blocks stored, blocks applied) of an encoder stack; they differ when layers are shared."""
-    if shares_layers(cfg):
+    if cfg.cross_layer_sharing:
         return cfg.num_layer_groups * cfg.inner_group_size, cfg.num_layers * cfg.inner_group_size
     return cfg.num_layers, cfg.num_layers
 

@@ -183,13 +183,6 @@ def every_other_layer(num_layers: int) -> list[int]:
     return list(range(0, num_layers, 2))
 
 
-def shares_layers(cfg) -> bool:
-    """Whether the model reuses its layers across depth (ALBERT), so that no layer is the
-    teacher's own to hand to a student. The one place that asks; ALBERT's preset is also
-    recognised by its model type, as its config may hold a single group."""
-    return cfg.num_layer_groups > 1 or cfg.inner_group_size > 1 or cfg.model_type == "albert"
-
-
 def student_from_teacher(teacher, layers: Sequence[int] | None = None):
     """A shallower copy of ``teacher`` (an ``LmatlasModel``): the same embeddings and head, and
     the teacher layers named in ``layers`` (default: every other one), as DistilBERT starts."""
@@ -197,7 +190,7 @@ def student_from_teacher(teacher, layers: Sequence[int] | None = None):
 
     cfg = teacher.config
     layers = list(every_other_layer(cfg.num_layers) if layers is None else layers)
-    if shares_layers(cfg):
+    if cfg.cross_layer_sharing:  # ALBERT: no layer is the teacher's own to hand to a student
         raise LmatlasError("a student cannot take layers from a model that shares them across depth (ALBERT)")
     student = LmatlasModel(cfg.replace(num_layers=len(layers), attention_layers=(
         [cfg.attention_layers[i] for i in layers] if cfg.attention_layers else None)), teacher.head_name)
@@ -404,7 +397,6 @@ __all__ = [
     "replace_tokens",
     "replaced_token_detection_loss",
     "sentence_permutation",
-    "shares_layers",
     "span_corruption",
     "split_sentences",
     "student_from_teacher",
