@@ -135,6 +135,19 @@ def test_resuming_from_another_models_checkpoint(corpus, tmp_path, capsys):
     assert "checkpoint-000010" in err and "another model" in err and "32 there, 48 here" in err
 
 
+def test_resuming_from_a_trainer_state_of_another_format(corpus, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_train_args(corpus, out, 10)) == 0
+    capsys.readouterr()
+    state_file = out / "checkpoint-000010" / "trainer_state.pt"
+    state = torch.load(state_file, weights_only=True)
+    assert state["format"] == 1 and "schedule" not in state and "config" not in state
+    torch.save(dict(state, format=99), state_file)
+    assert main(_train_args(corpus, out, 20, ["--resume"])) == 1
+    err = capsys.readouterr().err
+    assert "trainer_state.pt: a trainer state of format 99, not 1" in err and "Traceback" not in err
+
+
 def test_a_fresh_run_does_not_mix_with_an_old_ones_checkpoints(corpus, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(_train_args(corpus, out, 10)) == 0

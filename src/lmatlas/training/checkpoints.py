@@ -40,12 +40,20 @@ def checkpoints(out: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+# The layout of the trainer state this code writes and reads.
+STATE_FORMAT = 1
+
+
 def read_state(folder: Path) -> dict[str, Any]:
     """The trainer state of a checkpoint folder (tensors and plain data only)."""
     try:
-        return torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+        state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
     except Exception as e:
         raise LmatlasError(f"{folder / STATE_FILE}: not a readable trainer state ({e})") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else None
+        raise LmatlasError(f"{folder / STATE_FILE}: a trainer state of format {found!r}, not {STATE_FORMAT}")
+    return state
 
 
 def _fsync_tree(folder: Path) -> None:

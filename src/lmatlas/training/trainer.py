@@ -21,7 +21,6 @@ import json
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from torch import nn
 
 from ..errors import LmatlasError
 from . import distributed as dist_
-from .checkpoints import (STATE_FILE, checkpoint_name, checkpoints, fresh_tmp, prune, publish, read_state,
+from .checkpoints import (STATE_FILE, STATE_FORMAT, checkpoint_name, checkpoints, fresh_tmp, prune, publish, read_state,
                           rng_state, set_rng_state)
 from .config import Schedule, TrainConfig, param_groups
 from .distributed import Context
@@ -357,20 +356,18 @@ class Trainer:
             tmp = fresh_tmp(self.out, name)
             self.task.save(module, tmp)
             state = {
-                "format": 1,
+                "format": STATE_FORMAT,
                 "objective": self.task.name,
                 "signature": self.task.signature(),
                 "step": self.step,
                 "optimizer": optimizer_state,
                 "fsdp": self.fsdp,
-                "schedule": {"step": self.step},
                 "rng": rngs,
                 "data": self.task.state_dict(),
                 "best": self.best,
                 "bad_evals": self.bad_evals,
                 "tokens": self.tokens_seen,
                 "elapsed": self.elapsed + time.time() - self._t_start,
-                "config": {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in asdict(self.cfg).items()},
             }
             torch.save(state, tmp / STATE_FILE)
             publish(tmp, self.out / name)
