@@ -18,14 +18,14 @@ from lmatlas.training import (
     train,
 )
 
-from .reference import shared_data
+from .paths import data_file
 
 TINY = dict(num_layers=1, num_heads=2, hidden_size=16, block=16)
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    text = shared_data("tinyshakespeare", "input.txt").read_text(encoding="utf-8")[:8000]
+    text = data_file("tinyshakespeare", "input.txt").read_text(encoding="utf-8")[:8000]
     path = tmp_path_factory.mktemp("data") / "shakespeare.txt"
     path.write_text(text, encoding="utf-8")
     return path
