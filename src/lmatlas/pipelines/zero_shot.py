@@ -39,10 +39,11 @@ def _labels(name: str, value: Any) -> list[str] | None:
 def _template(name: str, value: Any) -> str:
     value = string(name, value)
     try:
-        if value.format("x") == value:
-            raise LmatlasError(f"{name} {value!r} has no {{}} where the label goes, e.g. 'This example is {{}}.'")
+        filled = value.format("x")
     except (IndexError, KeyError, ValueError):
         raise LmatlasError(f"{name} {value!r} must have exactly one {{}} where the label goes") from None
+    if filled == value:
+        raise LmatlasError(f"{name} {value!r} has no {{}} where the label goes, e.g. 'This example is {{}}.'")
     return value
 
 
