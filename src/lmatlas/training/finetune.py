@@ -110,11 +110,16 @@ def uses_token_types(model: LmatlasModel) -> bool:
 
 
 class FinetuneTask(DataPosition, ModelTask):
-    """Examples walked in shuffled epochs, padded per batch."""
+    """Examples walked in shuffled epochs, padded per batch; the dev examples sorted by length
+    (fewer pad tokens per batch) unless the task reads them in their order."""
 
-    def __init__(self, model, tokenizer, tokenizer_dir, train: list[dict], seed: int, group_by_length: bool = True):
+    sort_dev = True
+
+    def __init__(self, model, tokenizer, tokenizer_dir, train: list[dict], dev: list[dict] | None, seed: int,
+                 group_by_length: bool = True):
         super().__init__(model, tokenizer_dir)
         self.train_rows = train
+        self.dev = sorted(dev or [], key=lambda r: len(r["input_ids"])) if self.sort_dev else list(dev or [])
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         lengths = [len(r["input_ids"]) for r in train] if group_by_length else None
         self.sampler = EpochSampler(len(train), seed, lengths=lengths)
@@ -164,12 +169,10 @@ def classification_examples(tokenizer, rows, path, text: str, pair: str | None, 
 
 class ClassifyTask(FinetuneTask):
     name = "classify"
-    weights = {"loss": 1.0}
     metric = "accuracy"
 
     def __init__(self, model, tokenizer, tokenizer_dir, train, dev, seed):
-        super().__init__(model, tokenizer, tokenizer_dir, train, seed)
-        self.dev = sorted(dev or [], key=lambda r: len(r["input_ids"]))
+        super().__init__(model, tokenizer, tokenizer_dir, train, dev, seed)
         if model.is_decoder:  # its padding must be the pad token the head looks for
             self.pad_id = use_pad_token(model, tokenizer)
 
@@ -246,12 +249,8 @@ def ner_examples(tokenizer, sentences, path, label2id: dict[str, int], max_lengt
 
 class NERTask(FinetuneTask):
     name = "ner"
-    weights = {"loss": 1.0}
     metric = "f1"
-
-    def __init__(self, model, tokenizer, tokenizer_dir, train, dev, seed):
-        super().__init__(model, tokenizer, tokenizer_dir, train, seed)
-        self.dev = dev or []
+    sort_dev = False
 
     @staticmethod
     def _labels(rows, width):
@@ -357,12 +356,11 @@ def best_answers(features, start_logits, end_logits, contexts, n_best: int = 20,
 
 class QATask(FinetuneTask):
     name = "qa"
-    weights = {"loss": 1.0}
     metric = "f1"
 
     def __init__(self, model, tokenizer, tokenizer_dir, train_features, dev_questions, dev_features, seed,
                  allow_null: bool = False):
-        super().__init__(model, tokenizer, tokenizer_dir, train_features, seed)
+        super().__init__(model, tokenizer, tokenizer_dir, train_features, None, seed)
         self.dev_questions = {q["id"]: q for q in dev_questions or []}
         self.dev_features = dev_features or []
         self.allow_null = allow_null
@@ -425,14 +423,12 @@ class Seq2SeqTask(FinetuneTask):
     greedy (or beam) outputs."""
 
     name = "seq2seq"
-    weights = {"loss": 1.0}
     metric = "rougeL"
 
     def __init__(self, model, tokenizer, tokenizer_dir, train, dev, seed, max_new_tokens: int = 64,
                  num_beams: int = 1):
-        super().__init__(model, tokenizer, tokenizer_dir, train, seed)
+        super().__init__(model, tokenizer, tokenizer_dir, train, dev, seed)
         self.tokenizer = tokenizer
-        self.dev = sorted(dev or [], key=lambda r: len(r["input_ids"]))
         self.start = model.config.decoder_start_token_id
         if self.start is None:
             raise LmatlasError("the model's config.json has no decoder_start_token_id")
