@@ -11,10 +11,13 @@ from typing import Any
 from .errors import LmatlasError
 
 
-def read_text(path: str | os.PathLike) -> str:
-    """The whole of a UTF-8 text file (text mode, as Hugging Face reads them: ``\\r\\n`` and
-    ``\\r`` end lines too)."""
+def read_text(path: str | os.PathLike, *, exact: bool = False) -> str:
+    """The whole of a UTF-8 text file: in text mode, as Hugging Face reads its files (``\\r\\n``
+    and ``\\r`` end lines too); ``exact``, as it is (a corpus to train on), less a byte-order
+    mark."""
     try:
+        if exact:
+            return Path(path).read_bytes().decode("utf-8-sig")
         with open(path, encoding="utf-8") as f:
             return f.read()
     except FileNotFoundError:
@@ -22,7 +25,7 @@ def read_text(path: str | os.PathLike) -> str:
     except IsADirectoryError:
         raise LmatlasError(f"{path}: a folder, not a file") from None
     except UnicodeDecodeError as e:
-        raise LmatlasError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise LmatlasError(f"{path}: not UTF-8 text (byte {e.start} cannot be decoded)") from None
     except OSError as e:
         raise LmatlasError(f"{path}: cannot be read ({e.strerror or e})") from None
 

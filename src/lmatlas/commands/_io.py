@@ -6,22 +6,20 @@ import sys
 from pathlib import Path
 
 from ..errors import LmatlasError
+from ..files import read_text
 
 
 def read_input(source: str, flag: str | None = None) -> str:
     """The text of a file, or of standard input for ``-``, strictly UTF-8 (a byte-order mark is
     dropped). ``flag`` is the option that named the file, for the message when it is missing."""
-    if source == "-":
-        data, name = sys.stdin.buffer.read(), "standard input"
-    else:
-        path = Path(source)
-        if not path.is_file():
+    if source != "-":
+        if not Path(source).is_file():
             raise LmatlasError(f"{flag + ' ' if flag else ''}{source}: no such file")
-        data, name = path.read_bytes(), source
+        return read_text(source, exact=True)
     try:
-        return data.decode("utf-8-sig")
+        return sys.stdin.buffer.read().decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise LmatlasError(f"{name}: not UTF-8 text (byte {e.start} cannot be decoded)") from None
+        raise LmatlasError(f"standard input: not UTF-8 text (byte {e.start} cannot be decoded)") from None
 
 
 def read_lines(source: str) -> list[str]:

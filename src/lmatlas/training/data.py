@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import LmatlasError
+from ..files import read_text
 from .fields import FieldError
 from .tokenizer_trainer import read_texts
 
@@ -176,22 +177,12 @@ def check_stream(stream: TokenStream, length: int, what: str, files: Sequence[st
 # ---------------------------------------------------------------------------------------------
 
 
-def _read_text_file(path: str | os.PathLike) -> str:
-    p = Path(path)
-    if not p.is_file():
-        raise LmatlasError(f"{path}: no such file")
-    try:
-        return p.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise LmatlasError(f"{path}: not UTF-8 text (byte {e.start} cannot be decoded)") from None
-
-
 def read_table(path: str | os.PathLike, fmt: str | None = None) -> list[dict[str, Any]]:
     """Rows of a TSV, CSV (with a header line) or JSON Lines file, as dicts.
 
     The format follows the extension (.tsv, .csv, .jsonl/.json) unless ``fmt`` names it.
     """
-    text = _read_text_file(path)
+    text = read_text(path, exact=True)
     fmt = fmt or {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}.get(Path(path).suffix.lower())
     if fmt is None:
         raise FieldError(lambda f: f"{path}: cannot tell the format from the extension; use .tsv, .csv or .jsonl "
@@ -245,7 +236,7 @@ def column(rows: list[dict[str, Any]], name: str, path: str | os.PathLike, field
 def read_conll(path: str | os.PathLike) -> list[tuple[list[str], list[str]]]:
     """Sentences of a CoNLL file: one token per line with its tag in the last column, sentences
     separated by blank lines; ``-DOCSTART-`` lines are skipped."""
-    text = _read_text_file(path)
+    text = read_text(path, exact=True)
     sentences: list[tuple[list[str], list[str]]] = []
     words: list[str] = []
     tags: list[str] = []
@@ -270,7 +261,7 @@ def read_conll(path: str | os.PathLike) -> list[tuple[list[str], list[str]]]:
 def read_squad(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Questions of a SQuAD JSON file (v1.1 or v2.0): id, context, question, answers
     (texts and character starts; empty for an unanswerable v2.0 question)."""
-    text = _read_text_file(path)
+    text = read_text(path, exact=True)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..errors import LmatlasError
+from ..files import read_text
 from .fields import FieldError
 
 KINDS = ("char", "bpe", "byte-bpe", "wordpiece", "unigram")
@@ -51,14 +52,7 @@ def read_texts(files: Sequence[str | os.PathLike]) -> list[str]:
         raise FieldError(lambda f: f"no data files given ({f('data')})")
     texts = []
     for f in files:
-        path = Path(f)
-        if not path.is_file():
-            raise LmatlasError(f"{f}: no such file")
-        try:
-            text = path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise LmatlasError(f"{f}: not UTF-8 text (byte {e.start} cannot be decoded)") from None
-        texts.append(text)
+        texts.append(read_text(f, exact=True))
     if not any(t.strip() for t in texts):
         raise LmatlasError(f"{', '.join(map(str, files))}: no text (the data is empty)")
     return texts
