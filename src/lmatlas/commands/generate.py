@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..errors import LmatlasError
+from ._generation import add_sampling_options, generation_options
 
 
 HELP = (
@@ -26,39 +27,28 @@ def arguments(p) -> None:
     p.add_argument("prompt", nargs="?", help="the prompt; - reads it from standard input; with --chat, "
                    "the user's message (without one, --chat asks for messages in turn)")
     p.add_argument("--model", "-m", required=True, help="model folder or hub id")
-    p.add_argument("--max-new-tokens", type=int, default=None,
-                   help="at most this many new tokens (default: 50 for a decoder; an encoder-decoder's "
-                   "generation_config.json says, like transformers)")
-    p.add_argument("--min-new-tokens", type=int, default=None)
-    p.add_argument("--sample", action="store_true", help="sample instead of taking the most likely token")
-    p.add_argument("--temperature", type=float, default=None, help="sampling temperature (implies --sample)")
-    p.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens (implies --sample)")
-    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (implies --sample)")
-    p.add_argument("--repetition-penalty", type=float, default=None)
-    p.add_argument("--no-repeat-ngram-size", type=int, default=None)
+    add_sampling_options(p, "at most this many new tokens (default: 50 for a decoder; an encoder-decoder's "
+                         "generation_config.json says, like transformers)")
     p.add_argument("--num-beams", type=int, default=None, help="beam search with this many beams")
     p.add_argument("--num-return-sequences", type=int, default=None)
     p.add_argument("--length-penalty", type=float, default=None,
                    help="beam search: scores divided by length ** this (> 0 favours longer outputs)")
     p.add_argument("--src-lang", default=None, help="mBART: the language code of the text (e.g. en_XX)")
     p.add_argument("--tgt-lang", default=None, help="mBART: the language code to translate into (e.g. ro_RO)")
-    p.add_argument("--stop", action="append", default=None, metavar="TEXT", help="stop after this text (repeatable)")
-    p.add_argument("--seed", type=int, default=None, help="seed for sampling: the same seed gives the same text")
     p.add_argument("--stream", action="store_true", help="print the text as it is generated")
     p.add_argument("--chat", action="store_true", help="treat the prompt as a chat message (needs a chat template)")
     p.add_argument("--system", default=None, help="with --chat: a system message first")
-    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="weights' precision")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..chat import apply_chat_template, template_of
+    from ..chat import template_of
+    from ..conversation import Conversation
+    from ._generation import dropped_notice
     from ..checkpoint import resolve
     from ..loader import load
     from ..tokenizer import load_tokenizer
 
-    if args.max_new_tokens is not None and args.max_new_tokens < 0:
-        raise LmatlasError(f"--max-new-tokens must be >= 0, not {args.max_new_tokens}")
     folder = resolve(args.model)
     seq2seq = _is_encoder_decoder(folder)
     if seq2seq and args.chat:
@@ -73,7 +63,7 @@ def run(args) -> int:
     if prompt is None and not args.chat:
         raise LmatlasError("give a PROMPT (or - to read it from standard input)")
     model = load(folder, head="seq2seq-lm" if seq2seq else "causal-lm", dtype=args.dtype)
-    options = _options(args, tokenizer)
+    options = generation_options(args, tokenizer)
     if not seq2seq:
         # The command's own default, under the model's settings as any default (generation.settings).
         options["generation_config"] = {"max_new_tokens": 50}
@@ -81,13 +71,9 @@ def run(args) -> int:
     if not args.chat:
         _answer(model, tokenizer, tokenizer.encode(prompt), options, args.stream)
         return 0
-    messages = [{"role": "system", "content": args.system}] if args.system else []
-    turns = [prompt] if prompt is not None else _ask()
-    for text in turns:
-        messages.append({"role": "user", "content": text})
-        rendered = apply_chat_template(tokenizer, messages, add_generation_prompt=True)
-        reply = _answer(model, tokenizer, tokenizer.encode(rendered, add_special_tokens=False), options, args.stream)
-        messages.append({"role": "assistant", "content": reply[0]})
+    chat = Conversation(model, tokenizer, args.system, options, on_drop=dropped_notice)
+    for text in [prompt] if prompt is not None else _ask():
+        chat.answered(_answer(model, tokenizer, chat.ask(text), options, args.stream)[0])
     return 0
 
 
@@ -124,22 +110,6 @@ def _ask():
             return
         if line.strip():
             yield line
-
-
-_GENERATE_ARGUMENTS = (
-    "max_new_tokens", "min_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "no_repeat_ngram_size",
-    "num_beams", "num_return_sequences", "length_penalty", "seed",
-)  # fmt: skip
-
-
-def _options(args, tokenizer) -> dict:
-    sampling = args.sample or any(v is not None for v in (args.temperature, args.top_k, args.top_p))
-    # The flags named as generate()'s arguments pass through as they are.
-    options = {name: getattr(args, name) for name in _GENERATE_ARGUMENTS}
-    options.update(do_sample=True if sampling else None, stop_strings=args.stop)
-    if args.stop:
-        options["tokenizer"] = tokenizer
-    return {k: v for k, v in options.items() if v is not None}
 
 
 def _answer(model, tokenizer, ids: list[int], options: dict, streaming: bool) -> list[str]:

@@ -1,0 +1,49 @@
+"""The generation flags that `lmatlas generate` and `lmatlas chat` share, and how they become
+``generate()``'s arguments."""
+
+from __future__ import annotations
+
+from ..errors import LmatlasError
+
+# The flags named as generate()'s arguments pass through as they are.
+_GENERATE_ARGUMENTS = (
+    "max_new_tokens", "min_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "no_repeat_ngram_size",
+    "num_beams", "num_return_sequences", "length_penalty", "seed",
+)  # fmt: skip
+
+
+def add_sampling_options(p, max_new_tokens_help: str) -> None:
+    """The length, sampling and stopping flags."""
+    p.add_argument("--max-new-tokens", type=int, default=None, help=max_new_tokens_help)
+    p.add_argument("--min-new-tokens", type=int, default=None)
+    p.add_argument("--sample", action="store_true", help="sample instead of taking the most likely token")
+    p.add_argument("--temperature", type=float, default=None, help="sampling temperature (implies --sample)")
+    p.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens (implies --sample)")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (implies --sample)")
+    p.add_argument("--repetition-penalty", type=float, default=None)
+    p.add_argument("--no-repeat-ngram-size", type=int, default=None)
+    p.add_argument("--stop", action="append", default=None, metavar="TEXT", help="stop after this text (repeatable)")
+    p.add_argument("--seed", type=int, default=None, help="seed for sampling: the same seed gives the same text")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="weights' precision")
+
+
+def generation_options(args, tokenizer) -> dict:
+    """``generate()``'s arguments for the flags given (None: the model's or the default)."""
+    if args.max_new_tokens is not None and args.max_new_tokens < 0:
+        raise LmatlasError(f"--max-new-tokens must be >= 0, not {args.max_new_tokens}")
+    sampling = args.sample or any(v is not None for v in (args.temperature, args.top_k, args.top_p))
+    options = {name: getattr(args, name, None) for name in _GENERATE_ARGUMENTS}
+    options.update(do_sample=True if sampling else None, stop_strings=args.stop)
+    if args.stop:
+        options["tokenizer"] = tokenizer
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def dropped_notice(exchanges: int) -> None:
+    """What the user reads when a chat outgrows the model's positions."""
+    import warnings
+
+    warnings.warn(f"the conversation outgrew the model's context: its oldest {exchanges} exchange(s) are forgotten")
+
+
+__all__ = ["add_sampling_options", "dropped_notice", "generation_options"]
