@@ -89,6 +89,17 @@ VARIANTS: dict[str, tuple[str, dict, str, str]] = {
                             rope_scaling=dict(rope_type="llama3", factor=4.0, low_freq_factor=1.0,
                                               high_freq_factor=4.0, original_max_position_embeddings=16),
                             **_tokens), "LlamaForCausalLM", "LlamaModel"),
+    # A window in config.json that transformers ignores, as use_sliding_window is false.
+    "qwen2-gqa-untied-window-off": (
+        "Qwen2Config", dict(vocab_size=VOCAB, hidden_size=48, intermediate_size=70, num_hidden_layers=3,
+                            num_attention_heads=6, num_key_value_heads=2, rope_theta=1e6, max_position_embeddings=40,
+                            use_sliding_window=False, sliding_window=4, max_window_layers=1,
+                            tie_word_embeddings=False, **_tokens), "Qwen2ForCausalLM", "Qwen2Model"),
+    "qwen2-head-dim-tied-multi-query-linear-rope": (
+        "Qwen2Config", dict(vocab_size=VOCAB, hidden_size=48, intermediate_size=70, num_hidden_layers=2,
+                            num_attention_heads=4, num_key_value_heads=1, head_dim=16, tie_word_embeddings=True,
+                            max_position_embeddings=40, rope_scaling=dict(type="linear", factor=2.5),
+                            **_tokens), "Qwen2ForCausalLM", "Qwen2Model"),
 }
 
 # transformers' generate() ignores the attention mask (CTRL) or the positions (GPT) of these
@@ -221,6 +232,12 @@ def test_tied_and_untied_heads(saved):
     assert untied.head.decoder.weight is not untied.backbone.embeddings.tokens.weight
     _, llama = saved("llama-gqa")
     assert llama.head.decoder.weight is not llama.backbone.embeddings.tokens.weight
+    _, qwen2 = saved("qwen2-head-dim-tied-multi-query-linear-rope")
+    assert qwen2.head.decoder.weight is qwen2.backbone.embeddings.tokens.weight
+    _, qwen2 = saved("qwen2-gqa-untied-window-off")
+    assert qwen2.head.decoder.weight is not qwen2.backbone.embeddings.tokens.weight
+    attn = qwen2.backbone.layers[0].attn
+    assert attn.qkv.bias is not None and attn.out.bias is None  # biases on q/k/v only
 
 
 def test_multi_query_cache_stores_one_kv_head(saved):
