@@ -54,9 +54,7 @@ PRESET = Preset(
     prefix="model",
     heads=DECODER_HEADS,
     class_prefix="Qwen2",
-    # A byte-level BPE whose tokenizer.json holds everything (Qwen2Tokenizer's pre-tokenizer and
-    # NFC normalizer differ from GPT-2's, so vocab.json + merges.txt alone are not enough).
-    tokenizer_family=None,
+    tokenizer_family="qwen2",  # read from its tokenizer.json (see tokenizer/families.py)
     config=config,
     weights=llama.weights,
     to_hf=to_hf,
