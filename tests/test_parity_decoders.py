@@ -8,6 +8,7 @@ power of two; right-padded batches, untied heads; every layout named in the issu
 
 from __future__ import annotations
 
+import json
 
 import pytest
 import torch
@@ -263,3 +264,47 @@ def test_rope_settings_in_either_config_layout(model_type):
     assert preset.config(v5, "causal-lm").replace(hf_config={}) == preset.config(v4, "causal-lm").replace(hf_config={})
     plain = preset.config({**shape, "rope_parameters": {"rope_type": "default", "rope_theta": 1e4}}, "causal-lm")
     assert plain.rope_scaling is None and plain.rotary_base == 1e4
+
+
+QWEN2 = "qwen2-gqa-untied-window-off"
+
+
+@pytest.mark.parametrize("fields,layers", [
+    ({"use_sliding_window": True, "sliding_window": 4, "max_window_layers": 1}, [1, 2]),
+    ({"layer_types": ["full_attention", "sliding_attention", "full_attention"]}, [1]),
+])
+def test_qwen2_sliding_window_is_refused(fields, layers, tmp_path):
+    """transformers would attend within a window on these layers; lmatlas refuses, naming them."""
+    build_reference(QWEN2).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config.pop("layer_types")  # as released checkpoints have it: the window then decides the layers
+    config |= fields
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    types = transformers().Qwen2Config.from_dict(config).layer_types
+    assert [i for i, kind in enumerate(types) if kind == "sliding_attention"] == layers
+    with pytest.raises(lmatlas.LmatlasError, match=rf"config.json: .*sliding.*layers \[{str(layers)[1:-1]}\]"):
+        lmatlas.load(tmp_path)
+
+
+def test_qwen2_window_on_with_no_layer_past_max_window_layers(tmp_path):
+    """use_sliding_window with max_window_layers >= the depth slides no layer: plain attention."""
+    ref = build_reference(QWEN2, use_sliding_window=True, sliding_window=4, max_window_layers=3)
+    ref.save_pretrained(tmp_path)
+    ids, mask = right_padded_batch()
+    with torch.no_grad():
+        diff = (lmatlas.load(tmp_path)(ids, attention_mask=mask).logits - ref(input_ids=ids, attention_mask=mask).logits)
+    assert diff[mask.bool()].abs().max().item() <= TOL
+
+
+def test_qwen2_config_defaults_are_qwen2s():
+    """Fields a config.json leaves out take Qwen2Config's defaults, not Llama's; the biases are
+    fixed by the architecture, whatever attention_bias says."""
+    from lmatlas.presets import preset_for
+
+    cfg = preset_for("qwen2").config({"model_type": "qwen2", "attention_bias": True, "mlp_bias": True}, "causal-lm")
+    hf = transformers().Qwen2Config()
+    assert (cfg.vocab_size, cfg.intermediate_size, cfg.max_positions) == (
+        hf.vocab_size, hf.intermediate_size, hf.max_position_embeddings)
+    assert (cfg.num_kv_heads, cfg.tie_word_embeddings, cfg.rotary_base) == (
+        hf.num_key_value_heads, hf.tie_word_embeddings, hf.rope_theta)
+    assert (cfg.qkv_bias, cfg.attention_bias, cfg.mlp_bias) == (True, False, False)

@@ -34,8 +34,8 @@ def config(hf: dict, head: str) -> ModelConfig:
     sliding = sliding_layers(hf)
     if sliding:
         raise LmatlasError(
-            f"config.json: Qwen2's sliding-window attention (use_sliding_window / layer_types, layers {sliding}) "
-            "is not supported; set use_sliding_window to false to attend over the whole context"
+            f"config.json: Qwen2's sliding-window attention on layers {sliding} (as use_sliding_window, "
+            "sliding_window, max_window_layers and layer_types set it) is not supported"
         )
     cfg = llama.config(_DEFAULTS | hf, head)
     return cfg.replace(model_type="qwen2", qkv_bias=True, attention_bias=False, mlp_bias=False, hf_config=hf)
