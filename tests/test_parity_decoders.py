@@ -249,7 +249,7 @@ def test_multi_query_cache_stores_one_kv_head(saved):
     assert gqa.new_cache(2, 10).data.shape[3] == 2
 
 
-@pytest.mark.parametrize("model_type", ["llama", "falcon"])
+@pytest.mark.parametrize("model_type", ["llama", "qwen2", "falcon"])
 def test_rope_settings_in_either_config_layout(model_type):
     """transformers 5 writes the rotary base and scaling inside one rope_parameters dict."""
     from lmatlas.presets import preset_for
@@ -292,8 +292,9 @@ def test_qwen2_window_on_with_no_layer_past_max_window_layers(tmp_path):
     ref.save_pretrained(tmp_path)
     ids, mask = right_padded_batch()
     with torch.no_grad():
-        diff = (lmatlas.load(tmp_path)(ids, attention_mask=mask).logits - ref(input_ids=ids, attention_mask=mask).logits)
-    assert diff[mask.bool()].abs().max().item() <= TOL
+        got = lmatlas.load(tmp_path)(ids, attention_mask=mask).logits
+        expected = ref(input_ids=ids, attention_mask=mask).logits
+    assert (got - expected)[mask.bool()].abs().max().item() <= TOL
 
 
 def test_qwen2_config_defaults_are_qwen2s():

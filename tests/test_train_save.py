@@ -155,8 +155,8 @@ def test_saved_model_loads_in_transformers_and_lmatlas(tmp_path, name, head, ext
 
 INVERSES = [
     ("gpt2", {}), ("bert-base", {}), ("roberta-base", {}), ("distilbert-base", {}), ("electra-base", {}),
-    ("llama-7b", {}), ("llama-7b", QWEN2), ("llama-7b", QWEN2_TIED), ("t5-small", {}), ("t5-small", T5_V1_1), ("bart-base", {}), ("gpt", GPT), ("ctrl", {}),
-    ("gpt-neo-125m", {}),
+    ("llama-7b", {}), ("t5-small", {}), ("t5-small", T5_V1_1), ("bart-base", {}), ("gpt", GPT), ("ctrl", {}),
+    ("gpt-neo-125m", {}), ("llama-7b", QWEN2), ("llama-7b", QWEN2_TIED),
     ("opt-125m", {}), ("opt-125m", OPT_350M), ("bloom-560m", GPT), ("falcon-7b", {}), ("falcon-40b", FALCON_GROUPED),
     ("falcon-7b", FALCON_RW), ("albert-base", ALBERT_GROUPS), ("xlm-roberta-base", {}), ("mbart-large", SEQ2SEQ),
     ("marian-opus-mt", {}), ("marian-opus-mt", MARIAN_TWO_VOCABULARIES), ("pegasus-large", {}),
