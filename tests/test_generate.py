@@ -124,7 +124,9 @@ def _frequent_tokens(ref, ids, mask, n: int = 2) -> list[int]:
 
 
 @pytest.mark.parametrize("options", BEAM_OPTIONS, ids=["two-returned", "early-stopping", "never"])
-@pytest.mark.parametrize("variant", ["gpt2", "llama-gqa", "falcon-7b-multi-query", "bloom", "opt"])
+@pytest.mark.parametrize(
+    "variant", ["gpt2", "llama-gqa", "falcon-7b-multi-query", "bloom", "opt", "qwen2-gqa-untied-window-off"]
+)
 def test_beam_search_options_with_eos(variant, options, saved):
     ref, ours = saved(variant)
     ids, mask = left_padded_batch()

@@ -8,6 +8,7 @@ power of two; right-padded batches, untied heads; every layout named in the issu
 
 from __future__ import annotations
 
+import json
 
 import pytest
 import torch
@@ -89,6 +90,17 @@ VARIANTS: dict[str, tuple[str, dict, str, str]] = {
                             rope_scaling=dict(rope_type="llama3", factor=4.0, low_freq_factor=1.0,
                                               high_freq_factor=4.0, original_max_position_embeddings=16),
                             **_tokens), "LlamaForCausalLM", "LlamaModel"),
+    # A window in config.json that transformers ignores, as use_sliding_window is false.
+    "qwen2-gqa-untied-window-off": (
+        "Qwen2Config", dict(vocab_size=VOCAB, hidden_size=48, intermediate_size=70, num_hidden_layers=3,
+                            num_attention_heads=6, num_key_value_heads=2, rope_theta=1e6, max_position_embeddings=40,
+                            use_sliding_window=False, sliding_window=4, max_window_layers=1,
+                            tie_word_embeddings=False, **_tokens), "Qwen2ForCausalLM", "Qwen2Model"),
+    "qwen2-head-dim-tied-multi-query-linear-rope": (
+        "Qwen2Config", dict(vocab_size=VOCAB, hidden_size=48, intermediate_size=70, num_hidden_layers=2,
+                            num_attention_heads=4, num_key_value_heads=1, head_dim=16, tie_word_embeddings=True,
+                            max_position_embeddings=40, rope_scaling=dict(type="linear", factor=2.5),
+                            **_tokens), "Qwen2ForCausalLM", "Qwen2Model"),
 }
 
 # transformers' generate() ignores the attention mask (CTRL) or the positions (GPT) of these
@@ -221,6 +233,12 @@ def test_tied_and_untied_heads(saved):
     assert untied.head.decoder.weight is not untied.backbone.embeddings.tokens.weight
     _, llama = saved("llama-gqa")
     assert llama.head.decoder.weight is not llama.backbone.embeddings.tokens.weight
+    _, qwen2 = saved("qwen2-head-dim-tied-multi-query-linear-rope")
+    assert qwen2.head.decoder.weight is qwen2.backbone.embeddings.tokens.weight
+    _, qwen2 = saved("qwen2-gqa-untied-window-off")
+    assert qwen2.head.decoder.weight is not qwen2.backbone.embeddings.tokens.weight
+    attn = qwen2.backbone.layers[0].attn
+    assert attn.qkv.bias is not None and attn.out.bias is None  # biases on q/k/v only
 
 
 def test_multi_query_cache_stores_one_kv_head(saved):
@@ -231,7 +249,7 @@ def test_multi_query_cache_stores_one_kv_head(saved):
     assert gqa.new_cache(2, 10).data.shape[3] == 2
 
 
-@pytest.mark.parametrize("model_type", ["llama", "falcon"])
+@pytest.mark.parametrize("model_type", ["llama", "qwen2", "falcon"])
 def test_rope_settings_in_either_config_layout(model_type):
     """transformers 5 writes the rotary base and scaling inside one rope_parameters dict."""
     from lmatlas.presets import preset_for
@@ -246,3 +264,48 @@ def test_rope_settings_in_either_config_layout(model_type):
     assert preset.config(v5, "causal-lm").replace(hf_config={}) == preset.config(v4, "causal-lm").replace(hf_config={})
     plain = preset.config({**shape, "rope_parameters": {"rope_type": "default", "rope_theta": 1e4}}, "causal-lm")
     assert plain.rope_scaling is None and plain.rotary_base == 1e4
+
+
+QWEN2 = "qwen2-gqa-untied-window-off"
+
+
+@pytest.mark.parametrize("fields,layers", [
+    ({"use_sliding_window": True, "sliding_window": 4, "max_window_layers": 1}, [1, 2]),
+    ({"layer_types": ["full_attention", "sliding_attention", "full_attention"]}, [1]),
+])
+def test_qwen2_sliding_window_is_refused(fields, layers, tmp_path):
+    """transformers would attend within a window on these layers; lmatlas refuses, naming them."""
+    build_reference(QWEN2).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config.pop("layer_types")  # as released checkpoints have it: the window then decides the layers
+    config |= fields
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    types = transformers().Qwen2Config.from_dict(config).layer_types
+    assert [i for i, kind in enumerate(types) if kind == "sliding_attention"] == layers
+    with pytest.raises(lmatlas.LmatlasError, match=rf"config.json: .*sliding.*layers \[{str(layers)[1:-1]}\]"):
+        lmatlas.load(tmp_path)
+
+
+def test_qwen2_window_on_with_no_layer_past_max_window_layers(tmp_path):
+    """use_sliding_window with max_window_layers >= the depth slides no layer: plain attention."""
+    ref = build_reference(QWEN2, use_sliding_window=True, sliding_window=4, max_window_layers=3)
+    ref.save_pretrained(tmp_path)
+    ids, mask = right_padded_batch()
+    with torch.no_grad():
+        got = lmatlas.load(tmp_path)(ids, attention_mask=mask).logits
+        expected = ref(input_ids=ids, attention_mask=mask).logits
+    assert (got - expected)[mask.bool()].abs().max().item() <= TOL
+
+
+def test_qwen2_config_defaults_are_qwen2s():
+    """Fields a config.json leaves out take Qwen2Config's defaults, not Llama's; the biases are
+    fixed by the architecture, whatever attention_bias says."""
+    from lmatlas.presets import preset_for
+
+    cfg = preset_for("qwen2").config({"model_type": "qwen2", "attention_bias": True, "mlp_bias": True}, "causal-lm")
+    hf = transformers().Qwen2Config()
+    assert (cfg.vocab_size, cfg.intermediate_size, cfg.max_positions) == (
+        hf.vocab_size, hf.intermediate_size, hf.max_position_embeddings)
+    assert (cfg.num_kv_heads, cfg.tie_word_embeddings, cfg.rotary_base) == (
+        hf.num_key_value_heads, hf.tie_word_embeddings, hf.rope_theta)
+    assert (cfg.qkv_bias, cfg.attention_bias, cfg.mlp_bias) == (True, False, False)

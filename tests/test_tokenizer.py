@@ -35,6 +35,7 @@ from .helpers_tokenizer import (
     sst2_sentences,
     train_sentencepiece,
 )
+from .reference import transformers
 
 
 # ---------------------------------------------------------------------------------------------
@@ -95,6 +96,17 @@ OPT_CONFIG = {
     "unk_token": "</s>", "pad_token": "<pad>", "model_max_length": 1_000_000,
 }  # fmt: skip
 
+
+
+def _qwen2_folder(root, spm_models):
+    """Qwen2's tokenizer as transformers writes it: a tokenizer.json (its own split pattern and
+    NFC normalizer before a byte-level BPE, here over GPT-2's merges) with Qwen2Tokenizer's config."""
+    folder = root / "qwen2"
+    vocab, merges = gpt2_files()
+    transformers().Qwen2TokenizerFast(vocab_file=str(vocab), merges_file=str(merges)).save_pretrained(str(folder))
+    return folder
+
+
 VARIANTS = [
     # WordPiece: the default model as shipped, its bare vocab.txt, and config variants.
     Variant("minilm_json", lambda root, m: minilm_folder()),
@@ -126,6 +138,7 @@ VARIANTS = [
         {"tokenizer_class": "RobertaTokenizer", "add_prefix_space": True, "model_max_length": 512},
     ),  # fmt: skip
     _variant("bart", BPE_FILES, config={"model_type": "bart"}),
+    Variant("qwen2_json", _qwen2_folder),
     # SentencePiece: ALBERT (spiece.model) and XLM-R (sentencepiece.bpe.model), unigram and BPE.
     _variant("albert", lambda m: [m["albert_unigram"]], config={"model_type": "albert"}),
     _variant("albert_bare", lambda m: [m["albert_unigram"]], hf=hf_class("AlbertTokenizerFast")),

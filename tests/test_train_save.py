@@ -35,6 +35,9 @@ SEQ2SEQ = {"pad_token_id": 1, "eos_token_id": 2, "decoder_start_token_id": 2,
 # T5 v1.1 (and Flan-T5): gated GELU, an untied head fed the unscaled hidden state.
 T5_V1_1 = {"pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0, "gated_mlp": True,
            "activation": "gelu_new", "tie_word_embeddings": False, "lm_head_scale": 1.0}
+# Qwen2: Llama's shape with biases on q/k/v only; small Qwen2 models tie their LM head.
+QWEN2 = {"model_type": "qwen2", "qkv_bias": True, "num_heads": 4, "num_kv_heads": 2}
+QWEN2_TIED = {**QWEN2, "tie_word_embeddings": True, "num_kv_heads": 1, "pad_token_id": 0}
 # Separate source and target tables (of one size: see the refusal test).
 MARIAN_TWO_VOCABULARIES = {**SEQ2SEQ, "shared_embeddings": False}
 
@@ -56,6 +59,9 @@ CASES = [
     ("gpt2", "sequence-classification", {"pad_token_id": 0, "id2label": {0: "neg", 1: "neutral", 2: "pos"}}),
     ("llama-7b", "sequence-classification", {"num_kv_heads": 1, "pad_token_id": 0}),
     ("opt-125m", "sequence-classification", {**OPT_350M, "pad_token_id": 1}),
+    ("llama-7b", "causal-lm", QWEN2),
+    ("llama-7b", "causal-lm", QWEN2_TIED),
+    ("llama-7b", "sequence-classification", QWEN2_TIED),
     ("t5-small", "seq2seq-lm", {"pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0}),
     ("t5-small", "seq2seq-lm", T5_V1_1),
     ("bart-base", "seq2seq-lm", {"pad_token_id": 1, "eos_token_id": 2, "decoder_start_token_id": 2}),
@@ -150,7 +156,7 @@ def test_saved_model_loads_in_transformers_and_lmatlas(tmp_path, name, head, ext
 INVERSES = [
     ("gpt2", {}), ("bert-base", {}), ("roberta-base", {}), ("distilbert-base", {}), ("electra-base", {}),
     ("llama-7b", {}), ("t5-small", {}), ("t5-small", T5_V1_1), ("bart-base", {}), ("gpt", GPT), ("ctrl", {}),
-    ("gpt-neo-125m", {}),
+    ("gpt-neo-125m", {}), ("llama-7b", QWEN2), ("llama-7b", QWEN2_TIED),
     ("opt-125m", {}), ("opt-125m", OPT_350M), ("bloom-560m", GPT), ("falcon-7b", {}), ("falcon-40b", FALCON_GROUPED),
     ("falcon-7b", FALCON_RW), ("albert-base", ALBERT_GROUPS), ("xlm-roberta-base", {}), ("mbart-large", SEQ2SEQ),
     ("marian-opus-mt", {}), ("marian-opus-mt", MARIAN_TWO_VOCABULARIES), ("pegasus-large", {}),
@@ -182,6 +188,8 @@ def test_a_family_that_cannot_express_a_switch_refuses_to_save():
     ("gpt", {}, "intermediate_size=40"),
     ("ctrl", {"activation": "gelu"}, "activation"),
     ("gpt-neo-125m", {"qkv_bias": True}, "qkv_bias"),
+    ("llama-7b", {**QWEN2, "qkv_bias": False}, "qkv_bias"),
+    ("llama-7b", {**QWEN2, "attention_bias": True}, "attention_bias"),
     ("opt-125m", {"norm": "rmsnorm"}, "rmsnorm"),
     ("opt-125m", {"embedding_size": 16}, "embedding_projection"),
     ("bloom-560m", {**GPT, "num_kv_heads": 1}, "num_kv_heads"),

@@ -15,7 +15,7 @@ from .preset import CLASS_SUFFIX, Preset, Skeleton
 
 _FAMILIES = [
     "bert", "distilbert", "roberta", "albert", "electra",
-    "gpt", "gpt2", "ctrl", "gpt_neo", "opt", "bloom", "falcon", "llama",
+    "gpt", "gpt2", "ctrl", "gpt_neo", "opt", "bloom", "falcon", "llama", "qwen2",
     "bart", "mbart", "marian", "pegasus", "t5",
 ]  # fmt: skip
 

@@ -48,7 +48,7 @@ def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
         att = f"{theirs}.self_attn"
         backbone[f"{ours}.attn_norm.weight"] = f"{theirs}.input_layernorm.weight"
         backbone |= fused(
-            f"{ours}.attn.qkv", (f"{att}.q_proj", f"{att}.k_proj", f"{att}.v_proj"), bias=cfg.attention_bias
+            f"{ours}.attn.qkv", (f"{att}.q_proj", f"{att}.k_proj", f"{att}.v_proj"), bias=cfg.qkv_bias
         )
         backbone |= linear(f"{ours}.attn.out", f"{att}.o_proj", bias=cfg.attention_bias)
         backbone[f"{ours}.mlp_norm.weight"] = f"{theirs}.post_attention_layernorm.weight"
@@ -59,16 +59,16 @@ def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
     return backbone, lm_head(head) | score(head)
 
 
-def to_hf(cfg: ModelConfig) -> dict:
-    """config.json fields for ``cfg`` (the inverse of ``config``)."""
+def layout_to_hf(cfg: ModelConfig, family: str, **switches) -> dict:
+    """config.json fields of Llama's layout, shared by the families built on it (Qwen2), which
+    name the ``switches`` their own config.json fixes."""
     from ._inverse import common, require
 
-    require(cfg, "Llama", norm="rmsnorm", norm_position="pre", position_embedding="rotary", gated_mlp=True,
+    require(cfg, family, norm="rmsnorm", norm_position="pre", position_embedding="rotary", gated_mlp=True,
             final_norm=True, embedding_norm=False, rotary_interleaved=False, lm_head_bias=False,
-            embedding_size=cfg.hidden_size, qkv_bias=cfg.attention_bias)
+            embedding_size=cfg.hidden_size, **switches)
     out = dict(
         common(cfg),
-        model_type="llama",
         hidden_size=cfg.hidden_size,
         num_hidden_layers=cfg.num_layers,
         num_attention_heads=cfg.num_heads,
@@ -80,13 +80,17 @@ def to_hf(cfg: ModelConfig) -> dict:
         rope_theta=cfg.rotary_base,
         rope_scaling=cfg.rope_scaling,
         rms_norm_eps=cfg.norm_eps,
-        attention_bias=cfg.attention_bias,
-        mlp_bias=cfg.mlp_bias,
         attention_dropout=cfg.attention_dropout,
     )
     if cfg.rotary_dim != cfg.head_dim:
         out["partial_rotary_factor"] = cfg.rotary_dim / cfg.head_dim
     return out
+
+
+def to_hf(cfg: ModelConfig) -> dict:
+    """config.json fields for ``cfg`` (the inverse of ``config``)."""
+    out = layout_to_hf(cfg, "Llama", qkv_bias=cfg.attention_bias)  # one switch for all four projections
+    return dict(out, model_type="llama", attention_bias=cfg.attention_bias, mlp_bias=cfg.mlp_bias)
 
 
 PRESET = Preset(

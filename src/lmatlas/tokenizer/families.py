@@ -328,6 +328,9 @@ FAMILIES: dict[str, Family] = {
         "marian", {"eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}, template=_marian_template,
         settings={"model_max_length": 512},
     ),
+    # Qwen2's byte-level BPE splits text with its own pattern after an NFC normalizer, which only
+    # its tokenizer.json holds; <|endoftext|> stands for the unknown, end and pad tokens.
+    "qwen2": Family(None, {k: "<|endoftext|>" for k in ("unk_token", "eos_token", "pad_token")}),
     # A tokenizer.json of a class lmatlas has no row for: HF's PreTrainedTokenizerFast defaults.
     "generic": Family(None, {}, _WITH_TYPES),
 }  # fmt: skip
@@ -339,7 +342,7 @@ _CLASS_FAMILY = {
     "BartTokenizer": "bart", "LongformerTokenizer": "roberta", "AlbertTokenizer": "albert",
     "XLMRobertaTokenizer": "xlm-roberta", "PreTrainedTokenizer": "generic", "T5Tokenizer": "t5",
     "MBartTokenizer": "mbart", "MBart50Tokenizer": "mbart50", "MarianTokenizer": "marian",
-    "PegasusTokenizer": "pegasus",
+    "PegasusTokenizer": "pegasus", "Qwen2Tokenizer": "qwen2",
 }  # fmt: skip
 # The families of model types no preset reads (a sentence-transformers model on MPNet, say): the
 # presets name their own (``Preset.tokenizer_family``).
