@@ -63,7 +63,7 @@ def gguf_tensors(model) -> dict[str, np.ndarray]:
     return out
 
 
-def write(path, model=None, architecture: str = "llama", tokenizer: bool = True, template: str | None = None):
+def write(path, model=None, architecture="llama", tokenizer=True, template: str | None = None, extra: dict | None = None):
     gguf = require("gguf")
     writer = gguf.GGUFWriter(str(path), architecture)
     if model is not None:
@@ -90,7 +90,7 @@ def write(path, model=None, architecture: str = "llama", tokenizer: bool = True,
         if template:
             writer.add_chat_template(template)
     if model is not None:
-        for name, w in gguf_tensors(model).items():
+        for name, w in (gguf_tensors(model) | (extra or {})).items():
             if name.split(".")[-2] in QUANTIZED:
                 q = gguf.GGMLQuantizationType.Q8_0
                 writer.add_tensor(name, gguf.quants.quantize(w, q), raw_dtype=q)
@@ -192,6 +192,12 @@ def test_truncated_file(written, tmp_path):
 def test_unsupported_architecture(tmp_path):
     path = write(tmp_path / "other.gguf", architecture="mamba", tokenizer=False)
     with pytest.raises(LmatlasError, match=r"other\.gguf: architecture 'mamba' is not one lmatlas reads from GGUF; it reads llama"):
+        lmatlas.load(path)
+
+
+def test_tensor_outside_the_layout(written, tmp_path):
+    path = write(tmp_path / "bias.gguf", written[0], extra={"blk.0.attn_q.bias": np.zeros(HIDDEN, dtype=np.float32)})
+    with pytest.raises(LmatlasError, match=r"bias\.gguf: tensor blk\.0\.attn_q\.bias is not part of the llama layout"):
         lmatlas.load(path)
 
 

@@ -126,6 +126,12 @@ def tensor_names(file: GGUFFile, arch: Architecture) -> dict[str, tuple[str, Rea
         elif (m := _LAYER.match(stored)) and m.group(2) in arch.layer:
             ours, fn = arch.layer[m.group(2)]
             names[f"layers.{m.group(1)}.{ours}"] = (stored, fn)
+        else:
+            # Biases, rope_freqs (Llama 3.1's rotary scaling), ...: dropping one would change the
+            # model's outputs without a word.
+            raise LmatlasError(
+                f"{file.path}: tensor {stored} is not part of the {arch.model_type} layout lmatlas reads from GGUF"
+            )
     return names
 
 
