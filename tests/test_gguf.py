@@ -68,9 +68,8 @@ def test_weights_match(ours, reference):
     """Every dequantized tensor, q and k rows put back in transformers' order."""
     state = reference[0].state_dict()
     layer = ours[0].backbone.layers[7]
-    q, k, v = state["model.layers.7.self_attn.q_proj.weight"], state["model.layers.7.self_attn.k_proj.weight"], \
-        state["model.layers.7.self_attn.v_proj.weight"]  # fmt: skip
-    assert torch.equal(layer.attn.qkv.weight, torch.cat([q, k, v]))
+    qkv = [state[f"model.layers.7.self_attn.{x}_proj.weight"] for x in "qkv"]
+    assert torch.equal(layer.attn.qkv.weight, torch.cat(qkv))
     assert torch.equal(ours[0].backbone.embeddings.tokens.weight, state["model.embed_tokens.weight"])
 
 
@@ -91,15 +90,18 @@ def test_logits_padded_chat_batch(ours, reference):
 
 def test_greedy_replies(ours, reference):
     model, tokenizer = ours
-    tokenizer.padding_side = "left"
     texts = [apply_chat_template(tokenizer, chat(q), add_generation_prompt=True) for q in QUESTIONS]
-    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    tokenizer.padding_side = "left"
+    try:
+        batch = tokenizer(texts, padding=True, return_tensors="pt")
+    finally:
+        tokenizer.padding_side = "right"
+    assert not batch["attention_mask"].all(), "the batch should be padded"
     kw = dict(max_new_tokens=10, do_sample=False, pad_token_id=tokenizer.pad_token_id)
     got = model.generate(batch["input_ids"], batch["attention_mask"], **kw)
     with torch.no_grad():
         expected = reference[0].generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kw)
     assert torch.equal(got, expected), f"\n{got}\n{expected}"
-    tokenizer.padding_side = "right"
 
 
 def test_paris(ours):
