@@ -118,7 +118,8 @@ def test_paris(ours):
 
 def real_lines() -> list[str]:
     shakespeare = data_file("tinyshakespeare", "input.txt").read_text(encoding="utf-8").split("\n")[:400]
-    sst2 = [line.split("\t")[0] for line in data_file("sst2", "train.tsv").read_text(encoding="utf-8").split("\n")[1:400]]
+    sst2 = data_file("sst2", "train.tsv").read_text(encoding="utf-8").split("\n")[1:400]
+    sst2 = [line.split("\t")[0] for line in sst2]
     paragraphs = ["\n".join(shakespeare[i : i + 7]) for i in range(0, 400, 7)]
     return [t for t in shakespeare + sst2 + paragraphs if t] + ["2024 costs $1,234.56 — naïve café 🙂\t\tdone  "]
 

@@ -63,7 +63,7 @@ def gguf_tensors(model) -> dict[str, np.ndarray]:
     return out
 
 
-def write(path, model=None, architecture="llama", tokenizer=True, template: str | None = None, extra: dict | None = None):
+def write(path, model=None, architecture="llama", tokenizer=True, template: str | None = None, extra=None):
     gguf = require("gguf")
     writer = gguf.GGUFWriter(str(path), architecture)
     if model is not None:
@@ -154,8 +154,8 @@ def test_bfloat16(written):
 
 
 def test_tokenizer(written, tmp_path):
-    path = write(tmp_path / "chat.gguf", reference_model(len(vocabulary()), tied=True),
-                 template="{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}")
+    template = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    path = write(tmp_path / "chat.gguf", reference_model(len(vocabulary()), tied=True), template=template)
     tokenizer = lmatlas.load_tokenizer(tmp_path)
     ref = transformers().AutoTokenizer.from_pretrained(tmp_path, gguf_file="chat.gguf")
     texts = ["the thin cat in the hat", "  a\ttab, 12 digits and ü", "<|im_start|>the<|im_end|>"]
@@ -191,7 +191,8 @@ def test_truncated_file(written, tmp_path):
 
 def test_unsupported_architecture(tmp_path):
     path = write(tmp_path / "other.gguf", architecture="mamba", tokenizer=False)
-    with pytest.raises(LmatlasError, match=r"other\.gguf: architecture 'mamba' is not one lmatlas reads from GGUF; it reads llama"):
+    sentence = r"other\.gguf: architecture 'mamba' is not one lmatlas reads from GGUF; it reads llama"
+    with pytest.raises(LmatlasError, match=sentence):
         lmatlas.load(path)
 
 
@@ -204,7 +205,8 @@ def test_tensor_outside_the_layout(written, tmp_path):
 def test_missing_tokenizer_metadata(tmp_path):
     path = write(tmp_path / "bare.gguf", reference_model(len(vocabulary()), tied=True), tokenizer=False)
     lmatlas.load(path)  # the model needs no tokenizer
-    with pytest.raises(LmatlasError, match=r"bare\.gguf: its metadata has no tokenizer\.ggml\.model, which a tokenizer needs"):
+    sentence = r"bare\.gguf: its metadata has no tokenizer\.ggml\.model, which a tokenizer needs"
+    with pytest.raises(LmatlasError, match=sentence):
         lmatlas.load_tokenizer(path)
 
 

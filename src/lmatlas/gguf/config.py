@@ -83,7 +83,8 @@ def architecture_of(file: GGUFFile) -> Architecture:
     name = file.require("general.architecture", "loading a model")
     if name not in ARCHITECTURES:
         raise LmatlasError(
-            f"{file.path}: architecture {name!r} is not one lmatlas reads from GGUF; it reads {', '.join(ARCHITECTURES)}"
+            f"{file.path}: architecture {name!r} is not one lmatlas reads from GGUF; "
+            f"it reads {', '.join(ARCHITECTURES)}"
         )
     return ARCHITECTURES[name]
 
@@ -102,13 +103,22 @@ def hf_config(file: GGUFFile, arch: Architecture) -> dict:
         if len(set(head_count_kv)) != 1:
             raise LmatlasError(f"{file.path}: {name}.attention.head_count_kv differs between layers")
         hf["num_key_value_heads"] = head_count_kv[0]
+    scaling = file.get(f"{name}.rope.scaling.type", "none")
+    if scaling != "none":
+        # transformers' GGUF integration reads no rotary scaling either; a model using it would
+        # run unscaled, with other outputs than llama.cpp's.
+        raise LmatlasError(
+            f"{file.path}: {name}.rope.scaling.type is {scaling!r}, which lmatlas does not read from GGUF"
+        )
     if "vocab_size" not in hf:
         tokens = file.get("tokenizer.ggml.tokens")
+        if not tokens and "token_embd.weight" not in file.tensors:
+            raise LmatlasError(f"{file.path}: neither a vocabulary size, nor tokens, nor token embeddings")
         hf["vocab_size"] = len(tokens) if tokens else file.shape("token_embd.weight")[0]
-    for key in ("bos", "eos", "padding"):
-        value = file.get(f"tokenizer.ggml.{key}_token_id")
+    for gguf_key, field in (("bos", "bos"), ("eos", "eos"), ("padding", "pad")):
+        value = file.get(f"tokenizer.ggml.{gguf_key}_token_id")
         if value is not None:
-            hf[f"{'pad' if key == 'padding' else key}_token_id"] = int(value)
+            hf[f"{field}_token_id"] = int(value)
     # A file without an output matrix reads its logits through the token embeddings.
     hf["tie_word_embeddings"] = "output.weight" not in file.tensors
     # GGUF holds language models: their LM head is the default one.

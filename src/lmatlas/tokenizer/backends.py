@@ -67,7 +67,8 @@ def build_bytelevel(vocab_path: Path, merges_path: Path, cfg: dict) -> RustToken
         if len(pair) != 2:
             raise LmatlasError(f"line {n} of {merges_path} is not a pair of tokens: {line!r}")
         merges.setdefault(pair, len(merges))
-    return bytelevel_bpe(vocab, list(merges), pre_tokenizers.ByteLevel(add_prefix_space=cfg.get("add_prefix_space", False)))
+    pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=cfg.get("add_prefix_space", False))
+    return bytelevel_bpe(vocab, list(merges), pre_tokenizer)
 
 
 def bytelevel_bpe(vocab: dict[str, int], merges: list[tuple[str, str]], pre_tokenizer) -> RustTokenizer:
