@@ -63,7 +63,7 @@ def gguf_tensors(model) -> dict[str, np.ndarray]:
     return out
 
 
-def write(path, model=None, architecture="llama", tokenizer=True, template: str | None = None, extra=None):
+def write(path, model=None, architecture="llama", tokenizer=True, template=None, extra=None, pre="default"):
     gguf = require("gguf")
     writer = gguf.GGUFWriter(str(path), architecture)
     if model is not None:
@@ -79,7 +79,7 @@ def write(path, model=None, architecture="llama", tokenizer=True, template: str 
     if tokenizer:
         tokens = vocabulary()
         writer.add_tokenizer_model("gpt2")
-        writer.add_tokenizer_pre("default")
+        writer.add_tokenizer_pre(pre)
         writer.add_token_list(tokens)
         writer.add_token_types([3] * len(SPECIALS) + [1] * (len(tokens) - len(SPECIALS)))
         writer.add_token_merges(MERGES)
@@ -207,6 +207,12 @@ def test_missing_tokenizer_metadata(tmp_path):
     lmatlas.load(path)  # the model needs no tokenizer
     sentence = r"bare\.gguf: its metadata has no tokenizer\.ggml\.model, which a tokenizer needs"
     with pytest.raises(LmatlasError, match=sentence):
+        lmatlas.load_tokenizer(path)
+
+
+def test_unknown_pre_tokenizer(tmp_path):
+    path = write(tmp_path / "split.gguf", pre="no-such-split")
+    with pytest.raises(LmatlasError, match=r"split\.gguf: tokenizer\.ggml\.pre is 'no-such-split'; lmatlas knows default"):
         lmatlas.load_tokenizer(path)
 
 
