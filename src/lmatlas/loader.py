@@ -11,6 +11,8 @@ from .checkpoint import Weights, read_config, resolve
 from .files import read_json
 from .config import ModelConfig
 from .errors import LmatlasError
+from .gguf import find_gguf
+from .gguf import read_model as read_gguf
 from .heads import HEADS
 from .model import LmatlasModel
 from .presets import head_from_architectures, preset_for
@@ -43,14 +45,21 @@ def load(
     head: str | None = None,
     dtype: str | torch.dtype | None = None,
 ) -> LmatlasModel:
-    """A model from a Hugging Face folder or hub id, in eval mode.
+    """A model from a Hugging Face folder or hub id, or a GGUF file (or a folder holding one), in
+    eval mode.
 
     ``head`` is one of ``lmatlas.heads.HEADS``; by default the one that
     ``config.architectures[0]`` names. ``dtype``: float32 (default), bfloat16 or float16.
     """
-    folder = resolve(path_or_id)
-    hf = read_config(folder)
-    source = str(folder / "config.json")
+    gguf_file = find_gguf(path_or_id)
+    if gguf_file is not None:
+        # The file's metadata stands for config.json; its tensors are read under transformers' names.
+        hf, weights = read_gguf(gguf_file)
+        source, folder = str(gguf_file), None
+    else:
+        folder = resolve(path_or_id)
+        hf = read_config(folder)
+        source = str(folder / "config.json")
     preset = preset_for(hf.get("model_type"), source)
     if head is None:
         head = head_from_architectures(preset, hf.get("architectures") or [], source)
@@ -58,7 +67,8 @@ def load(
         known = ", ".join(sorted(preset.head_names()))
         raise LmatlasError(f"head {head!r} is not available for {hf['model_type']}; choose one of {known}")
     torch_dtype = parse_dtype(dtype)
-    weights = Weights(folder)
+    if folder is not None:
+        weights = Weights(folder)
     try:
         cfg = preset.config(hf, head)
     except (KeyError, TypeError, ValueError) as e:
@@ -66,8 +76,8 @@ def load(
     cfg = _drop_absent_pooler(cfg, preset, head, weights)
     if preset.ties is not None:
         cfg = preset.ties(cfg, head, weights, _prefix(preset, weights))
-    generation_file = folder / "generation_config.json"
-    if generation_file.exists():
+    generation_file = folder / "generation_config.json" if folder is not None else None
+    if generation_file is not None and generation_file.exists():
         cfg.generation = read_json(generation_file)
     with torch.device("meta"):
         model = LmatlasModel(cfg, head)

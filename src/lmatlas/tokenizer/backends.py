@@ -67,9 +67,15 @@ def build_bytelevel(vocab_path: Path, merges_path: Path, cfg: dict) -> RustToken
         if len(pair) != 2:
             raise LmatlasError(f"line {n} of {merges_path} is not a pair of tokens: {line!r}")
         merges.setdefault(pair, len(merges))
-    bpe = models.BPE(vocab, list(merges), continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False)
+    pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=cfg.get("add_prefix_space", False))
+    return bytelevel_bpe(vocab, list(merges), pre_tokenizer)
+
+
+def bytelevel_bpe(vocab: dict[str, int], merges: list[tuple[str, str]], pre_tokenizer) -> RustTokenizer:
+    """GPT-2's byte-level BPE over a vocabulary and ranked merges, after ``pre_tokenizer``."""
+    bpe = models.BPE(vocab, merges, continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False)
     tok = RustTokenizer(bpe)
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=cfg.get("add_prefix_space", False))
+    tok.pre_tokenizer = pre_tokenizer
     tok.decoder = decoders.ByteLevel()
     return tok
 

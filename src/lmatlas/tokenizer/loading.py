@@ -103,7 +103,13 @@ def _build_backend(kind: str, path: Path, family: Family, cfg: dict, specials: d
 
 
 def load_tokenizer(folder: str | os.PathLike) -> Tokenizer:
-    """Load the tokenizer of a checkpoint folder or hub id (see the package docstring)."""
+    """Load the tokenizer of a checkpoint folder or hub id, or of a GGUF file (or a folder
+    holding one; see the package docstring)."""
+    from ..gguf import find_gguf, read_tokenizer
+
+    gguf_file = find_gguf(folder)
+    if gguf_file is not None:
+        return read_tokenizer(gguf_file)
     path = Path(folder)
     if path.exists() and not path.is_dir():
         raise LmatlasError(f"tokenizer folder {folder} is not a folder")

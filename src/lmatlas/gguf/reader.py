@@ -1,0 +1,112 @@
+"""Reading a GGUF file: its metadata as plain values, its tensors dequantized to float32 by the
+``gguf`` package, and the checks that make a bad file one clear sentence."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..checkpoint import Weights
+from ..errors import LmatlasError
+
+MAGIC = b"GGUF"
+
+
+def find_gguf(path_or_id: str | os.PathLike) -> Path | None:
+    """The GGUF file a path names: the file itself (by its ``.gguf`` suffix or its magic bytes),
+    or the only ``.gguf`` file of a folder without a ``config.json``. None for anything else."""
+    path = Path(path_or_id).expanduser()
+    if path.is_file():
+        if path.suffix.lower() == ".gguf":
+            return path
+        with open(path, "rb") as f:
+            return path if f.read(4) == MAGIC else None
+    if not path.is_dir() or (path / "config.json").exists():
+        return None
+    found = sorted(p for p in path.iterdir() if p.suffix.lower() == ".gguf" and p.is_file())
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
+        raise LmatlasError(f"{path} holds several GGUF files ({names}); give the path of the one to load")
+    return found[0] if found else None
+
+
+class GGUFFile:
+    """One GGUF file, opened (memory-mapped) and checked: ``metadata`` by key, ``tensors`` by name."""
+
+    def __init__(self, path: Path):
+        try:
+            import gguf
+        except ImportError:
+            raise LmatlasError(f"{path}: reading GGUF files needs the gguf package: pip install gguf") from None
+        self.path = path
+        with open(path, "rb") as f:
+            if f.read(4) != MAGIC:
+                raise LmatlasError(f"{path}: not a GGUF file (it does not start with the GGUF magic bytes)")
+        try:
+            reader = gguf.GGUFReader(path)
+            self.metadata: dict[str, Any] = {name: field.contents() for name, field in reader.fields.items()}
+            self.tensors = {t.name: t for t in reader.tensors}
+            # The reader maps the tensors lazily: one whose bytes run past the end of the file
+            # comes back short, which is how a truncated download shows.
+            for t in reader.tensors:
+                if t.data.nbytes != t.n_bytes:
+                    raise ValueError(f"tensor {t.name} holds {t.data.nbytes} of its {t.n_bytes} bytes")
+        except LmatlasError:
+            raise
+        except Exception as e:  # the reader raises ValueError, KeyError, IndexError... on bad bytes
+            raise LmatlasError(f"{path}: not a readable GGUF file, truncated or corrupt ({e})") from None
+        self._dequantize = gguf.quants.dequantize
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.metadata.get(key, default)
+
+    def require(self, key: str, why: str) -> Any:
+        if key not in self.metadata:
+            raise LmatlasError(f"{self.path}: its metadata has no {key}, which {why} needs")
+        return self.metadata[key]
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """A tensor's shape in PyTorch's order (GGUF lists the dimensions innermost first)."""
+        return tuple(int(d) for d in reversed(self.tensors[name].shape))
+
+    def tensor(self, name: str) -> torch.Tensor:
+        """The tensor ``name`` as float32 (dequantized if stored in a quantized type)."""
+        t = self.tensors[name]
+        try:
+            values = self._dequantize(t.data, t.tensor_type)
+        except NotImplementedError:
+            raise LmatlasError(
+                f"{self.path}: tensor {name} is stored as {t.tensor_type.name}, which gguf cannot dequantize"
+            ) from None
+        values = np.asarray(values, dtype=np.float32).reshape(self.shape(name))
+        return torch.from_numpy(values.copy())
+
+
+# A rearrangement of a stored tensor back into transformers' layout: fn(tensor, metadata).
+Rearrange = Callable[[torch.Tensor, dict], torch.Tensor]
+
+
+class GGUFWeights(Weights):
+    """A GGUF file's tensors under transformers' names, for the loader's one state-loading path:
+    each is dequantized (and rearranged where llama.cpp's converter changed its layout) when read."""
+
+    def __init__(self, file: GGUFFile, names: dict[str, tuple[str, Rearrange | None]]):
+        # names: transformers' name -> (the GGUF tensor's name, its rearrangement)
+        self.folder = file.path
+        self.file = file
+        self._names_map = names
+        self._where = {ours: (file.path, theirs) for ours, (theirs, _) in names.items()}
+        self._open = {}
+
+    def get(self, name: str) -> torch.Tensor:
+        stored, rearrange = self._names_map[name]
+        tensor = self.file.tensor(stored)
+        return tensor if rearrange is None else rearrange(tensor, self.file.metadata)
+
+    def shapes(self) -> dict[str, tuple[tuple[int, ...], object]]:
+        return {ours: (self.file.shape(stored), stored) for ours, (stored, _) in self._names_map.items()}
