@@ -156,6 +156,7 @@ def test_bfloat16(written):
 def test_tokenizer(written, tmp_path):
     template = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     path = write(tmp_path / "chat.gguf", reference_model(len(vocabulary()), tied=True), template=template)
+    assert lmatlas.load_tokenizer(path).chat_template == template  # the file itself, or its folder
     tokenizer = lmatlas.load_tokenizer(tmp_path)
     ref = transformers().AutoTokenizer.from_pretrained(tmp_path, gguf_file="chat.gguf")
     texts = ["the thin cat in the hat", "  a\ttab, 12 digits and ü", "<|im_start|>the<|im_end|>"]
