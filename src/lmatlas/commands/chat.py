@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import LmatlasError
-from ._generation import add_sampling_options, dropped_notice, generation_options
+from ._generation import add_sampling_options, dropped_notice, generation_options, model_source
 
 HELP = "chat with a model in the terminal: the reply streams, the conversation is kept"
 DESCRIPTION = (
@@ -25,7 +25,8 @@ REPLY_TOKENS = 256
 
 def arguments(p) -> None:
     """The arguments of `lmatlas chat`, on its parser (made by ``lmatlas.cli``)."""
-    p.add_argument("--model", "-m", required=True, help="model folder or hub id")
+    p.add_argument("--model", "-m", default=None,
+                   help="model folder, GGUF file or hub id (default: SmolLM2-135M-Instruct, installed as a package)")
     p.add_argument("--system", default=None, help="a system message first")
     add_sampling_options(p, f"at most this many tokens per reply (default: {REPLY_TOKENS})")
     p.set_defaults(func=run)
@@ -37,16 +38,17 @@ def run(args) -> int:
     from ..loader import load
     from ..tokenizer import load_tokenizer
 
-    tokenizer = load_tokenizer(args.model)
+    source = model_source(args.model)
+    tokenizer = load_tokenizer(source)
     options = generation_options(args, tokenizer)
     template_of(tokenizer)  # a tokenizer without a chat template fails before the weights load
-    model = load(args.model, head="causal-lm", dtype=args.dtype)
+    model = load(source, head="causal-lm", dtype=args.dtype)
     # A reply takes at most half the model's positions unless told otherwise, so that a few
     # exchanges fit before the oldest go.
     options.setdefault("max_new_tokens", min(REPLY_TOKENS, model.config.max_positions // 2))
     chat = Conversation(model, tokenizer, args.system, options, on_drop=dropped_notice)
     if not sys.stdin.isatty():
-        _say(chat, sys.stdin.read())
+        _say(chat, sys.stdin.read().strip())
         return 0
     while True:
         try:

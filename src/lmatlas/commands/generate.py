@@ -26,7 +26,8 @@ def arguments(p) -> None:
     """The arguments of `lmatlas generate`, on its parser (made by ``lmatlas.cli``)."""
     p.add_argument("prompt", nargs="?", help="the prompt; - reads it from standard input; with --chat, "
                    "the user's message (without one, --chat asks for messages in turn)")
-    p.add_argument("--model", "-m", required=True, help="model folder or hub id")
+    p.add_argument("--model", "-m", default=None,
+                   help="model folder, GGUF file or hub id (default: SmolLM2-135M-Instruct, installed as a package)")
     add_sampling_options(p, "at most this many new tokens (default: 50 for a decoder; an encoder-decoder's "
                          "generation_config.json says, like transformers)")
     p.add_argument("--num-beams", type=int, default=None, help="beam search with this many beams")
@@ -45,12 +46,12 @@ def run(args) -> int:
     from ..chat import template_of
     from ..conversation import Conversation
     from ._generation import dropped_notice
-    from ..checkpoint import resolve
+    from ._generation import model_source
     from ..loader import load
     from ..tokenizer import load_tokenizer
 
-    folder = resolve(args.model)
-    seq2seq = _is_encoder_decoder(folder)
+    folder = model_source(args.model)
+    seq2seq = folder.is_dir() and _is_encoder_decoder(folder)  # a GGUF file is a decoder
     if seq2seq and args.chat:
         raise LmatlasError("--chat is for decoder models with a chat template; this is an encoder-decoder")
     # The tokenizer first: a chat without a template fails before the weights load.

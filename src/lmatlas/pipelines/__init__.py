@@ -66,6 +66,7 @@ class Task:
     head: str | None  # the head the checkpoint must carry; None: any encoder (embedding tasks)
     needs: str  # the checkpoints that serve the task, for messages
     default: bool = False  # the default model serves it
+    generative_default: bool = False  # the default generative model (SmolLM2-135M-Instruct) serves it
 
 
 _SEQ2SEQ = (
@@ -96,7 +97,7 @@ TASKS: dict[str, Task] = {
              "a sentence-embedding model, such as sentence-transformers/all-MiniLM-L6-v2", default=True),
         Task("text-generation", "generation:TextGeneration", "causal-lm",
              "a decoder with a language-model head (architectures ending in ForCausalLM or LMHeadModel), "
-             "such as openai-community/gpt2 or EleutherAI/gpt-neo-125m"),
+             "such as openai-community/gpt2 or EleutherAI/gpt-neo-125m", generative_default=True),
         Task("summarization", "seq2seq:Summarization", "seq2seq-lm", _SEQ2SEQ),
         Task("translation", "seq2seq:Translation", "seq2seq-lm", _SEQ2SEQ),
         Task("text2text-generation", "seq2seq:Text2TextGeneration", "seq2seq-lm", _SEQ2SEQ),
@@ -144,8 +145,8 @@ def pipeline(
 
     ``model`` is a model folder, a hub id, or a model from ``lmatlas.load`` (then give
     ``tokenizer``). Without a model, the tasks the default model all-MiniLM-L6-v2 serves use it
-    (feature-extraction, sentence-similarity, zero-shot-classification); the others say which
-    checkpoints they need. ``options`` are the task's options (``top_k``, ``aggregation_strategy``,
+    (feature-extraction, sentence-similarity, zero-shot-classification), text-generation uses
+    SmolLM2-135M-Instruct; the others say which checkpoints they need. ``options`` are the task's options (``top_k``, ``aggregation_strategy``,
     ``candidate_labels``, ...), defaults for every call; a call may override them.
     """
     name = canonical(task)
@@ -154,6 +155,10 @@ def pipeline(
     if device not in (None, -1, "cpu") and str(device) != "cpu":
         raise LmatlasError(f"device={device!r}: lmatlas runs on the CPU (device='cpu')")
     extra = {"batch_size": batch_size} if batch_size is not None else {}
+    if model is None and spec.generative_default:
+        from ..defaults import generative_model
+
+        model = generative_model()
     if model is None and not spec.default:
         raise LmatlasError(f"{task} has no default model; name one with model=: {spec.needs}")
 
@@ -200,8 +205,9 @@ def _load(model: Any, tokenizer: Any, dtype: str | None):
 
     if isinstance(model, (str, os.PathLike)):
         from ..checkpoint import resolve
+        from ..gguf import find_gguf
 
-        folder = resolve(model)
+        folder = find_gguf(model) or resolve(model)
         loaded = load(folder, dtype=dtype)
         if tokenizer is None:
             tokenizer = load_tokenizer(folder)
