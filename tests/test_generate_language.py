@@ -19,16 +19,15 @@ from lmatlas.tokenizer import load_tokenizer
 from .helpers_pipelines import hf_pipeline
 from .helpers_tokenizer import spm_files  # noqa: F401  (the fixture)
 from .reference import randomize, transformers
+from .test_generate_cli_seq2seq import TEXT
+from .test_generate_cli_seq2seq import _small as _SMALL
 
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),
     pytest.mark.filterwarnings("ignore:an input has .* tokens and a translation may have"),  # short on purpose
 ]
 
-TEXT = "the film is a charming and often affecting journey ."
 ARGS = dict(max_new_tokens=6, num_beams=2)
-_SMALL = dict(d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=2,
-              encoder_ffn_dim=40, decoder_ffn_dim=40, max_position_embeddings=64)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
