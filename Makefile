@@ -35,7 +35,7 @@ test: $(VENV)/.setup-test
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 # The four side-by-side benchmarks (benchmarks/README.md), one after another, at their defaults.
-BENCHMARKS := embed_throughput decode_gpt2 generate_bart train_step
+BENCHMARKS := embed_throughput decode_gpt2 decode_smollm2 generate_bart train_step
 
 bench: $(VENV)/.setup-test
 	for b in $(BENCHMARKS); do echo "== $$b"; HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/$$b.py || exit 1; done

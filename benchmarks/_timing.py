@@ -1,9 +1,11 @@
 """Timing shared by the benchmarks: each side's best time, the two sides alternating so that a
 change in the machine's load touches both alike; and the machine's memory read bandwidth now,
-which bounds decoding (every step reads every weight)."""
+which bounds decoding (every step reads every weight); and this process's resident memory, to
+see what a model adds."""
 
 from __future__ import annotations
 
+import resource
 import time
 from typing import Callable
 
@@ -31,3 +33,32 @@ def memory_bandwidth_gbs() -> float:
         best = min(best, time.perf_counter() - t)
     del x
     return 4 * 128 * 1024 * 1024 / best / 1e9
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak() -> None:
+    # Linux: writing 5 to clear_refs resets the peak RSS (VmHWM) of this process.
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def hwm_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return peak_mb()
