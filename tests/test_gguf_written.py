@@ -222,3 +222,20 @@ def test_several_files_in_a_folder(written, tmp_path):
         (tmp_path / name).write_bytes(written[1].read_bytes())
     with pytest.raises(LmatlasError, match="holds several GGUF files"):
         lmatlas.load(tmp_path)
+
+
+def test_gguf_file_names_the_one_to_load(written, tmp_path, monkeypatch):
+    """As transformers' ``from_pretrained(folder, gguf_file=...)``: the file of a folder holding
+    several, or of a hub repository (offline here: one sentence, nothing fetched)."""
+    for name in ("a.gguf", "b.gguf"):
+        (tmp_path / name).write_bytes(written[1].read_bytes())
+    ids = torch.tensor([[5, 9, 14, 3]])
+    want = lmatlas.load(written[1])(ids).logits
+    assert torch.equal(lmatlas.load(tmp_path, gguf_file="b.gguf")(ids).logits, want)
+    assert lmatlas.load_tokenizer(tmp_path, gguf_file="a.gguf")("the cat")["input_ids"] == \
+        lmatlas.load_tokenizer(written[1])("the cat")["input_ids"]
+    with pytest.raises(LmatlasError, match="no file c.gguf in this folder"):
+        lmatlas.load(tmp_path, gguf_file="c.gguf")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(LmatlasError, match="not in the Hugging Face cache while offline"):
+        lmatlas.load("lmatlas-test/no-such-repo-GGUF", gguf_file="model.Q4_0.gguf")

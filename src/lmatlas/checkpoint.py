@@ -45,17 +45,44 @@ def resolve(path_or_id: str | os.PathLike, weights: bool = True) -> Path:
     return _download(text, weights)
 
 
+def resolve_file(path_or_id: str | os.PathLike, filename: str) -> Path:
+    """One named file of a local folder or of a hub repository (downloaded once into the HF
+    cache, only that file): a GGUF repository holds several quantizations of one model."""
+    path = Path(path_or_id).expanduser()
+    if path.is_dir():
+        if not (path / filename).is_file():
+            raise LmatlasError(f"{path}: no file {filename} in this folder")
+        return path / filename
+    text = str(path_or_id)
+    if path.exists() or not _HUB_ID.match(text) or text.startswith("."):
+        raise LmatlasError(f"{text}: not a folder, and not a Hugging Face hub id to take {filename} from")
+    from huggingface_hub import hf_hub_download
+
+    return _from_hub(text, lambda: Path(hf_hub_download(text, filename)), filename)
+
+
 def _download(repo_id: str, weights: bool = True) -> Path:
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
-    try:
+    def fetch() -> Path:
         patterns = _HUB_PATTERNS if weights else [p for p in _HUB_PATTERNS if p != "*.safetensors"]
         folder = Path(snapshot_download(repo_id, allow_patterns=patterns))
         if weights and not _weight_files_present(folder) and not (folder / "modules.json").exists():
             # Older repos carry only PyTorch pickles; read later with weights_only=True.
             folder = Path(snapshot_download(repo_id, allow_patterns=_HUB_PATTERNS + ["*.bin"]))
         return folder
+
+    return _from_hub(repo_id, fetch)
+
+
+def _from_hub(repo_id: str, fetch, filename: str | None = None) -> Path:
+    """``fetch()``, with the hub's failures as one sentence each."""
+    from huggingface_hub.errors import (
+        EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError,
+    )  # fmt: skip
+
+    try:
+        return fetch()
     except LocalEntryNotFoundError:
         raise LmatlasError(
             f"{repo_id}: not a local folder, and not in the Hugging Face cache while offline "
@@ -63,6 +90,8 @@ def _download(repo_id: str, weights: bool = True) -> Path:
         ) from None
     except RepositoryNotFoundError:
         raise LmatlasError(f"{repo_id}: no such model on the Hugging Face hub (or it is private)") from None
+    except EntryNotFoundError:
+        raise LmatlasError(f"{repo_id}: the Hugging Face hub repository has no file {filename}") from None
     except HfHubHTTPError as e:
         raise LmatlasError(f"{repo_id}: download from the Hugging Face hub failed: {e}") from None
 

@@ -7,7 +7,7 @@ import warnings
 
 import torch
 
-from .checkpoint import Weights, read_config, resolve
+from .checkpoint import Weights, read_config, resolve, resolve_file
 from .files import read_json
 from .config import ModelConfig
 from .errors import LmatlasError
@@ -44,13 +44,17 @@ def load(
     path_or_id: str | os.PathLike,
     head: str | None = None,
     dtype: str | torch.dtype | None = None,
+    gguf_file: str | None = None,
 ) -> LmatlasModel:
     """A model from a Hugging Face folder or hub id, or a GGUF file (or a folder holding one), in
     eval mode.
 
     ``head`` is one of ``lmatlas.heads.HEADS``; by default the one that
     ``config.architectures[0]`` names. ``dtype``: float32 (default), bfloat16 or float16.
+    ``gguf_file``: as transformers' argument, the GGUF file to take from a folder or a hub id.
     """
+    if gguf_file is not None:
+        path_or_id = resolve_file(path_or_id, gguf_file)
     gguf_file = find_gguf(path_or_id)
     if gguf_file is not None:
         # The file's metadata stands for config.json; its tensors are read under transformers' names.

@@ -102,11 +102,15 @@ def _build_backend(kind: str, path: Path, family: Family, cfg: dict, specials: d
     return build_spm(path, family, cfg), None, None
 
 
-def load_tokenizer(folder: str | os.PathLike) -> Tokenizer:
+def load_tokenizer(folder: str | os.PathLike, gguf_file: str | None = None) -> Tokenizer:
     """Load the tokenizer of a checkpoint folder or hub id, or of a GGUF file (or a folder
-    holding one; see the package docstring)."""
+    holding one; see the package docstring). ``gguf_file``: the GGUF file to take from a folder
+    or a hub id, as transformers' argument."""
+    from ..checkpoint import resolve_file
     from ..gguf import find_gguf, read_tokenizer
 
+    if gguf_file is not None:
+        folder = resolve_file(folder, gguf_file)
     gguf_file = find_gguf(folder)
     if gguf_file is not None:
         return read_tokenizer(gguf_file)
