@@ -55,8 +55,13 @@ def main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def teardown() -> None:
+def teardown(synchronise: bool = True) -> None:
+    """Leave the process group. ``synchronise`` (a run that ended well, in every process): wait
+    for the others first, since a process that destroys its group while another still talks to
+    it can abort in gloo's threads at exit. After an error no wait: the others may never come."""
     if dist.is_initialized():
+        if synchronise:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -45,15 +45,18 @@ def train(recipe: Recipe, config: TrainConfig, ctx: Context | None = None) -> di
     the output folder...). Under ``torchrun`` each process calls this with the same arguments."""
     own = ctx is None
     ctx = dist_.setup(config.device) if own else ctx
+    finished = False
     try:
         torch.manual_seed(config.seed)
         task, config = recipe.task(config, ctx)
         if ctx.rank:
             torch.manual_seed(config.seed + ctx.rank)  # dropout differs across replicas
-        return Trainer(task, config, ctx).fit()
+        summary = Trainer(task, config, ctx).fit()
+        finished = True
+        return summary
     finally:
         if own:
-            dist_.teardown()
+            dist_.teardown(synchronise=finished)
 
 
 # ---------------------------------------------------------------------------------------------
