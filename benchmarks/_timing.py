@@ -23,6 +23,13 @@ def alternated_best(sides: dict[str, Callable[[], object]], repeats: int = 3) ->
     return best
 
 
+def report_bound(name: str, tokens_per_s: float, weight_bytes: float, bandwidth_gbs: float) -> None:
+    """One line: how close a batch-1 token comes to reading every weight once at the bandwidth."""
+    per_token, bound = 1 / tokens_per_s, weight_bytes / (bandwidth_gbs * 1e9)
+    print(f"{name:24s} batch 1: {per_token * 1e3:6.1f} ms/token = {bound / per_token:4.0%} of the bandwidth bound "
+          f"({bound * 1e3:.1f} ms to read the weights once)")
+
+
 def memory_bandwidth_gbs() -> float:
     """Read bandwidth now: the best of a few sums over 512 MB (more than any cache)."""
     x = torch.ones(128 * 1024 * 1024)

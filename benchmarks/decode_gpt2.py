@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import torch
-from _timing import hwm_mb, memory_bandwidth_gbs, reset_peak, rss_mb
+from _timing import hwm_mb, memory_bandwidth_gbs, report_bound, reset_peak, rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
@@ -149,11 +149,8 @@ def main() -> int:
                 print(f"{name:24s} vs {ref_name + ':':29s} {ratios}")
     print("peak RSS added by each model, loaded and run (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in memory.items()))
     for name in sorted({n for n, _ in results}):
-        per_token = 1 / results[(name, 1)]
         half = "16" in name and "fp32" not in name and "float32" not in name
-        bound = (weight_bytes / (2 if half else 1)) / (bw * 1e9)
-        print(f"{name:24s} batch 1: {per_token * 1e3:6.1f} ms/token = {bound / per_token:4.0%} of the bandwidth bound "
-              f"({bound * 1e3:.1f} ms to read the weights once)")
+        report_bound(name, results[(name, 1)], weight_bytes / (2 if half else 1), bw)
     print(f"load average at end: {os.getloadavg()[0]:.1f} (1 min)")
     return 0
 

@@ -25,7 +25,7 @@ import os
 import sys
 
 import torch
-from _timing import alternated_best, hwm_mb, memory_bandwidth_gbs, reset_peak, rss_mb
+from _timing import alternated_best, hwm_mb, memory_bandwidth_gbs, report_bound, reset_peak, rss_mb
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -158,11 +158,8 @@ def main() -> int:
     print("decoding, lmatlas vs transformers: "
           + ", ".join(f"batch {b}: {speed[('lmatlas', b)] / speed[('transformers', b)]:.2f}x" for b, _ in cases))
     print("peak RSS added by each model, loaded and run (MB): " + ", ".join(f"{k} {v:.0f}" for k, v in memory.items()))
-    bound = weight_bytes / (bw * 1e9)
     for name in models:
-        per_token = 1 / speed[(name, 1)]
-        print(f"{name:12s} batch 1: {per_token * 1e3:6.1f} ms/token = {bound / per_token:4.0%} of the bandwidth bound "
-              f"({bound * 1e3:.1f} ms to read the weights once)")
+        report_bound(name, speed[(name, 1)], weight_bytes, bw)
     print(f"load average at end: {os.getloadavg()[0]:.1f} (1 min)")
     return 0
 
