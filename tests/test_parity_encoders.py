@@ -74,6 +74,17 @@ FAMILIES = {
                  "question-answering": "ElectraForQuestionAnswering",
                  "replaced-token-detection": "ElectraForPreTraining"},
     ),
+    # ERNIE 2.0/3.0 checkpoints embed a task type too (use_task_id).
+    "ernie": dict(
+        config="ErnieConfig",
+        kw=dict(vocab_size=VOCAB, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
+                intermediate_size=70, max_position_embeddings=40, type_vocab_size=3, pad_token_id=0,
+                use_task_id=True, task_type_vocab_size=5),
+        classes={"base": "ErnieModel", "masked-lm": "ErnieForMaskedLM",
+                 "sequence-classification": "ErnieForSequenceClassification",
+                 "token-classification": "ErnieForTokenClassification",
+                 "question-answering": "ErnieForQuestionAnswering"},
+    ),
 }
 
 CASES = [(family, head) for family, spec in FAMILIES.items() for head in spec["classes"]]
@@ -82,7 +93,7 @@ CASES = [(family, head) for family, spec in FAMILIES.items() for head in spec["c
 def build_reference(family: str, head: str, **extra):
     tf = transformers()
     spec = FAMILIES[family]
-    config = getattr(tf, spec["config"])(**spec["kw"], **extra)
+    config = getattr(tf, spec["config"])(**(spec["kw"] | extra))
     config.num_labels = 2 if head == "question-answering" else 5
     torch.manual_seed(0)
     model = getattr(tf, spec["classes"][head])(config).eval()
@@ -141,6 +152,23 @@ def test_parity(family, head, safe, tmp_path):
         inputs["token_type_ids"] = types
     diff = compare(ref, ours, head, inputs)
     assert diff <= TOL, f"{family} {head}: max abs diff {diff:.2e}"
+    if family == "ernie":
+        tasks = torch.zeros_like(ids)
+        tasks[1:, 5:] = cfg.task_type_vocab_size - 1
+        diff = compare(ref, ours, head, dict(inputs, task_type_ids=tasks))
+        assert diff <= TOL, f"{family} {head} with task types: max abs diff {diff:.2e}"
+
+
+def test_ernie_without_task_types(tmp_path):
+    """ERNIE 1.0's checkpoints have no task-type table (use_task_id false), and refuse the ids."""
+    ref = build_reference("ernie", "masked-lm", use_task_id=False)
+    ref.save_pretrained(tmp_path)
+    ours = lmatlas.load(tmp_path)
+    assert ours.backbone.embeddings.task_types is None
+    ids, mask, types = batch(0, 3)
+    assert compare(ref, ours, "masked-lm", dict(input_ids=ids, attention_mask=mask, token_type_ids=types)) <= TOL
+    with pytest.raises(lmatlas.LmatlasError, match="task_type_ids"):
+        ours(input_ids=ids, task_type_ids=torch.zeros_like(ids))
 
 
 def test_base_from_head_checkpoint(tmp_path):

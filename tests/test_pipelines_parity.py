@@ -31,9 +31,10 @@ from .helpers_pipelines import (
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 # bert-uncased: the default model's real vocabulary (uncased, accents stripped, 30,522 tokens).
-FAMILIES = ["bert", "roberta", "distilbert", "bert-uncased"]
+# ernie: BERT's tokenizer and heads over ERNIE 3.0's embeddings (task types).
+FAMILIES = ["bert", "roberta", "distilbert", "bert-uncased", "ernie"]
 # Seeds whose random NER heads tag the test sentences with a mix of labels (B-, I-, O, MISC).
-NER_SEEDS = {"bert": 2, "roberta": 4, "distilbert": 5, "bert-uncased": 5}
+NER_SEEDS = {"bert": 2, "roberta": 4, "distilbert": 5, "bert-uncased": 5, "ernie": 2}
 
 
 @pytest.fixture(scope="module")

@@ -61,6 +61,28 @@ def test_bert_masked_lm(bert):
     assert model.head_name == "masked-lm" and model.config.num_layers == 4
 
 
+def test_ernie_knowledge_masking(corpus, tmp_path):
+    """ERNIE: the speakers' names and a few phrases of Coriolanus masked whole, on ERNIE 3.0's
+    embeddings (task types included)."""
+    phrases = tmp_path / "phrases.txt"
+    phrases.write_text("First Citizen\nSecond Citizen\nAll Citizens\nMenenius Agrippa\nCaius Marcius\n"
+                       "the people\nthe senate\n", encoding="utf-8")
+    out = tmp_path / "ernie"
+    assert main(["train", "ernie", "--model", "ernie-3.0-base", "--tokenizer", "wordpiece", "--vocab-size", "600",
+                 "--phrases", str(phrases), "--data", str(corpus), "--out", str(out), "--steps", "200",
+                 *SMALL]) == 0
+    _lowered(out, factor=0.92)  # words, not characters: from log(600) towards their unigram entropy
+    # The phrases were found: dozens of units of several words each in the corpus.
+    from lmatlas.training.data import PhraseUnits, load_stream
+
+    tok = lmatlas.load_tokenizer(out / "tokenizer")
+    units = PhraseUnits(tok, phrases.read_text().splitlines())
+    merged = load_stream(tok, [corpus]).word_starts.sum() - load_stream(tok, [corpus], units=units).word_starts.sum()
+    assert merged > 30
+    model = lmatlas.load(out / "model")
+    assert model.config.model_type == "ernie" and model.config.task_type_vocab_size == 3
+
+
 def test_electra_replaced_token_detection(corpus, tmp_path):
     out = tmp_path / "electra"
     assert main(["train", "electra", "--model", "electra-base", "--tokenizer", "char", "--data", str(corpus),

@@ -215,3 +215,48 @@ def test_alpaca_loss_is_on_the_response_only():
     batch = obj.causal_lm(torch.tensor([ids]), torch.tensor([labels]))
     # The first learned position predicts the response's first token from the prompt's end.
     assert batch["labels"][0].tolist() == [obj.IGNORE] * 3 + [7, 8, 2]
+
+
+def test_ernie_masks_whole_phrases_and_entities():
+    """ERNIE's knowledge masking: a listed phrase or entity is chosen whole or not at all, like a
+    word's pieces under whole-word masking; unlisted words stay units of their own."""
+    from lmatlas.embeddings import default_model_path
+    from lmatlas.tokenizer import load_tokenizer
+    from lmatlas.training.data import PhraseUnits, tokenize_stream
+
+    tok = load_tokenizer(default_model_path())
+    phrases = ["Duke of York", "king richard", "Westminster Abbey", "York"]
+    text = ("The Duke of York came to Westminster Abbey, where King Richard waited.\n"
+            "York said nothing; the duke of york's men stood by the king.\n") * 40
+    units = PhraseUnits(tok, phrases)
+    assert units.longest == 3  # "York" alone is a word already, not a phrase
+    stream = tokenize_stream(tok, [text], units=units)
+    plain = tokenize_stream(tok, [text])
+    assert torch.equal(stream.ids, plain.ids)
+    # Each phrase occurrence merges its words into one unit: fewer starts than words.
+    per_copy = int(plain.word_starts.sum() - stream.word_starts.sum()) // 40
+    assert per_copy == 2 + 1 + 1 + 2  # the later words of: duke of york, westminster abbey, king richard, duke of york
+    ids, starts = stream.ids[None, :], stream.word_starts[None, :]
+    _, labels = obj.mask_tokens(ids, mask_token_id=MASK, vocab_size=tok.vocab_size, word_starts=starts,
+                                generator=_gen(7), probability=0.3)
+    chosen = (labels != obj.IGNORE)[0]
+    pieces = tok.convert_ids_to_tokens(stream.ids.tolist())
+    seen = 0
+    for i in range(len(pieces) - 2):
+        if pieces[i : i + 3] == ["duke", "of", "york"]:
+            assert chosen[i : i + 3].all() or not chosen[i : i + 3].any()
+            seen += int(chosen[i])
+    assert 0 < seen < 80  # some occurrences chosen, whole, and not all of them
+
+
+def test_ernie_phrase_list_must_hold_a_phrase(tmp_path):
+    from lmatlas.errors import LmatlasError
+    from lmatlas.training.recipes import MaskedLMRecipe
+    from lmatlas.embeddings import default_model_path
+    from lmatlas.tokenizer import load_tokenizer
+
+    words = tmp_path / "entities.txt"
+    words.write_text("York\nRichard\n")
+    recipe = MaskedLMRecipe(model="ernie-3.0-base", data=[str(words)], phrases=str(words))
+    with pytest.raises(LmatlasError, match="no phrase of two words"):
+        recipe._units(load_tokenizer(default_model_path()))

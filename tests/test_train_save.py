@@ -54,6 +54,8 @@ CASES = [
     ("distilbert-base", "sequence-classification", {}),
     ("electra-base", "replaced-token-detection", {"embedding_size": 16}),
     ("electra-base", "masked-lm", {"embedding_size": 16}),
+    ("ernie-3.0-base", "masked-lm", {}),
+    ("ernie-3.0-base", "sequence-classification", {"task_type_vocab_size": 0}),
     ("llama-7b", "causal-lm", {"num_kv_heads": 1, "max_positions": 64}),
     # Decoder classifiers read each row at its last token that is not the pad token.
     ("gpt2", "sequence-classification", {"pad_token_id": 0, "id2label": {0: "neg", 1: "neutral", 2: "pos"}}),

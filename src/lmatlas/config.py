@@ -74,6 +74,8 @@ class ModelConfig:
     positions_from_padding: bool = False
     position_offset: int = 0
     type_vocab_size: int = 0
+    # ERNIE 2.0/3.0: a third embedding table, by task type (use_task_id), added like token types.
+    task_type_vocab_size: int = 0
     norm: str = "layernorm"
     norm_eps: float = 1e-12
     norm_position: str = "post"

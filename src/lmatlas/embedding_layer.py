@@ -14,7 +14,7 @@ from .positions import sinusoidal_positions
 
 
 class Embeddings(nn.Module):
-    """Token + learned position (+ token type) embeddings, normalised, optionally projected.
+    """Token + learned position (+ token type, + task type) embeddings, normalised, optionally projected.
 
     ALBERT and ELECTRA embed at a smaller width (``embedding_size``) and project up to the
     hidden size: the factorised embeddings that shrink the vocabulary matrix.
@@ -38,6 +38,7 @@ class Embeddings(nn.Module):
         self.sinusoidal_layout = cfg.sinusoidal_layout
         self.positions_float64 = cfg.positions_float64
         self.token_types = nn.Embedding(cfg.type_vocab_size, e) if cfg.type_vocab_size else None
+        self.task_types = nn.Embedding(cfg.task_type_vocab_size, e) if cfg.task_type_vocab_size else None
         self.norm = make_norm(cfg, e) if cfg.embedding_norm else None
         self.dropout = nn.Dropout(cfg.hidden_dropout)
         self.project = (
@@ -60,6 +61,7 @@ class Embeddings(nn.Module):
         input_ids: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        task_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         x = self.tokens(input_ids)
         if self.scale != 1.0:
@@ -84,6 +86,8 @@ class Embeddings(nn.Module):
                 x = x + self.token_types.weight[0]
             else:
                 x = x + self.token_types(token_type_ids)
+        if self.task_types is not None:
+            x = x + (self.task_types.weight[0] if task_type_ids is None else self.task_types(task_type_ids))
         if self.norm is not None:
             x = self.norm(x)
         x = self.dropout(x)

@@ -49,8 +49,9 @@ class Encoder(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         output_hidden_states: bool = False,
+        task_type_ids: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        x = self.embeddings(input_ids, token_type_ids, position_ids)
+        x = self.embeddings(input_ids, token_type_ids, position_ids, task_type_ids)
         mask = padding_mask(attention_mask)
         if self.relative_attention_bias is not None:
             t = input_ids.shape[1]

@@ -93,6 +93,7 @@ class LmatlasModel(nn.Module):
         decoder_attention_mask: torch.Tensor | None = None,
         decoder_position_ids: torch.Tensor | None = None,
         encoder_outputs: dict | None = None,
+        task_type_ids: torch.Tensor | None = None,
     ) -> ModelOutput:
         """Encoders: the whole sequence. Decoders: the new tokens, continuing ``cache`` if given
         (``attention_mask`` then covers the cached tokens too); ``logits_to_keep=n`` projects
@@ -101,7 +102,12 @@ class LmatlasModel(nn.Module):
         Encoder-decoders, as transformers: the source (``input_ids``, ``attention_mask``) or its
         ``encoder_outputs``, and the target so far (``decoder_input_ids``, with
         ``decoder_attention_mask``); with a ``Seq2SeqCache`` the source comes from the cache and
-        ``decoder_input_ids`` are the new target tokens."""
+        ``decoder_input_ids`` are the new target tokens.
+
+        ``task_type_ids``: ERNIE's task types, for the models that embed them."""
+        if task_type_ids is not None and not self.config.task_type_vocab_size:
+            raise LmatlasError(f"task_type_ids are for models with task type embeddings (ERNIE's use_task_id); "
+                               f"this {self.config.model_type} model has none")
         if self.is_encoder_decoder:
             if token_type_ids is not None:
                 raise LmatlasError("encoder-decoder models take no token_type_ids")
@@ -126,7 +132,7 @@ class LmatlasModel(nn.Module):
         else:
             out = self.backbone(
                 input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids,
-                output_hidden_states=output_hidden_states,
+                output_hidden_states=output_hidden_states, task_type_ids=task_type_ids,
             )  # fmt: skip
         if logits_to_keep and (self.is_decoder or self.is_encoder_decoder):
             if getattr(self.head, "takes_input_ids", False):

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 # Objective names, and the papers' names for them.
 OBJECTIVES = {
     "causal-lm": "causal-lm", "gpt": "causal-lm", "clm": "causal-lm",
-    "masked-lm": "masked-lm", "mlm": "masked-lm", "bert": "masked-lm", "roberta": "masked-lm",
+    "masked-lm": "masked-lm", "mlm": "masked-lm", "bert": "masked-lm", "roberta": "masked-lm", "ernie": "masked-lm",
     "replaced-token-detection": "replaced-token-detection", "electra": "replaced-token-detection",
     "rtd": "replaced-token-detection",
     "distillation": "distillation", "distilbert": "distillation",
@@ -112,7 +112,7 @@ DESCRIPTION = (
 
 def arguments(p) -> None:
     """The arguments of `lmatlas train`, on its parser (made by ``lmatlas.cli``)."""
-    p.add_argument("objective", metavar="OBJECTIVE", help=", ".join(sorted(set(OBJECTIVES.values()))) + " (or gpt, bert, electra, distilbert, alpaca, t5, bart)")
+    p.add_argument("objective", metavar="OBJECTIVE", help=", ".join(sorted(set(OBJECTIVES.values()))) + " (or gpt, bert, ernie, electra, distilbert, alpaca, t5, bart)")
     p.add_argument("--model", "-m", required=True, help="architecture preset (gpt2, bert-base, llama-7b...) or checkpoint folder; for distillation, the teacher")
     p.add_argument("--data", nargs="+", required=True, help="training text files (JSON Lines for instruction)")
     p.add_argument("--out", required=True, help="output folder: model/, checkpoint-N/, log.jsonl, loss.png")
@@ -133,6 +133,8 @@ def arguments(p) -> None:
     g = p.add_argument_group("objectives")
     g.add_argument("--mask-prob", type=float, default=0.15, help="masked-lm, electra, distillation: tokens chosen")
     g.add_argument("--whole-word", action="store_true", help="mask whole words")
+    g.add_argument("--phrases", metavar="FILE",
+                   help="ERNIE's knowledge masking: a file of phrases and entities (one a line), each masked whole")
     g.add_argument("--generator-fraction", type=float, default=0.25, help="electra: generator width / discriminator's")
     g.add_argument("--temperature", type=float, default=2.0, help="distillation: softmax temperature")
     g.add_argument("--student-layers", default=None, help="distillation: teacher layers the student starts from (default every other)")
@@ -151,6 +153,7 @@ def run(args) -> int:
         val=args.val, val_fraction=args.val_fraction, eval_windows=args.eval_windows, num_layers=args.layers,
         num_heads=args.heads, num_kv_heads=args.kv_heads, hidden_size=args.dim, intermediate_size=args.ffn,
         dropout=args.dropout, mask_probability=args.mask_prob, whole_word=args.whole_word,
+        phrases=args.phrases,
         generator_fraction=args.generator_fraction, temperature=args.temperature,
         student_layers=_layers(args.student_layers),
     )

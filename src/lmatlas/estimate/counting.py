@@ -113,7 +113,7 @@ def count_params(shape: ArchitecturePreset | ModelConfig) -> ParamCount:
     h, e, v = cfg.hidden_size, cfg.embedding_size, cfg.vocab_size
 
     tokens = v * e
-    types = cfg.type_vocab_size * e
+    types = (cfg.type_vocab_size + cfg.task_type_vocab_size) * e
     emb_norm = _norm(cfg, e) if cfg.embedding_norm else 0
     project_in = 0
     if cfg.embedding_projection:

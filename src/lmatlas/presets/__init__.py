@@ -14,7 +14,7 @@ from ..errors import LmatlasError
 from .preset import CLASS_SUFFIX, Preset, Skeleton
 
 _FAMILIES = [
-    "bert", "distilbert", "roberta", "albert", "electra",
+    "bert", "distilbert", "roberta", "albert", "electra", "ernie",
     "gpt", "gpt2", "ctrl", "gpt_neo", "opt", "bloom", "falcon", "llama", "qwen2",
     "bart", "mbart", "marian", "pegasus", "t5",
 ]  # fmt: skip

@@ -48,6 +48,7 @@ RARE_SWITCHES: dict[str, Any] = dict(
     positions_from_padding=False,
     positions_from_mask=False,
     type_vocab_size=0,
+    task_type_vocab_size=0,
     residual_from_norm=False,
     attention_scale_by_inverse_layer=False,
     cross_layer_sharing=False,

@@ -48,9 +48,52 @@ class TokenStream:
                 TokenStream(self.ids[cut:], self.word_starts[cut:]))
 
 
-def tokenize_stream(tokenizer, texts: Sequence[str], separator_id: int | None = None) -> TokenStream:
+class PhraseUnits:
+    """ERNIE's knowledge masking units: the phrases and named entities of a list, found in the
+    text word by word, so that masking takes each of them whole (as whole-word masking takes a
+    word's pieces) and the model must know the phrase, not just complete its last piece.
+
+    Words are the tokenizer's own (its pre-tokenizer's), compared without case; where several
+    phrases start at a word, the longest wins."""
+
+    def __init__(self, tokenizer, phrases: Sequence[str]):
+        self.table: set[tuple[str, ...]] = set()
+        phrases = [p.strip() for p in phrases if p.strip()]
+        for phrase, enc in zip(phrases, tokenizer(phrases, add_special_tokens=False).encodings):
+            words = _words(enc, phrase)
+            if len(words) > 1:  # a one-word entity is a whole word already
+                self.table.add(tuple(words))
+        self.longest = max((len(p) for p in self.table), default=0)
+
+    def continued(self, words: list[str]) -> set[int]:
+        """The indices of the words that continue a phrase (not its first word)."""
+        inner: set[int] = set()
+        i = 0
+        while i < len(words):
+            for n in range(min(self.longest, len(words) - i), 1, -1):
+                if tuple(words[i : i + n]) in self.table:
+                    inner.update(range(i + 1, i + n))
+                    i += n
+                    break
+            else:
+                i += 1
+        return inner
+
+
+def _words(encoding, text: str) -> list[str]:
+    """The words of ``text``'s encoding, lowercased: the spans of the tokenizer's word ids."""
+    spans: dict[int, list[int]] = {}
+    for w, (a, b) in zip(encoding.word_ids, encoding.offsets):
+        if w is not None:
+            spans.setdefault(w, [a, b])[1] = b
+    return [text[a:b].lower() for a, b in spans.values()]
+
+
+def tokenize_stream(tokenizer, texts: Sequence[str], separator_id: int | None = None,
+                    units: PhraseUnits | None = None) -> TokenStream:
     """All ``texts`` (documents) encoded without special tokens and concatenated, with
-    ``separator_id`` (GPT-2's <|endoftext|>) between documents when given."""
+    ``separator_id`` (GPT-2's <|endoftext|>) between documents when given. ``units``: phrases
+    whose words count as one word for whole-word masking (ERNIE)."""
     ids: list[int] = []
     starts: list[bool] = []
     for d, text in enumerate(texts):
@@ -59,18 +102,21 @@ def tokenize_stream(tokenizer, texts: Sequence[str], separator_id: int | None = 
             starts.append(True)
         lines = text.splitlines(keepends=True)
         for chunk in range(0, len(lines), 4096):
-            enc = tokenizer(lines[chunk : chunk + 4096], add_special_tokens=False)
-            for e in enc.encodings:
+            batch = lines[chunk : chunk + 4096]
+            enc = tokenizer(batch, add_special_tokens=False)
+            for line, e in zip(batch, enc.encodings):
                 ids.extend(e.ids)
+                inner = units.continued(_words(e, line)) if units is not None and units.longest else ()
                 previous = None
                 for w in e.word_ids:
-                    starts.append(w is None or w != previous)
+                    starts.append(w is None or (w != previous and w not in inner))
                     previous = w
     return TokenStream(torch.tensor(ids, dtype=torch.long), torch.tensor(starts, dtype=torch.bool))
 
 
-def load_stream(tokenizer, files: Sequence[str | os.PathLike], separator_id: int | None = None) -> TokenStream:
-    return tokenize_stream(tokenizer, read_texts(files), separator_id)
+def load_stream(tokenizer, files: Sequence[str | os.PathLike], separator_id: int | None = None,
+                units: PhraseUnits | None = None) -> TokenStream:
+    return tokenize_stream(tokenizer, read_texts(files), separator_id, units)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,6 +335,7 @@ def read_squad(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 __all__ = [
     "EpochSampler",
+    "PhraseUnits",
     "TokenStream",
     "WindowSampler",
     "column",

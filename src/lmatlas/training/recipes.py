@@ -148,14 +148,15 @@ class Pretraining:
 
         return build_model(self.model, head, tokenizer, self.block, self.sizes() if sizes else None, causal=causal)
 
-    def _streams(self, tokenizer, length: int, vocab_size: int):
-        """(train, validation) token streams, each with at least one window of ``length``."""
+    def _streams(self, tokenizer, length: int, vocab_size: int, units=None):
+        """(train, validation) token streams, each with at least one window of ``length``;
+        ``units``: a ``data.PhraseUnits`` (ERNIE's masking units)."""
         from .data import check_stream, load_stream
 
         sep = tokenizer.eos_token_id
-        stream = load_stream(tokenizer, self.data, separator_id=sep)
+        stream = load_stream(tokenizer, self.data, separator_id=sep, units=units)
         if self.val:
-            train, val = stream, load_stream(tokenizer, self.val, separator_id=sep)
+            train, val = stream, load_stream(tokenizer, self.val, separator_id=sep, units=units)
         elif self.val_fraction > 0:
             train, val = stream.split(self.val_fraction)
         else:
@@ -183,10 +184,15 @@ class CausalLMRecipe(Pretraining):
 @dataclass(frozen=True)
 class MaskedLMRecipe(Pretraining):
     """BERT, RoBERTa: predict the masked ``mask_probability`` of the tokens (whole words with
-    ``whole_word``), masked anew at each draw."""
+    ``whole_word``), masked anew at each draw.
+
+    ERNIE's knowledge masking: ``phrases``, a file of phrases and named entities (one a line);
+    where one occurs in the text, its words are masked together, as one word is with
+    ``whole_word`` (which it implies)."""
 
     mask_probability: float = 0.15
     whole_word: bool = False
+    phrases: str | None = None
 
     objective: ClassVar[str] = "masked-lm"
 
@@ -203,9 +209,27 @@ class MaskedLMRecipe(Pretraining):
         from .tasks import MaskedLMTask
 
         model = self._model("masked-lm", tokenizer, causal=False)
-        train, val = self._streams(tokenizer, self.block, model.config.vocab_size)
+        train, val = self._streams(tokenizer, self.block, model.config.vocab_size, self._units(tokenizer))
         return MaskedLMTask(model, tokenizer, tokenizer_dir, train, val, self.block, seed, self.mask_probability,
-                            self.whole_word, self.eval_windows)
+                            self.whole_units, self.eval_windows)
+
+    @property
+    def whole_units(self) -> bool:
+        """Whether masking takes whole words (and, with ``phrases``, whole phrases)."""
+        return self.whole_word or self.phrases is not None
+
+    def _units(self, tokenizer):
+        """ERNIE's phrase units from ``phrases``, or None."""
+        if self.phrases is None:
+            return None
+        from ..files import read_text
+        from .data import PhraseUnits
+
+        units = PhraseUnits(tokenizer, read_text(self.phrases).splitlines())
+        if not units.longest:
+            raise FieldError(lambda f: f"{f('phrases')} {self.phrases}: no phrase of two words or more in it "
+                                       "(one-word entities are whole words already: use whole_word)")
+        return units
 
 
 @dataclass(frozen=True)
@@ -230,9 +254,9 @@ class ElectraRecipe(MaskedLMRecipe):
         disc = self._model("replaced-token-detection", tokenizer, causal=False)
         gen = LmatlasModel(electra_generator_config(disc.config, self.generator_fraction), "masked-lm").train()
         hf_config(disc.config, "replaced-token-detection")  # fails now if the discriminator cannot be saved
-        train, val = self._streams(tokenizer, self.block, disc.config.vocab_size)
+        train, val = self._streams(tokenizer, self.block, disc.config.vocab_size, self._units(tokenizer))
         return ElectraTask(disc, gen, tokenizer, tokenizer_dir, train, val, self.block, seed, self.mask_probability,
-                           self.whole_word, self.eval_windows)
+                           self.whole_units, self.eval_windows)
 
 
 @dataclass(frozen=True)
@@ -264,9 +288,9 @@ class DistillationRecipe(MaskedLMRecipe):
         if bad:
             raise FieldError(lambda f: f"{f('student_layers')}: the teacher has layers 0 to {depth - 1}, not {bad[0]}")
         student = student_from_teacher(teacher, layers).train()
-        train, val = self._streams(tokenizer, self.block, teacher.config.vocab_size)
+        train, val = self._streams(tokenizer, self.block, teacher.config.vocab_size, self._units(tokenizer))
         return DistillationTask(student, teacher, tokenizer, tokenizer_dir, train, val, self.block, seed,
-                                self.temperature, self.mask_probability, self.whole_word, self.eval_windows)
+                                self.temperature, self.mask_probability, self.whole_units, self.eval_windows)
 
 
 @dataclass(frozen=True)
