@@ -379,6 +379,11 @@ def _hf_twin(tf, name: str):
             return tf.AlbertModel(tf.AlbertConfig(embedding_size=c.embedding_size, **kw))
         return tf.DistilBertModel(tf.DistilBertConfig(dim=c.hidden_size, n_layers=c.num_layers, n_heads=c.num_heads,
                                                       hidden_dim=c.intermediate_size, **common))
+    if c.model_type == "switch_transformers":
+        return tf.SwitchTransformersForConditionalGeneration(tf.SwitchTransformersConfig(
+            d_model=c.hidden_size, num_layers=c.num_layers, num_heads=c.num_heads, d_kv=c.head_dim, d_ff=c.intermediate_size,
+            num_experts=c.num_experts, num_sparse_encoder_layers=c.num_layers // c.sparse_step,
+            num_sparse_decoder_layers=c.num_layers // c.decoder_sparse_step, **common))
     if c.model_type == "t5":
         return tf.T5ForConditionalGeneration(tf.T5Config(d_model=c.hidden_size, num_layers=c.num_layers, num_heads=c.num_heads,
                                                          d_kv=c.head_dim, d_ff=c.intermediate_size, **common))
@@ -401,7 +406,7 @@ EXACT = [
     "gpt", "gpt2", "gpt2-xl", "gpt3-175b", "megatron-8.3b", "ctrl", "gpt-neo-125m", "gpt-neo-2.7b", "opt-125m",
     "bloom-560m", "bloomberggpt-50b", "llama-7b", "llama-65b", "falcon-7b", "bert-base", "bert-large",
     "distilbert-base", "roberta-large", "xlm-roberta-base", "albert-base", "electra-large", "ernie-3.0-base",
-    "t5-small", "t5-3b",
+    "t5-small", "t5-3b", "switch-base-8",
     "bart-large", "mbart-large", "pegasus-large",
 ]
 

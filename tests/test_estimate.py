@@ -398,3 +398,19 @@ def test_bad_weight_file_is_one_sentence(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"not safetensors at all")
     with pytest.raises(LmatlasError, match="model.safetensors: not a readable safetensors file"):
         folder_params(tmp_path)
+
+
+def test_mixture_of_experts_counts_total_and_active():
+    """Switch-Base-8: T5-Base with 8 experts in every other layer's MLP; a token uses one expert
+    and the router of each, so its active parameters are T5-Base's and the routers'."""
+    from lmatlas.catalog import architecture_preset
+    from lmatlas.estimate import count_params, estimate
+
+    switch, t5 = count_params(architecture_preset("switch-base-8")), count_params(architecture_preset("t5-base"))
+    sparse_layers, experts, width, mlp = 12, 8, 768, 2 * 768 * 3072
+    assert switch.total == t5.total + sparse_layers * ((experts - 1) * mlp + width * experts)
+    assert switch.active == t5.total + sparse_layers * width * experts
+    est = estimate("switch-base-8", tokens="1B")
+    assert est.active_params == switch.active
+    assert est.train_flops == 6.0 * switch.active * 1e9
+    assert estimate("t5-base").active_params is None

@@ -54,6 +54,17 @@ VARIANTS: dict[str, tuple[str, dict, str, str]] = {
     "t5-v1.1": ("T5Config", dict(_t5_shape, d_kv=16, d_ff=60, num_heads=3, relative_attention_num_buckets=6,
                                  relative_attention_max_distance=9, feed_forward_proj="gated-gelu",
                                  tie_word_embeddings=False), "T5ForConditionalGeneration", "T5Model"),
+    # Switch Transformer: T5 v1.0 with 3 experts in the encoder's layer 1 and every decoder layer.
+    # Stacks of one depth: transformers 4.57.6 sizes the decoder's cache by the encoder's depth.
+    "switch": ("SwitchTransformersConfig", dict(_t5_shape, num_decoder_layers=2, d_kv=10, d_ff=40, num_heads=5,
+                                                num_experts=3, num_sparse_encoder_layers=1,
+                                                num_sparse_decoder_layers=2, relative_attention_num_buckets=8),
+               "SwitchTransformersForConditionalGeneration", "SwitchTransformersModel"),
+    # Every encoder layer sparse, 4 experts of room 2 with a router bias: tokens are dropped.
+    "switch-overflow": ("SwitchTransformersConfig", dict(_t5_shape, num_layers=3, d_kv=8, d_ff=36, num_heads=4,
+                                                         num_experts=4, expert_capacity=2, router_bias=True,
+                                                         num_sparse_encoder_layers=3, num_sparse_decoder_layers=1),
+                        "SwitchTransformersForConditionalGeneration", "SwitchTransformersModel"),
 }  # fmt: skip
 
 # generation_config.json settings, as the released checkpoints carry them (OPUS-MT forbids its pad).
@@ -61,7 +72,7 @@ GENERATION = {"marian": dict(bad_words_ids=[[VOCAB - 1]])}
 
 
 def pad_id(variant: str) -> int:
-    return VARIANTS[variant][1].get("pad_token_id", 0 if variant.startswith(("t5", "pegasus")) else 1)
+    return VARIANTS[variant][1].get("pad_token_id", 0 if variant.startswith(("t5", "pegasus", "switch")) else 1)
 
 
 def build_reference(variant: str, head: str = "seq2seq-lm"):
@@ -168,7 +179,8 @@ def test_encoder_outputs_reused(saved_seq2seq):
     assert torch.equal(full, again)
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+# Not where experts overflow: their capacity counts the tokens of one call.
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "switch-overflow"])
 def test_cached_steps_equal_full_forward(variant, saved_seq2seq):
     """Prefill the decoder, then feed one and two tokens at a time through a Seq2SeqCache whose
     cross-attention keys and values are computed once per source and shared by two decoder rows
@@ -422,3 +434,36 @@ def test_bfloat16_generates(saved_seq2seq):
     ids, mask = padded_sources("t5-v1.1")
     out = model.generate(ids, mask, max_new_tokens=4, num_beams=2)
     assert out.shape == (3, 5)
+
+
+@pytest.mark.parametrize("variant", ["switch", "switch-overflow"])
+def test_switch_router_losses(variant, saved_seq2seq):
+    """The router z-loss and load-balancing loss of each stack as transformers computes them
+    (dropped tokens count as routed to expert 0 there).
+
+    One difference, on purpose: transformers reports no router loss for a stack whose every
+    layer is sparse (a sparse step of 1: its test is ``sparse_step > 1``); lmatlas counts them
+    there too, with the same formulas (transformers' own functions, checked below)."""
+    from transformers.models.switch_transformers import modeling_switch_transformers as st
+
+    from lmatlas.moe import router_losses, sparse_stacks
+
+    ref, ours = saved_seq2seq(variant)
+    ids, mask = padded_sources(variant)
+    dec = targets()
+    with torch.no_grad():
+        expected = ref(input_ids=ids, attention_mask=mask, decoder_input_ids=dec, output_router_logits=True)
+        ours(ids, attention_mask=mask, decoder_input_ids=dec)
+    steps = (ref.config.encoder_sparse_step, ref.config.decoder_sparse_step)
+    for stack, step, z_ref, aux_ref in zip(sparse_stacks(ours), steps,
+                                           (expected.encoder_z_loss, expected.decoder_z_loss),
+                                           (expected.encoder_aux_loss, expected.decoder_aux_loss)):
+        z, aux = router_losses([stack])
+        if step == 1:
+            assert z_ref == 0 and aux_ref == 0
+            logits = torch.cat([m.routing[0] for m in stack], 1)
+            expert = torch.cat([m.routing[1] for m in stack], 1)
+            z_ref, aux_ref = st.router_z_loss_func(logits), st.load_balancing_loss_func(logits.softmax(-1), expert)
+        assert abs(z.item() - float(z_ref)) <= 1e-5 and abs(aux.item() - float(aux_ref)) <= 1e-5
+    if variant == "switch-overflow":  # some tokens found their expert full
+        assert any(not m.routing[2].all() for m in sparse_stacks(ours)[0])

@@ -143,3 +143,18 @@ def test_encoder_decoder_denoising(corpus, tmp_path, objective, model):
     _lowered(out, factor=0.8)
     m = lmatlas.load(out / "model")
     assert m.is_encoder_decoder and m.config.model_type == model.split("-")[0]
+
+
+def test_switch_transformer_span_corruption(corpus, tmp_path):
+    """Switch Transformer: T5's span corruption with 4 experts in every other layer, the router's
+    z-loss and load-balancing loss logged beside the cross-entropy and lowered with it."""
+    out = tmp_path / "switch"
+    assert main(["train", "t5", "--model", "switch-base-8", "--tokenizer", "char", "--data", str(corpus),
+                 "--out", str(out), "--steps", "150", *SMALL]) == 0
+    _lowered(out, factor=0.8)
+    train = [r for r in _records(out) if r["split"] == "train"]
+    # Load balance: 1 when the experts share tokens evenly, the number of experts at worst.
+    assert all(0.9 < r["router_aux_loss"] < 8 for r in train)
+    assert train[-1]["router_z_loss"] > 0
+    m = lmatlas.load(out / "model")
+    assert m.config.model_type == "switch_transformers" and m.config.num_experts == 8

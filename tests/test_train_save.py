@@ -66,6 +66,8 @@ CASES = [
     ("llama-7b", "sequence-classification", QWEN2_TIED),
     ("t5-small", "seq2seq-lm", {"pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0}),
     ("t5-small", "seq2seq-lm", T5_V1_1),
+    ("switch-base-8", "seq2seq-lm", {"pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0,
+                                     "num_experts": 3, "expert_capacity": 5}),
     ("bart-base", "seq2seq-lm", {"pad_token_id": 1, "eos_token_id": 2, "decoder_start_token_id": 2}),
     ("gpt", "causal-lm", GPT),
     ("ctrl", "causal-lm", {}),

@@ -109,7 +109,12 @@ class Layer(nn.Module):
         # An encoder-decoder's decoder layer attends to the source between its two sublayers.
         self.cross_attn = CrossAttention(cfg, layer_idx) if cfg.cross_attention else None
         self.cross_norm = make_norm(cfg, cfg.hidden_size) if cfg.cross_attention else None
-        self.mlp = MLP(cfg)
+        if cfg.sparse_layer(layer_idx):
+            from .moe import SparseMLP
+
+            self.mlp: nn.Module = SparseMLP(cfg)
+        else:
+            self.mlp = MLP(cfg)
         # The parallel layout reads one norm for both branches (GPT-J, Falcon-7B) or one each
         # (Falcon-40B's new decoder architecture).
         one_norm = cfg.norm_position == "parallel" and cfg.parallel_norms == 1

@@ -151,6 +151,18 @@ class ModelConfig:
     positions_float64: bool = False
     # T5 v1.0 rescales the last hidden state by d_model**-0.5 before its tied vocabulary projection.
     lm_head_scale: float = 1.0
+    # Switch Transformer (Fedus et al., 2021): the MLP of every ``sparse_step``-th layer (the
+    # decoder's by ``decoder_sparse_step``) is a mixture of ``num_experts`` experts; a router
+    # sends each token to one, at most ``expert_capacity`` tokens per expert and sequence (the
+    # rest skip the MLP). Training adds the router z-loss and the load-balancing loss.
+    num_experts: int = 0
+    sparse_step: int = 0
+    decoder_sparse_step: int | None = None
+    expert_capacity: int = 64
+    router_bias: bool = False
+    router_jitter_noise: float = 0.0
+    router_z_loss_coef: float = 0.001
+    router_aux_loss_coef: float = 0.001
     # The folder's generation_config.json, the defaults of ``generate()`` as in transformers.
     generation: dict[str, Any] = field(default_factory=dict, repr=False)
     # The checkpoint's own config.json, kept for what only a preset or a task needs.
@@ -193,6 +205,12 @@ class ModelConfig:
         if self.num_heads % self.num_kv_heads:
             raise LmatlasError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
 
+    def sparse_layer(self, i: int) -> bool:
+        """Whether layer ``i``'s MLP is a mixture of experts: layers 1, 1 + step, 1 + 2 step...
+        (every layer for a step of 1), as Switch Transformers' checkpoints place them."""
+        step = self.sparse_step
+        return self.num_experts > 0 and step > 0 and (step == 1 or i % step == 1)
+
     @property
     def label2id(self) -> dict[str, int]:
         return {v: k for k, v in self.id2label.items()}
@@ -222,6 +240,7 @@ class ModelConfig:
             head_dim=self.head_dim if heads == self.num_heads else self.hidden_size // heads,
             intermediate_size=self.decoder_intermediate_size or self.intermediate_size,
             vocab_size=self.decoder_vocab_size or self.vocab_size,
+            sparse_step=self.sparse_step if self.decoder_sparse_step is None else self.decoder_sparse_step,
         )
 
     @property

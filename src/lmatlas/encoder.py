@@ -26,7 +26,7 @@ class Encoder(nn.Module):
         groups, inner = cfg.num_layer_groups, cfg.inner_group_size
         shared = cfg.cross_layer_sharing
         n_blocks = groups * inner if shared else cfg.num_layers
-        self.layers = nn.ModuleList(Layer(cfg) for _ in range(n_blocks))
+        self.layers = nn.ModuleList(Layer(cfg, i) for i in range(n_blocks))
         if shared:
             self.layer_plan = [
                 int(i / (cfg.num_layers / groups)) * inner + j for i in range(cfg.num_layers) for j in range(inner)

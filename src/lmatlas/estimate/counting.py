@@ -25,6 +25,12 @@ class ParamCount:
     head: int  # pooler, untied vocabulary projection and its bias
     matmul_encoder: int  # weights an encoder token multiplies by
     matmul_decoder: int  # weights a decoder token multiplies by, the vocabulary projection included
+    idle: int = 0  # the experts' weights a token does not use (mixtures of experts)
+
+    @property
+    def active(self) -> int:
+        """The parameters one token uses: all but the experts its router did not choose."""
+        return self.total - self.idle
 
 
 def shape_of(cfg: ModelConfig, name: str = "model", source: str | None = None) -> ArchitecturePreset:
@@ -73,6 +79,19 @@ def _mlp(cfg: ModelConfig) -> tuple[int, int]:
     weights = n_in * h * i + i * h
     biases = n_in * i + h if cfg.mlp_bias else 0
     return weights + biases, weights
+
+
+def _experts(cfg: ModelConfig, layers: int) -> tuple[int, int, int]:
+    """(extra parameters, extra matmul weights, idle parameters) of a stack's mixture-of-experts
+    layers over the dense ones: each holds ``num_experts`` MLPs and a router, and a token runs
+    the router and one MLP."""
+    sparse = sum(cfg.sparse_layer(i) for i in range(layers))
+    if not sparse:
+        return 0, 0, 0
+    mlp, _ = _mlp(cfg)
+    e, h = cfg.num_experts, cfg.hidden_size
+    router = h * e + (e if cfg.router_bias else 0)
+    return sparse * ((e - 1) * mlp + router), sparse * h * e, sparse * (e - 1) * mlp
 
 
 def _layer(cfg: ModelConfig, extra: dict, cross_attention: bool = False) -> tuple[int, int]:
@@ -149,11 +168,15 @@ def count_params(shape: ArchitecturePreset | ModelConfig) -> ParamCount:
     dec_layer, dec_layer_mm = _layer(cfg, extra, cross_attention=True)
     positions = _positions(cfg, extra, e)
     embeddings = tokens + 2 * positions
-    encoder = emb_norm + cfg.num_layers * layer + final_norm
-    decoder = emb_norm + n_dec * dec_layer + final_norm
+    enc_experts, enc_experts_mm, enc_idle = _experts(cfg.encoder_config(), cfg.num_layers)
+    dec_cfg = cfg.replace(num_layers=n_dec).decoder_config()
+    dec_experts, dec_experts_mm, dec_idle = _experts(dec_cfg, n_dec)
+    encoder = emb_norm + cfg.num_layers * layer + final_norm + enc_experts
+    decoder = emb_norm + n_dec * dec_layer + final_norm + dec_experts
     total = embeddings + encoder + decoder + head
-    mm_encoder, mm_decoder = cfg.num_layers * layer_mm, n_dec * dec_layer_mm + logits_mm
-    return ParamCount(total, embeddings, encoder, decoder, head, mm_encoder, mm_decoder)
+    mm_encoder = cfg.num_layers * layer_mm + enc_experts_mm
+    mm_decoder = n_dec * dec_layer_mm + logits_mm + dec_experts_mm
+    return ParamCount(total, embeddings, encoder, decoder, head, mm_encoder, mm_decoder, enc_idle + dec_idle)
 
 
 def forward_flops(shape: ArchitecturePreset, seq: int) -> tuple[float, float]:

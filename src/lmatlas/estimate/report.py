@@ -48,6 +48,8 @@ def format_estimate(est: Estimate) -> str:
     rows.append(("parameters", params))
     if est.embedding_params is not None:
         rows.append(("  of which lookup tables", format_count(est.embedding_params, 3)))
+    if est.active_params is not None:
+        rows.append(("  active per token", f"{format_count(est.active_params, 4)}  (one expert of each mixture)"))
     attn = f"{format_flops(est.flops_per_token)} at seq {est.seq}"
     if est.flops_per_token_attention:
         attn += f"  (matmuls {format_flops(est.flops_per_token_matmul)} + attention {format_flops(est.flops_per_token_attention)})"

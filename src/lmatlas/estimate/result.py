@@ -79,6 +79,7 @@ class Estimate:
     bandwidth_source: str | None  # where the caller's figure came from ("measured", "--bandwidth")
     decode_tokens_per_s_bound: float | None
     notes: list[str] = field(default_factory=list)
+    active_params: int | None = None  # per token, for a mixture of experts
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -123,6 +124,8 @@ def estimate(
     decode_bound = _decode_bound(t, weights_bytes[dtype], kv_per_token, batch, seq, bandwidth, notes)
     if t.shape is not None and t.shape.notes:
         notes.append(t.shape.notes)
+    counts = count_params(t.shape) if t.shape is not None else None
+    active = counts.active if counts is not None and counts.idle else None
     return Estimate(
         name=t.name,
         source=t.source,
@@ -134,12 +137,14 @@ def estimate(
         params_exact=t.params_exact,
         published_params=t.published_params,
         embedding_params=count_params(t.shape).embeddings if t.shape is not None else None,
+        active_params=active,
         flops_per_token=matmul_flops + attention_flops,
         flops_per_token_matmul=matmul_flops,
         flops_per_token_attention=attention_flops,
         train_tokens=train_tokens,
         train_tokens_source=tokens_source,
-        train_flops=6.0 * t.params * train_tokens,
+        # A mixture of experts trains, per token, only the parameters the token uses.
+        train_flops=6.0 * (active or t.params) * train_tokens,
         chinchilla_tokens=chinchilla_tokens(t.params),
         weights_bytes=weights_bytes,
         kv_cache_bytes_per_token=kv_per_token,

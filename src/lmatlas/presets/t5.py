@@ -84,7 +84,24 @@ def ties(cfg: ModelConfig, head: str, weights, prefix: str) -> ModelConfig:
     return cfg.replace(tie_word_embeddings=False)
 
 
-def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
+def dense_mlp(cfg: ModelConfig, ours: str, mlp: str) -> WeightMap:
+    """T5's MLP (``DenseReluDense``, or another family's name for it) at ``mlp``."""
+    m: WeightMap = {}
+    if cfg.gated_mlp:
+        m |= linear(f"{ours}.gate", f"{mlp}.wi_0", bias=False)
+        m |= linear(f"{ours}.fc_in", f"{mlp}.wi_1", bias=False)
+    else:
+        m |= linear(f"{ours}.fc_in", f"{mlp}.wi", bias=False)
+    return m | linear(f"{ours}.fc_out", f"{mlp}.wo", bias=False)
+
+
+def t5_mlp(cfg: ModelConfig, stack: str, i: int, ours: str, sublayer: str) -> WeightMap:
+    return dense_mlp(cfg, ours, f"{sublayer}.DenseReluDense")
+
+
+def weights(cfg: ModelConfig, head: str, mlp=t5_mlp) -> tuple[WeightMap, WeightMap]:
+    """T5's weight names; ``mlp(cfg, stack, i, ours, sublayer)`` names layer ``i``'s MLP (Switch
+    Transformers' differ)."""
     backbone: WeightMap = shared_tokens()
     for stack, layers in (("encoder", cfg.num_layers), ("decoder", cfg.decoder_layers or cfg.num_layers)):
         backbone[f"backbone.{stack}.relative_attention_bias.weight"] = (
@@ -104,13 +121,7 @@ def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
                 backbone |= linear(f"{ours}.cross_attn.out", f"{cross}.o", bias=False)
                 backbone |= linear(f"{ours}.cross_norm", f"{theirs}.1.layer_norm", bias=False)
                 ff = 2
-            mlp = f"{theirs}.{ff}.DenseReluDense"
-            if cfg.gated_mlp:
-                backbone |= linear(f"{ours}.mlp.gate", f"{mlp}.wi_0", bias=False)
-                backbone |= linear(f"{ours}.mlp.fc_in", f"{mlp}.wi_1", bias=False)
-            else:
-                backbone |= linear(f"{ours}.mlp.fc_in", f"{mlp}.wi", bias=False)
-            backbone |= linear(f"{ours}.mlp.fc_out", f"{mlp}.wo", bias=False)
+            backbone |= mlp(cfg, stack, i, f"{ours}.mlp", f"{theirs}.{ff}")
             backbone |= linear(f"{ours}.mlp_norm", f"{theirs}.{ff}.layer_norm", bias=False)
         backbone |= linear(f"backbone.{stack}.final_norm", f"{stack}.final_layer_norm", bias=False)
     heads: WeightMap = {}

@@ -82,6 +82,13 @@ class DenoisingTask(DataPosition, ModelTask):
             self.ends = sentence_ends(tokenizer)
         self.sampler = WindowSampler(len(train), block, seed)
         self.generator = torch.Generator().manual_seed(seed + 1)
+        # Switch Transformer: the router's z-loss and load-balancing loss join the objective,
+        # at the coefficients of its config (both 0.001 in the paper's runs).
+        cfg = model.config
+        self.routed = cfg.num_experts > 0
+        if self.routed:
+            self.weights = {"loss": 1.0, "router_z_loss": cfg.router_z_loss_coef,
+                            "router_aux_loss": cfg.router_aux_loss_coef}
 
     def corrupt(self, ids: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         sources, targets = [], []
@@ -102,11 +109,18 @@ class DenoisingTask(DataPosition, ModelTask):
     def next_batch(self, batch_size, ctx):
         ids, _ = windows(self.train_data, self.sampler.draw(batch_size * ctx.world), self.block)
         batch = slice_batch(self.corrupt(ids, self.generator), ctx)
-        batch["counts"] = {"loss": int((batch["labels"] != obj.IGNORE).sum())}
+        batch["counts"] = {"loss": int((batch["labels"] != obj.IGNORE).sum()), "router_z_loss": 1,
+                           "router_aux_loss": 1}
         return batch
 
     def loss_terms(self, module, batch):
-        return {"loss": seq2seq_loss(module, batch)}
+        terms = {"loss": seq2seq_loss(module, batch)}
+        if self.routed:
+            from ...moe import router_losses, sparse_stacks
+
+            z, aux = router_losses(sparse_stacks(getattr(module, "module", module)))
+            terms.update(router_z_loss=z, router_aux_loss=aux)
+        return terms
 
     def evaluate(self, module, ctx):
         if self.val is None:
