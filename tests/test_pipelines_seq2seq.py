@@ -76,6 +76,14 @@ def folders(tmp_path_factory, spm_files):  # noqa: F811
                      task_specific_params=T5_TASKS)  # fmt: skip
     out["t5"] = _save(root, "t5", tf.T5ForConditionalGeneration(t5).eval(), [spm_files["t5"]],
                       {"model_max_length": 64}, seed=1)  # fmt: skip
+    # A Switch Transformer with T5's tokenizer: 4 experts in layer 1 of each stack.
+    switch = tf.SwitchTransformersConfig(vocab_size=800, d_model=32, d_kv=8, d_ff=40, num_layers=2, num_decoder_layers=2,
+                                         num_heads=4,
+                                         decoder_start_token_id=0, num_experts=4, num_sparse_encoder_layers=1,
+                                         num_sparse_decoder_layers=1)  # fmt: skip
+    out["switch"] = _save(root, "switch", tf.SwitchTransformersForConditionalGeneration(switch).eval(),
+                          [spm_files["t5"]], {"model_max_length": 64, "tokenizer_class": "T5Tokenizer"},
+                          seed=2)  # fmt: skip
     # Pegasus as pegasus-xsum sets it up (beams, a length penalty, a length limit); spiece.model
     # and tokenizer_config.json but no tokenizer.json, so lmatlas builds the tokenizer itself.
     pegasus = tf.PegasusConfig(vocab_size=803, **_BART_SHAPE)  # 103 reserved ids, then 700 pieces
@@ -149,6 +157,8 @@ CASES = [
     ("translation_en_to_de", "t5", dict(max_new_tokens=10)),
     ("translation_en_to_fr", "t5", dict(max_new_tokens=8, return_tensors=True)),  # and the task's 2 beams
     ("text2text-generation", "t5", dict(max_new_tokens=8, num_beams=2, num_return_sequences=2)),
+    ("text2text-generation", "switch", dict(max_new_tokens=8)),
+    ("text2text-generation", "switch", dict(max_new_tokens=7, num_beams=3)),
     ("summarization", "pegasus", {}),  # the model's settings: 2 beams, at most 12 tokens
     ("summarization", "pegasus", dict(num_beams=1, max_new_tokens=8, no_repeat_ngram_size=2, return_tensors=True)),
     ("translation", "marian", dict(max_new_tokens=10, num_beams=1)),
