@@ -361,11 +361,13 @@ def _hf_twin(tf, name: str):
                                               max_position_embeddings=c.max_positions - 2, word_embed_proj_dim=c.hidden_size, **common))
     if c.model_type == "ctrl":
         return tf.CTRLLMHeadModel(tf.CTRLConfig(n_embd=c.hidden_size, n_layer=c.num_layers, n_head=c.num_heads, dff=c.intermediate_size, **common))
-    if c.model_type in ("bert", "roberta", "xlm-roberta", "electra", "albert", "distilbert", "ernie"):
+    if c.model_type in ("bert", "roberta", "xlm-roberta", "electra", "albert", "distilbert", "ernie", "big_bird"):
         kw = dict(hidden_size=c.hidden_size, num_hidden_layers=c.num_layers, num_attention_heads=c.num_heads,
                   intermediate_size=c.intermediate_size, max_position_embeddings=c.max_positions, **common)
         if c.model_type == "bert":
             return tf.BertModel(tf.BertConfig(**kw))
+        if c.model_type == "big_bird":
+            return tf.BigBirdModel(tf.BigBirdConfig(**kw))
         if c.model_type == "ernie":
             return tf.ErnieModel(tf.ErnieConfig(type_vocab_size=c.type_vocab_size, use_task_id=True,
                                                 task_type_vocab_size=c.task_type_vocab_size, **kw))
@@ -406,7 +408,7 @@ EXACT = [
     "gpt", "gpt2", "gpt2-xl", "gpt3-175b", "megatron-8.3b", "ctrl", "gpt-neo-125m", "gpt-neo-2.7b", "opt-125m",
     "bloom-560m", "bloomberggpt-50b", "llama-7b", "llama-65b", "falcon-7b", "bert-base", "bert-large",
     "distilbert-base", "roberta-large", "xlm-roberta-base", "albert-base", "electra-large", "ernie-3.0-base",
-    "t5-small", "t5-3b", "switch-base-8",
+    "bigbird-roberta-base", "t5-small", "t5-3b", "switch-base-8",
     "bart-large", "mbart-large", "pegasus-large",
 ]
 

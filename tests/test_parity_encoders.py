@@ -85,6 +85,16 @@ FAMILIES = {
                  "token-classification": "ErnieForTokenClassification",
                  "question-answering": "ErnieForQuestionAnswering"},
     ),
+    # Big Bird with its full attention (block-sparse below).
+    "big_bird": dict(
+        config="BigBirdConfig",
+        kw=dict(vocab_size=VOCAB, hidden_size=48, num_hidden_layers=2, num_attention_heads=3,
+                intermediate_size=70, max_position_embeddings=40, type_vocab_size=2, pad_token_id=0,
+                attention_type="original_full", rescale_embeddings=True, use_bias=False),
+        classes={"base": "BigBirdModel", "masked-lm": "BigBirdForMaskedLM",
+                 "sequence-classification": "BigBirdForSequenceClassification",
+                 "token-classification": "BigBirdForTokenClassification"},
+    ),
 }
 
 CASES = [(family, head) for family, spec in FAMILIES.items() for head in spec["classes"]]
@@ -223,3 +233,62 @@ def test_sharded_checkpoint(tmp_path):
     ours = lmatlas.load(tmp_path)
     ids, mask, types = batch(0, 3)
     assert compare(ref, ours, "token-classification", dict(input_ids=ids, attention_mask=mask, token_type_ids=types)) <= TOL
+
+
+@pytest.mark.parametrize("head", list(FAMILIES["big_bird"]["classes"]))
+@pytest.mark.parametrize("random_blocks", [1, 2])
+def test_big_bird_block_sparse(head, random_blocks, tmp_path):
+    """Big Bird's block-sparse attention: blocks of 4 tokens, rows of 45, 38 and 9 tokens padded
+    to whole blocks inside the model; compared at the real tokens (padding is undefined)."""
+    ref = build_reference("big_bird", head, attention_type="block_sparse", block_size=4,
+                          num_random_blocks=random_blocks, max_position_embeddings=64)
+    ref.save_pretrained(tmp_path)
+    ours = lmatlas.load(tmp_path)
+    assert ours.config.block_sparse
+    gen = torch.Generator().manual_seed(2)
+    ids = torch.randint(3, VOCAB, (3, 45), generator=gen)
+    mask = torch.ones_like(ids)
+    for row, length in enumerate((45, 38, 9)):
+        ids[row, length:] = 0
+        mask[row, length:] = 0
+    types = torch.zeros_like(ids)
+    types[:, 20:] = 1
+    inputs = dict(input_ids=ids, attention_mask=mask, token_type_ids=types)
+    with torch.no_grad():
+        expected, got = ref(**inputs), ours(**inputs)
+    assert getattr(ref, "bert", ref).attention_type == "block_sparse"  # long enough: the reference kept it
+    real = mask.bool()
+    pairs = {"base": [("last_hidden_state", real), ("pooler_output", None)],
+             "sequence-classification": [("logits", None)]}.get(head, [("logits", real)])
+    for field, where in pairs:
+        e, g = getattr(expected, field), got[field]
+        diff = (g - e) if where is None else (g - e)[where]
+        assert diff.abs().max().item() <= TOL, f"{head} {field}: {diff.abs().max().item():.2e}"
+
+
+def test_big_bird_sparse_pattern_reads_fewer_keys():
+    """The pattern itself: the first and last blocks global, every other block five blocks and its
+    random ones (block 0 outside training, so block 0 counted twice)."""
+    from lmatlas.sparse_attention import block_counts
+
+    counts = block_counts(8, 2)[0]
+    assert counts[0].tolist() == [1] * 8 and counts[7].tolist() == [1] * 8
+    assert counts[4].tolist() == [3, 0, 0, 1, 1, 1, 0, 1]  # global 0 (+2 random), window 3-5, global 7
+    assert counts[1].tolist() == [3, 1, 1, 0, 0, 0, 0, 1]
+    assert counts[6].tolist() == [3, 0, 0, 0, 0, 1, 1, 1]
+
+
+def test_big_bird_random_blocks_in_training():
+    """In training each head draws its random blocks: distinct, never global, never its window."""
+    from lmatlas.sparse_attention import block_counts, draw_random_blocks
+
+    drawn = draw_random_blocks(10, 3, heads=4, generator=torch.Generator().manual_seed(0))
+    assert drawn.shape == (4, 8, 3)
+    for h in range(4):
+        for q in range(1, 9):
+            blocks = drawn[h, q - 1].tolist()
+            assert len(set(blocks)) == 3 and all(0 < b < 9 and abs(b - q) > 1 for b in blocks)
+    assert not torch.equal(drawn[0], drawn[1])  # heads differ
+    counts = block_counts(10, 3, drawn)
+    reads = counts.sum(-1)  # fixed blocks (4 beside the global rows, else 5) and 3 random ones
+    assert (reads[:, 2:-2] == 5 + 3).all() and (reads[:, [1, -2]] == 4 + 3).all()

@@ -151,6 +151,12 @@ class ModelConfig:
     positions_float64: bool = False
     # T5 v1.0 rescales the last hidden state by d_model**-0.5 before its tied vocabulary projection.
     lm_head_scale: float = 1.0
+    # Big Bird (Zaheer et al., 2020): block-sparse attention in the encoder (``sparse_attention``):
+    # blocks of ``block_size`` tokens, each reading global, neighbouring and ``num_random_blocks``
+    # random blocks; sequences too short for the pattern get full attention.
+    block_sparse: bool = False
+    block_size: int = 64
+    num_random_blocks: int = 3
     # Switch Transformer (Fedus et al., 2021): the MLP of every ``sparse_step``-th layer (the
     # decoder's by ``decoder_sparse_step``) is a mixture of ``num_experts`` experts; a router
     # sends each token to one, at most ``expert_capacity`` tokens per expert and sequence (the

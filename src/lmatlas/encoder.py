@@ -9,6 +9,7 @@ from .attention import padding_mask
 from .blocks import Layer, make_norm
 from .config import ModelConfig
 from .embedding_layer import Embeddings, Pooler
+from . import sparse_attention
 from .positions import relative_position_bias
 
 
@@ -51,8 +52,24 @@ class Encoder(nn.Module):
         output_hidden_states: bool = False,
         task_type_ids: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
+        t = input_ids.shape[1]
+        sparse = self.config.block_sparse and sparse_attention.applies(t, self.config.block_size,
+                                                                       self.config.num_random_blocks)
+        if sparse:  # Big Bird: whole blocks (padded), and the sparse pattern as an attention bias
+            input_ids, attention_mask, token_type_ids, position_ids, task_type_ids = _pad_to_blocks(
+                self.config, input_ids, attention_mask, token_type_ids, position_ids, task_type_ids
+            )
         x = self.embeddings(input_ids, token_type_ids, position_ids, task_type_ids)
-        mask = padding_mask(attention_mask)
+        if sparse:
+            cfg = self.config
+            drawn = None
+            if self.training:  # the paper's random blocks, anew each step (see sparse_attention)
+                drawn = sparse_attention.draw_random_blocks(x.shape[1] // cfg.block_size, cfg.num_random_blocks,
+                                                            cfg.num_heads)
+            mask = sparse_attention.block_sparse_bias(attention_mask, cfg.block_size, cfg.num_random_blocks,
+                                                      x.dtype, drawn)
+        else:
+            mask = padding_mask(attention_mask)
         if self.relative_attention_bias is not None:
             t = input_ids.shape[1]
             bias = relative_position_bias(
@@ -68,9 +85,27 @@ class Encoder(nn.Module):
             x = self.final_norm(x)
             if hidden_states is not None:
                 hidden_states[-1] = x  # as transformers counts them: the last one normalised
-        out = {"last_hidden_state": x}
+        out = {"last_hidden_state": x[:, :t]}
         if self.pooler is not None:
             out["pooler_output"] = self.pooler(x)
         if hidden_states is not None:
             out["hidden_states"] = tuple(hidden_states)
         return out
+
+
+def _pad_to_blocks(cfg: ModelConfig, input_ids, attention_mask, token_type_ids, position_ids, task_type_ids):
+    """The inputs padded to whole blocks, as transformers' Big Bird pads them: the pad token,
+    masked, of token type 0 (and position ``pad_token_id`` where positions are given)."""
+    b, t = input_ids.shape
+    n = sparse_attention.padding_to_blocks(t, cfg.block_size)
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    if not n:
+        return input_ids, attention_mask, token_type_ids, position_ids, task_type_ids
+
+    def pad(x, value):
+        return None if x is None else torch.nn.functional.pad(x, (0, n), value=value)
+
+    pad_id = cfg.pad_token_id if cfg.pad_token_id is not None else 0
+    return (pad(input_ids, pad_id), pad(attention_mask, 0), pad(token_type_ids, 0), pad(position_ids, pad_id),
+            pad(task_type_ids, 0))

@@ -14,7 +14,7 @@ from ..errors import LmatlasError
 from .preset import CLASS_SUFFIX, Preset, Skeleton
 
 _FAMILIES = [
-    "bert", "distilbert", "roberta", "albert", "electra", "ernie",
+    "bert", "distilbert", "roberta", "albert", "electra", "ernie", "big_bird",
     "gpt", "gpt2", "ctrl", "gpt_neo", "opt", "bloom", "falcon", "llama", "qwen2",
     "bart", "mbart", "marian", "pegasus", "t5", "switch_transformers",
 ]  # fmt: skip

@@ -60,7 +60,7 @@ def to_hf(cfg: ModelConfig) -> dict:
     plain_heads(cfg, "BERT")
     require(cfg, "BERT", norm="layernorm", norm_position="post", position_embedding="learned", gated_mlp=False,
             attention_bias=True, mlp_bias=True, embedding_norm=True, final_norm=False, norm_affine=True,
-            task_type_vocab_size=0)
+            task_type_vocab_size=0, block_sparse=False)
     return dict(
         common(cfg),
         model_type=cfg.model_type,
