@@ -396,6 +396,11 @@ def _hf_twin(tf, name: str):
                            encoder_attention_heads=c.num_heads, decoder_attention_heads=c.num_heads,
                            encoder_ffn_dim=c.intermediate_size, decoder_ffn_dim=c.intermediate_size,
                            max_position_embeddings=c.max_positions - 2, **common))
+    if c.model_type == "bigbird_pegasus":
+        return tf.BigBirdPegasusForConditionalGeneration(tf.BigBirdPegasusConfig(
+            d_model=c.hidden_size, encoder_layers=c.num_layers, decoder_layers=a.extra["num_decoder_layers"],
+            encoder_attention_heads=c.num_heads, decoder_attention_heads=c.num_heads, encoder_ffn_dim=c.intermediate_size,
+            decoder_ffn_dim=c.intermediate_size, max_position_embeddings=c.max_positions, **common))
     if c.model_type == "pegasus":
         return tf.PegasusForConditionalGeneration(tf.PegasusConfig(
             d_model=c.hidden_size, encoder_layers=c.num_layers, decoder_layers=a.extra["num_decoder_layers"],
@@ -408,7 +413,7 @@ EXACT = [
     "gpt", "gpt2", "gpt2-xl", "gpt3-175b", "megatron-8.3b", "ctrl", "gpt-neo-125m", "gpt-neo-2.7b", "opt-125m",
     "bloom-560m", "bloomberggpt-50b", "llama-7b", "llama-65b", "falcon-7b", "bert-base", "bert-large",
     "distilbert-base", "roberta-large", "xlm-roberta-base", "albert-base", "electra-large", "ernie-3.0-base",
-    "bigbird-roberta-base", "t5-small", "t5-3b", "switch-base-8",
+    "bigbird-roberta-base", "bigbird-pegasus-large", "t5-small", "t5-3b", "switch-base-8",
     "bart-large", "mbart-large", "pegasus-large",
 ]
 

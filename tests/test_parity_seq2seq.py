@@ -54,6 +54,10 @@ VARIANTS: dict[str, tuple[str, dict, str, str]] = {
     "t5-v1.1": ("T5Config", dict(_t5_shape, d_kv=16, d_ff=60, num_heads=3, relative_attention_num_buckets=6,
                                  relative_attention_max_distance=9, feed_forward_proj="gated-gelu",
                                  tie_word_embeddings=False), "T5ForConditionalGeneration", "T5Model"),
+    # Big Bird-Pegasus: block-sparse encoder attention (blocks of 2, 1 random) on 17-token sources.
+    "bigbird-pegasus": ("BigBirdPegasusConfig", dict(_bart_shape, encoder_layers=3, decoder_layers=2,
+                                                     block_size=2, num_random_blocks=1, use_bias=True),
+                        "BigBirdPegasusForConditionalGeneration", "BigBirdPegasusModel"),
     # Switch Transformer: T5 v1.0 with 3 experts in the encoder's layer 1 and every decoder layer.
     # Stacks of one depth: transformers 4.57.6 sizes the decoder's cache by the encoder's depth.
     "switch": ("SwitchTransformersConfig", dict(_t5_shape, num_decoder_layers=2, d_kv=10, d_ff=40, num_heads=5,

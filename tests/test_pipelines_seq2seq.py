@@ -90,6 +90,12 @@ def folders(tmp_path_factory, spm_files):  # noqa: F811
     out["pegasus"] = _save(root, "pegasus", tf.PegasusForConditionalGeneration(pegasus).eval(), [spm_files["pegasus"]],
                            {"tokenizer_class": "PegasusTokenizer", "model_max_length": 64},
                            dict(num_beams=2, length_penalty=0.6, max_length=12), seed=4)  # fmt: skip
+    # Big Bird-Pegasus with Pegasus' tokenizer: the encoder's attention block-sparse on sources
+    # past 28 tokens (blocks of 4, one random block).
+    bbp = tf.BigBirdPegasusConfig(vocab_size=803, block_size=4, num_random_blocks=1, **_BART_SHAPE)
+    out["bigbird-pegasus"] = _save(root, "bigbird-pegasus", tf.BigBirdPegasusForConditionalGeneration(bbp).eval(),
+                                   [spm_files["pegasus"]], {"tokenizer_class": "PegasusTokenizer", "model_max_length": 64},
+                                   seed=5)  # fmt: skip
     vocab = json.loads(spm_files["vocab"].read_text())
     pad, eos = vocab["<pad>"], vocab["</s>"]
     marian = tf.MarianConfig(vocab_size=len(vocab), pad_token_id=pad, decoder_start_token_id=pad, eos_token_id=eos,
@@ -171,6 +177,21 @@ CASES = [
 def test_same_as_transformers(pipes, task, name, options):
     hf, ours = pipes(task, name)
     same(hf, ours, **options)
+
+
+def test_bigbird_pegasus_summarizes_long_sources(folders):
+    """Big Bird-Pegasus on sources long enough for its sparse encoder (past 28 tokens), one at a
+    time: transformers switches a model to full attention for good once it meets a shorter
+    source, so no short one is given here. (Sources batched together are padded to the longest,
+    which moves the block boundaries and the global last block: the sparse pattern, and so the
+    numbers, depend on the batch in both libraries.)"""
+    hf = hf_pipeline("summarization", folders["bigbird-pegasus"])
+    ours = lmatlas.pipeline("summarization", folders["bigbird-pegasus"])
+    sources = SENTENCES[:3]
+    assert all(28 < len(ours.tokenizer(s)["input_ids"]) <= 64 for s in sources)
+    for source in sources:
+        same(hf, ours, [source], max_new_tokens=8, num_beams=2)
+    assert hf.model.model.encoder.attention_type == "block_sparse"
 
 
 def test_generation_settings_from_config_json(folders, tmp_path):

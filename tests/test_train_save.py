@@ -88,6 +88,7 @@ CASES = [
     ("marian-opus-mt", "seq2seq-lm", SEQ2SEQ),
     ("marian-opus-mt", "seq2seq-lm", MARIAN_TWO_VOCABULARIES),
     ("pegasus-large", "seq2seq-lm", SEQ2SEQ),
+    ("bigbird-pegasus-large", "seq2seq-lm", {**SEQ2SEQ, "pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0}),
 ]
 
 AUTO = {

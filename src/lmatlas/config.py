@@ -247,6 +247,7 @@ class ModelConfig:
             intermediate_size=self.decoder_intermediate_size or self.intermediate_size,
             vocab_size=self.decoder_vocab_size or self.vocab_size,
             sparse_step=self.sparse_step if self.decoder_sparse_step is None else self.decoder_sparse_step,
+            block_sparse=False,  # Big Bird-Pegasus: only the encoder's attention is sparse
         )
 
     @property

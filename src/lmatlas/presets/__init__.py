@@ -16,7 +16,7 @@ from .preset import CLASS_SUFFIX, Preset, Skeleton
 _FAMILIES = [
     "bert", "distilbert", "roberta", "albert", "electra", "ernie", "big_bird",
     "gpt", "gpt2", "ctrl", "gpt_neo", "opt", "bloom", "falcon", "llama", "qwen2",
-    "bart", "mbart", "marian", "pegasus", "t5", "switch_transformers",
+    "bart", "mbart", "marian", "pegasus", "bigbird_pegasus", "t5", "switch_transformers",
 ]  # fmt: skip
 
 

@@ -16,10 +16,14 @@ from .preset import Preset
 ATTENTION_TYPES = ("block_sparse", "original_full")
 
 
-def config(hf: dict, head: str) -> ModelConfig:
-    kind = hf.get("attention_type", "block_sparse")
+def check_attention_type(kind: str) -> None:
     if kind not in ATTENTION_TYPES:
         raise LmatlasError(f"attention_type {kind!r} is not one of {', '.join(ATTENTION_TYPES)}")
+
+
+def config(hf: dict, head: str) -> ModelConfig:
+    kind = hf.get("attention_type", "block_sparse")
+    check_attention_type(kind)
     cfg = bert.config(hf, head)
     return cfg.replace(
         qkv_bias=hf.get("use_bias", True),
