@@ -21,6 +21,8 @@ $(VENV)/.setup: pyproject.toml
 
 $(VENV)/.setup-test: $(VENV)/.setup
 	$(PIP) install -e ".[test]"
+	# The playground's browser test drives Debian's Chromium (never a downloaded browser).
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 	touch $@
 
 setup: $(VENV)/.setup
