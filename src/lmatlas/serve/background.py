@@ -1,6 +1,6 @@
 """A server run in a thread of this process, for a notebook, a test or a benchmark:
-``with running(config) as url: ...`` — on a free loopback port, ready when the block starts,
-stopped (running requests finished) when it ends."""
+``with running(config) as served: ...`` (``served.url``, ``served.state``) — on a free loopback
+port, ready when the block starts, stopped (running requests finished) when it ends."""
 
 from __future__ import annotations
 
@@ -10,15 +10,22 @@ import socket
 import threading
 import time
 import urllib.request
+from dataclasses import dataclass
 from typing import Iterator
 
 from ..errors import LmatlasError
-from .state import ServerConfig
+from .state import ServerConfig, State
+
+
+@dataclass
+class Served:
+    url: str  # http://127.0.0.1:PORT
+    state: State  # its models, decode loop and settings
 
 
 @contextlib.contextmanager
-def running(config: ServerConfig | None = None, ready_within: float = 120.0) -> Iterator[str]:
-    """The server's base URL (``http://127.0.0.1:PORT``) while the block runs."""
+def running(config: ServerConfig | None = None, ready_within: float = 120.0) -> Iterator[Served]:
+    """The server, while the block runs."""
     import uvicorn
 
     from .app import create_app
@@ -35,7 +42,7 @@ def running(config: ServerConfig | None = None, ready_within: float = 120.0) -> 
     url = f"http://{config.host}:{port}"
     try:
         _wait_ready(url, app, ready_within)
-        yield url
+        yield Served(url, app.state.lmatlas)
     finally:
         server.should_exit = True
         thread.join(60)

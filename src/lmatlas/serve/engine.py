@@ -135,12 +135,15 @@ class Engine:
         self.max_rows, self.max_queue, self.timeout = max_rows, max_queue, timeout
         self.metrics = metrics
         self.cfg = model.config
-        self.context = self.cfg.usable_positions or 2048
+        # The context the model was trained for (a rotary model could address more, but not well).
+        self.context = self.cfg.max_positions - self.cfg.position_offset
         self.waiting: collections.deque[Request] = collections.deque()
         self.condition = threading.Condition()
         self.batch: Batch | None = None
         self.steps = 0
         self.sizes: collections.deque[int] = collections.deque(maxlen=HISTORY)
+        # (step, rows left) each time cancelled rows left: the step numbered ``step`` is the next.
+        self.drops: collections.deque[tuple[int, int]] = collections.deque(maxlen=HISTORY)
         self.stopping = False
         self.thread = threading.Thread(target=self._loop, name="lmatlas-serve-decode", daemon=True)
         runtime.install(model)
@@ -261,6 +264,8 @@ class Engine:
                 if request.dropped_at_step is None:
                     request.dropped_at_step = self.steps
             self._drop(gone)
+            if gone:
+                self.drops.append((self.steps, len(self.batch.rows) if self.batch else 0))
         live = [r for r in joining if not r.cancelled]
         if live:
             self._join(self._prefill(live))
