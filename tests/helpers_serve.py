@@ -52,6 +52,19 @@ def build_masked_lm(folder: Path) -> Path:
     return folder
 
 
+def build_all(root: Path) -> dict[str, Path]:
+    """The chat model, the masked language model and a search index over two small documents."""
+    from lmatlas.search import Index
+
+    docs = root / "docs"
+    docs.mkdir()
+    (docs / "cats.md").write_text("# Cats\n\nCats sleep most of the day and purr when content.\n")
+    (docs / "rockets.md").write_text("# Rockets\n\nA rocket burns fuel to push itself into orbit.\n")
+    index = root / "index"
+    Index(index).build([docs])
+    return {"chat": build_chat_model(root / "llama"), "mlm": build_masked_lm(root / "mlm"), "index": index}
+
+
 def greedy_reply(folder, messages: list[dict], max_new_tokens: int) -> str:
     """What generate() answers to ``messages`` greedily: the reference for the server's replies."""
     model, tok = _loaded(str(folder))

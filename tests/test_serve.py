@@ -17,11 +17,10 @@ import pytest
 
 import lmatlas
 from lmatlas.cli import main
-from lmatlas.search import Index
 from lmatlas.serve import ServerConfig
 from lmatlas.serve.background import running
 
-from .helpers_serve import build_chat_model, build_masked_lm, greedy_reply
+from .helpers_serve import build_all, greedy_reply
 from .reference import require
 
 openai = require("openai")
@@ -31,14 +30,7 @@ HELLO = [{"role": "system", "content": "Be brief."}, {"role": "user", "content":
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serve")
-    docs = root / "docs"
-    docs.mkdir()
-    (docs / "cats.md").write_text("# Cats\n\nCats sleep most of the day and purr when content.\n")
-    (docs / "rockets.md").write_text("# Rockets\n\nA rocket burns fuel to push itself into orbit.\n")
-    index = root / "index"
-    Index(index).build([docs])
-    return {"chat": build_chat_model(root / "llama"), "mlm": build_masked_lm(root / "mlm"), "index": index}
+    return build_all(tmp_path_factory.mktemp("serve"))
 
 
 @pytest.fixture(scope="module")
