@@ -38,6 +38,8 @@ log = logging.getLogger("lmatlas.serve")
 
 # Columns the cache gains at a time when a row outgrows it (each growth copies the cache once).
 GROWTH = 64
+# Below this temperature, decoding is greedy (as vLLM).
+MIN_TEMPERATURE = 1e-5
 # Steps whose batch size ``Engine.sizes`` remembers (the tests and /metrics read it).
 HISTORY = 10_000
 
@@ -172,7 +174,8 @@ class Engine:
             raise ApiError(400, f"max_tokens {sampling.max_tokens} goes beyond the model's context of {self.context} "
                                 f"tokens (the prompt takes {prompt_length}); ask for at most {room}",
                            param="max_tokens", code="context_length_exceeded")
-        sample = sampling.temperature > 0
+        # A temperature near 0 is greedy decoding (dividing by it would overflow the scores).
+        sample = sampling.temperature >= MIN_TEMPERATURE
         call = {"max_new_tokens": sampling.max_tokens, "do_sample": sample, "top_k": None,
                 "temperature": sampling.temperature if sample else None, "top_p": sampling.top_p if sample else None}
         try:
