@@ -298,3 +298,65 @@ def test_health_is_503_while_loading():
 def test_serve_flags_that_cannot_work(flags, message, capsys):
     assert main(["serve", *flags]) == 1
     assert capsys.readouterr().err == f"lmatlas: error: {message}\n"
+
+
+def test_embedding_requests_that_arrive_together_share_a_batch(client, served, monkeypatch):
+    embedder = served.state.embedder
+    real, release = embedder.encoder.encode, threading.Event()
+
+    def held(texts, **kwargs):  # the first batch waits while the others arrive
+        if texts == ["first"]:
+            release.wait(30)
+        return real(texts, **kwargs)
+
+    monkeypatch.setattr(embedder.encoder, "encode", held)
+    batches = len(embedder.batches)
+    results = {}
+
+    def ask(text):
+        results[text] = client.embeddings.create(model="all-MiniLM-L6-v2", input=[text], encoding_format="float")
+
+    first = threading.Thread(target=ask, args=("first",))
+    first.start()
+    while len(embedder.batches) == batches:
+        time.sleep(0.01)
+    others = [threading.Thread(target=ask, args=(t,)) for t in ("a cat", "a dog", "a rocket")]
+    for t in others:
+        t.start()
+    while embedder.jobs.qsize() < 3:
+        time.sleep(0.01)
+    release.set()
+    for t in [first, *others]:
+        t.join(60)
+    assert list(embedder.batches)[batches:] == [1, 3]
+    expected = lmatlas.embed(["a cat", "a dog", "a rocket"])
+    got = [results[t].data[0].embedding for t in ("a cat", "a dog", "a rocket")]
+    np.testing.assert_allclose(np.array(got), expected, atol=1e-5)
+
+
+def test_shutdown_lets_running_streams_finish(folders, monkeypatch):
+    lines: list[str] = []
+    with running(ServerConfig(model=str(folders["chat"]))) as served:
+        engine = served.state.engine
+        real = engine._forward
+
+        def slow(tokens, threads):
+            time.sleep(0.02)
+            return real(tokens, threads)
+
+        monkeypatch.setattr(engine, "_forward", slow)
+        body = {"messages": HELLO, "max_tokens": 40, "stream": True}
+
+        def read():
+            with httpx.stream("POST", served.url + "/v1/chat/completions", json=body, timeout=60) as r:
+                lines.extend(r.iter_lines())
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        while engine.steps < 5:
+            time.sleep(0.01)
+    # The block has ended (the server has stopped) only after the stream ended, whole.
+    reader.join(60)
+    events = [line[6:] for line in lines if line.startswith("data: ")]
+    assert events[-1] == "[DONE]" and json.loads(events[-2])["choices"][0]["finish_reason"] == "length"
+    assert not engine.thread.is_alive()
