@@ -172,6 +172,21 @@ def test_a_full_queue_is_429_with_retry_after(server, served):
         state.engine.max_queue = 64
 
 
+def test_a_request_past_the_timeout_is_504(client, served, folders, monkeypatch):
+    engine = served.state.engine
+    real = engine._forward
+
+    def slow(tokens, threads):
+        time.sleep(0.02)
+        return real(tokens, threads)
+
+    monkeypatch.setattr(engine, "_forward", slow)
+    monkeypatch.setattr(engine, "timeout", 0.3)
+    with pytest.raises(openai.InternalServerError, match="longer than the server's timeout of 0.3 s") as caught:
+        client.chat.completions.create(model=str(folders["chat"]), messages=HELLO, max_tokens=100)
+    assert caught.value.status_code == 504
+
+
 def test_an_error_in_a_stream_is_an_event_then_done(server, served, monkeypatch):
     engine = served.state.engine
     real = engine._forward
@@ -294,6 +309,8 @@ def test_health_is_503_while_loading():
     (["--task-model", "fill-mask"], "--task-model fill-mask: give TASK=MODEL, e.g. fill-mask=google-bert/bert-base-uncased"),
     (["--max-concurrent", "0"], "--max-concurrent must be at least 1, not 0"),
     (["--timeout", "0"], "--timeout must be positive, not 0.0"),
+    (["--index", "/nonexistent/index"], "--index /nonexistent/index: no search index there (build one with "
+                                        "`lmatlas search build`)"),
 ])  # fmt: skip
 def test_serve_flags_that_cannot_work(flags, message, capsys):
     assert main(["serve", *flags]) == 1

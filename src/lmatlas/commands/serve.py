@@ -52,6 +52,11 @@ def config(args):
         raise LmatlasError(f"--timeout must be positive, not {args.timeout}")
     if args.port > 65535:
         raise LmatlasError(f"--port must be at most 65535, not {args.port}")
+    if args.index is not None:
+        from ..search import Index
+
+        if not Index(args.index).exists():
+            raise LmatlasError(f"--index {args.index}: no search index there (build one with `lmatlas search build`)")
     return ServerConfig(model=args.model, embedding_model=args.embedding_model, index=args.index, task_models=tasks,
                         host=args.host, port=args.port, api_key=args.api_key, max_concurrent=args.max_concurrent,
                         max_queue=args.max_queue, allowed_origins=args.allowed_origins, timeout=args.timeout,
