@@ -51,6 +51,14 @@ def _shot(page, tmp_path, name: str) -> None:
 
 
 def test_chat_streams_and_stop_cancels_on_the_server(page, tmp_path, monkeypatch):
+    engine = page.served.state.engine
+    real = engine._forward
+
+    def slow(tokens, threads):  # a step a human could watch (the tiny model is much faster)
+        time.sleep(0.04)
+        return real(tokens, threads)
+
+    monkeypatch.setattr(engine, "_forward", slow)
     page.fill("#api-key", KEY)
     page.dispatch_event("#api-key", "change")
     page.wait_for_selector("#status.ok")
@@ -69,14 +77,6 @@ def test_chat_streams_and_stop_cancels_on_the_server(page, tmp_path, monkeypatch
     assert page.inner_text(".message.user") == "Hello there"
     _shot(page, tmp_path, "1-chat")
 
-    engine = page.served.state.engine
-    real = engine._forward
-
-    def slow(tokens, threads):  # a long, slow reply to stop
-        time.sleep(0.05)
-        return real(tokens, threads)
-
-    monkeypatch.setattr(engine, "_forward", slow)
     drops = len(engine.drops)
     page.fill("#max-tokens", "150")
     page.fill("#prompt", "Tell me a long story")

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import LmatlasError
-from .engine import Engine
+from .engine import End, Engine, Failure, Sampling
 from .errors import ApiError
 
 log = logging.getLogger("lmatlas.serve")
@@ -138,6 +138,7 @@ class State:
         self.chat_name = c.model or "SmolLM2-135M-Instruct"
         self.engine = Engine(model, self.tokenizer, c.max_concurrent, c.max_queue, c.timeout, self.metrics)
         self.engine.start()
+        self._warm_up()
         self.embedder = Embedder(SentenceEncoder(c.embedding_model))
         self.embedding_name = c.embedding_model or "all-MiniLM-L6-v2"
         if c.index is not None:
@@ -145,6 +146,19 @@ class State:
             if not index.exists():
                 raise LmatlasError(f"--index {c.index}: no search index there (build one with `lmatlas search build`)")
             self.index = index
+
+    def _warm_up(self) -> None:
+        """One short greedy reply before the server says it is ready: the first decode builds
+        and packs the runtime's kernels, which no user's request should wait for."""
+        done = threading.Event()
+
+        def heard(event) -> None:
+            if isinstance(event, (End, Failure)):
+                done.set()
+
+        prompt = self.tokenizer.encode("Hello") or [0]
+        self.engine.submit(prompt, Sampling(max_tokens=2, temperature=0.0), heard)
+        done.wait(self.config.timeout)
 
     def ready(self) -> None:
         """A 503 unless the models are loaded."""
