@@ -92,6 +92,23 @@ def test_models_chat_stream_and_completions(client, folders):
     assert done.choices[0].text and done.usage.completion_tokens == 6
 
 
+def test_completions_of_several_prompts_streamed_and_not(client, folders):
+    name = str(folders["chat"])
+    prompts = ["Once upon a time", "The weather today"]
+    whole = client.completions.create(model=name, prompt=prompts, temperature=0, max_tokens=6, echo=True)
+    assert [c.index for c in whole.choices] == [0, 1] and whole.usage.completion_tokens == 12
+    texts = {0: "", 1: ""}
+    for chunk in client.completions.create(model=name, prompt=prompts, temperature=0, max_tokens=6, stream=True):
+        for choice in chunk.choices:
+            texts[choice.index] += choice.text
+    assert [prompts[i] + texts[i] for i in (0, 1)] == [c.text for c in whole.choices]
+    # Log-probabilities come with each streamed chat token too.
+    chunks = [c for c in client.chat.completions.create(model=name, messages=HELLO, temperature=0, max_tokens=4,
+                                                         stream=True, logprobs=True, top_logprobs=2) if c.choices]
+    scored = [t for c in chunks if c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    assert len(scored) == 4 and all(len(t.top_logprobs) == 2 for t in scored)
+
+
 def test_n_with_a_seed_stop_penalties_and_logprobs(client, folders):
     name = str(folders["chat"])
     ask = dict(model=name, messages=HELLO, n=2, seed=7, temperature=1.0, max_tokens=10)

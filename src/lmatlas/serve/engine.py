@@ -275,11 +275,10 @@ class Engine:
         if self.batch is None:
             return
         tokens = self._pick()
-        done = [i for i, r in enumerate(self.batch.rows) if r.finished]
-        self._drop(done)
+        going = [i for i, r in enumerate(self.batch.rows) if not r.finished]
+        self._drop([i for i, r in enumerate(self.batch.rows) if r.finished])
         if self.batch is not None:
-            keep = [i for i in range(len(tokens)) if i not in set(done)]
-            self._forward(tokens[keep], threads)
+            self._forward(tokens[going], threads)
 
     def _prefill(self, requests: list[Request]) -> Batch:
         rows = [Row(r, c) for r in requests for c in range(r.sampling.n)]
@@ -311,7 +310,8 @@ class Engine:
         if not indices or self.batch is None:
             return
         b = self.batch
-        keep = [i for i in range(len(b.rows)) if i not in set(indices)]
+        leaving = set(indices)
+        keep = [i for i in range(len(b.rows)) if i not in leaving]
         if not keep:
             self.batch = None
             return
@@ -336,6 +336,8 @@ class Engine:
         width = min(length + max(1, min(GROWTH, left)) + 1, length + left + 1)
         cache = self.model.new_cache(len(rows), width)
         cache.length = length
+        # Zeros, not whatever the memory held: a masked column still meets a weight of 0 in the
+        # attention's sum, and 0 * NaN would be NaN.
         cache.data.zero_()
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         at = 0
