@@ -21,6 +21,8 @@ $(VENV)/.setup: pyproject.toml
 
 $(VENV)/.setup-test: $(VENV)/.setup
 	$(PIP) install -e ".[test]"
+	# The playground's browser test drives Debian's Chromium (never a downloaded browser).
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 	touch $@
 
 setup: $(VENV)/.setup
@@ -34,8 +36,8 @@ demo: $(VENV)/.setup
 test: $(VENV)/.setup-test
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
-# The four side-by-side benchmarks (benchmarks/README.md), one after another, at their defaults.
-BENCHMARKS := embed_throughput decode_gpt2 decode_smollm2 generate_bart train_step
+# The side-by-side benchmarks (benchmarks/README.md), one after another, at their defaults.
+BENCHMARKS := embed_throughput decode_gpt2 decode_smollm2 generate_bart train_step serve_load
 
 bench: $(VENV)/.setup-test
 	for b in $(BENCHMARKS); do echo "== $$b"; HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/$$b.py || exit 1; done

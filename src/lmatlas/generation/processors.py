@@ -26,6 +26,16 @@ def repetition_penalty(ids: torch.Tensor, scores: torch.Tensor, penalty: float) 
     return scores.scatter(1, ids, seen)
 
 
+def occurrence_penalty(generated: torch.Tensor, scores: torch.Tensor, presence: float, frequency: float) -> torch.Tensor:
+    """OpenAI's presence and frequency penalties (the server's ``presence_penalty`` and
+    ``frequency_penalty``): subtract ``presence`` from the score of every token already generated
+    and ``frequency`` times its count; the prompt does not count. ``generated``: (rows, n) ids."""
+    if generated.shape[1] == 0:
+        return scores
+    counts = torch.zeros_like(scores).scatter_add_(1, generated, torch.ones_like(generated, dtype=scores.dtype))
+    return scores - frequency * counts - presence * (counts > 0).to(scores.dtype)
+
+
 def no_repeat_ngram(ids: torch.Tensor, scores: torch.Tensor, n: int) -> torch.Tensor:
     """Forbid any token that would complete an n-gram already in the sequence."""
     length = ids.shape[1]

@@ -12,6 +12,16 @@ from .processors import Processors
 from .run import Run, next_scores, positions
 
 
+def choose(scores: torch.Tensor, do_sample: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The next token of each row, (rows,), from its processed scores: the most likely, or one
+    drawn from the softmax (with ``generator`` when given). The server's batch (``lmatlas.serve``)
+    picks its tokens here too."""
+    if do_sample:
+        probs = F.softmax(scores, dim=-1)
+        return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+    return torch.argmax(scores, dim=-1)
+
+
 def sample_steps(run: Run) -> Iterator[torch.Tensor]:
     """Greedy and multinomial sampling, one token per row per step: yields the sequences after
     each step (the caller may stop early)."""
@@ -46,11 +56,7 @@ def sample_steps(run: Run) -> Iterator[torch.Tensor]:
     try:
         while True:
             scores = processors(seqs[:, :cur], scores)
-            if s.do_sample:
-                probs = F.softmax(scores, dim=-1)
-                tokens = torch.multinomial(probs, num_samples=1, generator=run.generator).squeeze(1)  # (rows,)
-            else:
-                tokens = torch.argmax(scores, dim=-1)
+            tokens = choose(scores, s.do_sample, run.generator)
             if run.eos is not None or run.stop is not None:
                 tokens = torch.where(unfinished, tokens, pad)
             seqs[:, cur] = tokens
