@@ -192,7 +192,7 @@ def test_truncated_file(written, tmp_path):
 
 def test_unsupported_architecture(tmp_path):
     path = write(tmp_path / "other.gguf", architecture="mamba", tokenizer=False)
-    sentence = r"other\.gguf: architecture 'mamba' is not one lmatlas reads from GGUF; it reads llama"
+    sentence = r"other\.gguf: architecture 'mamba' is not one lmatlas reads from GGUF; it reads llama, qwen2, gpt2, bloom, falcon"
     with pytest.raises(LmatlasError, match=sentence):
         lmatlas.load(path)
 
