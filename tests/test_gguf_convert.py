@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import lmatlas
-from lmatlas import LmatlasError
 from lmatlas.cli import main
 
 from .paths import data_file
