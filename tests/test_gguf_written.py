@@ -239,3 +239,28 @@ def test_gguf_file_names_the_one_to_load(written, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(LmatlasError, match="not in the Hugging Face cache while offline"):
         lmatlas.load("lmatlas-test/no-such-repo-GGUF", gguf_file="model.Q4_0.gguf")
+
+
+def test_one_parse_for_model_and_tokenizer(written, monkeypatch):
+    """load and load_tokenizer of one file share its parsed metadata; a changed file is read anew."""
+    import os
+
+    from lmatlas.gguf import reader
+
+    parsed = []
+    real = reader.GGUFFile.__init__
+
+    def counting(self, path):
+        parsed.append(path)
+        real(self, path)
+
+    monkeypatch.setattr(reader.GGUFFile, "__init__", counting)
+    reader._opened.cache_clear()
+    path = written[1]
+    lmatlas.load_tokenizer(path)
+    lmatlas.load(path)
+    assert len(parsed) == 1
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1000))
+    lmatlas.load_tokenizer(path)
+    assert len(parsed) == 2

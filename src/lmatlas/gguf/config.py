@@ -13,7 +13,7 @@ import torch
 
 from ..errors import LmatlasError
 from ..presets import preset_for
-from .reader import GGUFFile, GGUFWeights, Rearrange
+from .reader import GGUFFile, GGUFWeights, Rearrange, open_gguf
 
 
 def unpermute_rotary(heads_key: str) -> Rearrange:
@@ -320,6 +320,6 @@ def tensor_names(file: GGUFFile, arch: Architecture) -> dict[str, tuple[str, Rea
 
 def read_model(path: Path) -> tuple[dict, GGUFWeights]:
     """(config.json-like dict, tensors under transformers' names) of a GGUF file."""
-    file = GGUFFile(path)
+    file = open_gguf(path)
     arch = architecture_of(file)
     return hf_config(file, arch), GGUFWeights(file, tensor_names(file, arch))

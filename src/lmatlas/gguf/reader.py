@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -85,6 +86,19 @@ class GGUFFile:
             ) from None
         values = np.asarray(values, dtype=np.float32).reshape(self.shape(name))
         return torch.from_numpy(values.copy())
+
+
+def open_gguf(path: Path) -> GGUFFile:
+    """The file at ``path``, parsed once for ``load`` and ``load_tokenizer`` alike (a tokenizer's
+    tens of thousands of tokens and merges take seconds to parse): the same file, unchanged
+    since, is not read again."""
+    stat = os.stat(path)
+    return _opened(Path(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=2)
+def _opened(path: Path, mtime_ns: int, size: int) -> GGUFFile:
+    return GGUFFile(path)
 
 
 # A rearrangement of a stored tensor back into transformers' layout: fn(tensor, metadata).

@@ -13,7 +13,7 @@ from tokenizers import Tokenizer as RustTokenizer
 from ..errors import LmatlasError
 from ..tokenizer.backends import bytelevel_bpe
 from ..tokenizer.core import Tokenizer
-from .reader import GGUFFile
+from .reader import GGUFFile, open_gguf
 
 # llama.cpp's token types (tokenizer.ggml.token_type): control tokens are special (skipped when
 # decoding with skip_special_tokens); user-defined ones are matched whole but decode as text.
@@ -123,7 +123,7 @@ KINDS = {"gpt2": (_bytelevel, False), "llama": (_sentencepiece, True)}
 
 def read_tokenizer(path: Path) -> Tokenizer:
     """The tokenizer a GGUF file's metadata describes."""
-    file = GGUFFile(path)
+    file = open_gguf(path)
     kind = file.require("tokenizer.ggml.model", "a tokenizer")
     if kind not in KINDS:
         raise LmatlasError(
