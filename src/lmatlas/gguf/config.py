@@ -160,6 +160,28 @@ GPT2 = Architecture(
     layers="h",
 )
 
+
+def _h_layout(qkv: Rearrange | None, mlp_norm: bool) -> tuple[dict, dict]:
+    """(top, layer) names of BLOOM and Falcon, which share transformers' names (``h.N``,
+    ``self_attention``, ``dense_h_to_4h``...); every tensor but the embeddings may have a bias."""
+    top = {
+        "token_embd.weight": ("word_embeddings.weight", None),
+        "output_norm.weight": ("ln_f.weight", None),
+        "output_norm.bias": ("ln_f.bias", None),
+    }
+    names = {
+        "attn_norm": ("input_layernorm", None),
+        "attn_qkv": ("self_attention.query_key_value", qkv),
+        "attn_output": ("self_attention.dense", None),
+        "ffn_up": ("mlp.dense_h_to_4h", None),
+        "ffn_down": ("mlp.dense_4h_to_h", None),
+    }
+    if mlp_norm:
+        names["ffn_norm"] = ("post_attention_layernorm", None)
+    return top, _with_bias(names, biased=tuple(names))
+
+
+_BLOOM_TOP, _BLOOM_LAYER = _h_layout(per_head_qkv("bloom.attention.head_count"), mlp_norm=True)
 BLOOM = Architecture(
     model_type="bloom",
     keys={
@@ -170,24 +192,11 @@ BLOOM = Architecture(
         "attention.layer_norm_epsilon": "layer_norm_epsilon",
         "vocab_size": "vocab_size",
     },
-    top={
-        "token_embd.weight": ("word_embeddings.weight", None),
+    top=_BLOOM_TOP | {
         "token_embd_norm.weight": ("word_embeddings_layernorm.weight", None),
         "token_embd_norm.bias": ("word_embeddings_layernorm.bias", None),
-        "output_norm.weight": ("ln_f.weight", None),
-        "output_norm.bias": ("ln_f.bias", None),
     },
-    layer=_with_bias(
-        {
-            "attn_norm": ("input_layernorm", None),
-            "attn_qkv": ("self_attention.query_key_value", per_head_qkv("bloom.attention.head_count")),
-            "attn_output": ("self_attention.dense", None),
-            "ffn_norm": ("post_attention_layernorm", None),
-            "ffn_up": ("mlp.dense_h_to_4h", None),
-            "ffn_down": ("mlp.dense_4h_to_h", None),
-        },
-        biased=("attn_norm", "attn_qkv", "attn_output", "ffn_norm", "ffn_up", "ffn_down"),
-    ),
+    layer=_BLOOM_LAYER,
     layers="h",
     tied=True,
 )
@@ -207,6 +216,8 @@ def _settle_falcon(file: GGUFFile, hf: dict) -> None:
     hf.update(multi_query=True, new_decoder_architecture=False, parallel_attn=True, bias=bias)
 
 
+# One key/value head: llama.cpp's [all q; k; v] is transformers' multi-query layout as it is.
+_FALCON_TOP, _FALCON_LAYER = _h_layout(None, mlp_norm=False)
 FALCON = Architecture(
     model_type="falcon",
     keys={
@@ -220,22 +231,8 @@ FALCON = Architecture(
         "attention.layer_norm_epsilon": "layer_norm_epsilon",
         "vocab_size": "vocab_size",
     },
-    top={
-        "token_embd.weight": ("word_embeddings.weight", None),
-        "output_norm.weight": ("ln_f.weight", None),
-        "output_norm.bias": ("ln_f.bias", None),
-    },
-    layer=_with_bias(
-        {
-            "attn_norm": ("input_layernorm", None),
-            # One key/value head: llama.cpp's [all q; k; v] is transformers' multi-query layout.
-            "attn_qkv": ("self_attention.query_key_value", None),
-            "attn_output": ("self_attention.dense", None),
-            "ffn_up": ("mlp.dense_h_to_4h", None),
-            "ffn_down": ("mlp.dense_4h_to_h", None),
-        },
-        biased=("attn_norm", "attn_qkv", "attn_output", "ffn_up", "ffn_down"),
-    ),
+    top=_FALCON_TOP,
+    layer=_FALCON_LAYER,
     layers="h",
     settle=_settle_falcon,
     tied=True,
