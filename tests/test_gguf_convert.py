@@ -206,3 +206,25 @@ def test_no_tokenizer_is_a_notice(tmp_path, capsys):
     assert "writing the model without a tokenizer" in capsys.readouterr().err
     assert lmatlas.load(tmp_path / "bare.gguf").config.vocab_size == 40
     np.testing.assert_equal(lmatlas.load(tmp_path / "bare.gguf").config.num_layers, 1)
+
+
+def test_qwen2_f32(tmp_path):
+    """Qwen2 (q/k/v biases, q and k stored unpermuted): the folder's model, exactly, in GGUF."""
+    tf = transformers()
+    config = tf.Qwen2Config(vocab_size=60, hidden_size=48, intermediate_size=80, num_hidden_layers=2,
+                            num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=64,
+                            rope_theta=5000.0, tie_word_embeddings=False)  # fmt: skip
+    torch.manual_seed(0)
+    model = tf.Qwen2ForCausalLM(config).eval()
+    randomize(model, seed=6)
+    folder = tmp_path / "qwen2"
+    model.save_pretrained(folder)
+    out = tmp_path / "qwen2.gguf"
+    assert run(folder, "--to", "gguf", "--dtype", "f32", "-o", out) == 0
+    ids = torch.randint(0, 60, (2, 9), generator=torch.Generator().manual_seed(7))
+    mask = torch.ones_like(ids)
+    mask[1, 4:] = 0
+    ref = tf.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=out.name).eval()
+    want = logits(model, ids, mask)
+    for reader in (lmatlas.load(out), ref):
+        assert (logits(reader, ids, mask) - want)[mask.bool()].abs().max() <= TOL
