@@ -193,7 +193,7 @@ def test_tokenizer_gguf_cannot_hold(tmp_path, capsys):
     (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b"]) + "\n")
     (folder / "tokenizer_config.json").write_text('{"tokenizer_class": "BertTokenizer"}')
     assert run(folder, "--to", "gguf", "-o", tmp_path / "x.gguf") == 1
-    assert "the tokenizer is not a byte-level BPE" in capsys.readouterr().err
+    assert "the tokenizer is a WordPiece model, not a byte-level or SentencePiece BPE" in capsys.readouterr().err
 
 
 def test_no_tokenizer_is_a_notice(tmp_path, capsys):
@@ -228,3 +228,32 @@ def test_qwen2_f32(tmp_path):
     want = logits(model, ids, mask)
     for reader in (lmatlas.load(out), ref):
         assert (logits(reader, ids, mask) - want)[mask.bool()].abs().max() <= TOL
+
+
+def test_sentencepiece_tokenizer(tmp_path):
+    """A Llama folder whose tokenizer.json is SentencePiece BPE with byte fallback (as transformers
+    converts a Llama 2 tokenizer.model; here one trained on Shakespeare): written as a GGUF
+    tokenizer of kind llama (scores, no merges), it gives the folder's ids, in lmatlas and in
+    transformers."""
+    spm = require("sentencepiece")
+    tf = transformers()
+    lines = data_file("tinyshakespeare", "input.txt").read_text(encoding="utf-8").splitlines()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter([line for line in lines[:3000] if line.strip()]), model_prefix=str(tmp_path / "sp"),
+        vocab_size=700, model_type="bpe", byte_fallback=True, minloglevel=2,
+    )  # fmt: skip
+    folder = tmp_path / "llama"
+    tf.LlamaTokenizerFast(vocab_file=str(tmp_path / "sp.model"), from_slow=True, legacy=True,
+                          add_prefix_space=True).save_pretrained(folder)  # fmt: skip
+    config = tf.LlamaConfig(vocab_size=700, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                            num_attention_heads=4)  # fmt: skip
+    tf.LlamaForCausalLM(config).save_pretrained(folder)
+    out = tmp_path / "spm.gguf"
+    assert run(folder, "--to", "gguf", "-o", out) == 0
+
+    texts = lines[5000:5100] + [line.split("\t")[0] for line in
+                                data_file("sst2", "dev.tsv").read_text(encoding="utf-8").splitlines()[1:101]]
+    want = lmatlas.load_tokenizer(folder)(texts)["input_ids"]
+    assert want == tf.AutoTokenizer.from_pretrained(folder)(texts)["input_ids"]
+    assert lmatlas.load_tokenizer(out)(texts)["input_ids"] == want
+    assert tf.AutoTokenizer.from_pretrained(tmp_path, gguf_file=out.name)(texts)["input_ids"] == want

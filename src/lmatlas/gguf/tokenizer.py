@@ -17,7 +17,7 @@ from .reader import GGUFFile, open_gguf
 
 # llama.cpp's token types (tokenizer.ggml.token_type): control tokens are special (skipped when
 # decoding with skip_special_tokens); user-defined ones are matched whole but decode as text.
-CONTROL, USER_DEFINED = 3, 4
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED, BYTE = 1, 2, 3, 4, 6
 
 
 def _digits_then_gpt2():
@@ -93,6 +93,12 @@ def merges_from_scores(tokens: list[str], scores: list[float]) -> list[tuple[str
     return [(left, right) for left, right, _ in merges]
 
 
+def spm_normalizer(prefix: bool):
+    """Spaces as "▁", and one before the text when ``prefix``."""
+    steps = [normalizers.Prepend("▁")] if prefix else []
+    return normalizers.Sequence([*steps, normalizers.Replace(" ", "▁")])
+
+
 def _sentencepiece(file: GGUFFile, tokens: list[str]) -> RustTokenizer:
     """``tokenizer.ggml.model`` = llama: SentencePiece's BPE with byte fallback, spaces as "▁"
     and one before the text (unless ``tokenizer.ggml.add_space_prefix`` is false), as
@@ -109,8 +115,7 @@ def _sentencepiece(file: GGUFFile, tokens: list[str]) -> RustTokenizer:
     model = models.BPE({t: i for i, t in enumerate(tokens)}, pairs, unk_token=unk, fuse_unk=True, byte_fallback=True)
     backend = RustTokenizer(model)
     prefix = bool(file.get("tokenizer.ggml.add_space_prefix", True))
-    steps = [normalizers.Prepend("▁")] if prefix else []
-    backend.normalizer = normalizers.Sequence([*steps, normalizers.Replace(" ", "▁")])
+    backend.normalizer = spm_normalizer(prefix)
     steps = [decoders.ByteFallback(), decoders.Fuse(), decoders.Replace("▁", " ")]
     backend.decoder = decoders.Sequence(steps + ([decoders.Strip(" ", 1, 0)] if prefix else []))
     return backend

@@ -24,12 +24,11 @@ from ..errors import LmatlasError
 from ..presets import preset_for
 from ..presets._maps import Derived
 from .config import ARCHITECTURES, Architecture, hf_config
-from .tokenizer import CONTROL, PRE_TOKENIZERS, USER_DEFINED
+from .tokenizer import BYTE, CONTROL, NORMAL, PRE_TOKENIZERS, UNKNOWN, USER_DEFINED, merges_from_scores, spm_normalizer
 
 # The architectures lmatlas writes (those whose whole layout the reader maps back).
 WRITABLE = ("llama", "qwen2", "gpt2")
 DTYPES = ("f32", "f16", "q8_0")
-NORMAL = 1  # llama.cpp's token type of an ordinary token
 # ModelConfig fields that do not change what the model computes.
 _INERT = {
     "hf_config", "generation", "hidden_dropout", "attention_dropout", "id2label", "num_labels", "problem_type",
@@ -187,31 +186,75 @@ def write_gguf(model, path: str | os.PathLike, tokenizer=None, dtype: str = "f16
     return path
 
 
-def _pre_tokenizer_name(backend) -> str | None:
-    """The ``tokenizer.ggml.pre`` name of the backend's pre-tokenizer, among those lmatlas reads."""
+def _same_step(backend, part: str, candidate) -> bool:
+    """Whether the backend's ``part`` (pre_tokenizer, normalizer) is ``candidate``."""
     from tokenizers import Tokenizer as RustTokenizer
     from tokenizers import models
 
-    have = json.loads(backend.to_str())["pre_tokenizer"]
-    for name, build in PRE_TOKENIZERS.items():
-        probe = RustTokenizer(models.BPE())
-        probe.pre_tokenizer = build()
-        if json.loads(probe.to_str())["pre_tokenizer"] == have:
-            return name
-    return None
+    probe = RustTokenizer(models.BPE())
+    setattr(probe, part, candidate)
+    return json.loads(backend.to_str())[part] == json.loads(probe.to_str())[part]
+
+
+def _bytelevel_fields(writer, backend, model: dict) -> None:
+    """Kind gpt2: the merges and the name of the pre-tokenizer."""
+    pre = next((name for name, build in PRE_TOKENIZERS.items() if _same_step(backend, "pre_tokenizer", build())), None)
+    if pre is None or backend.normalizer is not None:
+        raise LmatlasError(
+            f"the tokenizer's byte-level BPE splits text in a way GGUF does not name (it names {', '.join(PRE_TOKENIZERS)}); "
+            "lmatlas writes only those to GGUF"
+        )
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(pre)
+    writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in model["merges"]])
+
+
+def _sentencepiece_fields(writer, backend, model: dict, tokens: list[str], types: list[int]) -> None:
+    """Kind llama (SentencePiece BPE): scores in place of merges. A SentencePiece vocabulary
+    ranks its pieces by score, and its ids follow the scores, so the score of a token is minus
+    its id; the merges the reader derives from them must rank the tokenizer's own merges in
+    their order, else the file would tokenize differently: refused."""
+    prefix = next((p for p in (True, False) if _same_step(backend, "normalizer", spm_normalizer(p))), None)
+    if prefix is None or backend.pre_tokenizer is not None:
+        raise LmatlasError(
+            "the tokenizer's SentencePiece BPE marks spaces in a way other than GGUF's llama tokenizer "
+            "(spaces replaced by \"▁\" in its normalizer); lmatlas does not write it to GGUF"
+        )
+    scores = [-float(i) for i in range(len(tokens))]
+    derived = merges_from_scores(tokens, scores)
+    # The derived merges of one token come together, in an order of their own (the parts'
+    # scores); across tokens they must keep the tokenizer's order.
+    first = {}
+    for rank, (left, right) in enumerate(derived):
+        first.setdefault(left + right, rank)
+    pairs = set(derived)
+    own = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    order = [first["".join(pair)] if pair in pairs else -1 for pair in own]
+    if -1 in order or order != sorted(order):
+        raise LmatlasError(
+            "the tokenizer's merges do not follow the order of its token ids, which a GGUF "
+            "SentencePiece vocabulary (scores, no merges) cannot express"
+        )
+    for i, token in enumerate(tokens):
+        if types[i] == NORMAL and re.fullmatch(r"<0x[0-9A-F]{2}>", token):
+            types[i] = BYTE
+    if model.get("unk_token") in tokens:
+        types[tokens.index(model["unk_token"])] = UNKNOWN
+    writer.add_tokenizer_model("llama")
+    writer.add_token_scores(scores)
+    writer.add_add_space_prefix(prefix)
 
 
 def _write_tokenizer(writer, tokenizer, vocab_size: int) -> None:
-    """A byte-level BPE tokenizer as ``tokenizer.ggml.*`` metadata (kind gpt2), as llama.cpp's
-    converter writes it: every token by id with its type, the merges, the special ids and flags."""
+    """The tokenizer as ``tokenizer.*`` metadata, as llama.cpp's converter writes it: every token
+    by id with its type, the merges (byte-level BPE, kind gpt2) or scores (SentencePiece BPE with
+    byte fallback, kind llama), the unknown token, the bos / eos flags and the chat template."""
     backend = tokenizer.backend_tokenizer
-    spec = json.loads(backend.to_str())
-    model = spec["model"]
-    pre = _pre_tokenizer_name(backend)
-    if model.get("type") != "BPE" or model.get("byte_fallback") or pre is None:
+    model = json.loads(backend.to_str())["model"]
+    if model.get("type") != "BPE":
         raise LmatlasError(
-            "the tokenizer is not a byte-level BPE with a pre-tokenizer GGUF names "
-            f"({', '.join(PRE_TOKENIZERS)}); lmatlas writes only those to GGUF"
+            f"the tokenizer is a {model.get('type')} model, not a byte-level or SentencePiece BPE; "
+            "lmatlas writes only those to GGUF"
         )
     vocab = tokenizer.get_vocab()
     tokens = [None] * max(len(vocab), vocab_size)
@@ -223,12 +266,12 @@ def _write_tokenizer(writer, tokenizer, vocab_size: int) -> None:
     for i, token in enumerate(tokens):
         if token is None:  # rows of the embeddings no token reaches (a padded vocabulary)
             tokens[i], types[i] = f"[PAD{i}]", USER_DEFINED
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(pre)
+    if model.get("byte_fallback"):
+        _sentencepiece_fields(writer, backend, model, tokens, types)
+    else:
+        _bytelevel_fields(writer, backend, model)
     writer.add_token_list(tokens)
     writer.add_token_types(types)
-    writer.add_token_merges(merges)
     if tokenizer.unk_token_id is not None:  # bos, eos and padding come with the model's config
         writer.add_unk_token_id(tokenizer.unk_token_id)
     # Whether bos / eos surround a text: what the tokenizer does to one.
