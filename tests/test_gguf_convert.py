@@ -136,10 +136,13 @@ def test_gpt2_q8_0(tmp_path):
 
 def test_architecture_not_written(tmp_path, capsys):
     tf = transformers()
-    folder = tmp_path / "bloom"
-    tf.BloomForCausalLM(tf.BloomConfig(vocab_size=40, hidden_size=32, n_layer=1, n_head=4)).save_pretrained(folder)
-    assert run(folder, "--to", "gguf", "-o", tmp_path / "b.gguf") == 1
-    assert "lmatlas writes GGUF files of the architectures llama, qwen2, gpt2, not bloom" in capsys.readouterr().err
+    folder = tmp_path / "opt"
+    config = tf.OPTConfig(vocab_size=40, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, ffn_dim=64,
+                          word_embed_proj_dim=32)  # fmt: skip
+    tf.OPTForCausalLM(config).save_pretrained(folder)
+    assert run(folder, "--to", "gguf", "-o", tmp_path / "o.gguf") == 1
+    assert "lmatlas writes GGUF files of the architectures llama, qwen2, gpt2, bloom, falcon, not opt" in \
+        capsys.readouterr().err  # fmt: skip
 
 
 def test_output_is_a_folder(source, tmp_path, capsys):
@@ -208,18 +211,30 @@ def test_no_tokenizer_is_a_notice(tmp_path, capsys):
     np.testing.assert_equal(lmatlas.load(tmp_path / "bare.gguf").config.num_layers, 1)
 
 
-def test_qwen2_f32(tmp_path):
-    """Qwen2 (q/k/v biases, q and k stored unpermuted): the folder's model, exactly, in GGUF."""
+def _written_configs(tf):
+    return {
+        "qwen2": (tf.Qwen2Config(vocab_size=60, hidden_size=48, intermediate_size=80, num_hidden_layers=2,
+                                 num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=64,
+                                 rope_theta=5000.0, tie_word_embeddings=False), tf.Qwen2ForCausalLM),
+        "bloom": (tf.BloomConfig(vocab_size=60, hidden_size=48, n_layer=2, n_head=6), tf.BloomForCausalLM),
+        "falcon": (tf.FalconConfig(vocab_size=60, hidden_size=48, num_hidden_layers=2, num_attention_heads=6,
+                                   max_position_embeddings=64, rope_theta=5000.0, bos_token_id=1, eos_token_id=2),
+                   tf.FalconForCausalLM),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "bloom", "falcon"])
+def test_other_architectures_f32(tmp_path, arch):
+    """Qwen2 (q/k/v biases, q and k stored unpermuted), BLOOM (q/k/v split from per head into
+    all q, k, v) and Falcon-7B's layout: the folder's model, exactly, in GGUF."""
     tf = transformers()
-    config = tf.Qwen2Config(vocab_size=60, hidden_size=48, intermediate_size=80, num_hidden_layers=2,
-                            num_attention_heads=6, num_key_value_heads=2, max_position_embeddings=64,
-                            rope_theta=5000.0, tie_word_embeddings=False)  # fmt: skip
+    config, cls = _written_configs(tf)[arch]
     torch.manual_seed(0)
-    model = tf.Qwen2ForCausalLM(config).eval()
+    model = cls(config).eval()
     randomize(model, seed=6)
-    folder = tmp_path / "qwen2"
+    folder = tmp_path / arch
     model.save_pretrained(folder)
-    out = tmp_path / "qwen2.gguf"
+    out = tmp_path / f"{arch}.gguf"
     assert run(folder, "--to", "gguf", "--dtype", "f32", "-o", out) == 0
     ids = torch.randint(0, 60, (2, 9), generator=torch.Generator().manual_seed(7))
     mask = torch.ones_like(ids)
@@ -228,6 +243,16 @@ def test_qwen2_f32(tmp_path):
     want = logits(model, ids, mask)
     for reader in (lmatlas.load(out), ref):
         assert (logits(reader, ids, mask) - want)[mask.bool()].abs().max() <= TOL
+
+
+def test_falcon_40b_layout_not_written(tmp_path, capsys):
+    tf = transformers()
+    config = tf.FalconConfig(vocab_size=60, hidden_size=48, num_hidden_layers=1, num_attention_heads=6,
+                             num_kv_heads=2, new_decoder_architecture=True)  # fmt: skip
+    tf.FalconForCausalLM(config).save_pretrained(tmp_path / "f")
+    assert run(tmp_path / "f", "--to", "gguf", "-o", tmp_path / "f.gguf") == 1
+    assert "the model's tensor transformer.h.0.ln_attn.weight has no place in GGUF's falcon layout" in \
+        capsys.readouterr().err  # fmt: skip
 
 
 def test_sentencepiece_tokenizer(tmp_path):

@@ -11,8 +11,8 @@ from ..errors import LmatlasError
 HELP = "write a model as a GGUF file (for llama.cpp-based tools) or as a Hugging Face folder"
 DESCRIPTION = (
     "Write MODEL (a folder, GGUF file or hub id) as a GGUF file with its tokenizer and chat "
-    "template (--to gguf; llama, qwen2 and gpt2 architectures; matrices in --dtype f32, f16 or "
-    "q8_0), or as a Hugging Face folder (--to hf)."
+    "template (--to gguf; llama, qwen2, gpt2, bloom and falcon; matrices in --dtype f32, f16 "
+    "or q8_0), or as a Hugging Face folder (--to hf)."
 )
 
 
