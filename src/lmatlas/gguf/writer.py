@@ -27,7 +27,7 @@ from .config import ARCHITECTURES, Architecture, hf_config
 from .tokenizer import BYTE, CONTROL, NORMAL, PRE_TOKENIZERS, UNKNOWN, USER_DEFINED, merges_from_scores, spm_normalizer
 
 # The architectures lmatlas writes: all it reads (a layout outside them is refused on writing).
-WRITABLE = ("llama", "qwen2", "gpt2", "bloom", "falcon")
+WRITABLE = tuple(ARCHITECTURES)
 DTYPES = ("f32", "f16", "q8_0")
 # ModelConfig fields that do not change what the model computes.
 _INERT = {
