@@ -48,7 +48,7 @@ def write(path, pieces, template=None, **flags):
     writer.add_head_count(2)
     writer.add_tokenizer_model("llama")
     writer.add_token_list([p for p, _, _ in pieces])
-    writer.add_token_scores([s for _, s, _ in pieces])
+    writer.add_token_scores([s for _, s, _ in pieces if s is not None])
     writer.add_token_types([t for _, _, t in pieces])
     writer.add_unk_token_id(0)
     writer.add_bos_token_id(1)
@@ -144,4 +144,10 @@ def test_unknown_tokenizer_kind(pieces, tmp_path):
     writer.write_kv_data_to_file()
     writer.close()
     with pytest.raises(LmatlasError, match=r"bert\.gguf: tokenizer\.ggml\.model is 'bert'; lmatlas reads GGUF tokenizers"):
+        lmatlas.load_tokenizer(path)
+
+
+def test_scores_not_one_per_token(pieces, tmp_path):
+    path = write(tmp_path / "short.gguf", pieces[:-1] + [(pieces[-1][0], None, NORMAL)])
+    with pytest.raises(LmatlasError, match=r"short\.gguf: tokenizer\.ggml\.scores holds 699 scores for 700 tokens"):
         lmatlas.load_tokenizer(path)
