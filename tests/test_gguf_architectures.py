@@ -12,6 +12,7 @@ import lmatlas
 from lmatlas import LmatlasError
 
 from .reference import randomize, require, transformers
+from .test_gguf_written import finish
 
 TOL = 1e-4
 VOCAB, HIDDEN, HEADS, LAYERS = 83, 48, 6, 2  # head size 8
@@ -154,10 +155,7 @@ def write(path, arch, model, kv_heads=None, extra=None):
     writer.add_token_list([f"t{i}" for i in range(VOCAB)])  # gives the vocabulary size
     for name, w in (gguf_tensors(arch, model) | (extra or {})).items():
         writer.add_tensor(name, w)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    finish(writer)
     return path
 
 

@@ -29,6 +29,15 @@ def source(tmp_path_factory):
     return write_llama(folder / "tiny.gguf", reference_model(len(vocabulary()), tied=False), template=TEMPLATE)
 
 
+def small_llama(folder, **config):
+    """A random one-layer Llama saved in ``folder`` (config.json and weights, no tokenizer)."""
+    tf = transformers()
+    config = tf.LlamaConfig(vocab_size=40, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                            num_attention_heads=4, **config)  # fmt: skip
+    tf.LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
 def run(*argv) -> int:
     return main(["convert", *map(str, argv)])
 
@@ -172,27 +181,18 @@ def test_bad_dtype(source, tmp_path, capsys):
 
 def test_layout_gguf_cannot_express(tmp_path, capsys):
     """A Llama with biases on its projections (attention_bias): no such tensors in GGUF's llama."""
-    tf = transformers()
-    config = tf.LlamaConfig(vocab_size=40, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
-                            num_attention_heads=4, attention_bias=True)  # fmt: skip
-    folder = tmp_path / "biased"
-    tf.LlamaForCausalLM(config).save_pretrained(folder)
+    folder = small_llama(tmp_path / "biased", attention_bias=True)
     assert run(folder, "--to", "gguf", "-o", tmp_path / "x.gguf") == 1
     assert "has no place in GGUF's llama layout" in capsys.readouterr().err
     # an activation GGUF's llama does not carry: refused, not written as SiLU
-    config.attention_bias, config.hidden_act = False, "gelu"
-    tf.LlamaForCausalLM(config).save_pretrained(folder)
+    folder = small_llama(tmp_path / "gelu", hidden_act="gelu")
     assert run(folder, "--to", "gguf", "-o", tmp_path / "x.gguf") == 1
     assert "GGUF's llama layout cannot express the model's activation='gelu'" in capsys.readouterr().err
 
 
 def test_tokenizer_gguf_cannot_hold(tmp_path, capsys):
     """A WordPiece tokenizer (BERT's) beside a Llama: not a byte-level BPE."""
-    tf = transformers()
-    config = tf.LlamaConfig(vocab_size=40, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
-                            num_attention_heads=4)  # fmt: skip
-    folder = tmp_path / "wp"
-    tf.LlamaForCausalLM(config).save_pretrained(folder)
+    folder = small_llama(tmp_path / "wp")
     (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b"]) + "\n")
     (folder / "tokenizer_config.json").write_text('{"tokenizer_class": "BertTokenizer"}')
     assert run(folder, "--to", "gguf", "-o", tmp_path / "x.gguf") == 1
@@ -200,11 +200,7 @@ def test_tokenizer_gguf_cannot_hold(tmp_path, capsys):
 
 
 def test_no_tokenizer_is_a_notice(tmp_path, capsys):
-    tf = transformers()
-    config = tf.LlamaConfig(vocab_size=40, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
-                            num_attention_heads=4)  # fmt: skip
-    folder = tmp_path / "bare"
-    tf.LlamaForCausalLM(config).save_pretrained(folder)
+    folder = small_llama(tmp_path / "bare")
     assert run(folder, "--to", "gguf", "-o", tmp_path / "bare.gguf") == 0
     assert "writing the model without a tokenizer" in capsys.readouterr().err
     assert lmatlas.load(tmp_path / "bare.gguf").config.vocab_size == 40

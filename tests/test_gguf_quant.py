@@ -13,7 +13,7 @@ import lmatlas
 from lmatlas import LmatlasError
 
 from .reference import randomize, require, transformers
-from .test_gguf_written import permute
+from .test_gguf_written import finish, permute
 
 TOL = 1e-4
 HIDDEN, HEADS, KV_HEADS, FFN, VOCAB = 256, 4, 2, 512, 40  # rows of 256: whole K-quant blocks
@@ -78,10 +78,7 @@ def write(path, model, kind):
         else:
             q = gguf.GGMLQuantizationType[kind]
             writer.add_tensor(name, gguf.quants.quantize(w, q), raw_dtype=q)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    finish(writer)
     return path
 
 
@@ -117,9 +114,6 @@ def test_type_gguf_cannot_dequantize(reference, tmp_path):
         add(value)
     q = gguf.GGMLQuantizationType.Q8_1
     writer.add_tensor("token_embd.weight", np.zeros((VOCAB, HIDDEN // 32 * 40), np.uint8), raw_dtype=q)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    finish(writer)
     with pytest.raises(LmatlasError, match=r"q81\.gguf: tensor token_embd\.weight is stored as Q8_1, which gguf cannot"):
         lmatlas.load(path)

@@ -15,6 +15,7 @@ from lmatlas import LmatlasError
 from .helpers_tokenizer import HAND_CASES, sst2_sentences
 from .paths import data_file
 from .reference import require, transformers
+from .test_gguf_written import finish
 
 # llama.cpp's token types
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
@@ -57,10 +58,7 @@ def write(path, pieces, template=None, **flags):
         writer.add_bool(f"tokenizer.ggml.{key}", value)
     if template:
         writer.add_chat_template(template)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+    finish(writer)
     return path
 
 
@@ -102,9 +100,7 @@ def test_merges_from_scores_match_a_merge_list(pieces, written, tmp_path):
     writer.add_token_merges([f"{a} {b}" for a, b in merges])
     writer.add_unk_token_id(0)
     writer.add_bos_token_id(1)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.close()
+    finish(writer)
     batch = texts()[:100]
     assert lmatlas.load_tokenizer(path)(batch)["input_ids"] == lmatlas.load_tokenizer(written)(batch)["input_ids"]
 
@@ -126,9 +122,7 @@ def test_scores_missing(pieces, tmp_path):
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_tokenizer_model("llama")
     writer.add_token_list([p for p, _, _ in pieces])
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.close()
+    finish(writer)
     sentence = r"noscores\.gguf: its metadata has no tokenizer\.ggml\.scores, which a SentencePiece tokenizer"
     with pytest.raises(LmatlasError, match=sentence):
         lmatlas.load_tokenizer(path)
@@ -140,9 +134,7 @@ def test_unknown_tokenizer_kind(pieces, tmp_path):
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_tokenizer_model("bert")
     writer.add_token_list(["a"])
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.close()
+    finish(writer)
     with pytest.raises(LmatlasError, match=r"bert\.gguf: tokenizer\.ggml\.model is 'bert'; lmatlas reads GGUF tokenizers"):
         lmatlas.load_tokenizer(path)
 

@@ -96,11 +96,16 @@ def write(path, model=None, architecture="llama", tokenizer=True, template=None,
                 writer.add_tensor(name, gguf.quants.quantize(w, q), raw_dtype=q)
             else:
                 writer.add_tensor(name, np.ascontiguousarray(w, dtype=np.float32))
+    finish(writer)
+    return path
+
+
+def finish(writer) -> None:
+    """Header, metadata and tensors out, file closed."""
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    return path
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["tied", "untied"])
