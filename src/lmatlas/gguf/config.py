@@ -13,7 +13,7 @@ import torch
 
 from ..errors import LmatlasError
 from ..presets import preset_for
-from .reader import GGUFFile, GGUFWeights, Rearrange, open_gguf
+from .reader import GGUFFile, GGUFMetadata, GGUFWeights, Rearrange, open_gguf
 
 
 def unpermute_rotary(heads_key: str) -> Rearrange:
@@ -59,7 +59,7 @@ class Architecture:
     top: dict[str, tuple[str, Rearrange | None]]
     layer: dict[str, tuple[str, Rearrange | None]]
     layers: str = "layers"
-    settle: Callable[[GGUFFile, dict], None] | None = None
+    settle: Callable[[GGUFMetadata, dict], None] | None = None
     tied: bool = False
 
 
@@ -202,7 +202,7 @@ BLOOM = Architecture(
 )
 
 
-def _settle_falcon(file: GGUFFile, hf: dict) -> None:
+def _settle_falcon(file: GGUFMetadata, hf: dict) -> None:
     """Falcon-7B's layout, the one transformers builds from GGUF (its defaults: one key/value
     head, attention and MLP in parallel over one norm). Falcon-40B's (grouped key/value heads, a
     second norm, q/k/v regrouped by llama.cpp's converter) would be misread: refused."""
@@ -255,7 +255,7 @@ def architecture_of(file: GGUFFile) -> Architecture:
     return ARCHITECTURES[name]
 
 
-def hf_config(file: GGUFFile, arch: Architecture) -> dict:
+def hf_config(file: GGUFMetadata, arch: Architecture) -> dict:
     """The config.json the metadata stands for."""
     name = file.get("general.architecture")
     for key in _REQUIRED:

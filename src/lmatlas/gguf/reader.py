@@ -36,7 +36,27 @@ def find_gguf(path_or_id: str | os.PathLike) -> Path | None:
     return found[0] if found else None
 
 
-class GGUFFile:
+class GGUFMetadata:
+    """What the config mapping reads of a GGUF file: ``metadata`` by key, the ``tensors`` by
+    name and their ``shape``s (a file read, or one about to be written)."""
+
+    path: Path
+    metadata: dict[str, Any]
+    tensors: dict[str, Any]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.metadata.get(key, default)
+
+    def require(self, key: str, why: str) -> Any:
+        if key not in self.metadata:
+            raise LmatlasError(f"{self.path}: its metadata has no {key}, which {why} needs")
+        return self.metadata[key]
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        raise NotImplementedError
+
+
+class GGUFFile(GGUFMetadata):
     """One GGUF file, opened (memory-mapped) and checked: ``metadata`` by key, ``tensors`` by name."""
 
     def __init__(self, path: Path):
@@ -62,14 +82,6 @@ class GGUFFile:
         except Exception as e:  # the reader raises ValueError, KeyError, IndexError... on bad bytes
             raise LmatlasError(f"{path}: not a readable GGUF file, truncated or corrupt ({e})") from None
         self._dequantize = gguf.quants.dequantize
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.metadata.get(key, default)
-
-    def require(self, key: str, why: str) -> Any:
-        if key not in self.metadata:
-            raise LmatlasError(f"{self.path}: its metadata has no {key}, which {why} needs")
-        return self.metadata[key]
 
     def shape(self, name: str) -> tuple[int, ...]:
         """A tensor's shape in PyTorch's order (GGUF lists the dimensions innermost first)."""

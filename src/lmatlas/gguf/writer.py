@@ -24,6 +24,7 @@ from ..errors import LmatlasError
 from ..presets import preset_for
 from ..presets._maps import Derived
 from .config import ARCHITECTURES, Architecture, hf_config
+from .reader import GGUFMetadata
 from .tokenizer import BYTE, CONTROL, NORMAL, PRE_TOKENIZERS, UNKNOWN, USER_DEFINED, merges_from_scores, spm_normalizer
 
 # The architectures lmatlas writes: all it reads (a layout outside them is refused on writing).
@@ -36,20 +37,12 @@ _INERT = {
 }  # fmt: skip
 
 
-class _Planned:
-    """The parts of a GGUF file the reader's ``hf_config`` looks at (metadata, tensor names),
-    before the file exists: the metadata is read back with the reader's own code."""
+class _Planned(GGUFMetadata):
+    """The metadata and tensor shapes of a file about to be written, read back by the reader's
+    own ``hf_config`` before anything is written."""
 
     def __init__(self, path: Path, metadata: dict[str, Any], tensors: dict[str, tuple[int, ...]]):
         self.path, self.metadata, self.tensors = path, metadata, tensors
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.metadata.get(key, default)
-
-    def require(self, key: str, why: str) -> Any:
-        if key not in self.metadata:
-            raise LmatlasError(f"{self.path}: the model gives no {key}, which {why} needs")
-        return self.metadata[key]
 
     def shape(self, name: str) -> tuple[int, ...]:
         return self.tensors[name]
