@@ -4,6 +4,8 @@ projections transposed, BLOOM's fused q/k/v regrouped), read by lmatlas and by t
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -208,3 +210,51 @@ def test_tied_architectures_skip_the_output_copy(written, tmp_path):
     copy = write(tmp_path / "copy.gguf", "bloom", model, extra={"output.weight": np.zeros((VOCAB, HIDDEN), np.float32)})
     ids = torch.tensor([[4, 8, 15, 16, 23]])
     assert torch.equal(lmatlas.load(copy)(ids).logits, lmatlas.load(path)(ids).logits)
+
+
+def test_qwen2_tokenizer(tmp_path):
+    """A qwen2 file's byte-level BPE (``tokenizer.ggml.pre`` = qwen2: NFC, then Qwen2's split,
+    digits one by one): a vocabulary trained here on Shakespeare, ids as transformers' on real
+    text; ``lmatlas convert`` writes the split back under its name."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    from lmatlas.gguf.tokenizer import _qwen2
+    from lmatlas.gguf.writer import write_gguf
+
+    from .helpers_tokenizer import HAND_CASES, sst2_sentences
+    from .paths import data_file
+
+    gguf = require("gguf")
+    lines = data_file("tinyshakespeare", "input.txt").read_text(encoding="utf-8").splitlines()
+    trained = Tokenizer(models.BPE())
+    trained.pre_tokenizer = _qwen2()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    trained.train_from_iterator(lines[:3000], trainers.BpeTrainer(vocab_size=600, special_tokens=specials,
+                                                                  initial_alphabet=alphabet))  # fmt: skip
+    spec = json.loads(trained.to_str())["model"]
+    tokens = sorted(spec["vocab"], key=spec["vocab"].get)
+    writer = gguf.GGUFWriter(str(tmp_path / "qwen.gguf"), "qwen2")
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("qwen2")
+    writer.add_token_list(tokens)
+    writer.add_token_types([3 if t in specials else 1 for t in tokens])
+    writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in spec["merges"]])
+    writer.add_eos_token_id(tokens.index("<|im_end|>"))
+    writer.add_pad_token_id(tokens.index("<|endoftext|>"))
+    writer.add_add_bos_token(False)
+    finish(writer)
+
+    texts = lines[5000:5100] + sst2_sentences(100) + HAND_CASES + ["don't 12345 e\u0301t\u00e9\r\n\n  x", "<|im_start|>hi<|im_end|>"]
+    ours = lmatlas.load_tokenizer(tmp_path / "qwen.gguf")
+    ref = transformers().AutoTokenizer.from_pretrained(tmp_path, gguf_file="qwen.gguf")
+    got = ours(texts)["input_ids"]
+    assert got == ref(texts)["input_ids"]
+    assert [ours.decode(ids) for ids in got[-30:]] == [ref.decode(ids) for ids in got[-30:]]
+
+    config = transformers().Qwen2Config(vocab_size=len(tokens), hidden_size=32, intermediate_size=48,
+                                        num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2)  # fmt: skip
+    transformers().Qwen2ForCausalLM(config).save_pretrained(tmp_path / "model")
+    out = write_gguf(lmatlas.load(tmp_path / "model"), tmp_path / "again.gguf", tokenizer=ours)
+    assert gguf.GGUFReader(out).fields["tokenizer.ggml.pre"].contents() == "qwen2"
+    assert lmatlas.load_tokenizer(out)(texts)["input_ids"] == got

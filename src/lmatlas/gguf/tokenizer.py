@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers, processors
+from tokenizers import AddedToken, Regex, decoders, models, normalizers, pre_tokenizers, processors
 from tokenizers import Tokenizer as RustTokenizer
 
 from ..errors import LmatlasError
@@ -27,12 +27,31 @@ def _digits_then_gpt2():
     )
 
 
-# tokenizer.ggml.pre (llama.cpp's name for how text is split before BPE) -> the pre-tokenizer.
+# Qwen2's split (its tokenizer.json's, and transformers' Qwen2 converter's): contractions, letters
+# with one leading non-letter, digits one by one, punctuation runs, newlines, spaces.
+_QWEN2_SPLIT = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+
+
+def _qwen2():
+    return pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(_QWEN2_SPLIT), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+
+
+# tokenizer.ggml.pre (llama.cpp's name for how text is split before BPE) -> the pre-tokenizer,
+# and the normalizer that goes with it (Qwen2 composes the text to NFC first).
 PRE_TOKENIZERS = {
     "default": lambda: pre_tokenizers.ByteLevel(add_prefix_space=False),
     "gpt-2": lambda: pre_tokenizers.ByteLevel(add_prefix_space=False),
     "smollm": _digits_then_gpt2,
+    "qwen2": _qwen2,
 }
+NORMALIZERS = {"qwen2": normalizers.NFC}
 
 
 def _token(tokens: list[str], file: GGUFFile, key: str) -> str | None:
@@ -64,7 +83,10 @@ def _bytelevel(file: GGUFFile, tokens: list[str]) -> RustTokenizer:
     pre = file.get("tokenizer.ggml.pre", "default")
     if pre not in PRE_TOKENIZERS:
         raise LmatlasError(f"{file.path}: tokenizer.ggml.pre is {pre!r}; lmatlas knows {', '.join(PRE_TOKENIZERS)}")
-    return bytelevel_bpe({token: i for i, token in enumerate(tokens)}, _pairs(file, merges), PRE_TOKENIZERS[pre]())
+    backend = bytelevel_bpe({token: i for i, token in enumerate(tokens)}, _pairs(file, merges), PRE_TOKENIZERS[pre]())
+    if pre in NORMALIZERS:
+        backend.normalizer = NORMALIZERS[pre]()
+    return backend
 
 
 def _pairs(file: GGUFFile, merges: list[str]) -> list[tuple[str, str]]:

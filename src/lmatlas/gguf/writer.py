@@ -25,7 +25,7 @@ from ..presets import preset_for
 from ..presets._maps import Derived
 from .config import ARCHITECTURES, Architecture, hf_config
 from .reader import GGUFMetadata
-from .tokenizer import BYTE, CONTROL, NORMAL, PRE_TOKENIZERS, UNKNOWN, USER_DEFINED, merges_from_scores, spm_normalizer
+from .tokenizer import BYTE, CONTROL, NORMAL, NORMALIZERS, PRE_TOKENIZERS, UNKNOWN, USER_DEFINED, merges_from_scores, spm_normalizer
 
 # The architectures lmatlas writes: all it reads (a layout outside them is refused on writing).
 WRITABLE = tuple(ARCHITECTURES)
@@ -192,7 +192,9 @@ def _same_step(backend, part: str, candidate) -> bool:
 def _bytelevel_fields(writer, backend, model: dict) -> None:
     """Kind gpt2: the merges and the name of the pre-tokenizer."""
     pre = next((name for name, build in PRE_TOKENIZERS.items() if _same_step(backend, "pre_tokenizer", build())), None)
-    if pre is None or backend.normalizer is not None:
+    normalizer = NORMALIZERS.get(pre)
+    same_normalizer = backend.normalizer is None if normalizer is None else _same_step(backend, "normalizer", normalizer())
+    if pre is None or not same_normalizer:
         raise LmatlasError(
             f"the tokenizer's byte-level BPE splits text in a way GGUF does not name (it names {', '.join(PRE_TOKENIZERS)}); "
             "lmatlas writes only those to GGUF"
