@@ -212,42 +212,66 @@ def test_tied_architectures_skip_the_output_copy(written, tmp_path):
     assert torch.equal(lmatlas.load(copy)(ids).logits, lmatlas.load(path)(ids).logits)
 
 
-def test_qwen2_tokenizer(tmp_path):
-    """A qwen2 file's byte-level BPE (``tokenizer.ggml.pre`` = qwen2: NFC, then Qwen2's split,
-    digits one by one): a vocabulary trained here on Shakespeare, ids as transformers' on real
-    text; ``lmatlas convert`` writes the split back under its name."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+def _trained(pre: str, specials: list[str]):
+    """A byte-level BPE trained here on Shakespeare, split as ``pre`` names: (its tokenizers
+    pipeline, its tokens by id, its merges)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    from lmatlas.gguf.tokenizer import _qwen2
-    from lmatlas.gguf.writer import write_gguf
+    from lmatlas.gguf.tokenizer import PRE_TOKENIZERS
 
+    from .paths import data_file
+
+    lines = data_file("tinyshakespeare", "input.txt").read_text(encoding="utf-8").splitlines()[:3000]
+    lines += ["1,000,000 dollars for 3,5 things in 1603 and 2024, 12345678"] * 20  # numbers to merge
+    trained = Tokenizer(models.BPE())
+    trained.pre_tokenizer = PRE_TOKENIZERS[pre]()
+    trained.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    trained.train_from_iterator(lines, trainer)
+    spec = json.loads(trained.to_str())["model"]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in spec["merges"]]
+    return trained, sorted(spec["vocab"], key=spec["vocab"].get), merges
+
+
+def _texts():
     from .helpers_tokenizer import HAND_CASES, sst2_sentences
     from .paths import data_file
 
-    gguf = require("gguf")
     lines = data_file("tinyshakespeare", "input.txt").read_text(encoding="utf-8").splitlines()
-    trained = Tokenizer(models.BPE())
-    trained.pre_tokenizer = _qwen2()
+    extra = ["don't 12345 e\u0301t\u00e9\r\n\n  x (word) 'Tis", "<|im_start|>hi<|im_end|>"]
+    return lines[5000:5100] + sst2_sentences(100) + HAND_CASES + extra
+
+
+@pytest.mark.parametrize("pre, arch", [("qwen2", "qwen2"), ("llama-bpe", "llama")])
+def test_split_tokenizers(tmp_path, pre, arch):
+    """Byte-level BPE split as Qwen2 (``tokenizer.ggml.pre`` = qwen2: NFC, then Qwen2's pattern)
+    or Llama 3 (llama-bpe: digits by three), the vocabulary trained here: ids as transformers'
+    (Qwen2: from the GGUF file; Llama 3: from a tokenizer.json of the same pipeline, which
+    transformers 4.57.6 does not build from GGUF); ``convert`` writes the split back by name."""
+    from lmatlas.gguf.writer import write_gguf
+
+    gguf = require("gguf")
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    trained.train_from_iterator(lines[:3000], trainers.BpeTrainer(vocab_size=600, special_tokens=specials,
-                                                                  initial_alphabet=alphabet))  # fmt: skip
-    spec = json.loads(trained.to_str())["model"]
-    tokens = sorted(spec["vocab"], key=spec["vocab"].get)
-    writer = gguf.GGUFWriter(str(tmp_path / "qwen.gguf"), "qwen2")
+    trained, tokens, merges = _trained(pre, specials)
+    writer = gguf.GGUFWriter(str(tmp_path / "split.gguf"), arch)
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("qwen2")
+    writer.add_tokenizer_pre(pre)
     writer.add_token_list(tokens)
     writer.add_token_types([3 if t in specials else 1 for t in tokens])
-    writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in spec["merges"]])
+    writer.add_token_merges(merges)
     writer.add_eos_token_id(tokens.index("<|im_end|>"))
     writer.add_pad_token_id(tokens.index("<|endoftext|>"))
     writer.add_add_bos_token(False)
     finish(writer)
 
-    texts = lines[5000:5100] + sst2_sentences(100) + HAND_CASES + ["don't 12345 e\u0301t\u00e9\r\n\n  x", "<|im_start|>hi<|im_end|>"]
-    ours = lmatlas.load_tokenizer(tmp_path / "qwen.gguf")
-    ref = transformers().AutoTokenizer.from_pretrained(tmp_path, gguf_file="qwen.gguf")
+    texts = _texts()
+    ours = lmatlas.load_tokenizer(tmp_path / "split.gguf")
+    if pre == "qwen2":
+        ref = transformers().AutoTokenizer.from_pretrained(tmp_path, gguf_file="split.gguf")
+    else:
+        trained.add_special_tokens(specials)
+        ref = transformers().PreTrainedTokenizerFast(tokenizer_object=trained)
     got = ours(texts)["input_ids"]
     assert got == ref(texts)["input_ids"]
     assert [ours.decode(ids) for ids in got[-30:]] == [ref.decode(ids) for ids in got[-30:]]
@@ -256,5 +280,5 @@ def test_qwen2_tokenizer(tmp_path):
                                         num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2)  # fmt: skip
     transformers().Qwen2ForCausalLM(config).save_pretrained(tmp_path / "model")
     out = write_gguf(lmatlas.load(tmp_path / "model"), tmp_path / "again.gguf", tokenizer=ours)
-    assert gguf.GGUFReader(out).fields["tokenizer.ggml.pre"].contents() == "qwen2"
+    assert gguf.GGUFReader(out).fields["tokenizer.ggml.pre"].contents() == pre
     assert lmatlas.load_tokenizer(out)(texts)["input_ids"] == got

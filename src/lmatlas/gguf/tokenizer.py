@@ -27,20 +27,26 @@ def _digits_then_gpt2():
     )
 
 
-# Qwen2's split (its tokenizer.json's, and transformers' Qwen2 converter's): contractions, letters
-# with one leading non-letter, digits one by one, punctuation runs, newlines, spaces.
+# The splits of Qwen2 and Llama 3 (their tokenizer.json's): contractions, letters with one
+# leading non-letter, digits (Qwen2: one by one; Llama 3: up to three), punctuation runs,
+# newlines, spaces.
 _QWEN2_SPLIT = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+_LLAMA3_SPLIT = _QWEN2_SPLIT.replace(r"|\p{N}|", r"|\p{N}{1,3}|")
 
 
-def _qwen2():
-    return pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(_QWEN2_SPLIT), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
+def _split(pattern: str):
+    def build():
+        return pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
+
+    return build
 
 
 # tokenizer.ggml.pre (llama.cpp's name for how text is split before BPE) -> the pre-tokenizer,
@@ -49,7 +55,10 @@ PRE_TOKENIZERS = {
     "default": lambda: pre_tokenizers.ByteLevel(add_prefix_space=False),
     "gpt-2": lambda: pre_tokenizers.ByteLevel(add_prefix_space=False),
     "smollm": _digits_then_gpt2,
-    "qwen2": _qwen2,
+    "qwen2": _split(_QWEN2_SPLIT),
+    # transformers 4.57.6 splits these with GPT-2's pattern; llama.cpp, Llama 3's own
+    # tokenizer.json and newer transformers with Llama 3's.
+    "llama-bpe": _split(_LLAMA3_SPLIT),
 }
 NORMALIZERS = {"qwen2": normalizers.NFC}
 
