@@ -188,6 +188,9 @@ def test_layout_gguf_cannot_express(tmp_path, capsys):
     folder = small_llama(tmp_path / "gelu", hidden_act="gelu")
     assert run(folder, "--to", "gguf", "-o", tmp_path / "x.gguf") == 1
     assert "GGUF's llama layout cannot express the model's activation='gelu'" in capsys.readouterr().err
+    folder = small_llama(tmp_path / "scaled", rope_scaling={"rope_type": "linear", "factor": 2.0})
+    assert run(folder, "--to", "gguf", "-o", tmp_path / "x.gguf") == 1
+    assert "GGUF's llama layout cannot express the model's rope_scaling=" in capsys.readouterr().err
 
 
 def test_tokenizer_gguf_cannot_hold(tmp_path, capsys):

@@ -56,8 +56,6 @@ def _metadata(arch: Architecture, hf: dict, cfg) -> dict[str, Any]:
             out[f"{name}.{key}"] = hf[field]
     if "rope.dimension_count" in arch.keys:  # llama.cpp rotates this many dimensions of a head
         out[f"{name}.rope.dimension_count"] = cfg.rotary_dim or cfg.head_dim
-    if hf.get("rope_scaling"):
-        raise LmatlasError(f"the model scales its rotary positions ({hf['rope_scaling']}), which lmatlas does not write to GGUF")
     out[f"{name}.vocab_size"] = cfg.vocab_size
     for field, key in (("bos", "bos"), ("eos", "eos"), ("pad", "padding")):
         value = getattr(cfg, f"{field}_token_id")
@@ -114,7 +112,7 @@ def _check_expressible(path: Path, arch: Architecture, metadata: dict, shapes: d
             )
 
 
-def _tensor_type(gguf, name: str, w: np.ndarray, dtype: str):
+def _tensor_type(gguf, w: np.ndarray, dtype: str):
     """(data, raw type or None) for ``w`` in ``dtype``. Vectors (norms, biases) stay float32 as
     llama.cpp keeps them; a Q8_0 matrix whose rows are not whole blocks of 32 goes in float16."""
     if w.ndim == 1 or dtype == "f32":
@@ -127,8 +125,8 @@ def _tensor_type(gguf, name: str, w: np.ndarray, dtype: str):
 
 def write_gguf(model, path: str | os.PathLike, tokenizer=None, dtype: str = "f16", name: str | None = None) -> Path:
     """Write ``model`` (an ``LmatlasModel`` with a causal-LM head) as the GGUF file ``path``:
-    matrices in ``dtype`` (f32, f16 or q8_0), the tokenizer (an lmatlas ``Tokenizer``, byte-level
-    BPE) and its chat template in the metadata when given."""
+    matrices in ``dtype`` (f32, f16 or q8_0), the tokenizer (an lmatlas ``Tokenizer``: byte-level
+    or SentencePiece BPE) and its chat template in the metadata when given."""
     import gguf
 
     from ..save import hf_config as config_json
@@ -170,7 +168,7 @@ def write_gguf(model, path: str | os.PathLike, tokenizer=None, dtype: str = "f16
     if tokenizer is not None:
         _write_tokenizer(writer, tokenizer, cfg.vocab_size)
     for ours, (stored, fn) in names.items():
-        data, raw = _tensor_type(gguf, stored, _stored(state[ours], fn, metadata), dtype)
+        data, raw = _tensor_type(gguf, _stored(state[ours], fn, metadata), dtype)
         writer.add_tensor(stored, data, raw_dtype=raw)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
