@@ -18,8 +18,11 @@ from .test_gguf_written import finish, permute
 TOL = 1e-4
 HIDDEN, HEADS, KV_HEADS, FFN, VOCAB = 256, 4, 2, 512, 40  # rows of 256: whole K-quant blocks
 QUANTIZED = ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0")
-# Where a K-quant block keeps its fp16 scales (d, then dmin where it has one), by byte offset.
-K_SCALES = {"Q2_K": (80, 82), "Q3_K": (108,), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,)}
+# Where a K-quant block keeps its fp16 scales (d, then dmin where it has one), by byte offset, and
+# the largest scale: the wider a type's quants and sub-block scales, the smaller, for weights of
+# about 0.1 (and logits of a few units).
+K_SCALES = {"Q2_K": ((80, 82), 1e-3), "Q3_K": ((108,), 1e-3), "Q4_K": ((0, 2), 1e-4), "Q5_K": ((0, 2), 5e-5),
+            "Q6_K": ((208,), 5e-5)}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +45,9 @@ def random_k_blocks(kind, shape, seed):
     block, size = gguf.GGML_QUANT_SIZES[q]
     rng = np.random.default_rng(seed)
     raw = rng.integers(0, 256, (shape[0], shape[1] // block, size), dtype=np.uint8)
-    for offset in K_SCALES[kind]:
-        scales = rng.uniform(2e-4, 1e-3, raw.shape[:2]).astype(np.float16)
+    offsets, high = K_SCALES[kind]
+    for offset in offsets:
+        scales = rng.uniform(high / 5, high, raw.shape[:2]).astype(np.float16)
         raw[..., offset : offset + 2] = scales[..., None].view(np.uint8).reshape(*raw.shape[:2], 2)
     return raw.reshape(shape[0], -1), q
 
