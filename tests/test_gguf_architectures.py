@@ -249,7 +249,7 @@ def test_split_tokenizers(tmp_path, pre, arch):
     or Llama 3 (llama-bpe: digits by three), the vocabulary trained here: ids as transformers'
     (Qwen2: from the GGUF file; Llama 3: from a tokenizer.json of the same pipeline, which
     transformers 4.57.6 does not build from GGUF); ``convert`` writes the split back by name."""
-    from lmatlas.gguf.writer import write_gguf
+    from lmatlas.gguf import write_gguf
 
     gguf = require("gguf")
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]

@@ -28,7 +28,7 @@ def arguments(p) -> None:
 
 def run(args) -> int:
     from ..gguf import find_gguf
-    from ..gguf.writer import write_gguf
+    from ..gguf import write_gguf
     from ..loader import load
     from ..save import copy_tokenizer, save_model, save_tokenizer
     from ..tokenizer import load_tokenizer
