@@ -281,3 +281,17 @@ def test_sentencepiece_tokenizer(tmp_path):
     assert want == tf.AutoTokenizer.from_pretrained(folder)(texts)["input_ids"]
     assert lmatlas.load_tokenizer(out)(texts)["input_ids"] == want
     assert tf.AutoTokenizer.from_pretrained(tmp_path, gguf_file=out.name)(texts)["input_ids"] == want
+
+
+def test_bos_and_eos_flags_from_what_the_tokenizer_adds():
+    """add_bos_token / add_eos_token are read off an encoded text, bos and eos told apart by
+    place even when they are one token (GPT-2's <|endoftext|>)."""
+    from tokenizers import Tokenizer, models, processors
+
+    from lmatlas.gguf.writer import _added_around
+
+    tok = Tokenizer(models.BPE({"e": 0, "<|endoftext|>": 1}, []))  # no "a": another text is tried
+    for single, want in (("<|endoftext|> $A", ([1], [])), ("$A <|endoftext|>", ([], [1])),
+                         ("<|endoftext|> $A <|endoftext|>", ([1], [1]))):  # fmt: skip
+        tok.post_processor = processors.TemplateProcessing(single=single, special_tokens=[("<|endoftext|>", 1)])
+        assert _added_around(tok) == want

@@ -238,6 +238,16 @@ def _sentencepiece_fields(writer, backend, model: dict, tokens: list[str], types
     writer.add_add_space_prefix(prefix)
 
 
+def _added_around(backend) -> tuple[list[int], list[int]]:
+    """The ids the tokenizer adds before and after a text's own (of a text it has tokens for)."""
+    for text in ("a", "e", "0", ".", " "):
+        full, own = backend.encode(text).ids, backend.encode(text, add_special_tokens=False).ids
+        starts = [i for i in range(len(full) - len(own) + 1) if full[i : i + len(own)] == own]
+        if own and starts:
+            return full[: starts[0]], full[starts[0] + len(own) :]
+    return [], []
+
+
 def _write_tokenizer(writer, tokenizer, vocab_size: int) -> None:
     """The tokenizer as ``tokenizer.*`` metadata, as llama.cpp's converter writes it: every token
     by id with its type, the merges (byte-level BPE, kind gpt2) or scores (SentencePiece BPE with
@@ -268,9 +278,9 @@ def _write_tokenizer(writer, tokenizer, vocab_size: int) -> None:
     if tokenizer.unk_token_id is not None:  # bos, eos and padding come with the model's config
         writer.add_unk_token_id(tokenizer.unk_token_id)
     # Whether bos / eos surround a text: what the tokenizer does to one.
-    ids = backend.encode("a").ids
-    writer.add_add_bos_token(tokenizer.bos_token_id is not None and ids[0] == tokenizer.bos_token_id)
-    writer.add_add_eos_token(tokenizer.eos_token_id is not None and ids[-1] == tokenizer.eos_token_id)
+    before, after = _added_around(backend)
+    writer.add_add_bos_token(tokenizer.bos_token_id is not None and before == [tokenizer.bos_token_id])
+    writer.add_add_eos_token(tokenizer.eos_token_id is not None and after == [tokenizer.eos_token_id])
     template = tokenizer.chat_template
     if isinstance(template, dict):
         writer.add_chat_template([{"name": k, "template": v} for k, v in template.items()])
