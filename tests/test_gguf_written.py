@@ -96,11 +96,16 @@ def write(path, model=None, architecture="llama", tokenizer=True, template=None,
                 writer.add_tensor(name, gguf.quants.quantize(w, q), raw_dtype=q)
             else:
                 writer.add_tensor(name, np.ascontiguousarray(w, dtype=np.float32))
+    finish(writer)
+    return path
+
+
+def finish(writer) -> None:
+    """Header, metadata and tensors out, file closed."""
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    return path
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["tied", "untied"])
@@ -192,7 +197,7 @@ def test_truncated_file(written, tmp_path):
 
 def test_unsupported_architecture(tmp_path):
     path = write(tmp_path / "other.gguf", architecture="mamba", tokenizer=False)
-    sentence = r"other\.gguf: architecture 'mamba' is not one lmatlas reads from GGUF; it reads llama"
+    sentence = r"other\.gguf: architecture 'mamba' is not one lmatlas reads from GGUF; it reads llama, qwen2, gpt2, bloom, falcon"
     with pytest.raises(LmatlasError, match=sentence):
         lmatlas.load(path)
 
@@ -239,3 +244,28 @@ def test_gguf_file_names_the_one_to_load(written, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(LmatlasError, match="not in the Hugging Face cache while offline"):
         lmatlas.load("lmatlas-test/no-such-repo-GGUF", gguf_file="model.Q4_0.gguf")
+
+
+def test_one_parse_for_model_and_tokenizer(written, monkeypatch):
+    """load and load_tokenizer of one file share its parsed metadata; a changed file is read anew."""
+    import os
+
+    from lmatlas.gguf import reader
+
+    parsed = []
+    real = reader.GGUFFile.__init__
+
+    def counting(self, path):
+        parsed.append(path)
+        real(self, path)
+
+    monkeypatch.setattr(reader.GGUFFile, "__init__", counting)
+    reader._opened.cache_clear()
+    path = written[1]
+    lmatlas.load_tokenizer(path)
+    lmatlas.load(path)
+    assert len(parsed) == 1
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1000))
+    lmatlas.load_tokenizer(path)
+    assert len(parsed) == 2

@@ -17,7 +17,7 @@ from .errors import LmatlasError
 # The order here is the order of `lmatlas --help`.
 COMMANDS = [
     "embed", "similarity", "search", "run", "topics", "generate", "chat", "catalog", "estimate",
-    "train", "finetune", "tokenizer", "serve",
+    "train", "finetune", "tokenizer", "convert", "serve",
 ]
 
 

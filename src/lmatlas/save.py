@@ -172,8 +172,22 @@ def copy_tokenizer(source: str | os.PathLike, folder: str | os.PathLike) -> None
         raise LmatlasError(f"{source}: no tokenizer files to copy")
 
 
+def save_tokenizer(tokenizer, folder: str | os.PathLike) -> None:
+    """Write an lmatlas ``Tokenizer`` (one read from a GGUF file, which has no files to copy) as
+    ``tokenizer.json`` and ``tokenizer_config.json``: its whole pipeline, special tokens and
+    chat template."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.backend_tokenizer.save(str(folder / "tokenizer.json"))
+    config: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False}
+    config |= {attr: token for attr, token in tokenizer.special_tokens_map.items()}
+    if tokenizer.chat_template:
+        config["chat_template"] = tokenizer.chat_template
+    _write_json(folder / "tokenizer_config.json", config)
+
+
 def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")
 
 
-__all__ = ["architecture_name", "as_saved", "copy_tokenizer", "hf_config", "hf_state_dict", "save_model"]
+__all__ = ["architecture_name", "as_saved", "copy_tokenizer", "hf_config", "hf_state_dict", "save_model", "save_tokenizer"]

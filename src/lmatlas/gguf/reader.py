@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +36,27 @@ def find_gguf(path_or_id: str | os.PathLike) -> Path | None:
     return found[0] if found else None
 
 
-class GGUFFile:
+class GGUFMetadata:
+    """What the config mapping reads of a GGUF file: ``metadata`` by key, the ``tensors`` by
+    name and their ``shape``s (a file read, or one about to be written)."""
+
+    path: Path
+    metadata: dict[str, Any]
+    tensors: dict[str, Any]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.metadata.get(key, default)
+
+    def require(self, key: str, why: str) -> Any:
+        if key not in self.metadata:
+            raise LmatlasError(f"{self.path}: its metadata has no {key}, which {why} needs")
+        return self.metadata[key]
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        raise NotImplementedError
+
+
+class GGUFFile(GGUFMetadata):
     """One GGUF file, opened (memory-mapped) and checked: ``metadata`` by key, ``tensors`` by name."""
 
     def __init__(self, path: Path):
@@ -62,14 +83,6 @@ class GGUFFile:
             raise LmatlasError(f"{path}: not a readable GGUF file, truncated or corrupt ({e})") from None
         self._dequantize = gguf.quants.dequantize
 
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.metadata.get(key, default)
-
-    def require(self, key: str, why: str) -> Any:
-        if key not in self.metadata:
-            raise LmatlasError(f"{self.path}: its metadata has no {key}, which {why} needs")
-        return self.metadata[key]
-
     def shape(self, name: str) -> tuple[int, ...]:
         """A tensor's shape in PyTorch's order (GGUF lists the dimensions innermost first)."""
         return tuple(int(d) for d in reversed(self.tensors[name].shape))
@@ -85,6 +98,19 @@ class GGUFFile:
             ) from None
         values = np.asarray(values, dtype=np.float32).reshape(self.shape(name))
         return torch.from_numpy(values.copy())
+
+
+def open_gguf(path: Path) -> GGUFFile:
+    """The file at ``path``, parsed once for ``load`` and ``load_tokenizer`` alike (a tokenizer's
+    tens of thousands of tokens and merges take seconds to parse): the same file, unchanged
+    since, is not read again."""
+    stat = os.stat(path)
+    return _opened(Path(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=2)
+def _opened(path: Path, mtime_ns: int, size: int) -> GGUFFile:
+    return GGUFFile(path)
 
 
 # A rearrangement of a stored tensor back into transformers' layout: fn(tensor, metadata).

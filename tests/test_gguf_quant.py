@@ -1,0 +1,123 @@
+"""Every tensor type the ``gguf`` package dequantizes that llama.cpp's quantizers write: a small
+Llama whose matrices are all stored in one type, read by lmatlas and by transformers. Types
+``gguf`` can quantize are quantized from the weights; the K-quants, which it only dequantizes,
+are random blocks with small fp16 scales (a valid block is any bytes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import lmatlas
+from lmatlas import LmatlasError
+
+from .reference import randomize, require, transformers
+from .test_gguf_written import finish, permute
+
+TOL = 1e-4
+HIDDEN, HEADS, KV_HEADS, FFN, VOCAB = 256, 4, 2, 512, 40  # rows of 256: whole K-quant blocks
+QUANTIZED = ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0")
+# Where a K-quant block keeps its fp16 scales (d, then dmin where it has one), by byte offset, and
+# the largest scale: the wider a type's quants and sub-block scales, the smaller, for weights of
+# about 0.1 (and logits of a few units).
+K_SCALES = {"Q2_K": ((80, 82), 1e-3), "Q3_K": ((108,), 1e-3), "Q4_K": ((0, 2), 1e-4), "Q5_K": ((0, 2), 5e-5),
+            "Q6_K": ((208,), 5e-5)}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def reference():
+    tf = transformers()
+    config = tf.LlamaConfig(
+        vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=FFN, num_hidden_layers=1, num_attention_heads=HEADS,
+        num_key_value_heads=KV_HEADS, max_position_embeddings=32, rms_norm_eps=1e-5, tie_word_embeddings=False,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = tf.LlamaForCausalLM(config).eval()
+    randomize(model, seed=7, std=0.05)
+    return model
+
+
+def random_k_blocks(kind, shape, seed):
+    """Random ``kind`` blocks for a (rows, columns) matrix, each scale a small positive fp16."""
+    gguf = require("gguf")
+    q = gguf.GGMLQuantizationType[kind]
+    block, size = gguf.GGML_QUANT_SIZES[q]
+    rng = np.random.default_rng(seed)
+    raw = rng.integers(0, 256, (shape[0], shape[1] // block, size), dtype=np.uint8)
+    offsets, high = K_SCALES[kind]
+    for offset in offsets:
+        scales = rng.uniform(high / 5, high, raw.shape[:2]).astype(np.float16)
+        raw[..., offset : offset + 2] = scales[..., None].view(np.uint8).reshape(*raw.shape[:2], 2)
+    return raw.reshape(shape[0], -1), q
+
+
+def write(path, model, kind):
+    gguf = require("gguf")
+    state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    tensors = {"token_embd.weight": state["model.embed_tokens.weight"], "output.weight": state["lm_head.weight"],
+               "output_norm.weight": state["model.norm.weight"]}  # fmt: skip
+    names = dict(attn_norm="input_layernorm", attn_q="self_attn.q_proj", attn_k="self_attn.k_proj",
+                 attn_v="self_attn.v_proj", attn_output="self_attn.o_proj", ffn_norm="post_attention_layernorm",
+                 ffn_gate="mlp.gate_proj", ffn_up="mlp.up_proj", ffn_down="mlp.down_proj")  # fmt: skip
+    for ours, theirs in names.items():
+        w = state[f"model.layers.0.{theirs}.weight"]
+        if ours in ("attn_q", "attn_k"):
+            w = permute(w, HEADS if ours == "attn_q" else KV_HEADS)
+        tensors[f"blk.0.{ours}.weight"] = w
+    writer = gguf.GGUFWriter(str(path), "llama")
+    for add, value in ((writer.add_context_length, 32), (writer.add_block_count, 1),
+                       (writer.add_embedding_length, HIDDEN), (writer.add_feed_forward_length, FFN),
+                       (writer.add_head_count, HEADS), (writer.add_head_count_kv, KV_HEADS),
+                       (writer.add_rope_dimension_count, HIDDEN // HEADS), (writer.add_vocab_size, VOCAB),
+                       (writer.add_layer_norm_rms_eps, 1e-5)):  # fmt: skip
+        add(value)
+    for i, (name, w) in enumerate(tensors.items()):
+        w = np.ascontiguousarray(w, dtype=np.float32)
+        if w.ndim == 1:  # norms stay F32, as llama.cpp keeps them
+            writer.add_tensor(name, w)
+        elif kind in K_SCALES:
+            raw, q = random_k_blocks(kind, w.shape, seed=i)
+            writer.add_tensor(name, raw, raw_dtype=q)
+        else:
+            q = gguf.GGMLQuantizationType[kind]
+            writer.add_tensor(name, gguf.quants.quantize(w, q), raw_dtype=q)
+    finish(writer)
+    return path
+
+
+@pytest.mark.parametrize("kind", QUANTIZED + tuple(K_SCALES))
+def test_quant_type_against_transformers(reference, kind, tmp_path):
+    gguf = require("gguf")
+    path = write(tmp_path / f"{kind}.gguf", reference, kind)
+    ours = lmatlas.load(path)
+    stored = {t.name: t for t in gguf.GGUFReader(path).tensors}
+    assert stored["blk.0.ffn_down.weight"].tensor_type.name == kind
+    down = stored["blk.0.ffn_down.weight"]
+    want = torch.from_numpy(gguf.quants.dequantize(down.data, down.tensor_type).reshape(HIDDEN, FFN).copy())
+    assert torch.equal(ours.backbone.layers[0].mlp.fc_out.weight, want)  # gguf's own dequantization
+
+    ref = transformers().AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=path.name).eval()
+    ids = torch.randint(0, VOCAB, (2, 7), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones_like(ids)
+    mask[1, 4:] = 0
+    with torch.no_grad():
+        got, expected = ours(ids, attention_mask=mask).logits, ref(input_ids=ids, attention_mask=mask).logits
+    diff = (got - expected)[mask.bool()].abs().max().item()
+    print(f"{kind}: max abs logit diff {diff:.2e} (logits up to {expected.abs().max():.1f})")
+    assert diff <= TOL
+
+
+def test_type_gguf_cannot_dequantize(reference, tmp_path):
+    """Q8_1 (an intermediate type of llama.cpp's matrix products, never in model files)."""
+    gguf = require("gguf")
+    path = tmp_path / "q81.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    for add, value in ((writer.add_block_count, 1), (writer.add_embedding_length, HIDDEN),
+                       (writer.add_head_count, HEADS), (writer.add_vocab_size, VOCAB)):  # fmt: skip
+        add(value)
+    q = gguf.GGMLQuantizationType.Q8_1
+    writer.add_tensor("token_embd.weight", np.zeros((VOCAB, HIDDEN // 32 * 40), np.uint8), raw_dtype=q)
+    finish(writer)
+    with pytest.raises(LmatlasError, match=r"q81\.gguf: tensor token_embd\.weight is stored as Q8_1, which gguf cannot"):
+        lmatlas.load(path)
