@@ -92,7 +92,8 @@ CLASSES = {
                    "question-answering": "DistilBertForQuestionAnswering"},
 }
 CLASSES["ernie"] = {head: name.replace("Bert", "Ernie") for head, name in CLASSES["bert"].items()}
-TOKENIZER_OF = {"ernie": "wordpiece", "bert": "wordpiece", "distilbert": "wordpiece", "roberta": "bpe", "bert-uncased": "minilm"}
+CLASSES["big_bird"] = {head: name.replace("Bert", "BigBird") for head, name in CLASSES["bert"].items()}
+TOKENIZER_OF = {"big_bird": "wordpiece", "ernie": "wordpiece", "bert": "wordpiece", "distilbert": "wordpiece", "roberta": "bpe", "bert-uncased": "minilm"}
 
 
 def build_model(root: Path, tokenizers: dict[str, Path], family: str, head: str, name: str | None = None,
@@ -111,6 +112,10 @@ def build_model(root: Path, tokenizers: dict[str, Path], family: str, head: str,
         cfg = tf.ErnieConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                              intermediate_size=48, max_position_embeddings=64, type_vocab_size=4, pad_token_id=0,
                              use_task_id=True, task_type_vocab_size=3)
+    elif family == "big_bird":  # full attention: the test sentences are shorter than its sparse pattern
+        cfg = tf.BigBirdConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                               intermediate_size=48, max_position_embeddings=64, type_vocab_size=2, pad_token_id=0,
+                               attention_type="original_full")
     elif family == "distilbert":
         cfg = tf.DistilBertConfig(vocab_size=vocab, dim=32, n_layers=2, n_heads=4, hidden_dim=48,
                                   max_position_embeddings=64, pad_token_id=0)
