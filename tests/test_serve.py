@@ -282,6 +282,30 @@ def test_a_client_gone_mid_stream_leaves_the_batch_at_the_next_step(server, serv
     assert finished["choices"][0]["finish_reason"] in ("length", "stop")
 
 
+def test_a_client_gone_before_a_whole_reply_leaves_the_batch(server, served, monkeypatch):
+    """A non-streamed request whose client gives up: its row leaves the batch within a poll and a
+    step, not at the end of its max_tokens."""
+    engine = served.state.engine
+    real = engine._forward
+
+    def slow(tokens, threads):
+        time.sleep(0.05)
+        return real(tokens, threads)
+
+    monkeypatch.setattr(engine, "_forward", slow)
+    drops, steps = len(engine.drops), engine.steps
+    body = {"messages": HELLO, "max_tokens": 200, "temperature": 0}
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(server + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"},
+                   timeout=1.0)
+    deadline = time.time() + 20
+    while len(engine.drops) == drops and time.time() < deadline:
+        time.sleep(0.05)
+    assert len(engine.drops) > drops, "the request was not cancelled"
+    step, left = engine.drops[drops]
+    assert left == 0 and step - steps < 100  # long before its 200 tokens
+
+
 def test_tasks_search_health_metrics_cors_and_the_log(server, folders, caplog):
     caplog.set_level(logging.INFO, logger="lmatlas.serve")
     text = "Paris is the [MASK] of France."

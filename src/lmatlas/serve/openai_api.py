@@ -102,6 +102,23 @@ class Collected:
         return _usage(self.prompt_tokens, self.completion_tokens)
 
 
+# How often a non-streamed request looks whether its client is still there.
+_DISCONNECT_POLL = 0.1
+
+
+async def _gather_while_connected(generation: Generation, n: int, request: Request) -> "Collected":
+    """``Collected(n).gather(generation)``, given up (its rows leave the batch, as a stream's do)
+    when the client goes away before the reply is ready."""
+    task = asyncio.ensure_future(Collected(n).gather(generation))
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=_DISCONNECT_POLL)
+        if done:
+            return task.result()
+        if await request.is_disconnected():
+            task.cancel()  # the events' generator closes, and with it the engine's requests
+            raise ApiError(499, "the client closed the connection before the reply was ready")
+
+
 def _usage(prompt: int, completion: int) -> Usage:
     return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
@@ -216,7 +233,7 @@ async def chat_completions(body: ChatRequest, request: Request):
 
         include = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(_stream(generation, chunk, include, body.n), media_type="text/event-stream")
-    got = await Collected(body.n).gather(generation)
+    got = await _gather_while_connected(generation, body.n, request)
     choices = [
         ChatChoice(index=c, message=AssistantMessage(content=got.texts[c]), finish_reason=got.reasons[c],
                    logprobs=_chat_logprobs(state.tokenizer, got.tokens.get(c, [])) if logprobs is not None else None)
@@ -251,7 +268,7 @@ async def completions(body: CompletionRequest, request: Request):
 
         include = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(_stream(generation, chunk, include, body.n), media_type="text/event-stream")
-    got = await Collected(body.n).gather(generation)
+    got = await _gather_while_connected(generation, body.n, request)
     choices = []
     for c in range(len(texts) * body.n):
         lp = None

@@ -174,7 +174,11 @@ class State:
         """The pipeline for a task name (or a model named with ``--task-model``), loaded once."""
         from ..pipelines import TASKS, canonical, pipeline
 
-        task = next((t for t, m in self.config.task_models.items() if m == name), name)
+        served = [t for t, m in self.config.task_models.items() if m == name]
+        if len(served) > 1:
+            raise ApiError(400, f"{name} serves several tasks ({', '.join(served)}); name the task in the route",
+                           param="task")
+        task = served[0] if served else name
         try:
             canonical_task = canonical(task)
         except LmatlasError as e:
