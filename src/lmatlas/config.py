@@ -29,6 +29,11 @@ def rope_type(rope_scaling: dict[str, Any] | None) -> str:
     return scaling.get("rope_type", scaling.get("type", "default"))
 
 
+def _pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """An image or patch size given as one side (a square) or as (height, width)."""
+    return (int(value), int(value)) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
 @dataclass
 class ModelConfig:
     model_type: str
@@ -149,6 +154,25 @@ class ModelConfig:
     positions_float64: bool = False
     # T5 v1.0 rescales the last hidden state by d_model**-0.5 before its tied vocabulary projection.
     lm_head_scale: float = 1.0
+    # Vision Transformers (ViT, Swin, CLIP's image tower): an image of ``image_size`` (height,
+    # width) is cut into ``patch_size`` patches of ``num_channels``, each embedded by one linear
+    # map (a strided convolution, with a bias unless ``patch_bias`` is off, as in CLIP); ViT and
+    # CLIP put a learned class token before them. None: the model reads token ids.
+    image_size: tuple[int, int] | None = None
+    patch_size: tuple[int, int] = (16, 16)
+    num_channels: int = 3
+    patch_bias: bool = True
+    # The pooled output where no dense pooler makes it: "class-norm", the class token through the
+    # last norm, which the hidden states do not pass (CLIP's image tower); "eos", the state at the
+    # end-of-text token (CLIP's text tower: ``eos_token_id``, or the largest id when it is 2).
+    pooling: str | None = None
+    # CLIP's text tower: an encoder (its output is pooled, never decoded) whose tokens see only
+    # those before them, as a decoder's do.
+    causal_encoder: bool = False
+    # CLIP: both towers project their pooled output into one space of this width, and ``vision``
+    # is the image tower's config beside this one, the text tower's.
+    projection_dim: int | None = None
+    vision: "ModelConfig | None" = None
     # The folder's generation_config.json, the defaults of ``generate()`` as in transformers.
     generation: dict[str, Any] = field(default_factory=dict, repr=False)
     # The checkpoint's own config.json, kept for what only a preset or a task needs.
@@ -188,12 +212,22 @@ class ModelConfig:
             raise LmatlasError(f"rope_scaling type {kind!r} is not supported; lmatlas knows {', '.join(ROPE_TYPES)}")
         if self.cross_attention and self.norm_position == "parallel":
             raise LmatlasError("a decoder with cross-attention cannot use the parallel layout")
+        if self.pooling not in (None, "class-norm", "eos"):
+            raise LmatlasError(f"pooling must be class-norm or eos, not {self.pooling!r}")
+        if self.image_size is not None:
+            self.image_size = _pair(self.image_size)
+        self.patch_size = _pair(self.patch_size)
         if self.num_heads % self.num_kv_heads:
             raise LmatlasError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
 
     @property
     def label2id(self) -> dict[str, int]:
         return {v: k for k, v in self.id2label.items()}
+
+    @property
+    def patch_grid(self) -> tuple[int, int]:
+        """Patches down and across the image (a strided convolution drops the remainder)."""
+        return self.image_size[0] // self.patch_size[0], self.image_size[1] // self.patch_size[1]
 
     @property
     def usable_positions(self) -> int | None:

@@ -16,6 +16,7 @@ from .encoder_decoder import EncoderDecoder
 from .errors import LmatlasError
 from .heads import HEADS
 from .outputs import ModelOutput
+from .towers import DualEncoder
 
 
 class LmatlasModel(nn.Module):
@@ -27,7 +28,9 @@ class LmatlasModel(nn.Module):
             raise LmatlasError(f"unknown head {head!r}; known: {', '.join(HEADS)}")
         self.config = cfg
         self.head_name = head
-        if cfg.is_encoder_decoder:
+        if cfg.vision is not None:  # CLIP: a text and an image tower
+            self.backbone = DualEncoder(cfg)
+        elif cfg.is_encoder_decoder:
             self.backbone = EncoderDecoder(cfg)
         else:
             self.backbone = Decoder(cfg) if cfg.causal else Encoder(cfg)
@@ -38,14 +41,15 @@ class LmatlasModel(nn.Module):
 
     def tie_weights(self) -> None:
         """Share the vocabulary projection with the input embeddings where the model does."""
+        decoder = getattr(self.head, "decoder", None)
+        if decoder is None or not self.config.tie_word_embeddings:
+            return
         if self.is_encoder_decoder:
             self.backbone.tie_weights()
             tokens = self.backbone.decoder.embeddings.tokens
         else:
             tokens = self.backbone.embeddings.tokens
-        decoder = getattr(self.head, "decoder", None)
-        if decoder is not None and self.config.tie_word_embeddings:
-            decoder.weight = tokens.weight
+        decoder.weight = tokens.weight
 
     @property
     def dtype(self) -> torch.dtype:
@@ -62,6 +66,11 @@ class LmatlasModel(nn.Module):
     @property
     def is_decoder(self) -> bool:
         return isinstance(self.backbone, Decoder)
+
+    @property
+    def is_dual_encoder(self) -> bool:
+        """CLIP: a text and an image tower (``towers.DualEncoder``)."""
+        return isinstance(self.backbone, DualEncoder)
 
     @property
     def is_encoder_decoder(self) -> bool:
@@ -93,6 +102,7 @@ class LmatlasModel(nn.Module):
         decoder_attention_mask: torch.Tensor | None = None,
         decoder_position_ids: torch.Tensor | None = None,
         encoder_outputs: dict | None = None,
+        pixel_values: torch.Tensor | None = None,
     ) -> ModelOutput:
         """Encoders: the whole sequence. Decoders: the new tokens, continuing ``cache`` if given
         (``attention_mask`` then covers the cached tokens too); ``logits_to_keep=n`` projects
@@ -102,6 +112,10 @@ class LmatlasModel(nn.Module):
         ``encoder_outputs``, and the target so far (``decoder_input_ids``, with
         ``decoder_attention_mask``); with a ``Seq2SeqCache`` the source comes from the cache and
         ``decoder_input_ids`` are the new target tokens."""
+        if self.is_dual_encoder:
+            return ModelOutput(self.backbone(input_ids, attention_mask, pixel_values))
+        if pixel_values is not None and not self.config.image_size:
+            raise LmatlasError(f"{self.config.model_type} is a text model; it reads input_ids, not pixel_values")
         if self.is_encoder_decoder:
             if token_type_ids is not None:
                 raise LmatlasError("encoder-decoder models take no token_type_ids")
@@ -126,7 +140,7 @@ class LmatlasModel(nn.Module):
         else:
             out = self.backbone(
                 input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids,
-                output_hidden_states=output_hidden_states,
+                output_hidden_states=output_hidden_states, pixel_values=pixel_values,
             )  # fmt: skip
         if logits_to_keep and (self.is_decoder or self.is_encoder_decoder):
             if getattr(self.head, "takes_input_ids", False):
