@@ -100,3 +100,32 @@ def test_bad_inputs(pictures, tmp_path):
                                intermediate_size=20)).save_pretrained(bert)
     with pytest.raises(LmatlasError, match="is a text model \\(model_type bert\\), it reads no images"):
         lmatlas.pipeline("image-classification", bert)
+
+
+def test_run_cli_on_files_and_folders(pictures, tmp_path, capsys):
+    import json
+
+    from lmatlas.cli import main
+
+    folder = save_vit(tmp_path / "vit", seed=3)
+    api = lmatlas.pipeline("image-classification", folder)
+    code = main(["run", "image-classification", "-m", str(folder), "--top-k", "2", str(pictures[0]),
+                 str(pictures[0].parent)])  # fmt: skip
+    assert code == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["input"] for r in rows] == [str(pictures[0])] + [str(p) for p in sorted(pictures)]
+    assert rows[0]["output"] == api(str(pictures[0]), top_k=2)
+
+
+def test_run_cli_bad_inputs(tmp_path, capsys):
+    from lmatlas.cli import main
+
+    folder = save_vit(tmp_path / "vit")
+    (tmp_path / "empty").mkdir()
+    assert main(["run", "image-classification", "-m", str(folder), str(tmp_path / "empty")]) == 1
+    err = capsys.readouterr().err
+    assert "empty: a folder with no images" in err and "Traceback" not in err
+    broken = tmp_path / "broken.png"
+    broken.write_text("not a picture")
+    assert main(["run", "image-classification", "-m", str(folder), str(broken)]) == 1
+    assert "broken.png: not an image Pillow can read" in capsys.readouterr().err
