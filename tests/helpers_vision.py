@@ -98,3 +98,17 @@ def save_clip(folder: Path, cls: str = "CLIPModel", seed: int = 0) -> Path:
     model.save_pretrained(folder)
     tf.CLIPImageProcessor(size={"shortest_edge": 30}, crop_size={"height": 30, "width": 30}).save_pretrained(folder)
     return folder
+
+
+def save_swin(folder: Path, cls: str = "SwinForImageClassification", seed: int = 0) -> Path:
+    """A tiny Swin with 3x3 windows over 2x2 patches of 27x39 images (padding at every stage)."""
+    tf = transformers()
+    id2label = dict(enumerate(LABELS))
+    cfg = tf.SwinConfig(embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=3, patch_size=2,
+                        image_size=[27, 39], id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    torch.manual_seed(0)
+    model = getattr(tf, cls)(cfg).eval()
+    randomize(model, seed=seed)
+    model.save_pretrained(folder)
+    tf.ViTImageProcessor(size={"height": 27, "width": 39}).save_pretrained(folder)
+    return folder

@@ -141,3 +141,31 @@ def test_image_size_and_modality_errors(tmp_path):
         ours(pixel_values=pixels(1, 30, 30))
     with pytest.raises(lmatlas.LmatlasError, match="an image model reads pixel_values"):
         ours(input_ids=torch.tensor([[1, 2]]))
+
+
+SWIN = dict(embed_dim=16, depths=[2, 3, 2], num_heads=[2, 4, 2], window_size=3, patch_size=2, mlp_ratio=2.5)
+# (height, width) of the images: the first needs padding to whole patches and windows, and odd
+# sides at the merges; the second is square and exact.
+SWIN_IMAGES = [(27, 39), (24, 24)]
+
+
+@pytest.mark.parametrize("cls", ["SwinModel", "SwinForImageClassification"])
+@pytest.mark.parametrize("size", SWIN_IMAGES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_swin(cls, size, tmp_path):
+    tf = transformers()
+    config = tf.SwinConfig(**SWIN, image_size=list(size), num_labels=5)
+    ref = build(cls, config, seed=11)
+    save_reference(ref, tmp_path, True)
+    ours = lmatlas.load(tmp_path)
+    x = pixels(2, *size, seed=4)
+    with torch.no_grad():
+        expected, got = ref(pixel_values=x), ours(pixel_values=x)
+    fields = ["logits"] if cls.endswith("Classification") else ["last_hidden_state", "pooler_output"]
+    assert worst(expected, got, fields) <= TOL
+
+
+def test_swin_image_smaller_than_a_window(tmp_path):
+    ref = build("SwinModel", transformers().SwinConfig(**SWIN, image_size=[24, 24]))
+    ref.save_pretrained(tmp_path)
+    with pytest.raises(lmatlas.LmatlasError, match="too small for Swin's 3x3 windows"):
+        lmatlas.load(tmp_path)(pixel_values=pixels(1, 8, 30))

@@ -9,7 +9,7 @@ import pytest
 import lmatlas
 from lmatlas.errors import LmatlasError
 
-from .helpers_vision import LABELS, save_clip, save_drawings, save_vit
+from .helpers_vision import LABELS, save_clip, save_drawings, save_swin, save_vit
 from .reference import transformers
 
 TOL = 1e-4
@@ -29,9 +29,9 @@ def pictures(tmp_path_factory):
     return save_drawings(tmp_path_factory.mktemp("pictures"), n=4)
 
 
-@pytest.mark.parametrize("top_k", [None, 2, 9])
-def test_image_classification(top_k, pictures, tmp_path):
-    folder = save_vit(tmp_path, seed=3)
+@pytest.mark.parametrize("family,top_k", [("vit", None), ("vit", 2), ("vit", 9), ("swin", 3)])
+def test_image_classification(family, top_k, pictures, tmp_path):
+    folder = (save_vit if family == "vit" else save_swin)(tmp_path, seed=3)
     kw = {} if top_k is None else {"top_k": top_k}
     ref, ours = ref_pipeline("image-classification", folder), lmatlas.pipeline("image-classification", folder)
     inputs = [str(p) for p in pictures]

@@ -29,7 +29,7 @@ AUTO_CLASSES = {
     "image-classification": modeling_auto.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
 }
 # Families that read images (or a tower of CLIP's that reads text): no language-model head.
-VISION_FAMILIES = {"vit", "clip"}
+VISION_FAMILIES = {"vit", "clip", "swin"}
 
 
 def test_families_are_registered_once():

@@ -166,6 +166,13 @@ class ModelConfig:
     # last norm, which the hidden states do not pass (CLIP's image tower); "eos", the state at the
     # end-of-text token (CLIP's text tower: ``eos_token_id``, or the largest id when it is 2).
     pooling: str | None = None
+    # Swin: the depth and heads of each stage (the width doubles from one to the next, from
+    # ``hidden_size``), the side of its attention windows, and the MLP's width as a multiple of
+    # the stage's. None: one stage of full attention (every other model).
+    stage_depths: list[int] | None = None
+    stage_heads: list[int] | None = None
+    window_size: int | None = None
+    mlp_ratio: float = 4.0
     # CLIP's text tower: an encoder (its output is pooled, never decoded) whose tokens see only
     # those before them, as a decoder's do.
     causal_encoder: bool = False
@@ -212,8 +219,8 @@ class ModelConfig:
             raise LmatlasError(f"rope_scaling type {kind!r} is not supported; lmatlas knows {', '.join(ROPE_TYPES)}")
         if self.cross_attention and self.norm_position == "parallel":
             raise LmatlasError("a decoder with cross-attention cannot use the parallel layout")
-        if self.pooling not in (None, "class-norm", "eos"):
-            raise LmatlasError(f"pooling must be class-norm or eos, not {self.pooling!r}")
+        if self.pooling not in (None, "class-norm", "eos", "mean"):
+            raise LmatlasError(f"pooling must be class-norm, eos or mean, not {self.pooling!r}")
         if self.image_size is not None:
             self.image_size = _pair(self.image_size)
         self.patch_size = _pair(self.patch_size)
@@ -228,6 +235,19 @@ class ModelConfig:
     def patch_grid(self) -> tuple[int, int]:
         """Patches down and across the image (a strided convolution drops the remainder)."""
         return self.image_size[0] // self.patch_size[0], self.image_size[1] // self.patch_size[1]
+
+    @property
+    def output_width(self) -> int:
+        """The width of the last hidden states: Swin's last stage is 2^(stages - 1) times the first."""
+        return self.hidden_size * 2 ** (len(self.stage_depths) - 1) if self.stage_depths else self.hidden_size
+
+    def stage_config(self, i: int) -> "ModelConfig":
+        """Swin's stage ``i``: its width, heads and MLP."""
+        width = self.hidden_size * 2**i
+        return self.replace(
+            hidden_size=width, num_heads=self.stage_heads[i], num_kv_heads=None, head_dim=None,
+            intermediate_size=int(self.mlp_ratio * width), num_layers=self.stage_depths[i],
+        )  # fmt: skip
 
     @property
     def usable_positions(self) -> int | None:

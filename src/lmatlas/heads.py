@@ -173,7 +173,7 @@ class ImageClassificationHead(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.from_pooled = cfg.pooling is not None
-        self.out = nn.Linear(cfg.hidden_size, cfg.num_labels)
+        self.out = nn.Linear(cfg.output_width, cfg.num_labels)
 
     def forward(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         h = out["pooler_output"] if self.from_pooled else out["last_hidden_state"][:, 0]

@@ -17,6 +17,7 @@ from .errors import LmatlasError
 from .heads import HEADS
 from .outputs import ModelOutput
 from .towers import DualEncoder
+from .windows import WindowEncoder
 
 
 class LmatlasModel(nn.Module):
@@ -30,6 +31,8 @@ class LmatlasModel(nn.Module):
         self.head_name = head
         if cfg.vision is not None:  # CLIP: a text and an image tower
             self.backbone = DualEncoder(cfg)
+        elif cfg.window_size:  # Swin: stages of windowed attention
+            self.backbone = WindowEncoder(cfg)
         elif cfg.is_encoder_decoder:
             self.backbone = EncoderDecoder(cfg)
         else:
