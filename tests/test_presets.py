@@ -28,8 +28,8 @@ AUTO_CLASSES = {
     "seq2seq-lm": modeling_auto.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES,
     "image-classification": modeling_auto.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
 }
-# Families that read images (or a tower of CLIP's that reads text): no language-model head.
-VISION_FAMILIES = {"vit", "clip", "swin"}
+# Families that read images (and CLIP's text tower) or trajectories: no language-model head.
+VISION_FAMILIES = {"vit", "clip", "swin", "decision_transformer"}
 
 
 def test_families_are_registered_once():

@@ -173,6 +173,14 @@ class ModelConfig:
     stage_heads: list[int] | None = None
     window_size: int | None = None
     mlp_ratio: float = 4.0
+    # The Decision Transformer (Chen et al., 2021): a GPT-2 over trajectories, each step three
+    # tokens (return-to-go, state, action) embedded by linear maps from ``state_dim`` and
+    # ``action_dim`` numbers, plus a learned embedding of the step's timestep (up to
+    # ``max_episode_length``); actions are predicted through tanh when ``action_tanh``.
+    state_dim: int | None = None
+    action_dim: int | None = None
+    max_episode_length: int = 4096
+    action_tanh: bool = True
     # CLIP's text tower: an encoder (its output is pooled, never decoded) whose tokens see only
     # those before them, as a decoder's do.
     causal_encoder: bool = False

@@ -61,8 +61,11 @@ class Embeddings(nn.Module):
         input_ids: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = self.tokens(input_ids)
+        """``inputs_embeds``: vectors given in place of the token table's (the Decision
+        Transformer embeds returns, states and actions itself); give ``position_ids`` with them."""
+        x = self.tokens(input_ids) if inputs_embeds is None else inputs_embeds
         if self.scale != 1.0:
             x = x * self.scale
         if self.positions is not None or self.computed_positions:

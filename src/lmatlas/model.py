@@ -17,6 +17,7 @@ from .errors import LmatlasError
 from .heads import HEADS
 from .outputs import ModelOutput
 from .towers import DualEncoder
+from .trajectories import TrajectoryDecoder
 from .windows import WindowEncoder
 
 
@@ -31,6 +32,8 @@ class LmatlasModel(nn.Module):
         self.head_name = head
         if cfg.vision is not None:  # CLIP: a text and an image tower
             self.backbone = DualEncoder(cfg)
+        elif cfg.state_dim is not None:  # the Decision Transformer: a GPT-2 over trajectories
+            self.backbone = TrajectoryDecoder(cfg)
         elif cfg.window_size:  # Swin: stages of windowed attention
             self.backbone = WindowEncoder(cfg)
         elif cfg.is_encoder_decoder:
@@ -106,6 +109,11 @@ class LmatlasModel(nn.Module):
         decoder_position_ids: torch.Tensor | None = None,
         encoder_outputs: dict | None = None,
         pixel_values: torch.Tensor | None = None,
+        states: torch.Tensor | None = None,
+        actions: torch.Tensor | None = None,
+        returns_to_go: torch.Tensor | None = None,
+        timesteps: torch.Tensor | None = None,
+        rewards: torch.Tensor | None = None,
     ) -> ModelOutput:
         """Encoders: the whole sequence. Decoders: the new tokens, continuing ``cache`` if given
         (``attention_mask`` then covers the cached tokens too); ``logits_to_keep=n`` projects
@@ -115,6 +123,11 @@ class LmatlasModel(nn.Module):
         ``encoder_outputs``, and the target so far (``decoder_input_ids``, with
         ``decoder_attention_mask``); with a ``Seq2SeqCache`` the source comes from the cache and
         ``decoder_input_ids`` are the new target tokens."""
+        if isinstance(self.backbone, TrajectoryDecoder):
+            if states is None or actions is None or returns_to_go is None or timesteps is None:
+                raise LmatlasError("a Decision Transformer reads states, actions, returns_to_go and timesteps")
+            # rewards are taken, as transformers takes them, and not read: returns-to-go carry them.
+            return ModelOutput(self.backbone(states, actions, returns_to_go, timesteps, attention_mask))
         if self.is_dual_encoder:
             return ModelOutput(self.backbone(input_ids, attention_mask, pixel_values))
         if pixel_values is not None and not self.config.image_size:

@@ -17,7 +17,7 @@ _FAMILIES = [
     "bert", "distilbert", "roberta", "albert", "electra",
     "gpt", "gpt2", "ctrl", "gpt_neo", "opt", "bloom", "falcon", "llama", "qwen2",
     "bart", "mbart", "marian", "pegasus", "t5",
-    "vit", "clip", "swin",
+    "vit", "clip", "swin", "decision_transformer",
 ]  # fmt: skip
 
 
