@@ -61,3 +61,20 @@ def test_missing_inputs(tmp_path):
     inputs["timesteps"][0, 0] = 50
     with pytest.raises(lmatlas.LmatlasError, match="past max_ep_len 50"):
         ours(**inputs)
+
+
+def test_save_round_trip(tmp_path):
+    from lmatlas.save import save_model
+
+    tf = transformers()
+    config = tf.DecisionTransformerConfig(state_dim=STATE, act_dim=ACT, hidden_size=24, n_layer=2, n_head=2, max_ep_len=50)
+    ref = tf.DecisionTransformerModel(config).eval()
+    randomize(ref, seed=2)
+    ref.save_pretrained(tmp_path / "ref")
+    save_model(lmatlas.load(tmp_path / "ref"), tmp_path / "ours")
+    back = tf.DecisionTransformerModel.from_pretrained(tmp_path / "ours").eval()
+    inputs = trajectories()
+    inputs["attention_mask"][:] = 1
+    with torch.no_grad():
+        assert (back(**inputs).action_preds - ref(**inputs).action_preds).abs().max().item() <= TOL
+        assert (lmatlas.load(tmp_path / "ours")(**inputs)["action_preds"] - ref(**inputs).action_preds).abs().max() <= TOL

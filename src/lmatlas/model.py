@@ -47,15 +47,13 @@ class LmatlasModel(nn.Module):
 
     def tie_weights(self) -> None:
         """Share the vocabulary projection with the input embeddings where the model does."""
-        decoder = getattr(self.head, "decoder", None)
-        if decoder is None or not self.config.tie_word_embeddings:
-            return
         if self.is_encoder_decoder:
             self.backbone.tie_weights()
-            tokens = self.backbone.decoder.embeddings.tokens
-        else:
-            tokens = self.backbone.embeddings.tokens
-        decoder.weight = tokens.weight
+        decoder = getattr(self.head, "decoder", None)
+        if decoder is None or not self.config.tie_word_embeddings:
+            return  # image and trajectory models have no token table at all
+        backbone = self.backbone.decoder if self.is_encoder_decoder else self.backbone
+        decoder.weight = backbone.embeddings.tokens.weight
 
     @property
     def dtype(self) -> torch.dtype:

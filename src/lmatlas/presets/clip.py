@@ -119,8 +119,37 @@ def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
     return backbone, ({"head.out.weight": projection} if head == "projection" else {})
 
 
+def _tower_hf(cfg: ModelConfig) -> dict:
+    from ._inverse import plain_heads
+
+    plain_heads(cfg, "CLIP")
+    out = dict(
+        hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size, num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads, hidden_act=cfg.activation, layer_norm_eps=cfg.norm_eps,
+        attention_dropout=cfg.attention_dropout, projection_dim=cfg.projection_dim,
+    )  # fmt: skip
+    if cfg.image_size:
+        if cfg.image_size[0] != cfg.image_size[1] or cfg.patch_size[0] != cfg.patch_size[1]:
+            raise LmatlasError("a CLIP config.json holds square images and patches only")
+        return dict(out, model_type="clip_vision_model", image_size=cfg.image_size[0], patch_size=cfg.patch_size[0],
+                    num_channels=cfg.num_channels)  # fmt: skip
+    return dict(
+        out, model_type="clip_text_model", vocab_size=cfg.vocab_size, max_position_embeddings=cfg.max_positions,
+        pad_token_id=cfg.pad_token_id, bos_token_id=cfg.bos_token_id, eos_token_id=cfg.eos_token_id,
+    )  # fmt: skip
+
+
 def to_hf(cfg: ModelConfig) -> dict:
-    raise LmatlasError("saving CLIP in the Hugging Face format is not supported yet")
+    """config.json fields for ``cfg`` (the inverse of ``config``): one tower's, or CLIPModel's
+    text_config and vision_config."""
+    if cfg.vision is None:
+        return _tower_hf(cfg)
+    return dict(
+        model_type="clip",
+        text_config=_tower_hf(cfg.replace(vision=None)),
+        vision_config=_tower_hf(cfg.vision),
+        projection_dim=cfg.projection_dim,
+    )
 
 
 PRESET = Preset(
@@ -128,7 +157,7 @@ PRESET = Preset(
     model_types=("clip", "clip_text_model", "clip_vision_model"),
     skeleton="encoder",
     # Every CLIP class stores its towers under text_model. and vision_model.: the maps name them.
-    prefix="clip",
+    prefix="",
     heads={"ModelWithProjection": "projection", "Model": "base"},
     class_prefix={"clip": "CLIP", "clip_text_model": "CLIPText", "clip_vision_model": "CLIPVision"},
     tokenizer_family={"clip": None, "clip_text_model": None, "clip_vision_model": None},

@@ -49,17 +49,17 @@ def vision_common(hf: dict) -> dict:
 
 
 def _first(t: torch.Tensor) -> torch.Tensor:
-    # ViT stores its class token as (1, 1, hidden) and its positions as (1, patches + 1, hidden).
+    # ViT stores its positions as (1, patches + 1, hidden) and its class token as (1, 1, hidden).
     return t[0]
 
 
-def _flat(t: torch.Tensor) -> torch.Tensor:
-    return t.reshape(t.shape[-1])
+def _first_first(t: torch.Tensor) -> torch.Tensor:
+    return t[0, 0]
 
 
 def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
     backbone: WeightMap = {
-        "backbone.embeddings.class_token": Derived(("embeddings.cls_token",), _flat),
+        "backbone.embeddings.class_token": Derived(("embeddings.cls_token",), _first_first),
         "backbone.embeddings.positions": Derived(("embeddings.position_embeddings",), _first),
     }
     backbone |= linear("backbone.embeddings.patches", "embeddings.patch_embeddings.projection")
