@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from ..config import ModelConfig
 from ..errors import LmatlasError
-from ._maps import WeightMap, fused, hf_common, linear, norm
+from ._maps import WeightMap, hf_common, linear, norm
 from .preset import Preset
+from .vit import layer
 
 
 def config(hf: dict, head: str) -> ModelConfig:
@@ -49,15 +50,8 @@ def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
     for i, depth in enumerate(cfg.stage_depths):
         for j in range(depth):
             ours, theirs = f"backbone.stages.{i}.blocks.{j}", f"encoder.layers.{i}.blocks.{j}"
-            att = f"{theirs}.attention"
-            qkv = (f"{att}.self.query", f"{att}.self.key", f"{att}.self.value")
-            backbone |= fused(f"{ours}.attn.qkv", qkv, bias=cfg.qkv_bias)
-            backbone |= linear(f"{ours}.attn.out", f"{att}.output.dense")
-            backbone[f"{ours}.relative_bias"] = f"{att}.self.relative_position_bias_table"
-            backbone |= norm(f"{ours}.attn_norm", f"{theirs}.layernorm_before")
-            backbone |= linear(f"{ours}.mlp.fc_in", f"{theirs}.intermediate.dense")
-            backbone |= linear(f"{ours}.mlp.fc_out", f"{theirs}.output.dense")
-            backbone |= norm(f"{ours}.mlp_norm", f"{theirs}.layernorm_after")
+            backbone |= layer(ours, theirs, "self", cfg.qkv_bias)
+            backbone[f"{ours}.relative_bias"] = f"{theirs}.attention.self.relative_position_bias_table"
         if i < len(cfg.stage_depths) - 1:
             backbone |= norm(f"backbone.stages.{i}.merge.norm", f"encoder.layers.{i}.downsample.norm")
             backbone |= linear(f"backbone.stages.{i}.merge.reduction", f"encoder.layers.{i}.downsample.reduction", bias=False)

@@ -57,6 +57,19 @@ def _first_first(t: torch.Tensor) -> torch.Tensor:
     return t[0, 0]
 
 
+def layer(ours: str, theirs: str, inner: str, qkv_bias: bool) -> WeightMap:
+    """A pre-norm layer under ViT's names (layernorm_before, attention.{inner}.query/key/value,
+    attention.output.dense, layernorm_after, intermediate.dense, output.dense), which Swin's
+    blocks keep (``inner`` is ``self`` there)."""
+    att = f"{theirs}.attention"
+    qkv = (f"{att}.{inner}.query", f"{att}.{inner}.key", f"{att}.{inner}.value")
+    m = fused(f"{ours}.attn.qkv", qkv, bias=qkv_bias) | linear(f"{ours}.attn.out", f"{att}.output.dense")
+    m |= norm(f"{ours}.attn_norm", f"{theirs}.layernorm_before")
+    m |= linear(f"{ours}.mlp.fc_in", f"{theirs}.intermediate.dense")
+    m |= linear(f"{ours}.mlp.fc_out", f"{theirs}.output.dense")
+    return m | norm(f"{ours}.mlp_norm", f"{theirs}.layernorm_after")
+
+
 def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
     backbone: WeightMap = {
         "backbone.embeddings.class_token": Derived(("embeddings.cls_token",), _first_first),
@@ -64,15 +77,7 @@ def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
     }
     backbone |= linear("backbone.embeddings.patches", "embeddings.patch_embeddings.projection")
     for i in range(cfg.num_layers):
-        ours, theirs = f"backbone.layers.{i}", f"encoder.layer.{i}"
-        att = f"{theirs}.attention"
-        qkv = (f"{att}.attention.query", f"{att}.attention.key", f"{att}.attention.value")
-        backbone |= fused(f"{ours}.attn.qkv", qkv, bias=cfg.qkv_bias)
-        backbone |= linear(f"{ours}.attn.out", f"{att}.output.dense")
-        backbone |= norm(f"{ours}.attn_norm", f"{theirs}.layernorm_before")
-        backbone |= linear(f"{ours}.mlp.fc_in", f"{theirs}.intermediate.dense")
-        backbone |= linear(f"{ours}.mlp.fc_out", f"{theirs}.output.dense")
-        backbone |= norm(f"{ours}.mlp_norm", f"{theirs}.layernorm_after")
+        backbone |= layer(f"backbone.layers.{i}", f"encoder.layer.{i}", "attention", cfg.qkv_bias)
     backbone |= norm("backbone.final_norm", "layernorm")
     if cfg.pooler_activation:
         backbone |= linear("backbone.pooler.dense", "pooler.dense")
