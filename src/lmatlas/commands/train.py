@@ -26,6 +26,7 @@ OBJECTIVES = {
     "span-corruption": "span-corruption", "t5": "span-corruption",
     "denoising": "denoising", "bart": "denoising",
     "decision-transformer": "decision-transformer",
+    "clip": "clip", "contrastive": "clip",
 }  # fmt: skip
 
 
@@ -105,7 +106,8 @@ HELP = "pretrain a model with a paper's objective (GPT, BERT, ELECTRA, DistilBER
 DESCRIPTION = (
     "Train with the objective of a landmark paper: causal-lm (GPT), masked-lm (BERT, RoBERTa), "
     "replaced-token-detection (ELECTRA), distillation (DistilBERT), instruction (Alpaca), span-corruption (T5), "
-    "denoising (BART); decision-transformer (the Decision Transformer, on offline trajectories). --model is an "
+    "denoising (BART); decision-transformer (the Decision Transformer, on offline trajectories); clip (CLIP's "
+    "contrastive objective, continuing a CLIP folder on JSON Lines of image paths and captions). --model is an "
     "architecture preset built from scratch at the size --layers/--heads/--dim give, or a checkpoint folder "
     "to continue. Under torchrun the same command trains data-parallel."
 )
@@ -115,7 +117,7 @@ def arguments(p) -> None:
     """The arguments of `lmatlas train`, on its parser (made by ``lmatlas.cli``)."""
     p.add_argument("objective", metavar="OBJECTIVE", help=", ".join(sorted(set(OBJECTIVES.values()))) + " (or gpt, bert, electra, distilbert, alpaca, t5, bart)")
     p.add_argument("--model", "-m", default=None, help="architecture preset (gpt2, bert-base, llama-7b...) or checkpoint folder; for distillation, the teacher (not for decision-transformer, built from the trajectories)")
-    p.add_argument("--data", nargs="+", required=True, help="training text files (JSON Lines for instruction, and of trajectories for decision-transformer)")
+    p.add_argument("--data", nargs="+", required=True, help="training text files (JSON Lines for instruction; of trajectories for decision-transformer; of {\"image\", \"text\"} for clip)")
     p.add_argument("--out", required=True, help="output folder: model/, checkpoint-N/, log.jsonl, loss.png")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder, or a kind to train on --data: char, bpe, byte-bpe, wordpiece, unigram")
     p.add_argument("--vocab-size", type=int, default=None, help="for a tokenizer trained here")
@@ -157,6 +159,11 @@ def run(args) -> int:
         return _decision_transformer(args)
     if args.model is None:
         raise LmatlasError(f"{args.objective} needs --model: an architecture preset or a checkpoint folder")
+    if objective == "clip":
+        from ..training.contrastive import ContrastiveRecipe
+
+        fields = dict(model=args.model, data=args.data, val_fraction=args.val_fraction)
+        return train_with_flags(ContrastiveRecipe, fields, args)
     fields = dict(
         model=args.model, data=args.data, tokenizer=args.tokenizer, vocab_size=args.vocab_size, block=args.block,
         val=args.val, val_fraction=args.val_fraction, eval_windows=args.eval_windows, num_layers=args.layers,
