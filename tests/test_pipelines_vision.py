@@ -94,6 +94,10 @@ def test_bad_inputs(pictures, tmp_path):
     clip = save_clip(tmp_path / "clip")
     with pytest.raises(LmatlasError, match="needs candidate_labels"):
         lmatlas.pipeline("zero-shot-image-classification", clip)(str(pictures[0]))
+    with pytest.raises(LmatlasError, match="a CLIP model puts texts and images in one space"):
+        lmatlas.pipeline("feature-extraction", clip)
+    with pytest.raises(LmatlasError, match="a vit model reads images \\(use image-feature-extraction\\), not texts"):
+        lmatlas.pipeline("feature-extraction", vit)
     bert = tmp_path / "bert"
     tf = transformers()
     tf.BertModel(tf.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
