@@ -39,6 +39,9 @@ returns something odd):
   and the model's prefix applies as for the other models (transformers drops it there); on a
   one-pair model (T5, Marian) ``src_lang`` and ``tgt_lang`` choose its ``task_specific_params``
   entry, such as T5's "translate English to French: " (transformers ignores them);
+- the image tasks (``vision.py``) take file paths and PIL images (not URLs or base64), a single
+  string as ``candidate_labels``, and read an image encoder's own outputs in
+  image-feature-extraction whatever its head;
 - feature-extraction's ``pool=True``, the sentence-similarity task (the hub's schema) and the
   encoder-decoder tasks' ``prefix`` option are lmatlas' own; tokenizer arguments go in
   ``tokenizer_kwargs`` rather than loose keywords.
