@@ -202,3 +202,25 @@ def test_save_round_trip(cls, tmp_path):
         expected = getattr(ref(**inputs), field)
         assert (getattr(back(**inputs), field) - expected).abs().max().item() <= TOL
         assert (again(**inputs)[field] - expected).abs().max().item() <= TOL
+
+
+@pytest.mark.parametrize("cls", ["ViTModel", "CLIPTextModel", "CLIPVisionModel"])
+def test_hidden_states(cls, tmp_path):
+    """Every layer's output, the embeddings first, before any final norm (as transformers counts them)."""
+    tf = transformers()
+    config = tf.ViTConfig(**VIT) if cls == "ViTModel" else clip_config(cls)
+    ref = build(cls, config, seed=17)
+    ref.save_pretrained(tmp_path)
+    ours = lmatlas.load(tmp_path)
+    if cls == "CLIPTextModel":
+        inputs = dict(zip(("input_ids", "attention_mask"), texts()))
+    else:
+        inputs = {"pixel_values": pixels(2, *((30, 45) if cls == "ViTModel" else (30, 30)))}
+    with torch.no_grad():
+        expected = ref(**inputs, output_hidden_states=True).hidden_states
+        got = ours(**inputs, output_hidden_states=True)["hidden_states"]
+    assert len(got) == len(expected)
+    mask = inputs.get("attention_mask", torch.ones(2, 1)).bool()
+    for g, e in zip(got, expected):
+        rows = mask[..., None].expand_as(e) if cls == "CLIPTextModel" else torch.ones_like(e, dtype=torch.bool)
+        assert (g - e)[rows].abs().max().item() <= TOL
