@@ -29,6 +29,11 @@ def rope_type(rope_scaling: dict[str, Any] | None) -> str:
     return scaling.get("rope_type", scaling.get("type", "default"))
 
 
+def _pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """An image or patch size given as one side (a square) or as (height, width)."""
+    return (int(value), int(value)) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
 @dataclass
 class ModelConfig:
     model_type: str
@@ -169,6 +174,40 @@ class ModelConfig:
     router_jitter_noise: float = 0.0
     router_z_loss_coef: float = 0.001
     router_aux_loss_coef: float = 0.001
+    # Vision Transformers (ViT, Swin, CLIP's image tower): an image of ``image_size`` (height,
+    # width) is cut into ``patch_size`` patches of ``num_channels``, each embedded by one linear
+    # map (a strided convolution, with a bias unless ``patch_bias`` is off, as in CLIP); ViT and
+    # CLIP put a learned class token before them. None: the model reads token ids.
+    image_size: tuple[int, int] | None = None
+    patch_size: tuple[int, int] = (16, 16)
+    num_channels: int = 3
+    patch_bias: bool = True
+    # The pooled output where no dense pooler makes it: "class-norm", the class token through the
+    # last norm, which the hidden states do not pass (CLIP's image tower); "eos", the state at the
+    # end-of-text token (CLIP's text tower: ``eos_token_id``, or the largest id when it is 2).
+    pooling: str | None = None
+    # Swin: the depth and heads of each stage (the width doubles from one to the next, from
+    # ``hidden_size``), the side of its attention windows, and the MLP's width as a multiple of
+    # the stage's. None: one stage of full attention (every other model).
+    stage_depths: list[int] | None = None
+    stage_heads: list[int] | None = None
+    window_size: int | None = None
+    mlp_ratio: float = 4.0
+    # The Decision Transformer (Chen et al., 2021): a GPT-2 over trajectories, each step three
+    # tokens (return-to-go, state, action) embedded by linear maps from ``state_dim`` and
+    # ``action_dim`` numbers, plus a learned embedding of the step's timestep (up to
+    # ``max_episode_length``); actions are predicted through tanh when ``action_tanh``.
+    state_dim: int | None = None
+    action_dim: int | None = None
+    max_episode_length: int = 4096
+    action_tanh: bool = True
+    # CLIP's text tower: an encoder (its output is pooled, never decoded) whose tokens see only
+    # those before them, as a decoder's do.
+    causal_encoder: bool = False
+    # CLIP: both towers project their pooled output into one space of this width, and ``vision``
+    # is the image tower's config beside this one, the text tower's.
+    projection_dim: int | None = None
+    vision: "ModelConfig | None" = None
     # The folder's generation_config.json, the defaults of ``generate()`` as in transformers.
     generation: dict[str, Any] = field(default_factory=dict, repr=False)
     # The checkpoint's own config.json, kept for what only a preset or a task needs.
@@ -208,6 +247,11 @@ class ModelConfig:
             raise LmatlasError(f"rope_scaling type {kind!r} is not supported; lmatlas knows {', '.join(ROPE_TYPES)}")
         if self.cross_attention and self.norm_position == "parallel":
             raise LmatlasError("a decoder with cross-attention cannot use the parallel layout")
+        if self.pooling not in (None, "class-norm", "eos", "mean"):
+            raise LmatlasError(f"pooling must be class-norm, eos or mean, not {self.pooling!r}")
+        if self.image_size is not None:
+            self.image_size = _pair(self.image_size)
+        self.patch_size = _pair(self.patch_size)
         if self.num_heads % self.num_kv_heads:
             raise LmatlasError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
 
@@ -220,6 +264,24 @@ class ModelConfig:
     @property
     def label2id(self) -> dict[str, int]:
         return {v: k for k, v in self.id2label.items()}
+
+    @property
+    def patch_grid(self) -> tuple[int, int]:
+        """Patches down and across the image (a strided convolution drops the remainder)."""
+        return self.image_size[0] // self.patch_size[0], self.image_size[1] // self.patch_size[1]
+
+    @property
+    def output_width(self) -> int:
+        """The width of the last hidden states: Swin's last stage is 2^(stages - 1) times the first."""
+        return self.hidden_size * 2 ** (len(self.stage_depths) - 1) if self.stage_depths else self.hidden_size
+
+    def stage_config(self, i: int) -> "ModelConfig":
+        """Swin's stage ``i``: its width, heads and MLP."""
+        width = self.hidden_size * 2**i
+        return self.replace(
+            hidden_size=width, num_heads=self.stage_heads[i], num_kv_heads=None, head_dim=None,
+            intermediate_size=int(self.mlp_ratio * width), num_layers=self.stage_depths[i],
+        )  # fmt: skip
 
     @property
     def usable_positions(self) -> int | None:

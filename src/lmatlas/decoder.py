@@ -71,22 +71,25 @@ class Decoder(nn.Module):
 
     def forward(
         self,
-        input_ids: torch.Tensor,
+        input_ids: torch.Tensor | None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         cache: KVCache | None = None,
         output_hidden_states: bool = False,
         memory: torch.Tensor | list[tuple[torch.Tensor, torch.Tensor]] | None = None,
         memory_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """``memory`` (decoders with cross-attention): the encoder's output, or its keys and
-        values per layer (``cross_kv``); ``memory_mask`` marks its real tokens."""
-        b, t = input_ids.shape
+        values per layer (``cross_kv``); ``memory_mask`` marks its real tokens.
+        ``inputs_embeds`` (batch, t, hidden) stand in for the embedded ``input_ids``."""
+        b, t = input_ids.shape if inputs_embeds is None else inputs_embeds.shape[:2]
+        device = (input_ids if inputs_embeds is None else inputs_embeds).device
         start = cache.length if cache is not None else 0
         total = start + t
         if position_ids is None:
-            position_ids = self.default_position_ids(attention_mask, b, start, t, input_ids.device)
-        x = self.embeddings(input_ids, position_ids=position_ids)
+            position_ids = self.default_position_ids(attention_mask, b, start, t, device)
+        x = self.embeddings(input_ids, position_ids=position_ids, inputs_embeds=inputs_embeds)
         padded = attention_mask is not None and not bool(attention_mask[:, :total].all())
         key_mask = attention_mask[:, :total].bool() if padded else None
         rope = None

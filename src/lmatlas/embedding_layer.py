@@ -10,6 +10,7 @@ from torch import nn
 
 from .blocks import activation, make_norm
 from .config import ModelConfig
+from .errors import LmatlasError
 from .positions import sinusoidal_positions
 
 
@@ -62,8 +63,11 @@ class Embeddings(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         task_type_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = self.tokens(input_ids)
+        """``inputs_embeds``: vectors given in place of the token table's (the Decision
+        Transformer embeds returns, states and actions itself); give ``position_ids`` with them."""
+        x = self.tokens(input_ids) if inputs_embeds is None else inputs_embeds
         if self.scale != 1.0:
             x = x * self.scale
         if self.positions is not None or self.computed_positions:
@@ -98,6 +102,42 @@ class Embeddings(nn.Module):
         return x
 
 
+class PatchEmbeddings(nn.Module):
+    """An image as a sequence (ViT, CLIP's image tower): a class token, then one embedding per
+    patch (a convolution whose stride is its size: a linear map of each patch's pixels), plus
+    learned positions; CLIP normalises them (its ``pre_layrnorm``, ``embedding_norm``)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        h = cfg.hidden_size
+        self.image_size = cfg.image_size
+        self.patches = nn.Conv2d(cfg.num_channels, h, cfg.patch_size, stride=cfg.patch_size, bias=cfg.patch_bias)
+        grid = cfg.patch_grid
+        self.class_token = nn.Parameter(torch.randn(h) * 0.02)
+        self.positions = nn.Parameter(torch.randn(grid[0] * grid[1] + 1, h) * 0.02)
+        self.dropout = nn.Dropout(cfg.hidden_dropout)
+        self.norm = make_norm(cfg, h) if cfg.embedding_norm else None
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        check_pixels(pixel_values, self.patches.in_channels, self.image_size)
+        x = self.patches(pixel_values.to(self.patches.weight.dtype)).flatten(2).transpose(1, 2)  # (b, patches, h)
+        cls = self.class_token.expand(x.shape[0], 1, -1)
+        x = self.dropout(torch.cat([cls, x], dim=1) + self.positions)
+        return self.norm(x) if self.norm is not None else x
+
+
+def check_pixels(pixel_values: torch.Tensor, channels: int, image_size: tuple[int, int]) -> None:
+    """Images of the size and channels the model was made for (its position table has one row
+    per patch of that size)."""
+    if pixel_values.ndim != 4 or pixel_values.shape[1] != channels:
+        raise LmatlasError(f"pixel_values must be (batch, {channels}, height, width), not {tuple(pixel_values.shape)}")
+    if tuple(pixel_values.shape[2:]) != tuple(image_size):
+        raise LmatlasError(
+            f"the model reads images of {image_size[0]}x{image_size[1]} pixels, not "
+            f"{pixel_values.shape[2]}x{pixel_values.shape[3]} (its image processor resizes them)"
+        )
+
+
 class Pooler(nn.Module):
     """A dense layer and an activation over the first token ([CLS], <s>)."""
 
@@ -110,4 +150,4 @@ class Pooler(nn.Module):
         return self.act(self.dense(hidden[:, 0]))
 
 
-__all__ = ["Embeddings", "Pooler"]
+__all__ = ["Embeddings", "PatchEmbeddings", "Pooler", "check_pixels"]

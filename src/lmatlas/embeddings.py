@@ -103,6 +103,16 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, modes: Sequence[str]) -> torc
     return torch.cat(parts, dim=-1)
 
 
+def _check_text_encoder(model, folder) -> None:
+    """Image models and CLIP's pair of towers have no token states to pool: say what reads them."""
+    if model.is_dual_encoder:
+        raise LmatlasError(f"{folder}: a CLIP model puts texts and images in one space; embed with "
+                           "lmatlas.image_text.ImageTextEncoder, or use its text tower (a clip_text_model folder)")
+    if model.config.image_size or model.config.state_dim is not None:
+        kind = "images (use image-feature-extraction)" if model.config.image_size else "trajectories"
+        raise LmatlasError(f"{folder}: a {model.config.model_type} model reads {kind}, not texts")
+
+
 class SentenceEncoder:
     """A sentence-embedding model: ``encode(texts) -> (n, dim)`` float32 numpy array."""
 
@@ -114,6 +124,7 @@ class SentenceEncoder:
         self.folder = folder
         layout = _read_layout(folder)
         self.model = load(layout.transformer, head="base", dtype=dtype)
+        _check_text_encoder(self.model, folder)
         self.model.backbone.pooler = None  # sentence vectors pool the tokens themselves
         self.tokenizer = load_tokenizer(layout.transformer)
         self.pooling = layout.pooling

@@ -166,6 +166,36 @@ class Seq2SeqLMHead(nn.Module):
         return {"logits": self.decoder(h), "encoder_last_hidden_state": out["encoder_last_hidden_state"]}
 
 
+class ImageClassificationHead(nn.Module):
+    """Labels for an image: a linear layer over the class token's final state (ViT), or over the
+    pooled output where the model pools (Swin's average of its patches)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.from_pooled = cfg.pooling is not None
+        self.out = nn.Linear(cfg.output_width, cfg.num_labels)
+
+    def forward(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        h = out["pooler_output"] if self.from_pooled else out["last_hidden_state"][:, 0]
+        return {"logits": self.out(h)}
+
+
+class ProjectionHead(nn.Module):
+    """One CLIP tower's pooled output in the space both towers share (transformers'
+    ``CLIPTextModelWithProjection`` and ``CLIPVisionModelWithProjection``): ``text_embeds`` or
+    ``image_embeds``, not normalised."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        if cfg.projection_dim is None:
+            raise LmatlasError("a projection head needs projection_dim in config.json")
+        self.field = "image_embeds" if cfg.image_size else "text_embeds"
+        self.out = nn.Linear(cfg.hidden_size, cfg.projection_dim, bias=False)
+
+    def forward(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {self.field: self.out(out["pooler_output"]), "last_hidden_state": out["last_hidden_state"]}
+
+
 HEADS: dict[str, Callable[[ModelConfig], nn.Module] | None] = {
     "base": None,
     "causal-lm": CausalLMHead,
@@ -175,4 +205,6 @@ HEADS: dict[str, Callable[[ModelConfig], nn.Module] | None] = {
     "token-classification": TokenClassificationHead,
     "question-answering": QuestionAnsweringHead,
     "replaced-token-detection": ReplacedTokenDetectionHead,
+    "image-classification": ImageClassificationHead,
+    "projection": ProjectionHead,
 }

@@ -16,6 +16,9 @@ from .encoder_decoder import EncoderDecoder
 from .errors import LmatlasError
 from .heads import HEADS
 from .outputs import ModelOutput
+from .towers import DualEncoder
+from .trajectories import TrajectoryDecoder
+from .windows import WindowEncoder
 
 
 class LmatlasModel(nn.Module):
@@ -27,7 +30,13 @@ class LmatlasModel(nn.Module):
             raise LmatlasError(f"unknown head {head!r}; known: {', '.join(HEADS)}")
         self.config = cfg
         self.head_name = head
-        if cfg.is_encoder_decoder:
+        if cfg.vision is not None:  # CLIP: a text and an image tower
+            self.backbone = DualEncoder(cfg)
+        elif cfg.state_dim is not None:  # the Decision Transformer: a GPT-2 over trajectories
+            self.backbone = TrajectoryDecoder(cfg)
+        elif cfg.window_size:  # Swin: stages of windowed attention
+            self.backbone = WindowEncoder(cfg)
+        elif cfg.is_encoder_decoder:
             self.backbone = EncoderDecoder(cfg)
         else:
             self.backbone = Decoder(cfg) if cfg.causal else Encoder(cfg)
@@ -40,12 +49,11 @@ class LmatlasModel(nn.Module):
         """Share the vocabulary projection with the input embeddings where the model does."""
         if self.is_encoder_decoder:
             self.backbone.tie_weights()
-            tokens = self.backbone.decoder.embeddings.tokens
-        else:
-            tokens = self.backbone.embeddings.tokens
         decoder = getattr(self.head, "decoder", None)
-        if decoder is not None and self.config.tie_word_embeddings:
-            decoder.weight = tokens.weight
+        if decoder is None or not self.config.tie_word_embeddings:
+            return  # image and trajectory models have no token table at all
+        backbone = self.backbone.decoder if self.is_encoder_decoder else self.backbone
+        decoder.weight = backbone.embeddings.tokens.weight
 
     @property
     def dtype(self) -> torch.dtype:
@@ -62,6 +70,11 @@ class LmatlasModel(nn.Module):
     @property
     def is_decoder(self) -> bool:
         return isinstance(self.backbone, Decoder)
+
+    @property
+    def is_dual_encoder(self) -> bool:
+        """CLIP: a text and an image tower (``towers.DualEncoder``)."""
+        return isinstance(self.backbone, DualEncoder)
 
     @property
     def is_encoder_decoder(self) -> bool:
@@ -94,6 +107,12 @@ class LmatlasModel(nn.Module):
         decoder_position_ids: torch.Tensor | None = None,
         encoder_outputs: dict | None = None,
         task_type_ids: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        states: torch.Tensor | None = None,
+        actions: torch.Tensor | None = None,
+        returns_to_go: torch.Tensor | None = None,
+        timesteps: torch.Tensor | None = None,
+        rewards: torch.Tensor | None = None,
     ) -> ModelOutput:
         """Encoders: the whole sequence. Decoders: the new tokens, continuing ``cache`` if given
         (``attention_mask`` then covers the cached tokens too); ``logits_to_keep=n`` projects
@@ -108,6 +127,15 @@ class LmatlasModel(nn.Module):
         if task_type_ids is not None and not self.config.task_type_vocab_size:
             raise LmatlasError(f"task_type_ids are for models with task type embeddings (ERNIE's use_task_id); "
                                f"this {self.config.model_type} model has none")
+        if isinstance(self.backbone, TrajectoryDecoder):
+            if states is None or actions is None or returns_to_go is None or timesteps is None:
+                raise LmatlasError("a Decision Transformer reads states, actions, returns_to_go and timesteps")
+            # rewards are taken, as transformers takes them, and not read: returns-to-go carry them.
+            return ModelOutput(self.backbone(states, actions, returns_to_go, timesteps, attention_mask))
+        if self.is_dual_encoder:
+            return ModelOutput(self.backbone(input_ids, attention_mask, pixel_values))
+        if pixel_values is not None and not self.config.image_size:
+            raise LmatlasError(f"{self.config.model_type} is a text model; it reads input_ids, not pixel_values")
         if self.is_encoder_decoder:
             if token_type_ids is not None:
                 raise LmatlasError("encoder-decoder models take no token_type_ids")
@@ -132,7 +160,7 @@ class LmatlasModel(nn.Module):
         else:
             out = self.backbone(
                 input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids,
-                output_hidden_states=output_hidden_states, task_type_ids=task_type_ids,
+                output_hidden_states=output_hidden_states, task_type_ids=task_type_ids, pixel_values=pixel_values,
             )  # fmt: skip
         if logits_to_keep and (self.is_decoder or self.is_encoder_decoder):
             if getattr(self.head, "takes_input_ids", False):

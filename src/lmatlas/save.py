@@ -76,11 +76,13 @@ def _inverse(derived: Derived, value: torch.Tensor) -> torch.Tensor:
     shapes = [tuple(value.shape)]
     if value.ndim == 2:
         shapes.append(tuple(reversed(value.shape)))
+    # Stored with leading unit dimensions (ViT's class token and position table).
+    shapes += [(1, *value.shape), (1, 1, *value.shape)]
     for shape in shapes:
         positions = torch.arange(value.numel()).reshape(shape)
         try:
             moved = derived.fn(positions)
-        except RuntimeError:
+        except (RuntimeError, IndexError):
             continue
         if tuple(moved.shape) == tuple(value.shape):
             stored = torch.empty(value.numel(), dtype=value.dtype)

@@ -29,11 +29,11 @@ FIELDS = {
 }
 
 
-HELP = "run a task (fill-mask, ner, question-answering, summarization, translation, ...) over texts"
+HELP = "run a task (fill-mask, ner, question-answering, summarization, translation, ...) over texts or images"
 DESCRIPTION = (
     "Run a task pipeline — transformers' task names, options and output schemas — over "
     "texts given as arguments, in a file (.txt: one per line; .jsonl; .csv; .tsv) or on standard "
-    "input, and write one JSON line per input."
+    "input, or over image files and folders of them (the image tasks), and write one JSON line per input."
 )
 
 
@@ -136,6 +136,8 @@ def _epilog(tasks, task_options) -> str:
         "  lmatlas run text-generation -m MODEL -i chats.jsonl --max-new-tokens 64  # {\"messages\": [...]} lines",
         "  lmatlas run translation_en_to_de -m google-t5/t5-small 'The house is wonderful.'",
         "  lmatlas run translation -m facebook/mbart-large-50-many-to-many-mmt --src-lang en_XX --tgt-lang fr_XX 'Hello.'",
+        "  lmatlas run image-classification -m google/vit-base-patch16-224 --top-k 3 photo.jpg photos/",
+        "  lmatlas run zero-shot-image-classification -m openai/clip-vit-base-patch32 --candidate-labels cat,dog photos/",
     ]
     return "\n".join(lines)
 
@@ -144,7 +146,7 @@ def _epilog(tasks, task_options) -> str:
 
 
 def run(args) -> int:
-    from ..pipelines import canonical, pipeline
+    from ..pipelines import TASKS, canonical, pipeline
 
     task = canonical(args.task)
     if args.batch_size < 1:
@@ -152,10 +154,13 @@ def run(args) -> int:
     options = _task_options(args)
     columns = _columns(args.column)
     out_path = _check_output(args.output)
-    records, from_file, header = _records(args)
-    if header is not None:
-        _check_header(task, header, columns, args)
-    items = list(_items(task, records, columns, args))
+    if TASKS[task].images:
+        items, from_file = _image_items(args), False
+    else:
+        records, from_file, header = _records(args)
+        if header is not None:
+            _check_header(task, header, columns, args)
+        items = list(_items(task, records, columns, args))
     if not items:
         raise LmatlasError("no inputs: every line is empty")
     pipe = pipeline(args.task, args.model, dtype=args.dtype, batch_size=args.batch_size, **options)
@@ -311,6 +316,17 @@ def _records(args) -> tuple[list[tuple[int | None, Any, str | None]], bool, list
         return list(_jsonl(text)), True, None
     header, rows = _table(text, "\t" if fmt == "tsv" else ",", source)
     return rows, True, header
+
+
+def _image_items(args) -> list[tuple]:
+    """An image task's inputs: the image files named, and those of the folders named."""
+    from ..images import expand_images
+
+    if args.input:
+        raise LmatlasError("image tasks take image files and folders as arguments, not --input")
+    if not args.texts:
+        raise LmatlasError("no inputs: give image files or folders of images as arguments")
+    return [(None, str(path), None, str(path)) for path in expand_images(args.texts)]
 
 
 def _jsonl(text: str) -> Iterator[tuple[int, Any, str | None]]:

@@ -25,6 +25,8 @@ OBJECTIVES = {
     "instruction": "instruction", "alpaca": "instruction",
     "span-corruption": "span-corruption", "t5": "span-corruption",
     "denoising": "denoising", "bart": "denoising",
+    "decision-transformer": "decision-transformer",
+    "clip": "clip", "contrastive": "clip",
 }  # fmt: skip
 
 
@@ -104,7 +106,8 @@ HELP = "pretrain a model with a paper's objective (GPT, BERT, ELECTRA, DistilBER
 DESCRIPTION = (
     "Train with the objective of a landmark paper: causal-lm (GPT), masked-lm (BERT, RoBERTa), "
     "replaced-token-detection (ELECTRA), distillation (DistilBERT), instruction (Alpaca), span-corruption (T5), "
-    "denoising (BART). --model is an "
+    "denoising (BART); decision-transformer (the Decision Transformer, on offline trajectories); clip (CLIP's "
+    "contrastive objective, continuing a CLIP folder on JSON Lines of image paths and captions). --model is an "
     "architecture preset built from scratch at the size --layers/--heads/--dim give, or a checkpoint folder "
     "to continue. Under torchrun the same command trains data-parallel."
 )
@@ -113,8 +116,8 @@ DESCRIPTION = (
 def arguments(p) -> None:
     """The arguments of `lmatlas train`, on its parser (made by ``lmatlas.cli``)."""
     p.add_argument("objective", metavar="OBJECTIVE", help=", ".join(sorted(set(OBJECTIVES.values()))) + " (or gpt, bert, ernie, electra, distilbert, alpaca, t5, bart)")
-    p.add_argument("--model", "-m", required=True, help="architecture preset (gpt2, bert-base, llama-7b...) or checkpoint folder; for distillation, the teacher")
-    p.add_argument("--data", nargs="+", required=True, help="training text files (JSON Lines for instruction)")
+    p.add_argument("--model", "-m", default=None, help="architecture preset (gpt2, bert-base, llama-7b...) or checkpoint folder; for distillation, the teacher (not for decision-transformer, built from the trajectories)")
+    p.add_argument("--data", nargs="+", required=True, help="training text files (JSON Lines for instruction; of trajectories for decision-transformer; of {\"image\", \"text\"} for clip)")
     p.add_argument("--out", required=True, help="output folder: model/, checkpoint-N/, log.jsonl, loss.png")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder, or a kind to train on --data: char, bpe, byte-bpe, wordpiece, unigram")
     p.add_argument("--vocab-size", type=int, default=None, help="for a tokenizer trained here")
@@ -138,6 +141,12 @@ def arguments(p) -> None:
     g.add_argument("--generator-fraction", type=float, default=0.25, help="electra: generator width / discriminator's")
     g.add_argument("--temperature", type=float, default=2.0, help="distillation: softmax temperature")
     g.add_argument("--student-layers", default=None, help="distillation: teacher layers the student starts from (default every other)")
+    g = p.add_argument_group("decision-transformer (trajectories: JSON Lines of states, actions, rewards)")
+    g.add_argument("--context", type=int, default=10, help="steps per window (default 10)")
+    g.add_argument("--return-scale", type=float, default=1.0, help="returns-to-go are divided by this")
+    g.add_argument("--behaviour-cloning", action="store_true", help="the baseline: the same model with every return-to-go zero")
+    g.add_argument("--env", default=None, help="evaluate by playing this environment (gridworld) at each evaluation")
+    g.add_argument("--targets", default="", help="the target returns to play for, comma-separated (with --env)")
     add_trainer_options(p)
     p.set_defaults(func=run)
 
@@ -148,6 +157,15 @@ def run(args) -> int:
     objective = OBJECTIVES.get(args.objective)
     if objective is None:
         raise LmatlasError(f"unknown objective {args.objective!r}; choose one of {', '.join(sorted(set(OBJECTIVES.values())))}")
+    if objective == "decision-transformer":
+        return _decision_transformer(args)
+    if args.model is None:
+        raise LmatlasError(f"{args.objective} needs --model: an architecture preset or a checkpoint folder")
+    if objective == "clip":
+        from ..training.contrastive import ContrastiveRecipe
+
+        fields = dict(model=args.model, data=args.data, val_fraction=args.val_fraction)
+        return train_with_flags(ContrastiveRecipe, fields, args)
     fields = dict(
         model=args.model, data=args.data, tokenizer=args.tokenizer, vocab_size=args.vocab_size, block=args.block,
         val=args.val, val_fraction=args.val_fraction, eval_windows=args.eval_windows, num_layers=args.layers,
@@ -158,6 +176,24 @@ def run(args) -> int:
         student_layers=_layers(args.student_layers),
     )
     return train_with_flags(RECIPES[objective], fields, args)
+
+
+def _decision_transformer(args) -> int:
+    from ..training.trajectory import DecisionTransformerRecipe
+
+    if args.model is not None:
+        raise LmatlasError("decision-transformer builds its model from the trajectories; give its size with --dim, "
+                           "--layers and --heads, not --model")
+    try:
+        targets = [float(t) for t in args.targets.split(",") if t.strip()]
+    except ValueError:
+        raise LmatlasError(f"--targets must be numbers separated by commas, not {args.targets!r}") from None
+    fields = dict(
+        data=args.data, context=args.context, return_scale=args.return_scale, behaviour_cloning=args.behaviour_cloning,
+        env=args.env, targets=targets, val_fraction=args.val_fraction, hidden_size=args.dim, num_layers=args.layers,
+        num_heads=args.heads, dropout=args.dropout,
+    )  # fmt: skip
+    return train_with_flags(DecisionTransformerRecipe, {k: v for k, v in fields.items() if v is not None}, args)
 
 
 def _layers(text: str | None) -> list[int] | None:

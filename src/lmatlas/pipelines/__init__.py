@@ -39,6 +39,9 @@ returns something odd):
   and the model's prefix applies as for the other models (transformers drops it there); on a
   one-pair model (T5, Marian) ``src_lang`` and ``tgt_lang`` choose its ``task_specific_params``
   entry, such as T5's "translate English to French: " (transformers ignores them);
+- the image tasks (``vision.py``) take file paths and PIL images (not URLs or base64), a single
+  string as ``candidate_labels``, and read an image encoder's own outputs in
+  image-feature-extraction whatever its head;
 - feature-extraction's ``pool=True``, the sentence-similarity task (the hub's schema) and the
   encoder-decoder tasks' ``prefix`` option are lmatlas' own; tokenizer arguments go in
   ``tokenizer_kwargs`` rather than loose keywords.
@@ -67,6 +70,7 @@ class Task:
     needs: str  # the checkpoints that serve the task, for messages
     default: bool = False  # the default model serves it
     generative_default: bool = False  # the default generative model (SmolLM2-135M-Instruct) serves it
+    images: bool = False  # it reads images (through the checkpoint's image processor)
 
 
 _SEQ2SEQ = (
@@ -101,6 +105,14 @@ TASKS: dict[str, Task] = {
         Task("summarization", "seq2seq:Summarization", "seq2seq-lm", _SEQ2SEQ),
         Task("translation", "seq2seq:Translation", "seq2seq-lm", _SEQ2SEQ),
         Task("text2text-generation", "seq2seq:Text2TextGeneration", "seq2seq-lm", _SEQ2SEQ),
+        Task("image-classification", "vision:ImageClassification", "image-classification",
+             "an image classifier (architectures ending in ForImageClassification), such as "
+             "google/vit-base-patch16-224", images=True),
+        Task("zero-shot-image-classification", "vision:ZeroShotImageClassification", "base",
+             "a CLIP model (CLIPModel), such as openai/clip-vit-base-patch32", images=True),
+        Task("image-feature-extraction", "vision:ImageFeatureExtraction", None,
+             "an image encoder (ViT, a CLIP model or its vision tower), such as google/vit-base-patch16-224-in21k",
+             images=True),
     ]
 }
 
@@ -162,6 +174,8 @@ def pipeline(
     if model is None and not spec.default:
         raise LmatlasError(f"{task} has no default model; name one with model=: {spec.needs}")
 
+    if spec.images:
+        return _image_pipeline(spec, task, model, dtype, extra, options)
     if spec.head is None or (name == "zero-shot-classification" and _is_sentence_model(model)):
         if tokenizer is not None:
             raise LmatlasError(f"{task} reads the tokenizer from the model folder; tokenizer= is not taken")
@@ -181,6 +195,34 @@ def pipeline(
             f"{task} needs {spec.needs}; {source} has {has} (architectures: {archs})"
         )
     return _class(spec.target)(loaded, tok, task=task, **extra, **options)
+
+
+def _image_pipeline(spec: Task, task: str, model: Any, dtype: str | None, extra: dict, options: dict) -> Pipeline:
+    """An image task on a model folder or hub id: the model, its image processor, and for
+    zero-shot classification its tokenizer."""
+    from ..checkpoint import resolve
+    from ..images import ImageProcessor
+    from ..loader import load
+    from .vision import reads_images
+
+    if not isinstance(model, (str, os.PathLike)):
+        raise LmatlasError(f"{task} takes a model folder or hub id, not a loaded model")
+    folder = resolve(model)
+    loaded = load(folder, dtype=dtype)
+    if not reads_images(loaded):
+        raise LmatlasError(
+            f"{task} needs {spec.needs}; {model} is a text model (model_type {loaded.config.model_type}), it reads no images"
+        )
+    zero_shot = spec.name == "zero-shot-image-classification"
+    if (zero_shot and not loaded.is_dual_encoder) or (spec.head not in (None, "base") and loaded.head_name != spec.head):
+        archs = ", ".join(loaded.config.architectures or []) or "none"
+        raise LmatlasError(f"{task} needs {spec.needs}; {model} is not one (architectures: {archs})")
+    tokenizer = None
+    if zero_shot:
+        from ..tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer(folder)
+    return _class(spec.target)(loaded, ImageProcessor.from_pretrained(folder), tokenizer, task=task, **extra, **options)
 
 
 def _class(target: str) -> type:

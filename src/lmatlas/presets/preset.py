@@ -24,6 +24,8 @@ CLASS_SUFFIX = {
     "replaced-token-detection": "ForPreTraining",
     "causal-lm": "ForCausalLM",
     "seq2seq-lm": "ForConditionalGeneration",
+    "image-classification": "ForImageClassification",
+    "projection": "ModelWithProjection",
 }
 
 
