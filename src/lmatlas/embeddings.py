@@ -128,6 +128,11 @@ class SentenceEncoder:
         self.folder = folder
         layout = _read_layout(folder)
         self.model = load(layout.transformer, head="base", dtype=dtype)
+        if self.model.config.is_encoder_decoder:
+            raise LmatlasError(
+                f"{model or folder}: {self.model.config.model_type} is an encoder-decoder; sentence embeddings "
+                "are read from an encoder (BERT, MiniLM, RoBERTa, a sentence-transformers folder...)"
+            )
         self.model.backbone.pooler = None  # sentence vectors pool the tokens themselves
         self.tokenizer = load_tokenizer(layout.transformer)
         self.pooling = layout.pooling

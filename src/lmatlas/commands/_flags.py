@@ -14,8 +14,11 @@ def in_flags(message: str, flags: dict[str, str], words: bool = False) -> str:
     """``message`` with each argument of ``flags`` written as its flag: ``name=True`` as the
     flag alone, ``name=VALUE`` as ``--flag VALUE``, ``name=`` as the flag; a name with an
     underscore (never an ordinary word), or any name with ``words``, is replaced where it
-    stands alone too."""
+    stands alone too; a key with a space is a phrase, replaced as it is."""
     for name, flag in sorted(flags.items(), key=lambda kv: -len(kv[0])):
+        if " " in name:  # a phrase, replaced as it is
+            message = message.replace(name, flag)
+            continue
         # Not inside another identifier or a path: no letter, digit, _, -, . or / around it.
         edge_l, edge_r = r"(?<![\w\-./])", r"(?![\w\-/])"
         message = re.sub(edge_l + re.escape(name) + r"=True\b", flag, message)
