@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 from ..errors import LmatlasError
 from ._flags import FLAGS, dashed, in_flags
-from ._io import check_output_file, read_input
+from ._io import check_input_file, check_output_file, read_input
 
 FORMATS = {".txt": "txt", ".text": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv"}
 # The fields a task's inputs have, and the column each is read from unless --column says.
@@ -301,9 +301,13 @@ def _records(args) -> tuple[list[tuple[int | None, Any, str | None]], bool, list
     if args.input is None and sys.stdin.isatty():
         raise LmatlasError("no inputs: give TEXT arguments, --input FILE, or pipe texts into standard input")
     source = args.input or "-"
+    if source != "-":
+        check_input_file(source, "--input")
     fmt = args.format
     if fmt is None:
-        fmt = "txt" if source == "-" else FORMATS.get(Path(source).suffix.lower())
+        # A pipe (standard input, a named pipe, bash's <(...)) has no name to tell: plain text.
+        piped = source == "-" or not Path(source).is_file()
+        fmt = "txt" if piped else FORMATS.get(Path(source).suffix.lower())
         if fmt is None:
             raise LmatlasError(
                 f"--input {source}: cannot tell the format from the name; it must end in "
