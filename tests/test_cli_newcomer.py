@@ -271,6 +271,19 @@ def test_a_named_pipe_is_read(tmp_path, capsys):
     assert "2 embeddings" in out
 
 
+def test_training_data_from_a_named_pipe(corpus, tmp_path, capsys):
+    """Training reads its data twice (the tokenizer, then the stream): a pipe is read once."""
+    fifo = tmp_path / "data"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(corpus.read_bytes()))
+    writer.start()
+    code, out, err = run(capsys, "train", "gpt", *TINY_GPT, "--tokenizer", "char", "--data", fifo, "--out",
+                         tmp_path / "run", "--steps", "2", *QUIET)
+    writer.join()
+    assert code == 0, err
+    assert json.loads(out)["steps"] == 2
+
+
 def test_process_substitution_is_read(tmp_path):
     import subprocess
     import sys

@@ -3,8 +3,11 @@ UTF-8; every output path checked before any work, so that a mistake costs nothin
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import tempfile
 from pathlib import Path
+from typing import Iterator
 
 from ..errors import LmatlasError
 from ..files import read_text
@@ -34,6 +37,26 @@ def check_input_file(source, flag: str | None = None) -> None:
         raise LmatlasError(f"{_named(flag, source)}: is a folder; give a file")
     if not path.exists():
         raise LmatlasError(f"{_named(flag, source)}: no such file")
+
+
+@contextlib.contextmanager
+def readable_again(paths: list[str] | None) -> Iterator[list[str] | None]:
+    """``paths`` where each pipe (a named pipe, bash's ``<(command)``) is replaced by a file of
+    what it held, for work that reads its files more than once (training reads its data to
+    learn a tokenizer, then to train); the copies go when the work ends."""
+    if not paths or all(Path(p).is_file() or not Path(p).exists() or Path(p).is_dir() for p in paths):
+        yield paths
+        return
+    with tempfile.TemporaryDirectory(prefix="lmatlas-") as folder:
+        out = []
+        for i, p in enumerate(paths):
+            if Path(p).is_file() or not Path(p).exists() or Path(p).is_dir():
+                out.append(p)
+                continue
+            copy = Path(folder) / f"{i}-{Path(p).name}"
+            copy.write_bytes(Path(p).read_bytes())
+            out.append(str(copy))
+        yield out
 
 
 def read_lines(source: str, flag: str | None = None) -> list[str]:

@@ -6,6 +6,7 @@ data parallel training (see ``lmatlas.training.distributed``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sys
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import LmatlasError
 from ._flags import in_flags
-from ._io import check_output_folder
+from ._io import check_output_folder, readable_again
 
 if TYPE_CHECKING:
     from ..training import TrainConfig
@@ -98,7 +99,13 @@ def train_with_flags(recipe: type, fields: dict[str, Any], args) -> int:
     check_output_folder(args.out, "--out")
     names = {f.name for f in dataclasses.fields(recipe)}
     try:
-        summary = train(recipe(**{k: v for k, v in fields.items() if k in names}), trainer_config(args))
+        with contextlib.ExitStack() as stack:
+            for name in ("data", "val", "train", "dev"):  # pipes among the files, read once
+                if name in fields and fields[name] is not None:
+                    one = isinstance(fields[name], str)
+                    paths = stack.enter_context(readable_again([fields[name]] if one else list(fields[name])))
+                    fields[name] = paths[0] if one else paths
+            summary = train(recipe(**{k: v for k, v in fields.items() if k in names}), trainer_config(args))
     except FieldError as e:
         raise LmatlasError(e.naming(flag)) from None
     except KeyboardInterrupt:
