@@ -85,12 +85,12 @@ def test_chat(gpt2_folder, tmp_path, capsys):
     "argv,message",
     [
         (("--chat", "Hi"), "has no chat template"),
-        (("Hi", "--top-p", "1.5"), "top_p must be in (0, 1], not 1.5"),
+        (("Hi", "--top-p", "1.5"), "--top-p must be in (0, 1], not 1.5"),
         (("Hi", "--temperature", "0"), "temperature must be > 0 when sampling"),
-        (("Hi", "--max-new-tokens", "500"), "goes beyond the model's 64 positions"),
+        (("Hi", "--max-new-tokens", "500", "--no-sliding-window"), "goes beyond the model's 64 positions"),
         (("Hi", "--max-new-tokens", "-3"), "--max-new-tokens must be >= 0"),
         ((), "give a PROMPT"),
-        (("Hi", "--stop", "x", "--num-beams", "0"), "num_beams must be"),
+        (("Hi", "--stop", "x", "--num-beams", "0"), "--num-beams must be"),
     ],
 )
 def test_bad_input_is_one_line(gpt2_folder, capsys, argv, message):

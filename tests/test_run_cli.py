@@ -214,9 +214,9 @@ def test_user_errors(models, tmp_path, capsys):
     assert main(["run", "fill-mask", "-m", str(models["sentiment"]), "x [MASK]"]) == 1
     assert "has a sequence-classification head" in capsys.readouterr().err
     assert main(["run", "zero-shot-classification", "--candidate-labels", " , ", "A text."]) == 1
-    assert "candidate_labels is empty" in capsys.readouterr().err
+    assert "--candidate-labels is empty" in capsys.readouterr().err
     assert main(["run", "fill-mask", "-m", str(models["mlm"]), "--aggregation-strategy", "first", "a [MASK]"]) == 1
-    assert "fill-mask takes no option 'aggregation_strategy'" in capsys.readouterr().err
+    assert "fill-mask takes no option '--aggregation-strategy'" in capsys.readouterr().err
     (tmp_path / "x.doc").write_text("hello\n")
     assert main(["run", "feature-extraction", "-i", str(tmp_path / "x.doc")]) == 1
     assert "cannot tell the format" in capsys.readouterr().err

@@ -12,6 +12,7 @@ import importlib
 import sys
 import warnings
 
+from .commands._flags import FLAGS, in_flags
 from .errors import LmatlasError
 
 # The order here is the order of `lmatlas --help`.
@@ -30,7 +31,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = _Parser(prog="lmatlas", description="Landmark language models, from scratch in PyTorch.")
+    parser.add_argument("--version", action="version", version=f"lmatlas {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMANDS:
         command = importlib.import_module(f"lmatlas.commands.{name}")
@@ -40,8 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    # A notice for the user (e.g. "3 texts were truncated"), not a developer's warning.
-    print(f"lmatlas: warning: {message}", file=sys.stderr)
+    # A notice for the user (e.g. "3 texts were truncated"), not a developer's warning. Some
+    # name lmatlas themselves, for Python users who see them among other libraries' warnings.
+    text = str(message).removeprefix("lmatlas: ")
+    print(f"lmatlas: warning: {text}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except LmatlasError as e:
-        print(f"lmatlas: error: {e}", file=sys.stderr)
+        # The library names its Python arguments; the user typed flags.
+        message = in_flags(in_flags(str(e), FLAGS), getattr(args, "flags", {}), getattr(args, "flag_words", False))
+        print(f"lmatlas: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -8,6 +8,7 @@ sentence-transformers gives it.
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +114,19 @@ def _check_text_encoder(model, folder) -> None:
         raise LmatlasError(f"{folder}: a {model.config.model_type} model reads {kind}, not texts")
 
 
+class TextTooLong(LmatlasError):
+    """A text longer than the model's window, refused (``truncate=False``): ``index`` is its
+    place in the texts given, so that a command can name its line instead."""
+
+    def __init__(self, index: int, tokens: int, limit: int):
+        self.index, self.tokens, self.limit = index, tokens, limit
+        super().__init__(f"text {index} has {self.detail} (allow truncation to embed its beginning)")
+
+    @property
+    def detail(self) -> str:
+        return f"{self.tokens} tokens, more than the model's {self.limit}"
+
+
 class SentenceEncoder:
     """A sentence-embedding model: ``encode(texts) -> (n, dim)`` float32 numpy array."""
 
@@ -125,6 +139,11 @@ class SentenceEncoder:
         layout = _read_layout(folder)
         self.model = load(layout.transformer, head="base", dtype=dtype)
         _check_text_encoder(self.model, folder)
+        if self.model.config.is_encoder_decoder:
+            raise LmatlasError(
+                f"{model or folder}: {self.model.config.model_type} is an encoder-decoder; sentence embeddings "
+                "are read from an encoder (BERT, MiniLM, RoBERTa, a sentence-transformers folder...)"
+            )
         self.model.backbone.pooler = None  # sentence vectors pool the tokens themselves
         self.tokenizer = load_tokenizer(layout.transformer)
         self.pooling = layout.pooling
@@ -148,9 +167,11 @@ class SentenceEncoder:
         batch_size: int = 32,
         normalize: bool | None = None,
         truncate: bool = True,
+        progress=False,
     ) -> np.ndarray:
         """Embed ``texts``; inputs longer than ``max_seq_length`` are cut with a warning, or
-        refused with ``truncate=False``."""
+        refused with ``truncate=False``. ``progress``: True draws a bar on standard error; a tqdm
+        bar given is advanced instead (one bar over several calls)."""
         single = isinstance(texts, str)
         texts = [texts] if single else list(texts)
         if batch_size < 1:
@@ -165,10 +186,7 @@ class SentenceEncoder:
         if too_long:
             if not truncate:
                 i = too_long[0]
-                raise LmatlasError(
-                    f"text {i} has {lengths[i]} tokens, more than the model's {self.max_seq_length} "
-                    "(allow truncation to embed its beginning)"
-                )
+                raise TextTooLong(i, lengths[i], self.max_seq_length)
             warnings.warn(
                 f"{len(too_long)} text(s) longer than {self.max_seq_length} tokens were truncated", stacklevel=2
             )
@@ -177,6 +195,7 @@ class SentenceEncoder:
         order = np.argsort([-min(n, self.max_seq_length) for n in lengths], kind="stable")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         do_norm = self.normalize if normalize is None else normalize
+        bar = progress if hasattr(progress, "update") else progress_bar(bool(progress), len(texts), "text")
         for start in range(0, len(texts), batch_size):
             idx = order[start : start + batch_size]
             enc = self.tokenizer(
@@ -195,7 +214,17 @@ class SentenceEncoder:
             if do_norm:
                 vectors = torch.nn.functional.normalize(vectors, p=2, dim=1)
             out[idx] = vectors.numpy()
+            bar.update(len(idx))
+        if bar is not progress:
+            bar.close()
         return out[0] if single else out
+
+
+def progress_bar(enabled: bool, total: int | None, unit: str):
+    """A tqdm bar on standard error, or one that draws nothing."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, disable=not enabled, file=sys.stderr, dynamic_ncols=True)
 
 
 _ENCODERS: dict[str, SentenceEncoder] = {}
@@ -215,9 +244,12 @@ def embed(
     batch_size: int = 32,
     normalize: bool | None = None,
     truncate: bool = True,
+    progress: bool = False,
 ) -> np.ndarray:
-    """Sentence embeddings as a float32 array (n, dim); the default model is all-MiniLM-L6-v2."""
-    return encoder(model).encode(texts, batch_size=batch_size, normalize=normalize, truncate=truncate)
+    """Sentence embeddings as a float32 array (n, dim); the default model is all-MiniLM-L6-v2.
+    ``progress``: a bar on standard error."""
+    return encoder(model).encode(texts, batch_size=batch_size, normalize=normalize, truncate=truncate,
+                                 progress=progress)
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:

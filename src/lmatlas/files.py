@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 from .errors import LmatlasError
 
@@ -60,10 +60,21 @@ def read_jsonl(path: str | os.PathLike) -> list[Any]:
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file beside it, so that an interrupted
     write never leaves half a file."""
+    write_atomic(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> None:
+    """Call ``write`` on a binary file beside ``path`` and rename it to ``path`` once closed: an
+    interrupted write never leaves half a file, and a failed one leaves nothing."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
-__all__ = ["read_json", "read_jsonl", "read_text", "write_text_atomic"]
+__all__ = ["read_json", "read_jsonl", "read_text", "write_atomic", "write_text_atomic"]

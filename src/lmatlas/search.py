@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
@@ -28,6 +29,7 @@ from .files import read_json, read_jsonl, read_text
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".text"}
 CHUNK_CHARS = 800  # about 200 word pieces: inside all-MiniLM-L6-v2's 256-token window
 INDEX_VERSION = 2  # 2: chunks fit the model's token window
+MARKER = ".lmatlas-index"  # an empty file that says a folder is an index, which a build may write into
 
 
 @dataclass
@@ -142,6 +144,16 @@ class Index:
     def exists(self) -> bool:
         return self.manifest_file.exists()
 
+    def _check_folder(self) -> None:
+        """That the index may be written here: a new folder, or one an index made (its marker
+        file, or the manifest of an index older than the marker) — never a folder of other files."""
+        if self.folder.exists() and not self.folder.is_dir():
+            raise LmatlasError(f"{self.folder}: a file, not an index folder; give a folder name")
+        if self.folder.is_dir() and any(self.folder.iterdir()):
+            if not ((self.folder / MARKER).exists() or self.exists()):
+                raise LmatlasError(f"{self.folder}: a folder that is not a search index and not empty; "
+                                   "give a new folder name")
+
     def _load(self) -> tuple[dict, list[Chunk], np.ndarray]:
         if not self.exists():
             raise LmatlasError(f"{self.folder}: no search index here (build one with `lmatlas search build`)")
@@ -155,12 +167,18 @@ class Index:
             raise LmatlasError(f"{self.folder}: the search index is damaged (chunks and vectors differ); rebuild it")
         return manifest, chunks, vectors
 
-    def build(self, paths: Iterable[str | os.PathLike], model: str | None = None, batch_size: int = 32) -> dict:
-        """Index ``paths``; returns counts of files embedded, reused and dropped."""
-        from .embeddings import encoder
+    def build(self, paths: Iterable[str | os.PathLike], model: str | None = None, batch_size: int = 32,
+              progress: bool = False) -> dict:
+        """Index ``paths``; returns counts of files embedded, reused and dropped. A file with no
+        text is left out, with a notice. ``progress``: a bar of the passages embedded."""
+        from .embeddings import encoder, progress_bar
 
+        self._check_folder()
         files = find_files(list(paths))
         texts = {str(f): read_text(f) for f in files}  # read all first: a bad file stops us early
+        for source in [s for s, t in texts.items() if not t.strip()]:
+            warnings.warn(f"{source}: no text; left out of the index")
+            del texts[source]
         model_id = "default" if model is None else str(model)
         old_files: dict = {}
         old_chunks: list[Chunk] = []
@@ -174,6 +192,7 @@ class Index:
         vectors: list[np.ndarray] = []
         new_files = {}
         stats = {"embedded": 0, "reused": 0, "dropped": len(set(old_files) - set(texts)), "chunks": 0}
+        bar = progress_bar(progress, 0, "passage")
         for source, text in texts.items():
             digest = _digest(text)
             old = old_files.get(source)
@@ -184,15 +203,19 @@ class Index:
             else:
                 enc = enc or encoder(model)
                 file_chunks = fit_chunks(chunk_text(text, source), enc.token_counts, enc.max_seq_length)
-                file_vectors = enc.encode([c.text for c in file_chunks], batch_size=batch_size, normalize=True)
+                bar.total = (bar.total or 0) + len(file_chunks)  # one bar, grown file by file
+                file_vectors = enc.encode([c.text for c in file_chunks], batch_size=batch_size, normalize=True,
+                                          progress=bar)
                 stats["embedded"] += 1
             new_files[source] = {"sha256": digest, "chunks": [len(chunks), len(chunks) + len(file_chunks)]}
             chunks += file_chunks
             vectors.append(np.asarray(file_vectors, dtype=np.float32).reshape(len(file_chunks), -1))
+        bar.close()
         if not chunks:
-            raise LmatlasError(f"the files given hold no text to index: {', '.join(texts)}")
+            raise LmatlasError(f"the files given hold no text to index: {', '.join(map(str, files))}")
         matrix = np.concatenate(vectors)
         self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / MARKER).touch()
         def write_vectors(p: Path) -> None:
             with open(p, "wb") as f:  # closed (flushed) before the rename makes it the index's
                 np.save(f, matrix)

@@ -97,6 +97,7 @@ def find_topics(
     seed: int = 0,
     batch_size: int = 32,
     embeddings: np.ndarray | None = None,
+    progress: bool = False,
 ) -> TopicModel:
     """The topics of ``texts`` (see the module docstring).
 
@@ -104,7 +105,7 @@ def find_topics(
     min_cluster_size); ``min_samples``: how dense a clump must be (default a third of
     min_topic_size: lower finds more topics, with fewer outliers); ``reduce_outliers``: give
     every outlier the topic whose centre is nearest in embedding space; ``embeddings``: vectors
-    already computed for ``texts``.
+    already computed for ``texts``; ``progress``: a bar on standard error while they are embedded.
     """
     HDBSCAN, CountVectorizer, TSNE = _sklearn()
     texts = list(texts)
@@ -117,6 +118,9 @@ def find_topics(
         min_samples = max(2, min_topic_size // 3)
     if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 1:
         raise LmatlasError(f"min_samples must be a positive integer, not {min_samples!r}")
+    for name, value, least in (("keywords", keywords, 1), ("representative", representative, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise LmatlasError(f"{name} must be an integer of at least {least}, not {value!r}")
     if len(texts) < 2 * min_topic_size:
         raise LmatlasError(
             f"{len(texts)} texts are too few for topics of at least {min_topic_size} texts; "
@@ -126,7 +130,7 @@ def find_topics(
     if embeddings is None:
         from .embeddings import embed
 
-        embeddings = embed(texts, model=model, batch_size=batch_size)
+        embeddings = embed(texts, model=model, batch_size=batch_size, progress=progress)
     vectors = np.asarray(embeddings, dtype=np.float64)
     if vectors.shape[0] != len(texts):
         raise LmatlasError(f"{vectors.shape[0]} embeddings for {len(texts)} texts")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from ..errors import LmatlasError
+from ._flags import dashed
 
 # The flags named as generate()'s arguments pass through as they are.
 _GENERATE_ARGUMENTS = (
@@ -13,7 +14,9 @@ _GENERATE_ARGUMENTS = (
 
 
 def add_sampling_options(p, max_new_tokens_help: str) -> None:
-    """The length, sampling and stopping flags."""
+    """The length, sampling and stopping flags (and, for messages, the arguments they set)."""
+    p.set_defaults(flags={**dashed(_GENERATE_ARGUMENTS), **dashed(["sliding_window"]), "do_sample": "--sample",
+                          "stop_strings": "--stop"})
     p.add_argument("--max-new-tokens", type=int, default=None, help=max_new_tokens_help)
     p.add_argument("--min-new-tokens", type=int, default=None)
     p.add_argument("--sample", action="store_true", help="sample instead of taking the most likely token")
@@ -50,6 +53,26 @@ def model_source(model: str | None):
     return find_gguf(model) or resolve(model)
 
 
+def generative_kind(source, model: str | None) -> str:
+    """The skeleton of the model at ``source`` (a folder or a GGUF file), which must generate
+    text: "decoder" or "encoder-decoder". An encoder is named as what it is, not as a head it lacks."""
+    from pathlib import Path
+
+    from ..checkpoint import read_config
+    from ..presets import preset_for
+
+    if not Path(source).is_dir():
+        return "decoder"  # a GGUF file
+    hf = read_config(Path(source))
+    preset = preset_for(hf.get("model_type"), str(Path(source) / "config.json"))
+    if preset.skeleton == "encoder":
+        raise LmatlasError(
+            f"--model {model or source}: {hf.get('model_type')} is an encoder, which reads text but cannot write it; "
+            "give a decoder (GPT-2, Llama, SmolLM2...) or an encoder-decoder (T5, BART, Marian...)"
+        )
+    return preset.skeleton
+
+
 def dropped_notice(exchanges: int) -> None:
     """What the user reads when a chat outgrows the model's positions."""
     import warnings
@@ -57,4 +80,4 @@ def dropped_notice(exchanges: int) -> None:
     warnings.warn(f"the conversation outgrew the model's context: its oldest {exchanges} exchange(s) are forgotten")
 
 
-__all__ = ["add_sampling_options", "dropped_notice", "generation_options", "model_source"]
+__all__ = ["add_sampling_options", "dropped_notice", "generation_options", "generative_kind", "model_source"]

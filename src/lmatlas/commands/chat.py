@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import LmatlasError
-from ._generation import add_sampling_options, dropped_notice, generation_options, model_source
+from ._generation import add_sampling_options, dropped_notice, generation_options, generative_kind, model_source
 
 HELP = "chat with a model in the terminal: the reply streams, the conversation is kept"
 DESCRIPTION = (
@@ -39,6 +39,9 @@ def run(args) -> int:
     from ..tokenizer import load_tokenizer
 
     source = model_source(args.model)
+    if generative_kind(source, args.model) != "decoder":
+        raise LmatlasError(f"--model {args.model}: an encoder-decoder answers one text at a time; "
+                           "chat needs a decoder with a chat template (use lmatlas generate)")
     tokenizer = load_tokenizer(source)
     options = generation_options(args, tokenizer)
     template_of(tokenizer)  # a tokenizer without a chat template fails before the weights load

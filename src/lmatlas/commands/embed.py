@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 
 from ..errors import LmatlasError
-from ._io import add_model_options, read_lines
+from ..files import write_atomic
+from ._io import add_model_options, add_progress_option, check_output_file, progress_wanted, read_lines
 
 
 HELP = "sentence embeddings of a file of texts, one per line"
@@ -20,28 +20,28 @@ def arguments(p) -> None:
     p.add_argument("--output", "-o", required=True, help="OUT.npy (an n x dim array) or OUT.jsonl")
     p.add_argument("--batch-size", type=int, default=32)
     add_model_options(p)
+    add_progress_option(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..embeddings import embed
+    from ..embeddings import TextTooLong, embed
 
-    out = Path(args.output)
+    out = check_output_file(args.output, "--output")
     if out.suffix not in (".npy", ".jsonl"):
         raise LmatlasError(f"--output {args.output}: the name must end in .npy or .jsonl")
-    if not out.parent.exists():
-        raise LmatlasError(f"--output {args.output}: folder {out.parent} does not exist")
-    texts = read_lines(args.input)
-    vectors = embed(texts, model=args.model, batch_size=args.batch_size, truncate=args.truncate)
-    tmp = out.with_name(out.name + ".tmp")
+    texts = read_lines(args.input, "--input")
+    try:
+        vectors = embed(texts, model=args.model, batch_size=args.batch_size, truncate=args.truncate,
+                        progress=progress_wanted(args))
+    except TextTooLong as e:
+        where = "standard input" if args.input == "-" else args.input
+        raise LmatlasError(f"{where} line {e.index + 1}: {e.detail} (drop --no-truncate to embed its beginning)") from None
     if out.suffix == ".npy":
-        with open(tmp, "wb") as f:
-            np.save(f, vectors)
+        write_atomic(out, lambda f: np.save(f, vectors))
     else:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for text, v in zip(texts, vectors):
-                f.write(json.dumps({"text": text, "embedding": [round(float(x), 7) for x in v]}, ensure_ascii=False))
-                f.write("\n")
-    tmp.replace(out)
+        rows = (json.dumps({"text": t, "embedding": [round(float(x), 7) for x in v]}, ensure_ascii=False) + "\n"
+                for t, v in zip(texts, vectors))
+        write_atomic(out, lambda f: f.writelines(r.encode("utf-8") for r in rows))
     print(f"{len(texts)} embeddings of dimension {vectors.shape[1]} written to {out}")
     return 0

@@ -4,11 +4,12 @@ summarise, translate, text-to-text."""
 
 from __future__ import annotations
 
+import argparse
 import sys
-from pathlib import Path
+import warnings
 
 from ..errors import LmatlasError
-from ._generation import add_sampling_options, generation_options
+from ._generation import add_sampling_options, generation_options, generative_kind
 
 
 HELP = (
@@ -39,6 +40,10 @@ def arguments(p) -> None:
     p.add_argument("--stream", action="store_true", help="print the text as it is generated")
     p.add_argument("--chat", action="store_true", help="treat the prompt as a chat message (needs a chat template)")
     p.add_argument("--system", default=None, help="with --chat: a system message first")
+    p.add_argument("--sliding-window", action=argparse.BooleanOptionalAction, default=None,
+                   help="past the positions of a model with absolute positions (GPT, GPT-2, OPT...), read the "
+                   "last positions' worth of tokens, as nanoGPT (default: on, with a notice, when the text "
+                   "would not fit)")
     p.set_defaults(func=run)
 
 
@@ -50,8 +55,10 @@ def run(args) -> int:
     from ..loader import load
     from ..tokenizer import load_tokenizer
 
+    if args.system is not None and not args.chat:
+        raise LmatlasError("--system is the system message of a chat; add --chat")
     folder = model_source(args.model)
-    seq2seq = folder.is_dir() and _is_encoder_decoder(folder)  # a GGUF file is a decoder
+    seq2seq = generative_kind(folder, args.model) == "encoder-decoder"
     if seq2seq and args.chat:
         raise LmatlasError("--chat is for decoder models with a chat template; this is an encoder-decoder")
     # The tokenizer first: a chat without a template fails before the weights load.
@@ -69,6 +76,7 @@ def run(args) -> int:
         # The command's own default, under the model's settings as any default (generation.settings).
         options["generation_config"] = {"max_new_tokens": 50}
     options |= _languages(args, tokenizer)
+    options |= _sliding(args, model, tokenizer, prompt, options)
     if not args.chat:
         _answer(model, tokenizer, tokenizer.encode(prompt), options, args.stream)
         return 0
@@ -78,13 +86,21 @@ def run(args) -> int:
     return 0
 
 
-def _is_encoder_decoder(folder: Path) -> bool:
-    from ..checkpoint import read_config
-    from ..presets import preset_for
-
-    hf = read_config(Path(folder))
-    preset = preset_for(hf.get("model_type"), str(Path(folder) / "config.json"))
-    return preset.skeleton == "encoder-decoder"
+def _sliding(args, model, tokenizer, prompt: str | None, options: dict) -> dict:
+    """``sliding_window`` for generate(): as --sliding-window says, or, by default, on (with a
+    notice) when the prompt and the new tokens would outgrow the model's positions."""
+    if args.sliding_window is not None:
+        return {"sliding_window": args.sliding_window}
+    limit = model.config.usable_positions
+    if limit is None or getattr(model, "is_encoder_decoder", False) or args.chat or prompt is None:
+        return {}
+    new = options.get("max_new_tokens", options.get("generation_config", {}).get("max_new_tokens", 0))
+    length = len(tokenizer.encode(prompt))
+    if length + new <= limit or length > limit:
+        return {}
+    warnings.warn(f"the model reads {limit} positions: past them each token is read from the last {limit} "
+                  "(a sliding window, as nanoGPT); --no-sliding-window refuses instead")
+    return {"sliding_window": True}
 
 
 def _languages(args, tokenizer) -> dict:

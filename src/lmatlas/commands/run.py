@@ -14,11 +14,13 @@ import io
 import json
 import sys
 import types
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import LmatlasError
-from ._io import read_input
+from ._flags import FLAGS, dashed, in_flags
+from ._io import check_input_file, check_output_file, read_input
 
 FORMATS = {".txt": "txt", ".text": "txt", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv"}
 # The fields a task's inputs have, and the column each is read from unless --column says.
@@ -43,7 +45,8 @@ def arguments(p) -> None:
 
     p.epilog = _epilog(TASKS, task_options)
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("task", metavar="TASK", help="one of: " + ", ".join(task_names()))
+    # Optional to argparse only: its intermixed parse would otherwise call TEXT required too.
+    p.add_argument("task", metavar="TASK", nargs="?", help="one of: " + ", ".join(task_names()))
     p.add_argument("texts", nargs="*", metavar="TEXT", help="inputs (default: --input, or standard input)")
     p.add_argument("--model", "-m", default=None, help="model folder or hub id (default: all-MiniLM-L6-v2, for the tasks it serves)")
     p.add_argument("--input", "-i", metavar="FILE", help=".txt, .jsonl, .csv or .tsv file; - for standard input")
@@ -76,7 +79,8 @@ def arguments(p) -> None:
                                help=text + " (comma-separated; repeatable)")
         else:
             group.add_argument(flag, dest=f"opt_{name}", default=None, metavar="VALUE", help=text)
-    p.set_defaults(func=run, option_kinds=seen)
+    p.set_defaults(func=run, option_kinds=seen, usage_error=p.error,
+                   flags={**dashed(seen), "candidate_labels": "--candidate-labels"})
     # TEXT arguments may come before, after or between the options.
     p.parse_known_args = types.MethodType(_parse_intermixed, p)
 
@@ -148,6 +152,8 @@ def _epilog(tasks, task_options) -> str:
 def run(args) -> int:
     from ..pipelines import TASKS, canonical, pipeline
 
+    if args.task is None:
+        args.usage_error("the following argument is required: TASK")
     task = canonical(args.task)
     if args.batch_size < 1:
         raise LmatlasError(f"--batch-size must be at least 1, not {args.batch_size}")
@@ -164,6 +170,11 @@ def run(args) -> int:
     if not items:
         raise LmatlasError("no inputs: every line is empty")
     pipe = pipeline(args.task, args.model, dtype=args.dtype, batch_size=args.batch_size, **options)
+    if task == "text-generation" and any(isinstance(item[3], list) for item in items):
+        # Chats need the model's template: one error for the file, not the same one per line.
+        from ..chat import template_of
+
+        template_of(pipe.tokenizer, options.get("chat_template"))
 
     out = io.StringIO() if out_path else sys.stdout
     failures = 0
@@ -174,6 +185,7 @@ def run(args) -> int:
                 if err is not None:
                     failures += 1
                     where = f"{_source_name(args)} line {line}: " if line is not None else ""
+                    err = in_flags(err, {**FLAGS, **args.flags})
                     print(f"lmatlas: error: {where}{err}", file=sys.stderr)
                     row = {"line": line, "error": err} if line is not None else {"input": record, "error": err}
                 else:
@@ -272,14 +284,7 @@ def _columns(specs: list[str]) -> dict[str, str]:
 
 
 def _check_output(output: str | None) -> Path | None:
-    if output is None:
-        return None
-    path = Path(output)
-    if not path.parent.exists():
-        raise LmatlasError(f"--output {output}: folder {path.parent} does not exist")
-    if path.is_dir():
-        raise LmatlasError(f"--output {output}: is a folder; give a file name")
-    return path
+    return None if output is None else check_output_file(output, "--output")
 
 
 # -- inputs -------------------------------------------------------------------------------------
@@ -301,15 +306,23 @@ def _records(args) -> tuple[list[tuple[int | None, Any, str | None]], bool, list
     if args.input is None and sys.stdin.isatty():
         raise LmatlasError("no inputs: give TEXT arguments, --input FILE, or pipe texts into standard input")
     source = args.input or "-"
+    if source != "-":
+        check_input_file(source, "--input")
     fmt = args.format
     if fmt is None:
-        fmt = "txt" if source == "-" else FORMATS.get(Path(source).suffix.lower())
+        # A pipe (standard input, a named pipe, bash's <(...)) has no name to tell: plain text.
+        piped = source == "-" or not Path(source).is_file()
+        fmt = "txt" if piped else FORMATS.get(Path(source).suffix.lower())
         if fmt is None:
             raise LmatlasError(
                 f"--input {source}: cannot tell the format from the name; it must end in "
                 f"{', '.join(sorted(FORMATS))}, or give --format"
             )
     text = read_input(source, "--input")
+    if args.format is None and fmt == "txt" and _looks_like_chats(text):
+        warnings.warn(f"{_source_name(args)} holds JSON lines with \"messages\": read as chats (--format jsonl); "
+                      "--format txt takes each line as plain text")
+        fmt = "jsonl"
     if fmt == "txt":
         return [(n, line, None) for n, line in enumerate(text.splitlines(), 1) if line.strip()], True, None
     if fmt == "jsonl":
@@ -327,6 +340,17 @@ def _image_items(args) -> list[tuple]:
     if not args.texts:
         raise LmatlasError("no inputs: give image files or folders of images as arguments")
     return [(None, str(path), None, str(path)) for path in expand_images(args.texts)]
+
+
+def _looks_like_chats(text: str) -> bool:
+    """Whether a text read as plain lines is JSON Lines of chats, the one case where a line of
+    text is surely not meant as a prompt."""
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    try:
+        value = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(value, dict) and isinstance(value.get("messages"), list)
 
 
 def _jsonl(text: str) -> Iterator[tuple[int, Any, str | None]]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import textwrap
 
+from ._io import add_progress_option, progress_wanted
+
 
 HELP = "build and query a semantic search index of text files"
 
@@ -17,6 +19,7 @@ def arguments(p) -> None:
     b.add_argument("--from", dest="paths", nargs="+", required=True, metavar="PATH", help="files and folders to index")
     b.add_argument("--model", "-m", default=None, help="model folder or hub id (default: all-MiniLM-L6-v2)")
     b.add_argument("--batch-size", type=int, default=32)
+    add_progress_option(b)
     b.set_defaults(func=build)
     q = actions.add_parser("query", help="the passages closest in meaning to a question")
     q.add_argument("index", help="index folder")
@@ -28,7 +31,8 @@ def arguments(p) -> None:
 def build(args) -> int:
     from ..search import Index
 
-    stats = Index(args.index).build(args.paths, model=args.model, batch_size=args.batch_size)
+    stats = Index(args.index).build(args.paths, model=args.model, batch_size=args.batch_size,
+                                    progress=progress_wanted(args))
     print(
         f"indexed {stats['chunks']} passages in {args.index}: {stats['embedded']} file(s) embedded, "
         f"{stats['reused']} unchanged, {stats['dropped']} removed"

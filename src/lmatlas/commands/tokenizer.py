@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..errors import LmatlasError
+from ._io import check_output_folder
 
 
 HELP = "train a tokenizer (char, BPE, byte-level BPE, WordPiece, unigram) on text files"
@@ -35,6 +36,7 @@ def run(args) -> int:
 
     if args.vocab_size is not None and args.vocab_size < 1:
         raise LmatlasError(f"--vocab-size must be positive, not {args.vocab_size}")
+    check_output_folder(args.out, "--out")
     specials = None
     if args.special_tokens is not None:
         specials = [s.strip() for s in args.special_tokens.split(",") if s.strip()]

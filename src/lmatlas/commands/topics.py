@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import sys
 import textwrap
-from pathlib import Path
 
 from ..errors import LmatlasError
 from ..files import write_text_atomic
+from ._flags import dashed
+from ._io import add_progress_option, check_output_file, progress_wanted
 
 
 HELP = "find the topics of a collection of texts (embeddings, t-SNE, HDBSCAN, class-based TF-IDF)"
@@ -34,7 +35,9 @@ def arguments(p) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--output", "-o", metavar="FILE", help="write the topics and every text's topic as JSON")
     p.add_argument("--plot", metavar="FILE", help="draw the map of topics (.png, .pdf or .svg)")
-    p.set_defaults(func=run, texts=[], context=None, source=None)
+    add_progress_option(p)
+    p.set_defaults(func=run, texts=[], context=None, source=None,
+                   flags=dashed(["min_topic_size", "min_samples", "keywords", "representative"]), flag_words=True)
 
 
 def run(args) -> int:
@@ -42,10 +45,10 @@ def run(args) -> int:
     from ..topics import find_topics, plot_topics
     from .run import _check_header, _columns, _field, _records
 
-    out = Path(args.output) if args.output else None
-    if out is not None and not out.parent.exists():
-        raise LmatlasError(f"--output {args.output}: folder {out.parent} does not exist")
-    if args.plot:  # before the work, not after it
+    # Every output checked before the work, not after it.
+    out = check_output_file(args.output, "--output") if args.output else None
+    if args.plot:
+        check_output_file(args.plot, "--plot")
         try:
             check_path(args.plot)
         except LmatlasError as e:
@@ -73,7 +76,7 @@ def run(args) -> int:
     result = find_topics(
         texts, model=args.model, min_topic_size=args.min_topic_size, min_samples=args.min_samples,
         keywords=args.keywords, representative=args.representative, reduce_outliers=args.reduce_outliers,
-        seed=args.seed, batch_size=args.batch_size,
+        seed=args.seed, batch_size=args.batch_size, progress=progress_wanted(args),
     )
     print(format_topics(result))
     if out is not None:

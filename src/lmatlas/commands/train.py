@@ -6,11 +6,15 @@ data parallel training (see ``lmatlas.training.distributed``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import sys
 from typing import TYPE_CHECKING, Any
 
 from ..errors import LmatlasError
+from ._flags import in_flags
+from ._io import check_output_folder, readable_again
 
 if TYPE_CHECKING:
     from ..training import TrainConfig
@@ -77,6 +81,8 @@ def trainer_config(args) -> "TrainConfig":
 # name with dashes).
 FLAGS = {"num_layers": "--layers", "num_heads": "--heads", "num_kv_heads": "--kv-heads", "hidden_size": "--dim",
          "intermediate_size": "--ffn", "mask_probability": "--mask-prob", "progress": "--no-progress"}
+# A hint the library gives Python users that has no flag here (the head size follows --dim / --heads).
+_NO_FLAG = {"; give head_dim too": ""}
 
 
 def flag(field: str) -> str:
@@ -92,14 +98,41 @@ def train_with_flags(recipe: type, fields: dict[str, Any], args) -> int:
     from ..training import train
     from ..training.fields import FieldError
 
+    check_output_folder(args.out, "--out")
     names = {f.name for f in dataclasses.fields(recipe)}
     try:
-        summary = train(recipe(**{k: v for k, v in fields.items() if k in names}), trainer_config(args))
+        with contextlib.ExitStack() as stack:
+            for name in ("data", "val", "train", "dev"):  # pipes among the files, read once
+                if name in fields and fields[name] is not None:
+                    one = isinstance(fields[name], str)
+                    paths = stack.enter_context(readable_again([fields[name]] if one else list(fields[name])))
+                    fields[name] = paths[0] if one else paths
+            summary = train(recipe(**{k: v for k, v in fields.items() if k in names}), trainer_config(args))
     except FieldError as e:
         raise LmatlasError(e.naming(flag)) from None
+    except KeyboardInterrupt:
+        if dist_.main_process():
+            print("lmatlas: interrupted; " + _kept(args), file=sys.stderr)
+        raise
+    except LmatlasError as e:  # from deeper down, in the fields' names: the flags that set them
+        raise LmatlasError(in_flags(str(e), {**{name: flag(name) for name in names}, **_NO_FLAG})) from None
     if dist_.main_process():
         print(json.dumps(summary))
     return 0
+
+
+def _kept(args) -> str:
+    """What an interrupted run leaves, and how to lose less next time."""
+    from pathlib import Path
+
+    from ..training.checkpoints import checkpoints
+
+    found = checkpoints(Path(args.out))
+    if found:
+        last = found[-1]
+        return f"continue from {last} with --resume"
+    hint = "" if args.save_every else " (--save-every N writes one every N steps, which --resume continues from)"
+    return f"no checkpoint was written{hint}"
 
 
 HELP = "pretrain a model with a paper's objective (GPT, BERT, ELECTRA, DistilBERT, Alpaca...)"

@@ -24,7 +24,10 @@ def generate(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
     ``put(ids)`` and ``end()``, as transformers' streamers), ``generation_config`` (a dict of
     defaults that the model's generation_config.json may fill in, as transformers' argument; see
     ``generation.settings``). lmatlas adds ``seed``: sampling from its own generator,
-    reproducible whatever else uses torch's global one.
+    reproducible whatever else uses torch's global one; and ``sliding_window=True``: a decoder
+    with absolute positions (GPT, GPT-2, OPT...) goes on past them, each new token read from the
+    last positions' worth of tokens, as nanoGPT's ``generate()`` crops its context (greedy and
+    sampling; without it, a length beyond the positions is refused, as transformers does).
     """
     with torch.inference_mode():
         run = Run(model, input_ids, attention_mask, dict(kwargs))

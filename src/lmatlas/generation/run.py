@@ -62,6 +62,7 @@ class Run:
         if self.generator is None and seed is not None:
             self.generator = torch.Generator(device="cpu").manual_seed(int(seed))
         decoder_input_ids = kwargs.pop("decoder_input_ids", None) if self.encoder_decoder else None
+        sliding = bool(kwargs.pop("sliding_window", False))
         _check_ids(input_ids, "input_ids")
         if input_ids.shape[1] == 0:
             raise LmatlasError("input_ids is empty: give at least one prompt token (e.g. the BOS token)")
@@ -107,7 +108,15 @@ class Run:
         L = input_ids.shape[1]
         if s.max_new_tokens is not None:
             s.max_length = L + s.max_new_tokens
-        check(s, L, cfg.usable_positions, vocab)
+        # nanoGPT's sliding context: past the model's positions, each step reads the last
+        # ``window`` tokens only (uncached), as its generate() crops the context to block_size.
+        self.window = None
+        if sliding and not self.encoder_decoder and cfg.usable_positions is not None:
+            if s.max_length > cfg.usable_positions:
+                if s.num_beams > 1:
+                    raise LmatlasError("sliding_window decodes greedily or by sampling, not with beam search")
+                self.window = cfg.usable_positions
+        check(s, L, cfg.usable_positions, vocab, sliding=self.window is not None)
         self.model = model
         self.s = s
         self.eos = torch.tensor(eos, dtype=torch.long) if eos else None
@@ -147,7 +156,9 @@ class Run:
         an encoder-decoder's ``Seq2SeqCache`` over the encoded sources (always: it carries the
         source, with or without the decoder's own keys and values)."""
         if self.encoded is None:
-            return self.model.new_cache(rows, max_length) if use_cache else None
+            # With a sliding window the cache serves until the window is full.
+            length = max_length if self.window is None else min(max_length, self.window)
+            return self.model.new_cache(rows, length) if use_cache else None
         # The cross-attention key/value projections, like the encoder, serve only the source.
         with runtime.decoding(self.model, runtime.MAX_PACKED_ROWS):
             return self.model.new_cache(

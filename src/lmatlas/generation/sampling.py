@@ -70,7 +70,11 @@ def sample_steps(run: Run) -> Iterator[torch.Tensor]:
             yield seqs[:, :cur]
             if cur >= max_length or not bool(unfinished.any()):
                 break
-            if s.use_cache:
+            if run.window is not None and cur >= run.window:
+                # The window is full: the last ``window`` tokens, at positions counted from its start.
+                lo = cur - run.window
+                scores = next_scores(model, seqs[:, lo:cur], full_mask[:, lo:cur], positions(full_mask[:, lo:cur]), None)
+            elif s.use_cache:
                 step = tokens[:, None]  # (rows, 1): only the new token, the cache holds the rest
                 scores = threads.run(lambda: next_scores(model, step, full_mask[:, :cur], next_pos, cache))
             else:

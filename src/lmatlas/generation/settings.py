@@ -122,8 +122,10 @@ def eos_list(eos: int | Sequence[int] | None) -> list[int]:
     return [int(e) for e in eos]
 
 
-def check(s: GenerationSettings, prompt_length: int, usable_positions: int | None, vocab_size: int) -> None:
-    """One clear sentence for each argument that cannot work (transformers mostly warns)."""
+def check(s: GenerationSettings, prompt_length: int, usable_positions: int | None, vocab_size: int,
+          sliding: bool = False) -> None:
+    """One clear sentence for each argument that cannot work (transformers mostly warns).
+    ``sliding``: the context slides past the model's positions, which then bound the prompt only."""
     if s.max_new_tokens is not None and s.max_new_tokens < 0:
         raise LmatlasError(f"max_new_tokens must be >= 0, not {s.max_new_tokens}")
     if s.do_sample:
@@ -174,9 +176,10 @@ def check(s: GenerationSettings, prompt_length: int, usable_positions: int | Non
             raise LmatlasError(
                 f"the prompt is {prompt_length} tokens long, but the model has only {usable_positions} positions"
             )
-        if s.max_length > usable_positions:
+        if s.max_length > usable_positions and not sliding:
             new = s.max_length - prompt_length
             raise LmatlasError(
                 f"max_new_tokens {new} goes beyond the model's {usable_positions} positions "
-                f"(the prompt takes {prompt_length}); ask for at most {usable_positions - prompt_length}"
+                f"(the prompt takes {prompt_length}); ask for at most {usable_positions - prompt_length}, "
+                "or slide the context (sliding_window=True)"
             )

@@ -286,6 +286,7 @@ def read_conll(path: str | os.PathLike) -> list[tuple[list[str], list[str]]]:
     sentences: list[tuple[list[str], list[str]]] = []
     words: list[str] = []
     tags: list[str] = []
+    columns: tuple[int, int] | None = None  # (the first token line, its number of columns)
     for n, line in enumerate(text.splitlines(), 1):
         parts = line.split()
         if not parts or parts[0] == "-DOCSTART-":
@@ -295,6 +296,14 @@ def read_conll(path: str | os.PathLike) -> list[tuple[list[str], list[str]]]:
             continue
         if len(parts) < 2:
             raise LmatlasError(f"{path}, line {n}: expected a token and a tag, found {line.strip()!r}")
+        # CoNLL has the same columns on every line; a table of sentences (TSV, CSV) has not.
+        if columns is None:
+            columns = (n, len(parts))
+        elif len(parts) != columns[1]:
+            raise LmatlasError(
+                f"{path}, line {n}: {len(parts)} columns where line {columns[0]} has {columns[1]}; this is not a "
+                "CoNLL file (a token per line, its tag in the last column, blank lines between sentences)"
+            )
         words.append(parts[0])
         tags.append(parts[-1])
     if words:

@@ -32,15 +32,41 @@ def build_model(
     architecture preset (``lmatlas catalog --architectures``) built from scratch at the size
     ``overrides`` give (num_layers, num_heads, hidden_size, ..., dropout), with the tokenizer's
     vocabulary and special tokens. ``head`` and ``causal`` say what the objective trains."""
-    from ..catalog import architecture_names
-
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    if Path(spec).expanduser().is_dir() or ("/" in spec and spec not in architecture_names()):
+    if _is_checkpoint(spec):
         if overrides:
             raise FieldError(lambda f: f"size options ({', '.join(map(f, overrides))}) only apply to an "
                                        f"architecture preset, not to the checkpoint {spec}")
         return _from_checkpoint(spec, head, tokenizer, block, causal).train()
     return _from_preset(spec, head, tokenizer, block, overrides, causal).train()
+
+
+def _is_checkpoint(spec: str) -> bool:
+    from ..catalog import architecture_names
+
+    return Path(spec).expanduser().is_dir() or ("/" in spec and spec not in architecture_names())
+
+
+def check_model(spec: str, head: str, overrides: dict[str, Any] | None = None, causal: bool | None = None) -> str | None:
+    """What ``build_model`` will refuse, found before any work or any write (the tokenizer is
+    trained later, so a preset is tried at a stand-in vocabulary): a checkpoint that is not
+    there, a preset that does not exist, a size its config.json cannot express, a model of
+    the wrong kind. Returns the preset's ``model_type`` (None for a checkpoint)."""
+    from ..catalog import architecture_preset
+    from ..checkpoint import resolve
+    from ..save import hf_config
+
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None and k != "dropout"}
+    if _is_checkpoint(spec):
+        if overrides:
+            raise FieldError(lambda f: f"size options ({', '.join(map(f, overrides))}) only apply to an "
+                                       f"architecture preset, not to the checkpoint {spec}")
+        resolve(spec, weights=False)
+        return None
+    preset = architecture_preset(spec, vocab_size=256, **overrides)
+    _check_kind(f"the architecture {spec}", preset.config, preset.skeleton == "encoder-decoder", head, causal)
+    hf_config(preset.config, head)
+    return preset.config.model_type
 
 
 def _check_kind(name: str, cfg, encoder_decoder: bool, head: str, causal: bool | None) -> None:
@@ -107,4 +133,4 @@ def _from_preset(spec: str, head: str, tokenizer, block: int, overrides: dict[st
     return model
 
 
-__all__ = ["build_model"]
+__all__ = ["build_model", "check_model"]

@@ -32,6 +32,9 @@ from .trainer import Task, Trainer
 
 PathLike = str | os.PathLike
 
+_BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+_ROBERTA_LIKE = ("roberta", "xlm-roberta", "bart", "mbart")
+
 
 class Recipe(Protocol):
     """What ``train`` needs of a recipe: the task it trains, and the config completed with what
@@ -88,6 +91,9 @@ class Pretraining:
     dropout: float | None = None
 
     objective: ClassVar[str]
+    #: the head the objective trains, and whether the model reads causally (None: either)
+    head: ClassVar[str] = "causal-lm"
+    causal: ClassVar[bool | None] = None
     #: the special tokens of a tokenizer trained here (None: the kind's own)
     specials: ClassVar[list[str] | None] = None
 
@@ -111,10 +117,12 @@ class Pretraining:
         if config.steps is None:
             raise FieldError(lambda f: f"{f('steps')} must be given for pretraining")
         out = Path(config.out)
+        # Everything that can be checked is, before any work or any write.
+        model_type = self._check()
         if ctx.main:
             out.mkdir(parents=True, exist_ok=True)
         dist_.barrier(ctx)
-        tok_dir = self._tokenizer_folder(out, bool(config.resume), ctx)
+        tok_dir = self._tokenizer_folder(out, bool(config.resume), ctx, model_type)
         tok_dir = tok_dir if tok_dir.is_dir() else resolve(tok_dir, weights=False)
         return self.build(load_tokenizer(tok_dir), tok_dir, config.seed), config
 
@@ -122,7 +130,30 @@ class Pretraining:
         """The objective's task over this recipe's model and data."""
         raise NotImplementedError
 
-    def _tokenizer_folder(self, out: Path, resume: bool, ctx: Context) -> Path:
+    def _check(self) -> str | None:
+        """The checks of the model, the data and the tokenizer that need no work: the preset's
+        ``model_type`` (None for a checkpoint)."""
+        from .models import check_model
+        from .tokenizer_trainer import KINDS
+
+        for name, files in (("data", self.data), ("val", self.val or ())):
+            for file in files:
+                if Path(file).is_dir():
+                    raise FieldError(lambda f, file=file: f"{f(name)} {file}: is a folder; give text files")
+                if not Path(file).exists():
+                    raise FieldError(lambda f, file=file: f"{f(name)} {file}: no such file")
+        sizes = {} if self.objective == "distillation" else self.sizes()
+        model_type = check_model(str(self.model), self.head, sizes, self.causal)
+        if self.tokenizer is None and model_type is not None:
+            raise FieldError(lambda f: f"{f('tokenizer')} is needed to train {self.model} from scratch: a tokenizer "
+                                       f"folder, or one of {', '.join(KINDS)} to train one on {f('data')}")
+        path_like = str(self.tokenizer).startswith((".", "/", "~")) or str(self.tokenizer).count("/") > 1
+        if self.tokenizer is not None and path_like and not Path(self.tokenizer).expanduser().is_dir():
+            raise FieldError(lambda f: f"{f('tokenizer')} {self.tokenizer}: no such folder, and not one of "
+                                       f"{', '.join(KINDS)}")
+        return model_type
+
+    def _tokenizer_folder(self, out: Path, resume: bool, ctx: Context, model_type: str | None) -> Path:
         from .tokenizer_trainer import KINDS, train_tokenizer
 
         if self.tokenizer is not None and str(self.tokenizer) in KINDS and not Path(self.tokenizer).is_dir():
@@ -130,7 +161,7 @@ class Pretraining:
             if not (resume and (folder / "tokenizer.json").is_file()):
                 if ctx.main:
                     train_tokenizer(self.data, str(self.tokenizer), folder, vocab_size=self.vocab_size,
-                                    specials=self._specials(str(self.tokenizer)))
+                                    specials=self._specials(str(self.tokenizer), model_type))
                 dist_.barrier(ctx)
             return folder
         if self.tokenizer is not None:
@@ -140,13 +171,14 @@ class Pretraining:
         raise FieldError(lambda f: f"{f('tokenizer')} is needed to train {self.model} from scratch: a tokenizer "
                                    f"folder, or one of {', '.join(KINDS)} to train one on {f('data')}")
 
-    def _specials(self, kind: str) -> list[str] | None:
+    def _specials(self, kind: str, model_type: str | None) -> list[str] | None:
         return self.specials
 
-    def _model(self, head: str, tokenizer, causal: bool | None = None, sizes: bool = True):
+    def _model(self, tokenizer, head: str | None = None, sizes: bool = True):
         from .models import build_model
 
-        return build_model(self.model, head, tokenizer, self.block, self.sizes() if sizes else None, causal=causal)
+        return build_model(self.model, head or self.head, tokenizer, self.block, self.sizes() if sizes else None,
+                           causal=self.causal)
 
     def _streams(self, tokenizer, length: int, vocab_size: int, units=None):
         """(train, validation) token streams, each with at least one window of ``length``;
@@ -172,11 +204,12 @@ class CausalLMRecipe(Pretraining):
     """GPT: predict each next token of the stream."""
 
     objective: ClassVar[str] = "causal-lm"
+    causal: ClassVar[bool | None] = True
 
     def build(self, tokenizer, tokenizer_dir, seed):
         from .tasks import CausalLMTask
 
-        model = self._model("causal-lm", tokenizer, causal=True)
+        model = self._model(tokenizer)
         train, val = self._streams(tokenizer, self.block + 1, model.config.vocab_size)
         return CausalLMTask(model, tokenizer_dir, train, val, self.block, seed, self.eval_windows)
 
@@ -195,20 +228,27 @@ class MaskedLMRecipe(Pretraining):
     phrases: str | None = None
 
     objective: ClassVar[str] = "masked-lm"
+    head: ClassVar[str] = "masked-lm"
+    causal: ClassVar[bool | None] = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0 < self.mask_probability < 1:
             raise FieldError(lambda f: f"{f('mask_probability')} must be between 0 and 1, not {self.mask_probability}")
+        if self.phrases is not None and not Path(self.phrases).is_file():  # before any work or write
+            raise FieldError(lambda f: f"{f('phrases')} {self.phrases}: no such file")
 
-    def _specials(self, kind):
-        # What masking needs, which a character tokenizer lacks by default.
-        return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] if kind == "char" else None
+    def _specials(self, kind, model_type):
+        # What masking needs, which a character or byte-level tokenizer lacks by default: BERT's
+        # tokens, or RoBERTa's for a byte-level BPE of RoBERTa's family (its own tokenizer's kind).
+        if kind == "byte-bpe":
+            return ["<s>", "<pad>", "</s>", "<unk>", "<mask>"] if model_type in _ROBERTA_LIKE else _BERT_SPECIALS
+        return _BERT_SPECIALS if kind == "char" else None
 
     def build(self, tokenizer, tokenizer_dir, seed):
         from .tasks import MaskedLMTask
 
-        model = self._model("masked-lm", tokenizer, causal=False)
+        model = self._model(tokenizer)
         train, val = self._streams(tokenizer, self.block, model.config.vocab_size, self._units(tokenizer))
         return MaskedLMTask(model, tokenizer, tokenizer_dir, train, val, self.block, seed, self.mask_probability,
                             self.whole_units, self.eval_windows)
@@ -240,6 +280,7 @@ class ElectraRecipe(MaskedLMRecipe):
     generator_fraction: float = 0.25
 
     objective: ClassVar[str] = "replaced-token-detection"
+    head: ClassVar[str] = "replaced-token-detection"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -251,7 +292,7 @@ class ElectraRecipe(MaskedLMRecipe):
         from ..save import hf_config
         from .tasks import ElectraTask, electra_generator_config
 
-        disc = self._model("replaced-token-detection", tokenizer, causal=False)
+        disc = self._model(tokenizer)
         gen = LmatlasModel(electra_generator_config(disc.config, self.generator_fraction), "masked-lm").train()
         hf_config(disc.config, "replaced-token-detection")  # fails now if the discriminator cannot be saved
         train, val = self._streams(tokenizer, self.block, disc.config.vocab_size, self._units(tokenizer))
@@ -281,7 +322,7 @@ class DistillationRecipe(MaskedLMRecipe):
         from .objectives import student_from_teacher
         from .tasks import DistillationTask
 
-        teacher = self._model("masked-lm", tokenizer, causal=False, sizes=False)
+        teacher = self._model(tokenizer, sizes=False)
         depth = teacher.config.num_layers
         layers = None if self.student_layers is None else list(self.student_layers)
         bad = [i for i in layers or [] if not 0 <= i < depth]
@@ -300,14 +341,14 @@ class InstructionRecipe(Pretraining):
 
     objective: ClassVar[str] = "instruction"
 
-    def _specials(self, kind):
+    def _specials(self, kind, model_type):
         raise LmatlasError("train a tokenizer with `lmatlas tokenizer train` for instruction data")
 
     def build(self, tokenizer, tokenizer_dir, seed):
         from .data import read_table
         from .tasks import InstructionTask, instruction_examples
 
-        model = self._model("causal-lm", tokenizer, causal=True)
+        model = self._model(tokenizer)
 
         def examples(files):
             rows = [r for f in files for r in read_table(f, "jsonl")]
@@ -329,13 +370,14 @@ class SpanCorruptionRecipe(Pretraining):
     """T5: spans of the text become sentinels; the decoder writes the spans they hide."""
 
     objective: ClassVar[str] = "span-corruption"
+    head: ClassVar[str] = "seq2seq-lm"
     # T5's: padding, end, unknown, then 100 sentinels.
     specials: ClassVar[list[str] | None] = ["<pad>", "</s>", "<unk>"] + [f"<extra_id_{i}>" for i in range(100)]
 
     def build(self, tokenizer, tokenizer_dir, seed):
         from .tasks import DenoisingTask
 
-        model = self._model("seq2seq-lm", tokenizer)
+        model = self._model(tokenizer)
         train, val = self._streams(tokenizer, self.block, model.config.vocab_size)
         return DenoisingTask(self.objective, model, tokenizer, tokenizer_dir, train, val, self.block, seed,
                              self.eval_windows)
