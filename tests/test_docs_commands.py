@@ -45,6 +45,20 @@ FAST_FINETUNE = ["--steps", "2", "--eval-every", "2", "--no-progress"]
 COMMANDS: dict[str, Entry] = {
     # README.md
     "make demo": Entry(skip="sets up a virtual environment; its steps are the search commands below"),
+    "lmatlas run image-classification -m google/vit-base-patch16-224 --top-k 3 photo.jpg photos/":
+        Entry(swap={"google/vit-base-patch16-224": "vit"}),
+    "lmatlas run zero-shot-image-classification -m openai/clip-vit-base-patch32 --candidate-labels cat,dog photos/":
+        Entry(swap={"openai/clip-vit-base-patch32": "clip"}),
+    "lmatlas train decision-transformer --data trajectories.jsonl --out runs/dt/ --env gridworld --targets 1,2,3":
+        Entry(extra=["--steps", "3", "--batch-size", "8", "--dim", "16", "--layers", "1", "--heads", "2",
+                     "--context", "4", "--no-progress"]),
+    "lmatlas serve --index my-index": Entry(skip="a server runs until stopped; tests/test_serve.py starts one"),
+    "lmatlas convert my-llama/ --to gguf --dtype q8_0 -o my-llama.gguf": Entry(swap={"my-llama/": "gpt2"}),
+    # docs/serving.md
+    "lmatlas serve": Entry(skip="a server runs until stopped; tests/test_serve_default.py starts this one"),
+    'lmatlas serve --model path/to/model.gguf --index my-index --api-key "$KEY" --task-model '
+    "fill-mask=google-bert/bert-base-uncased --allowed-origins https://example.org":
+        Entry(skip="a server runs until stopped; tests/test_serve.py starts one with these flags"),
     "make test": Entry(skip="runs this suite"),
     "lmatlas embed --input sentences.txt --output vectors.npy": Entry(),
     'lmatlas similarity "A cat sits on the mat." "A feline rests on a rug."': Entry(),
@@ -117,6 +131,13 @@ def _workdir(tmp: Path) -> None:
                                   encoding="utf-8")
     shutil.copy(ROOT / "README.md", tmp / "README.md")
     shutil.copytree(ROOT / "docs", tmp / "docs")
+    from lmatlas.control import GridWorld, collect, write_trajectories
+
+    from .helpers_vision import drawing, save_drawings
+
+    drawing().save(tmp / "photo.jpg")
+    save_drawings(tmp / "photos")
+    write_trajectories(collect(GridWorld(), 30, seed=2), tmp / "trajectories.jsonl")
     sst2 = tmp / "sst2"
     sst2.mkdir()
     for name, rows in (("train.tsv", 65), ("dev.tsv", 17)):
@@ -126,9 +147,12 @@ def _workdir(tmp: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def checkpoints(gpt2_folder, folders, models, chat_model):  # noqa: F811
+def checkpoints(gpt2_folder, folders, models, chat_model, tmp_path_factory):  # noqa: F811
+    from .helpers_vision import save_clip, save_vit
+
+    vision = tmp_path_factory.mktemp("vision")
     return {"gpt2": gpt2_folder, "marian": folders["marian"], "t5": folders["t5"], "bert-mlm": models["mlm"],
-            "chat": chat_model}
+            "chat": chat_model, "vit": save_vit(vision / "vit"), "clip": save_clip(vision / "clip")}
 
 
 def test_every_documented_command_has_an_entry():
