@@ -11,6 +11,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from ..errors import LmatlasError
+from . import train_preferences
 
 if TYPE_CHECKING:
     from ..training import TrainConfig
@@ -25,6 +26,7 @@ OBJECTIVES = {
     "instruction": "instruction", "alpaca": "instruction",
     "span-corruption": "span-corruption", "t5": "span-corruption",
     "denoising": "denoising", "bart": "denoising",
+    "reward": "reward", "dpo": "dpo", "grpo": "grpo", "rloo": "rloo", "ppo": "ppo",
 }  # fmt: skip
 
 
@@ -74,7 +76,8 @@ def trainer_config(args) -> "TrainConfig":
 # The flags whose names differ from the fields they set (the others are "--" + the field's
 # name with dashes).
 FLAGS = {"num_layers": "--layers", "num_heads": "--heads", "num_kv_heads": "--kv-heads", "hidden_size": "--dim",
-         "intermediate_size": "--ffn", "mask_probability": "--mask-prob", "progress": "--no-progress"}
+         "intermediate_size": "--ffn", "mask_probability": "--mask-prob", "progress": "--no-progress",
+         "clip": "--clip-range"}
 
 
 def flag(field: str) -> str:
@@ -104,7 +107,7 @@ HELP = "pretrain a model with a paper's objective (GPT, BERT, ELECTRA, DistilBER
 DESCRIPTION = (
     "Train with the objective of a landmark paper: causal-lm (GPT), masked-lm (BERT, RoBERTa), "
     "replaced-token-detection (ELECTRA), distillation (DistilBERT), instruction (Alpaca), span-corruption (T5), "
-    "denoising (BART). --model is an "
+    "denoising (BART); and from preferences: reward (a reward model), dpo, grpo, rloo, ppo. --model is an "
     "architecture preset built from scratch at the size --layers/--heads/--dim give, or a checkpoint folder "
     "to continue. Under torchrun the same command trains data-parallel."
 )
@@ -136,16 +139,19 @@ def arguments(p) -> None:
     g.add_argument("--generator-fraction", type=float, default=0.25, help="electra: generator width / discriminator's")
     g.add_argument("--temperature", type=float, default=2.0, help="distillation: softmax temperature")
     g.add_argument("--student-layers", default=None, help="distillation: teacher layers the student starts from (default every other)")
+    train_preferences.arguments(p)
     add_trainer_options(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..training import RECIPES
+    from ..training import PREFERENCE_RECIPES, RECIPES
 
     objective = OBJECTIVES.get(args.objective)
     if objective is None:
         raise LmatlasError(f"unknown objective {args.objective!r}; choose one of {', '.join(sorted(set(OBJECTIVES.values())))}")
+    if objective in PREFERENCE_RECIPES:
+        return train_with_flags(PREFERENCE_RECIPES[objective], train_preferences.fields(args), args)
     fields = dict(
         model=args.model, data=args.data, tokenizer=args.tokenizer, vocab_size=args.vocab_size, block=args.block,
         val=args.val, val_fraction=args.val_fraction, eval_windows=args.eval_windows, num_layers=args.layers,
