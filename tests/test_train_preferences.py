@@ -380,3 +380,17 @@ def test_reference_with_another_tokenizer_is_named(tiny, tmp_path, capsys):
     err = _error(capsys, ["train", "dpo", "--model", str(tiny), "--ref", str(other), "--data", str(data),
                           "--out", str(tmp_path / "o"), *TAIL])
     assert f"the reference model {other} has another tokenizer than {tiny}" in err
+
+
+def test_a_tokenizer_without_files_is_saved_and_read_back(tiny, tmp_path):
+    """What a model trained from a GGUF file is saved with: the tokenizer written out."""
+    from lmatlas.chat import apply_chat_template
+    from lmatlas.tokenizer import save_tokenizer
+
+    tok = lmatlas.load_tokenizer(tiny)
+    again = lmatlas.load_tokenizer(save_tokenizer(tok, tmp_path / "tok"))
+    text = "say red, then blue dog"
+    assert again(text)["input_ids"] == tok(text)["input_ids"]
+    assert again.eos_token_id == tok.eos_token_id and again.chat_template == TEMPLATE
+    chat = [{"role": "user", "content": "say red"}]
+    assert apply_chat_template(again, chat, add_generation_prompt=True) == apply_chat_template(tok, chat, add_generation_prompt=True)

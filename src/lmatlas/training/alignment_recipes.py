@@ -29,15 +29,20 @@ from .trainer import Task
 PathLike = str | os.PathLike
 
 
-def tokenizer_folder(spec: PathLike) -> Path | None:
-    """The folder whose tokenizer files a saved model gets (None for a GGUF file, whose
-    tokenizer lives in its metadata)."""
+def tokenizer_folder(spec: PathLike, tokenizer, out: Path, ctx: Context) -> Path:
+    """The folder whose tokenizer files a saved model gets: the model's own, or for a GGUF file
+    (whose tokenizer lives in its metadata) ``out/tokenizer``, written here."""
     from ..checkpoint import resolve
     from ..gguf import find_gguf
+    from ..tokenizer import save_tokenizer
+    from . import distributed as dist_
 
-    if find_gguf(spec) is not None:
-        return None
-    return Path(spec) if Path(spec).expanduser().is_dir() else resolve(spec, weights=False)
+    if find_gguf(spec) is None:
+        return Path(spec) if Path(spec).expanduser().is_dir() else resolve(spec, weights=False)
+    if ctx.main:
+        save_tokenizer(tokenizer, out / "tokenizer")
+    dist_.barrier(ctx)
+    return out / "tokenizer"
 
 
 def load_language_model(spec: PathLike, what: str):
@@ -80,9 +85,10 @@ class Preference:
 
         if config.steps is None:
             raise FieldError(lambda f: f"{f('steps')} must be given")
-        return self.build(load_tokenizer(self.model), config.seed), config
+        tokenizer = load_tokenizer(self.model)
+        return self.build(tokenizer, tokenizer_folder(self.model, tokenizer, Path(config.out), ctx), config.seed), config
 
-    def build(self, tokenizer, seed: int) -> Task:
+    def build(self, tokenizer, tokenizer_dir: Path, seed: int) -> Task:
         raise NotImplementedError
 
     def context(self, model) -> int:
@@ -109,14 +115,14 @@ class RewardRecipe(Preference):
 
     objective: ClassVar[str] = "reward"
 
-    def build(self, tokenizer, seed):
+    def build(self, tokenizer, tokenizer_dir, seed):
         from .finetune import load_for_finetuning, use_pad_token
         from .tasks.preference import RewardTask
 
         model = load_for_finetuning(self.model, "sequence-classification", {0: "LABEL_0"})
         pad_id = use_pad_token(model, tokenizer) if model.is_decoder else (tokenizer.pad_token_id or 0)
         train, dev = self._pairs(tokenizer, model)
-        return RewardTask(model, tokenizer_folder(self.model), train, dev, pad_id, seed, self.centring)
+        return RewardTask(model, tokenizer_dir, train, dev, pad_id, seed, self.centring)
 
 
 @dataclass(frozen=True)
@@ -137,7 +143,7 @@ class DPORecipe(Preference):
         if self.loss not in DPO_LOSSES:
             raise FieldError(lambda f: f"{f('loss')} must be one of {', '.join(DPO_LOSSES)}, not {self.loss!r}")
 
-    def build(self, tokenizer, seed):
+    def build(self, tokenizer, tokenizer_dir, seed):
         from ..tokenizer import load_tokenizer
         from .tasks.preference import DPOTask
 
@@ -147,7 +153,7 @@ class DPORecipe(Preference):
         reference = load_language_model(self.ref or self.model, "the reference model")
         pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
         train, dev = self._pairs(tokenizer, model)
-        return DPOTask(model, tokenizer_folder(self.model), train, dev, pad_id, seed, reference, self.beta, self.loss)
+        return DPOTask(model, tokenizer_dir, train, dev, pad_id, seed, reference, self.beta, self.loss)
 
 
 @dataclass(frozen=True)
@@ -187,7 +193,7 @@ class OnlineRecipe(Preference):
             raise FieldError(lambda f: f"{f('beta')} must not be negative, {f('sample_temperature')} and {f('clip')} must "
                                        "be positive")
 
-    def build(self, tokenizer, seed):
+    def build(self, tokenizer, tokenizer_dir, seed):
         from ..tokenizer import load_tokenizer
         from .pairs import read_prompts, split
         from .tasks.online import OnlineTask, Sampling, load_reward
@@ -203,7 +209,7 @@ class OnlineRecipe(Preference):
         else:
             prompts, dev = split(prompts, self.val_fraction)
         sampling = Sampling(self.group, self.max_new_tokens, self.sample_temperature)
-        return OnlineTask(self.objective, model, reference, tokenizer, tokenizer_folder(self.model), prompts, dev,
+        return OnlineTask(self.objective, model, reference, tokenizer, tokenizer_dir, prompts, dev,
                           reward, seed, sampling, self.beta, self.clip, self.updates, self.gamma, self.lam,
                           self.value_coef)
 
