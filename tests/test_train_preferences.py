@@ -423,3 +423,21 @@ def test_resume_continues_exactly(tiny, tmp_path, method):
     if method == "ppo":
         assert torch.equal(torch.load(whole / "model" / "value_head.pt")["weight"],
                            torch.load(resumed / "model" / "value_head.pt")["weight"])
+
+
+def test_reward_model_on_an_encoder(tmp_path):
+    """A BERT reads prompt and reply as one text (no chat template) and scores its [CLS]."""
+    text = tmp_path / "text.txt"
+    text.write_text("\n".join(" ".join(random.Random(i).sample(WORDS + ["say"], 6)) for i in range(40)))
+    tok_dir = train_tokenizer([text], "wordpiece", tmp_path / "tok", vocab_size=80, min_frequency=1)
+    tok = lmatlas.load_tokenizer(tok_dir)
+    torch.manual_seed(0)
+    model = build_model("bert-base", "base", tok, 64, dict(num_layers=2, num_heads=2, hidden_size=32,
+                                                           intermediate_size=64, dropout=0.0))
+    save_model(model, tmp_path / "bert", tok_dir)
+    data = _pairs(tmp_path / "pairs.jsonl", 40)
+    out = tmp_path / "rm"
+    assert main(["train", "reward", "--model", str(tmp_path / "bert"), "--data", str(data), "--out", str(out),
+                 "--steps", "20", "--lr", "3e-3", *TAIL]) == 0
+    assert [r for r in _log(out) if r["split"] == "dev"][-1]["accuracy"] >= 0.75
+    assert lmatlas.load(out / "model").config.num_labels == 1
