@@ -40,9 +40,15 @@ def plot_log(history: list[dict[str, Any]], path: Path, metric: str | None = Non
     ax.grid(alpha=0.3)
     if extra:
         ax2 = axes[0][1]
-        ax2.plot([r["step"] for r in dev if extra in r], [r[extra] for r in dev if extra in r], "o-", color="C2")
+        logged = [(r["step"], r[extra]) for r in history if r.get("split") == "train" and extra in r]
+        if logged:  # a preference run logs its dev metric at each training step too
+            ax2.plot(*zip(*logged), lw=0.8, color="C3", label="train")
+        ax2.plot([r["step"] for r in dev if extra in r], [r[extra] for r in dev if extra in r], "o-", color="C2",
+                 label="dev")
         ax2.set_xlabel("step")
-        ax2.set_ylabel(f"dev {extra}")
+        ax2.set_ylabel(extra if logged else f"dev {extra}")
+        if logged:
+            ax2.legend()
         ax2.grid(alpha=0.3)
     for ax, name in zip(axes[0][1 + bool(extra):], curves):
         points = [(r["step"], r[name]) for r in history if r.get("split") == "train" and name in r]
