@@ -125,7 +125,8 @@ def test_dpo_losses_run(tiny, tmp_path, loss):
     data = _pairs(tmp_path / "pairs.jsonl", 20)
     out = tmp_path / loss
     assert main(["train", "dpo", "--model", str(tiny), "--ref", str(tiny), "--data", str(data), "--out", str(out),
-                 "--steps", "2", "--loss", loss, *TAIL]) == 0
+                 "--steps", "2", "--loss", loss, "--bf16", *TAIL]) == 0
+    assert [r["split"] for r in _log(out)] == ["train", "train", "dev"]
 
 
 def test_dpo_reference_logps_are_frozen(tiny, tmp_path):
@@ -441,3 +442,20 @@ def test_reward_model_on_an_encoder(tmp_path):
                  "--steps", "20", "--lr", "3e-3", *TAIL]) == 0
     assert [r for r in _log(out) if r["split"] == "dev"][-1]["accuracy"] >= 0.75
     assert lmatlas.load(out / "model").config.num_labels == 1
+
+
+def test_online_with_a_reward_model_folder(tiny, tmp_path):
+    """--reward names a one-output classifier (what `lmatlas train reward` saves), which scores
+    prompt + reply with its own tokenizer and chat template; bf16 autocast on."""
+    from lmatlas.training.finetune import load_for_finetuning, use_pad_token
+
+    rm = load_for_finetuning(tiny, "sequence-classification", {0: "LABEL_0"})
+    use_pad_token(rm, lmatlas.load_tokenizer(tiny))
+    save_model(rm, tmp_path / "rm", tiny)
+    data = _prompts(tmp_path / "prompts.jsonl", 6)
+    out = tmp_path / "o"
+    assert main(["train", "rloo", "--model", str(tiny), "--data", str(data), "--out", str(out), "--steps", "2",
+                 "--reward", str(tmp_path / "rm"), "--group", "2", "--max-new-tokens", "4", "--val-fraction", "0",
+                 "--bf16", *TAIL]) == 0
+    train = [r for r in _log(out) if r["split"] == "train"]
+    assert len(train) == 2 and all(r["reward"] != 0 for r in train)
