@@ -231,6 +231,9 @@ class Trainer:
             self.model.train()
             batches = [task.next_batch(cfg.batch_size, ctx) for _ in range(cfg.grad_accum)]
             skipped = next((b["skip"] for b in batches if "skip" in b), None)
+            # Every process skips when one does (the others would wait for it in the all-reduce).
+            if float(dist_.all_reduce_sum(torch.tensor([float(skipped is not None)]), ctx)) and skipped is None:
+                skipped = "another process could not make its batch"
             if skipped is None:
                 self._update(batches, names, autocast, progress, t0, step_times)
             else:  # the task could not make this step's batch (a reward that failed): no update
