@@ -160,7 +160,7 @@ class DPORecipe(Preference):
 class OnlineRecipe(Preference):
     """Online training of the policy ``model`` on the prompts of ``data`` (a ``prompt`` per JSON
     Lines row; other fields go to a reward function that names them) against ``reward``: a
-    reward model (folder, hub id or GGUF file) or a Python function ``module:function`` (a module
+    reward model (a folder or hub id) or a Python function ``module:function`` (a module
     or a .py file) of ``prompts`` and ``completions`` returning a number each. ``group`` replies
     are sampled per prompt (``max_new_tokens``, ``sample_temperature``); ``beta`` weighs the KL to the
     frozen ``ref`` (default: ``model`` as it starts); ``clip``: PPO's ratio (and value) clipping;

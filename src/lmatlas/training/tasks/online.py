@@ -48,8 +48,8 @@ class RewardFailed(Exception):
 
 
 def load_reward(spec: str) -> "Callable[..., list[float]]":
-    """``module:function`` (a module name, or a .py file) or a reward model (folder, hub id or GGUF
-    file): a callable from (prompts, completions, **columns) to one number per completion."""
+    """``module:function`` (a module name, or a .py file) or a reward model (a folder or hub id with
+    a one-output classification head): a callable from (prompts, completions, **columns) to one number per completion."""
     if ":" in spec and not Path(spec).exists():
         module_name, _, attr = spec.rpartition(":")
         try:
