@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import LmatlasError
 from ._flags import in_flags
 from ._io import check_output_folder, readable_again
+from . import train_preferences
 
 if TYPE_CHECKING:
     from ..training import TrainConfig
@@ -31,6 +32,7 @@ OBJECTIVES = {
     "denoising": "denoising", "bart": "denoising",
     "decision-transformer": "decision-transformer",
     "clip": "clip", "contrastive": "clip",
+    "reward": "reward", "dpo": "dpo", "grpo": "grpo", "rloo": "rloo", "ppo": "ppo",
 }  # fmt: skip
 
 
@@ -80,7 +82,8 @@ def trainer_config(args) -> "TrainConfig":
 # The flags whose names differ from the fields they set (the others are "--" + the field's
 # name with dashes).
 FLAGS = {"num_layers": "--layers", "num_heads": "--heads", "num_kv_heads": "--kv-heads", "hidden_size": "--dim",
-         "intermediate_size": "--ffn", "mask_probability": "--mask-prob", "progress": "--no-progress"}
+         "intermediate_size": "--ffn", "mask_probability": "--mask-prob", "progress": "--no-progress",
+         "clip": "--clip-range"}
 # A hint the library gives Python users that has no flag here (the head size follows --dim / --heads).
 _NO_FLAG = {"; give head_dim too": ""}
 
@@ -140,7 +143,8 @@ DESCRIPTION = (
     "Train with the objective of a landmark paper: causal-lm (GPT), masked-lm (BERT, RoBERTa), "
     "replaced-token-detection (ELECTRA), distillation (DistilBERT), instruction (Alpaca), span-corruption (T5), "
     "denoising (BART); decision-transformer (the Decision Transformer, on offline trajectories); clip (CLIP's "
-    "contrastive objective, continuing a CLIP folder on JSON Lines of image paths and captions). --model is an "
+    "contrastive objective, continuing a CLIP folder on JSON Lines of image paths and captions); and from "
+    "preferences: reward (a reward model), dpo, grpo, rloo, ppo. --model is an "
     "architecture preset built from scratch at the size --layers/--heads/--dim give, or a checkpoint folder "
     "to continue. Under torchrun the same command trains data-parallel."
 )
@@ -180,18 +184,21 @@ def arguments(p) -> None:
     g.add_argument("--behaviour-cloning", action="store_true", help="the baseline: the same model with every return-to-go zero")
     g.add_argument("--env", default=None, help="evaluate by playing this environment (gridworld) at each evaluation")
     g.add_argument("--targets", default="", help="the target returns to play for, comma-separated (with --env)")
+    train_preferences.arguments(p)
     add_trainer_options(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..training import RECIPES
+    from ..training import PREFERENCE_RECIPES, RECIPES
 
     objective = OBJECTIVES.get(args.objective)
     if objective is None:
         raise LmatlasError(f"unknown objective {args.objective!r}; choose one of {', '.join(sorted(set(OBJECTIVES.values())))}")
     if objective == "decision-transformer":
         return _decision_transformer(args)
+    if objective in PREFERENCE_RECIPES:
+        return train_with_flags(PREFERENCE_RECIPES[objective], train_preferences.fields(args), args)
     if args.model is None:
         raise LmatlasError(f"{args.objective} needs --model: an architecture preset or a checkpoint folder")
     if objective == "clip":

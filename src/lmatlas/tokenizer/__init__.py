@@ -35,9 +35,11 @@ from .encoding import BatchEncoding
 from .families import FAMILIES, Family, family_for
 from .loading import load_tokenizer
 from .padding import VERY_LARGE_INTEGER
+from .saving import save_tokenizer
 from .sentencepiece_model import SpmModel, read_sentencepiece_model
 
 __all__ = [
+    "save_tokenizer",
     "FAMILIES",
     "VERY_LARGE_INTEGER",
     "BatchEncoding",

@@ -13,6 +13,8 @@ From Python, a typed recipe and ``train``::
   T5, BART and Alpaca, as small functions over token ids;
 - ``models`` / ``init``: a model to train (a preset at any size, or a checkpoint) and its
   paper's initialisation;
+- ``alignment`` / ``alignment_recipes`` / ``pairs``: learning from preferences (a reward model,
+  DPO, GRPO, RLOO, PPO): the losses, the recipes and the preference data;
 - ``tasks`` / ``finetune``: an objective or a fine-tuning task bound to a model and data;
 - ``trainer`` (with ``config``, ``checkpoints``, ``progress``, ``plots``): one training loop
   for all of them, with exact resume;
@@ -21,6 +23,8 @@ From Python, a typed recipe and ``train``::
 - ``tokenizer_trainer``: char, BPE, byte-level BPE, WordPiece and unigram tokenizers.
 """
 
+from .alignment_recipes import (PREFERENCE_RECIPES, DPORecipe, GRPORecipe, OnlineRecipe, PPORecipe, RewardRecipe,
+                                RLOORecipe)
 from .config import TrainConfig
 from .fields import FieldError
 from .finetune_recipes import FINETUNE_RECIPES, ClassifyRecipe, Finetuning, NERRecipe, QARecipe, Seq2SeqRecipe
@@ -39,19 +43,26 @@ from .recipes import (
 
 __all__ = [
     "FINETUNE_RECIPES",
+    "PREFERENCE_RECIPES",
     "RECIPES",
     "CausalLMRecipe",
     "ClassifyRecipe",
+    "DPORecipe",
     "DenoisingRecipe",
     "DistillationRecipe",
     "ElectraRecipe",
     "FieldError",
+    "GRPORecipe",
     "Finetuning",
     "InstructionRecipe",
     "MaskedLMRecipe",
     "NERRecipe",
+    "OnlineRecipe",
+    "PPORecipe",
     "Pretraining",
     "QARecipe",
+    "RLOORecipe",
+    "RewardRecipe",
     "Seq2SeqRecipe",
     "SpanCorruptionRecipe",
     "TrainConfig",

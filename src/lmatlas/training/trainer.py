@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -51,7 +52,8 @@ class Task:
 
     def next_batch(self, batch_size: int, ctx: Context) -> dict[str, Any]:
         """This process's share of the next global batch; ``batch["counts"]`` gives each loss
-        term's number of items (labelled tokens, examples)."""
+        term's number of items (labelled tokens, examples). ``{"skip": reason}`` instead: the
+        step is logged as skipped, without an update (online training whose reward failed)."""
         raise NotImplementedError
 
     def loss_terms(self, module: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -228,49 +230,20 @@ class Trainer:
             t0 = time.perf_counter()
             self.model.train()
             batches = [task.next_batch(cfg.batch_size, ctx) for _ in range(cfg.grad_accum)]
-            counts = torch.tensor([[float(b["counts"].get(n, 0)) for n in names] for b in batches]).sum(0)
-            tokens = torch.tensor([float(sum(task.tokens(b) for b in batches))])
-            reduced = dist_.all_reduce_sum(torch.cat([counts, tokens]), ctx)
-            counts, tokens = reduced[:-1], int(reduced[-1])
-            sums = torch.zeros(len(names))
-            for i, batch in enumerate(batches):
-                batch = _to_device(batch, ctx.device)
-                last = i == len(batches) - 1
-                if self.fsdp:  # FSDP2 reduces gradients only after the last accumulation step
-                    self.model.set_requires_gradient_sync(last)
-                sync = nullcontext() if last or not ctx.distributed or self.fsdp else self.model.no_sync()
-                with sync:
-                    with autocast:
-                        terms = task.loss_terms(self.model, batch)
-                    loss = sum(
-                        task.weights[n] * terms[n] * (ctx.world / counts[j].clamp(min=1))
-                        for j, n in enumerate(names) if n in terms
-                    )
-                    loss.backward()
-                sums += torch.stack([terms[n].detach().float().cpu() if n in terms else torch.zeros(()) for n in names])
-            sums = dist_.all_reduce_sum(sums, ctx)
-            means = sums / counts.clamp(min=1)
-            lr = self.schedule(self.step)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            grad_norm = None
-            if cfg.clip:
-                norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip)
-                grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.step += 1
-            self.tokens_seen += tokens
-            dt = time.perf_counter() - t0
-            step_times.append(dt)
-            total = float(sum(task.weights[n] * means[j] for j, n in enumerate(names)))
-            record = {"step": self.step, "split": "train", "loss": total}
-            if len(names) > 1:
-                record.update({n: float(means[j]) for j, n in enumerate(names)})
-            record.update(lr=lr, grad_norm=grad_norm, tokens=self.tokens_seen, tokens_per_s=tokens / dt,
-                          ms_per_step=dt * 1000, time=self.elapsed + time.time() - t_start)
-            self._log(record)
-            progress.update(self.step, total, tokens / dt, dt * 1000)
+            skipped = next((b["skip"] for b in batches if "skip" in b), None)
+            # Every process skips when one does (the others would wait for it in the all-reduce).
+            if float(dist_.all_reduce_sum(torch.tensor([float(skipped is not None)]), ctx)) and skipped is None:
+                skipped = "another process could not make its batch"
+            if skipped is None:
+                self._update(batches, names, autocast, progress, t0, step_times)
+            else:  # the task could not make this step's batch (a reward that failed): no update
+                self.step += 1
+                self._log({"step": self.step, "split": "train", "skipped": skipped,
+                           "time": self.elapsed + time.time() - t_start})
+                if progress.enabled:
+                    progress.message(f"step {self.step} skipped: {skipped}")
+                elif ctx.main:  # said even without a progress display
+                    print(f"step {self.step} skipped: {skipped}", file=sys.stderr, flush=True)
 
             last_step = self.step == cfg.steps
             if (cfg.eval_every and self.step % cfg.eval_every == 0) or last_step:
@@ -300,6 +273,53 @@ class Trainer:
             "seconds": time.time() - t_start,
             "out": str(self.out),
         }
+
+    def _update(self, batches, names, autocast, progress, t0: float, step_times: list[float]) -> None:
+        """One optimizer step over ``batches`` (the accumulation steps), logged."""
+        ctx, cfg, task = self.ctx, self.cfg, self.task
+        counts = torch.tensor([[float(b["counts"].get(n, 0)) for n in names] for b in batches]).sum(0)
+        tokens = torch.tensor([float(sum(task.tokens(b) for b in batches))])
+        reduced = dist_.all_reduce_sum(torch.cat([counts, tokens]), ctx)
+        counts, tokens = reduced[:-1], int(reduced[-1])
+        sums = torch.zeros(len(names))
+        for i, batch in enumerate(batches):
+            batch = _to_device(batch, ctx.device)
+            last = i == len(batches) - 1
+            if self.fsdp:  # FSDP2 reduces gradients only after the last accumulation step
+                self.model.set_requires_gradient_sync(last)
+            sync = nullcontext() if last or not ctx.distributed or self.fsdp else self.model.no_sync()
+            with sync:
+                with autocast:
+                    terms = task.loss_terms(self.model, batch)
+                loss = sum(
+                    task.weights[n] * terms[n] * (ctx.world / counts[j].clamp(min=1))
+                    for j, n in enumerate(names) if n in terms
+                )
+                loss.backward()
+            sums += torch.stack([terms[n].detach().float().cpu() if n in terms else torch.zeros(()) for n in names])
+        sums = dist_.all_reduce_sum(sums, ctx)
+        means = sums / counts.clamp(min=1)
+        lr = self.schedule(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        grad_norm = None
+        if cfg.clip:
+            norm = nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip)
+            grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.tokens_seen += tokens
+        dt = time.perf_counter() - t0
+        step_times.append(dt)
+        total = float(sum(task.weights[n] * means[j] for j, n in enumerate(names)))
+        record = {"step": self.step, "split": "train", "loss": total}
+        if len(names) > 1:
+            record.update({n: float(means[j]) for j, n in enumerate(names)})
+        record.update(lr=lr, grad_norm=grad_norm, tokens=self.tokens_seen, tokens_per_s=tokens / dt,
+                      ms_per_step=dt * 1000, time=self.elapsed + time.time() - self._t_start)
+        self._log(record)
+        progress.update(self.step, total, tokens / dt, dt * 1000)
 
     def _evaluate(self, progress: Progress) -> bool:
         """Evaluate, keep the best model, and say whether to stop early."""
