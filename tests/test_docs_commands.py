@@ -41,6 +41,8 @@ class Entry:
 
 FAST_TRAIN = ["--steps", "3", "--eval-every", "3", "--eval-windows", "2", "--no-progress"]
 FAST_FINETUNE = ["--steps", "2", "--eval-every", "2", "--no-progress"]
+FAST_PREFERENCES = ["--steps", "2", "--batch-size", "2", "--max-length", "48", "--no-progress"]
+FAST_ONLINE = [*FAST_PREFERENCES, "--group", "2", "--max-new-tokens", "4"]
 
 COMMANDS: dict[str, Entry] = {
     # README.md
@@ -83,6 +85,17 @@ COMMANDS: dict[str, Entry] = {
         Entry(extra=["--block", "32", *FAST_TRAIN]),
     "lmatlas finetune classify --model PATH --train train.tsv --dev dev.tsv --out runs/classify/":
         Entry(swap={"PATH": "bert-mlm"}, extra=FAST_FINETUNE),
+    # docs/preferences.md: a tiny GPT-2 with a chat template stands in for the tuned model
+    "lmatlas train reward --model runs/sft/model --data pairs.jsonl --out runs/rm --steps 500 --lr 1e-5":
+        Entry(swap={"runs/sft/model": "chat"}, extra=FAST_PREFERENCES),
+    "lmatlas train dpo --model runs/sft/model --data pairs.jsonl --beta 0.1 --loss sigmoid --out runs/dpo":
+        Entry(swap={"runs/sft/model": "chat"}, extra=FAST_PREFERENCES),
+    "lmatlas train grpo --model runs/sft/model --data prompts.jsonl --reward rewards.py:keyword --out runs/grpo":
+        Entry(swap={"runs/sft/model": "chat"}, extra=FAST_ONLINE),
+    "lmatlas train rloo --model runs/sft/model --data prompts.jsonl --reward runs/rm/model --out runs/rloo":
+        Entry(swap={"runs/sft/model": "chat"}, extra=FAST_ONLINE),
+    "lmatlas train ppo --model runs/sft/model --data prompts.jsonl --reward runs/rm/model --out runs/ppo":
+        Entry(swap={"runs/sft/model": "chat"}, extra=FAST_ONLINE),
     # docs/search.md
     "lmatlas search build my-index --from docs/ notes.md": Entry(),
     'lmatlas search query my-index "how are checkpoints loaded?" -k 5': Entry(),
@@ -138,6 +151,15 @@ def _workdir(tmp: Path) -> None:
     drawing().save(tmp / "photo.jpg")
     save_drawings(tmp / "photos")
     write_trajectories(collect(GridWorld(), 30, seed=2), tmp / "trajectories.jsonl")
+    colours = ["red", "blue", "green", "yellow"]
+    (tmp / "pairs.jsonl").write_text("".join(
+        json.dumps({"prompt": f"Name the colour {c}.", "chosen": f"{c.title()}.", "rejected": "I like trains."}) + "\n"
+        for c in colours), encoding="utf-8")
+    (tmp / "prompts.jsonl").write_text("".join(
+        json.dumps({"prompt": f"Say the word {c}.", "keyword": c}) + "\n" for c in colours), encoding="utf-8")
+    (tmp / "rewards.py").write_text(
+        "def keyword(prompts, completions, keyword, **columns):\n"
+        "    return [float(k in c.lower()) for c, k in zip(completions, keyword)]\n", encoding="utf-8")
     sst2 = tmp / "sst2"
     sst2.mkdir()
     for name, rows in (("train.tsv", 65), ("dev.tsv", 17)):
