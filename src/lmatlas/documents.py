@@ -27,7 +27,10 @@ SUFFIXES = PROSE_SUFFIXES | SOURCE_SUFFIXES | HTML_SUFFIXES | {".pdf", ".jsonl"}
 CHUNK_CHARS = 800  # about 200 word pieces: inside all-MiniLM-L6-v2's 256-token window
 # Page furniture that is not the page's content: menus, banners, footers, scripts.
 HTML_CHROME = "script, style, noscript, template, nav, header, footer, aside, form, svg, [role=navigation], [aria-hidden=true]"
-HTML_BLOCKS = "p, li, h1, h2, h3, h4, h5, h6, pre, blockquote, td, th, dt, dd, figcaption, div"
+HTML_BLOCKS = {
+    "p", "li", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "blockquote", "td", "th", "dt", "dd", "figcaption",
+    "div", "section", "article", "main", "body", "table", "ul", "ol", "dl", "tr",
+}
 
 
 @dataclass
@@ -92,28 +95,35 @@ def sections(path: Path, text_field: str | None = None) -> list[Chunk]:
 
 
 def html_text(html: str) -> str:
-    """The readable text of a web page: navigation, headers, footers and scripts dropped, one
-    block (paragraph, heading, list item, cell) a line, blank lines between blocks."""
-    from selectolax.parser import HTMLParser
+    """The readable text of a web page: navigation, headers, footers and scripts dropped; each
+    block (paragraph, heading, list item, cell, division) a paragraph of its own, headings
+    marked as in Markdown so that they start a passage."""
+    from selectolax.lexbor import LexborHTMLParser
 
-    tree = HTMLParser(html)
+    tree = LexborHTMLParser(html)
     root = tree.body or tree.root
     if root is None:
         return ""
     for node in root.css(HTML_CHROME):
         node.decompose()
-    blocks = []
-    for node in root.css(HTML_BLOCKS):
-        # A block's own text only where no inner block will give it again.
-        if node.tag == "div" and node.css_first(HTML_BLOCKS.replace(", div", "")) is not None:
+    # Text nodes grouped by their nearest block: inline tags (<b>, <a>) stay inside a line.
+    blocks: list[list[str]] = []
+    last_block = None
+    for node in root.traverse(include_text=True):
+        if node.tag != "-text":
             continue
-        text = " ".join(node.text(separator=" ").split())
-        if text and (not blocks or blocks[-1] != text):
-            prefix = "#" * int(node.tag[1]) + " " if node.tag in {"h1", "h2", "h3", "h4", "h5", "h6"} else ""
-            blocks.append(prefix + text)
-    if not blocks:  # a page of bare text
-        blocks = [" ".join(root.text(separator=" ").split())]
-    return "\n\n".join(blocks)
+        block = node.parent
+        while block is not None and block.tag not in HTML_BLOCKS and block.parent is not None:
+            block = block.parent
+        if block is None:
+            continue
+        if block.mem_id != last_block:
+            heading = block.tag in ("h1", "h2", "h3", "h4", "h5", "h6")
+            blocks.append(["#" * int(block.tag[1]) + " "] if heading else [])
+            last_block = block.mem_id
+        blocks[-1].append(node.text_content or "")
+    paragraphs = (" ".join("".join(parts).split()) for parts in blocks)
+    return "\n\n".join(p for p in paragraphs if p.strip("# "))
 
 
 def _pdf_sections(path: Path) -> list[Chunk]:
