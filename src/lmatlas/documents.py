@@ -8,14 +8,13 @@ the page) — and each section is cut into chunks of a few paragraphs.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 from .errors import LmatlasError
-from .files import read_text
+from .files import numbered_jsonl, read_text
 
 PROSE_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".text"}
 SOURCE_SUFFIXES = {
@@ -142,13 +141,7 @@ def _jsonl_sections(path: Path, text: str, field: str | None) -> list[Chunk]:
     if not field:
         raise LmatlasError(f"{path}: a JSON Lines file needs --text-field, the field that holds each record's text")
     out = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise LmatlasError(f"{path}: line {number} is not valid JSON ({e.msg})") from None
+    for number, record in numbered_jsonl(text, path):
         value = record.get(field) if isinstance(record, dict) else None
         if not isinstance(value, str):
             raise LmatlasError(f"{path}: line {number} has no text field {field!r}")
