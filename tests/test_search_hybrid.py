@@ -225,3 +225,30 @@ def test_cli_query_modes(built, tmp_path, capsys):
     assert "tools.py:1" in out and "**frobnicate" in out
     assert main(["search", "query", str(tmp_path / "index"), "cats", "--path", "zzz*"]) == 1
     assert "matches --path zzz*" in capsys.readouterr().err
+
+
+def test_garbage_rows_are_compacted(corpus, tmp_path, monkeypatch):
+    """Rows of changed files stay as garbage until they outweigh the live rows; then the build
+    writes a new generation with the live rows alone, unchanged files carried without embedding."""
+    monkeypatch.setattr(search_module, "COMPACT_MIN_ROWS", 0)
+    index = Index(tmp_path / "index", ann_min_rows=2)
+    index.build([corpus])
+    first = json.loads(index.manifest_file.read_text())
+    (corpus / "finance.txt").write_text("Stock markets fell after the announcement.\n", encoding="utf-8")
+    index.build([corpus])
+    second = json.loads(index.manifest_file.read_text())
+    assert second["generation"] == first["generation"] and second["rows"] == first["rows"] + 1  # appended
+    for name in ("cats.md", "sub/cooking.md"):
+        (corpus / name).unlink()
+    (corpus / "finance.txt").write_text("Gold prices rose to a record.\n", encoding="utf-8")
+    stats = index.build([corpus])
+    assert (stats["embedded"], stats["reused"], stats["dropped"]) == (1, 1, 2)
+    third = json.loads(index.manifest_file.read_text())
+    assert third["generation"] == first["generation"] + 1 and third["rows"] == stats["chunks"] == 2
+    names = sorted(p.name for p in (tmp_path / "index").iterdir())
+    assert names == sorted(["build.lock", "lmatlas-index", "manifest.json", third["vectors"], third["lexical"], third["graph"]])
+    assert (tmp_path / "index" / third["vectors"]).stat().st_size == 2 * third["dim"] * 4
+    for mode in ("semantic", "lexical", "hybrid"):
+        assert index.query("gold prices record", k=1, mode=mode)[0].source.endswith("finance.txt")
+    assert index.query("widget inside out", k=1, mode="semantic")[0].source.endswith("tools.py")
+    assert index.query("widget inside out", k=1, mode="semantic", exact=True)[0].text.startswith("def frobnicate_widget")

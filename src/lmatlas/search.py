@@ -48,6 +48,7 @@ LOCK = "build.lock"
 MODES = ("hybrid", "semantic", "lexical")
 FUSIONS = ("rrf", "weighted")
 RRF_K = 60  # reciprocal-rank fusion's constant (Cormack et al. 2009)
+COMPACT_MIN_ROWS = 1000  # garbage rows tolerated before a build rewrites the index
 CANDIDATES = 50  # passages each ranking offers the fusion (at least; 5 k when k is larger)
 
 
@@ -204,32 +205,55 @@ class Index:
             changed[source] = parts
 
         enc = encoder(model) if changed else None
-        new_chunks: list[Chunk] = []
-        new_files: dict = {}
-        for source in map(str, files):
-            if source in changed:
-                chunks = fit_chunks(chunk_sections(changed[source]), enc.token_counts, enc.max_seq_length)
-                if not chunks:
-                    stats["skipped"].append((source, "empty: no text to index"))
-                    continue
-                new_files[source] = {"sha256": digests[source], "rows": [rows, rows + len(chunks)]}
-                rows += len(chunks)
-                new_chunks += chunks
-                stats["embedded"] += 1
-            elif source in old_files and old_files[source]["sha256"] == digests[source]:
-                new_files[source] = old_files[source]
-                stats["reused"] += 1
-        if not new_files:
+        fitted: dict[str, list[Chunk]] = {}
+        for source, parts in changed.items():
+            chunks = fit_chunks(chunk_sections(parts), enc.token_counts, enc.max_seq_length)
+            if chunks:
+                fitted[source] = chunks
+            else:
+                stats["skipped"].append((source, "empty: no text to index"))
+        old_dim = old["dim"] if old else None
+        kept = [s for s in map(str, files) if s not in changed and s in old_files and old_files[s]["sha256"] == digests[s]]
+        if not fitted and not kept:
             raise LmatlasError(f"the files given hold no text to index: {', '.join(map(str, files))}")
-        stats["dropped"] = len(set(old_files) - set(new_files) - set(changed))
+        new_rows = sum(len(c) for c in fitted.values())
+        kept_rows = sum(old_files[s]["rows"][1] - old_files[s]["rows"][0] for s in kept)
 
-        dim = enc.dim if enc is not None else old["dim"]
+        stats["dropped"] = len(set(old_files) - set(kept) - set(fitted) - set(changed))
+
+        # Rows of changed and removed files stay in the files as garbage until it outweighs the
+        # live rows; then the build starts a new generation that holds the live rows alone.
+        new_files: dict = {}
+        carried: list[Chunk] = []
+        carried_vectors = None
+        if old and old["rows"] - kept_rows > max(COMPACT_MIN_ROWS, kept_rows + new_rows):
+            carried, carried_vectors = self._carry(old, kept)
+            generation, rows = max(generation, _last_generation(self.folder)) + 1, 0
+            for source in kept:  # renumbered, in the order of the carried rows
+                lo, hi = old_files[source]["rows"]
+                new_files[source] = {"sha256": digests[source], "rows": [rows, rows + hi - lo]}
+                rows += hi - lo
+            old = None  # nothing of the old generation is updated: its files go after publishing
+            first_new = 0
+        else:
+            new_files = {source: old_files[source] for source in kept}
+            first_new = rows
+        for source, chunks in fitted.items():
+            new_files[source] = {"sha256": digests[source], "rows": [rows, rows + len(chunks)]}
+            rows += len(chunks)
+        new_chunks = carried + [c for chunks in fitted.values() for c in chunks]
+        stats["embedded"], stats["reused"] = len(fitted), len(kept)
+
+        dim = enc.dim if enc is not None else old_dim
         vectors_name = f"vectors-{generation}.f32"
         lexical_name = f"lexical-{generation}"
-        first_new = old["rows"] if old else 0
         if new_chunks:  # all files' passages in one call: batches of similar lengths across files
-            vectors = enc.encode([c.text for c in new_chunks], batch_size=batch_size, normalize=True)
-            vector_index.append_rows(self.folder / vectors_name, first_new, np.asarray(vectors, dtype=np.float32))
+            fresh = [c.text for c in new_chunks[len(carried):]]
+            vectors = enc.encode(fresh, batch_size=batch_size, normalize=True) if fresh else np.zeros((0, dim))
+            matrix = np.asarray(vectors, dtype=np.float32).reshape(-1, dim)
+            if carried_vectors is not None:
+                matrix = np.concatenate([carried_vectors, matrix])
+            vector_index.append_rows(self.folder / vectors_name, first_new, matrix)
         lexical = LexicalIndex(self.folder / lexical_name)
         lexical.replace_from(first_new, list(range(first_new, rows)), new_chunks)
 
@@ -251,6 +275,14 @@ class Index:
         _remove_unnamed(self.folder, manifest)
         stats["chunks"] = int(live.sum())
         return stats
+
+    def _carry(self, old: dict, kept: list[str]) -> tuple[list[Chunk], np.ndarray]:
+        """The passages and vectors of the unchanged files ``kept``, in that order, to start a new
+        generation with."""
+        rows = [r for s in kept for r in range(*old["files"][s]["rows"])]
+        found = LexicalIndex(self.folder / old["lexical"]).passages(rows, "")
+        vectors = vector_index.open_rows(self.folder / old["vectors"], old["rows"], old["dim"])
+        return [found[r][0] for r in rows], np.asarray(vectors[rows], dtype=np.float32).reshape(len(rows), old["dim"])
 
     def _write_graph(self, old: dict | None, manifest: dict, live: np.ndarray, dead: np.ndarray, first_new: int) -> str:
         vectors = vector_index.open_rows(self.folder / manifest["vectors"], manifest["rows"], manifest["dim"])
