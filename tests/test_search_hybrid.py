@@ -252,3 +252,11 @@ def test_garbage_rows_are_compacted(corpus, tmp_path, monkeypatch):
         assert index.query("gold prices record", k=1, mode=mode)[0].source.endswith("finance.txt")
     assert index.query("widget inside out", k=1, mode="semantic")[0].source.endswith("tools.py")
     assert index.query("widget inside out", k=1, mode="semantic", exact=True)[0].text.startswith("def frobnicate_widget")
+
+
+def test_damaged_vectors_named(built, tmp_path):
+    manifest = json.loads(built.manifest_file.read_text())
+    (tmp_path / "index" / manifest["vectors"]).write_bytes(b"\0" * 8)
+    with pytest.raises(LmatlasError, match=r"vectors-1.f32: the search index is damaged \(8 bytes of vectors"):
+        built.query("cats", mode="semantic")
+    assert built.query("cats", k=1, mode="lexical")[0].source.endswith("cats.md")  # BM25 needs no vectors

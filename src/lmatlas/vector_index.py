@@ -13,10 +13,13 @@ the same recall, deletes entries, saves to one file and searches that file memor
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
 import numpy as np
+
+from .errors import LmatlasError
 
 ANN_MIN_ROWS = 20_000
 HNSW_CONNECTIVITY = 16  # HNSW's M: links per node
@@ -41,6 +44,9 @@ def open_rows(path: Path, rows: int, dim: int) -> np.ndarray:
     """The first ``rows`` vectors, memory-mapped read-only."""
     if rows == 0:
         return np.zeros((0, dim), dtype=np.float32)
+    size = path.stat().st_size if path.exists() else 0
+    if size < rows * dim * 4:
+        raise LmatlasError(f"{path}: the search index is damaged ({size} bytes of vectors, {rows * dim * 4} expected); build it again")
     return np.memmap(path, dtype=np.float32, mode="r", shape=(rows, dim))
 
 
@@ -82,9 +88,18 @@ def update_graph(old: Path | None, new: Path, vectors: np.ndarray, add: np.ndarr
     os.replace(tmp, new)
 
 
+@functools.lru_cache(maxsize=4)
+def _view(path: str, dim: int, stamp: tuple[int, int]):
+    """The graph file memory-mapped; kept while the file is the same (``stamp``: its inode and
+    modification time), so that repeated queries do not map it again."""
+    graph = _new_graph(dim)
+    graph.view(path)
+    return graph
+
+
 def graph_top(path: Path, dim: int, query: np.ndarray, n: int) -> list[tuple[int, float]]:
     """``(row, cosine)`` of the ``n`` nearest rows by the HNSW graph at ``path``, memory-mapped."""
-    graph = _new_graph(dim)
-    graph.view(str(path))
+    st = os.stat(path)
+    graph = _view(str(path), dim, (st.st_ino, st.st_mtime_ns))
     found = graph.search(np.asarray(query, dtype=np.float32), n)
     return [(int(k), float(1.0 - d)) for k, d in zip(found.keys, found.distances)]
