@@ -48,6 +48,9 @@ LOCK = "build.lock"
 MODES = ("hybrid", "semantic", "lexical")
 FUSIONS = ("rrf", "weighted")
 RRF_K = 60  # reciprocal-rank fusion's constant (Cormack et al. 2009)
+# The fusion of --mode hybrid, chosen on benchmarks/search_eval.py (docs/search.md has the figures).
+FUSION = "rrf"
+SEMANTIC_WEIGHT = 0.5  # of the weighted fusion; BM25 has the rest
 COMPACT_MIN_ROWS = 1000  # garbage rows tolerated before a build rewrites the index
 CANDIDATES = 50  # passages each ranking offers the fusion (at least; 5 k when k is larger)
 
@@ -305,13 +308,13 @@ class Index:
         mode: str = "hybrid",
         path: str | None = None,
         rerank: str | None = None,
-        fusion: str = "rrf",
+        fusion: str | None = None,
         exact: bool | None = None,
     ) -> list[Hit]:
         """The ``k`` best passages for ``question``.
 
         ``mode``: ``semantic`` (cosine of the embeddings), ``lexical`` (BM25) or ``hybrid`` (the
-        two fused by ``fusion``); ``path``: a glob the passage's file must match (on its full
+        two fused by ``fusion``, ``rrf`` or ``weighted``: by default ``FUSION``); ``path``: a glob the passage's file must match (on its full
         path, or on its path relative to the working folder); ``rerank``: a cross-encoder that
         re-scores the candidates; ``exact``: score every row even where the index has a graph.
         """
@@ -321,6 +324,7 @@ class Index:
             raise LmatlasError(f"-k must be at least 1, not {k}")
         if mode not in MODES:
             raise LmatlasError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
+        fusion = fusion or FUSION
         if fusion not in FUSIONS:
             raise LmatlasError(f"fusion must be one of {', '.join(FUSIONS)}, not {fusion!r}")
         manifest = self._read_manifest()
@@ -335,7 +339,7 @@ class Index:
             if mode == "lexical" and not query_terms(question):
                 raise LmatlasError(f"the question {question!r} has no words to look up")
             rankings.append(self._lexical(manifest, question, live, n))
-        ranked = rankings[0] if len(rankings) == 1 else fuse(rankings, fusion)
+        ranked = rankings[0] if len(rankings) == 1 else fuse(rankings, fusion, [SEMANTIC_WEIGHT, 1 - SEMANTIC_WEIGHT] if fusion == "weighted" else None)
         depth = n if rerank else k
         top = ranked[:depth]
         found = LexicalIndex(self.folder / manifest["lexical"]).passages([row for row, _ in top], question)
