@@ -49,8 +49,8 @@ MODES = ("hybrid", "semantic", "lexical")
 FUSIONS = ("rrf", "weighted")
 RRF_K = 60  # reciprocal-rank fusion's constant (Cormack et al. 2009)
 # The fusion of --mode hybrid, chosen on benchmarks/search_eval.py (docs/search.md has the figures).
-FUSION = "rrf"
-SEMANTIC_WEIGHT = 0.5  # of the weighted fusion; BM25 has the rest
+FUSION = "weighted"
+SEMANTIC_WEIGHT = 0.4  # of the weighted fusion; BM25 has the rest
 COMPACT_MIN_ROWS = 1000  # garbage rows tolerated before a build rewrites the index
 CANDIDATES = 50  # passages each ranking offers the fusion (at least; 5 k when k is larger)
 
