@@ -136,7 +136,7 @@ def main() -> None:
         lmatlas.embeddings.encoder = lambda model=None: cached if model is None else real_encoder(model)
         folder = Path(tmp) / "index"
         t = time.perf_counter()
-        stats = Index(folder).build([corpus], text_field="text")
+        stats = Index(folder, ann_min_rows=min(vi.ANN_MIN_ROWS, len(passages) // 2)).build([corpus], text_field="text")
         build = time.perf_counter() - t
         lmatlas.embeddings.encoder = real_encoder
         manifest = json.loads((folder / "manifest.json").read_text())
@@ -175,7 +175,7 @@ def main() -> None:
         extra = Path(tmp) / "more.txt"
         extra.write_text("\n\n".join(questions[:300]), encoding="utf-8")
         t = time.perf_counter()
-        stats = Index(folder).build([corpus, extra], text_field="text")
+        stats = Index(folder, ann_min_rows=min(vi.ANN_MIN_ROWS, len(passages) // 2)).build([corpus, extra], text_field="text")
         print(f"\nrebuild adding one file ({stats['embedded']} embedded, {stats['reused']} unchanged): {time.perf_counter() - t:.1f} s")
 
     compare_libraries(vectors, qvecs)
