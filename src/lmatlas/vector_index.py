@@ -8,9 +8,9 @@ whole.
 Below ``ANN_MIN_ROWS`` live passages a query scores every row (a matrix-vector product: exact,
 and at that size a few milliseconds). Above it an HNSW graph from USearch answers. Measured
 against hnswlib on 100,000 real passages (benchmarks/search_scale.py), both reach the same
-recall at the same settings, and hnswlib built faster there; USearch is used because it searches
-the saved graph memory-mapped (hnswlib loads it whole into memory), deletes entries, and is
-actively maintained.
+recall at the same settings and hnswlib builds and searches faster; USearch is used because it
+searches the saved graph memory-mapped, where hnswlib loads all of it into every querying
+process, and because it is maintained (docs/search.md has the figures).
 """
 
 from __future__ import annotations
