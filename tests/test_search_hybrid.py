@@ -260,3 +260,44 @@ def test_damaged_vectors_named(built, tmp_path):
     with pytest.raises(LmatlasError, match=r"vectors-1.f32: the search index is damaged \(8 bytes of vectors"):
         built.query("cats", mode="semantic")
     assert built.query("cats", k=1, mode="lexical")[0].source.endswith("cats.md")  # BM25 needs no vectors
+
+
+KILLED_BUILD = """
+import pathlib, sys, time
+from lmatlas import search
+def hang(*args, **kwargs):  # at the publishing step: vectors appended, passages committed
+    pathlib.Path(sys.argv[3]).touch()
+    time.sleep(120)
+search.write_text_atomic = hang
+search.Index(sys.argv[1]).build([sys.argv[2]])
+"""
+
+
+def test_killed_build_leaves_previous_index(built, corpus, tmp_path):
+    """A build killed (SIGKILL: no clean-up runs) just before it publishes: the previous index
+    answers as before, its lock is free, and the next build clears what the killed one left."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    before = [(h.source, h.line, round(h.score, 6)) for h in built.query("interest rates", k=4, mode="semantic")]
+    (corpus / "new.md").write_text("Comets have tails of dust and gas.\n", encoding="utf-8")
+    ready = tmp_path / "ready"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_BUILD, str(tmp_path / "index"), str(corpus), str(ready)], env=env)
+    try:
+        for _ in range(1200):
+            if ready.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert ready.exists(), "the build never reached its publishing step"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert [(h.source, h.line, round(h.score, 6)) for h in built.query("interest rates", k=4, mode="semantic")] == before
+    assert not any(h.source.endswith("new.md") for h in built.query("comets tails", k=4))
+    stats = built.build([corpus])  # the lock died with the process
+    assert (stats["embedded"], stats["reused"]) == (1, 4)
+    assert built.query("comets tails", k=1)[0].source.endswith("new.md")
