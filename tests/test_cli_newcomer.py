@@ -360,7 +360,7 @@ def test_search_build_refuses_a_folder_that_is_not_an_index(tmp_path, capsys):
     # An empty folder is fine, and becomes an index (marked) that builds again.
     (tmp_path / "idx").mkdir()
     assert run(capsys, "search", "build", tmp_path / "idx", "--from", mine)[0] == 0
-    assert (tmp_path / "idx" / ".lmatlas-index").exists()
+    assert (tmp_path / "idx" / "lmatlas-index").exists()
     assert run(capsys, "search", "build", tmp_path / "idx", "--from", mine)[0] == 0
 
 

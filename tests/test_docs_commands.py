@@ -97,8 +97,11 @@ COMMANDS: dict[str, Entry] = {
     "lmatlas train ppo --model runs/sft/model --data prompts.jsonl --reward runs/rm/model --out runs/ppo":
         Entry(swap={"runs/sft/model": "chat"}, extra=FAST_ONLINE),
     # docs/search.md
-    "lmatlas search build my-index --from docs/ notes.md": Entry(),
+    "lmatlas search build my-index --from docs/ notes.md papers/ pages/ records.jsonl --text-field body": Entry(),
     'lmatlas search query my-index "how are checkpoints loaded?" -k 5': Entry(),
+    'lmatlas search query my-index "Q4_1" --mode lexical --path "docs/*.md"': Entry(),
+    'lmatlas search query my-index "how are checkpoints loaded?" --rerank cross-encoder/ms-marco-MiniLM-L6-v2':
+        Entry(swap={"cross-encoder/ms-marco-MiniLM-L6-v2": "cross-encoder"}),
     # docs/training.md
     "lmatlas train gpt --model gpt2 --tokenizer char --data input.txt --out runs/shakespeare --layers 4 --heads 4 "
     "--dim 128 --block 64 --batch-size 12 --steps 2000 --lr 1e-3 --min-lr 1e-4 --warmup 100 --weight-decay 0.1 "
@@ -148,6 +151,13 @@ def _workdir(tmp: Path) -> None:
 
     from .helpers_vision import drawing, save_drawings
 
+    (tmp / "papers").mkdir()
+    (tmp / "papers" / "loading.md").write_text("# Loading\n\nCheckpoints are loaded from a folder or the hub.\n",
+                                               encoding="utf-8")
+    (tmp / "pages").mkdir()
+    (tmp / "pages" / "quant.html").write_text("<html><body><nav>Home</nav><p>Q4_1 keeps 4 bits a weight.</p>"
+                                             "</body></html>", encoding="utf-8")
+    (tmp / "records.jsonl").write_text(json.dumps({"body": "A record about GGUF files."}) + "\n", encoding="utf-8")
     drawing().save(tmp / "photo.jpg")
     save_drawings(tmp / "photos")
     write_trajectories(collect(GridWorld(), 30, seed=2), tmp / "trajectories.jsonl")
@@ -172,8 +182,13 @@ def _workdir(tmp: Path) -> None:
 def checkpoints(gpt2_folder, folders, models, chat_model, tmp_path_factory):  # noqa: F811
     from .helpers_vision import save_clip, save_vit
 
+    from .helpers_pipelines import build_model, train_tokenizers
+
     vision = tmp_path_factory.mktemp("vision")
-    return {"gpt2": gpt2_folder, "marian": folders["marian"], "t5": folders["t5"], "bert-mlm": models["mlm"],
+    root = tmp_path_factory.mktemp("cross-encoder")
+    cross = build_model(root, train_tokenizers(root / "tokenizers"), "bert", "sequence-classification",
+                        name="cross-encoder", id2label={0: "LABEL_0"}, label2id={"LABEL_0": 0})
+    return {"cross-encoder": cross, "gpt2": gpt2_folder, "marian": folders["marian"], "t5": folders["t5"], "bert-mlm": models["mlm"],
             "chat": chat_model, "vit": save_vit(vision / "vit"), "clip": save_clip(vision / "clip")}
 
 

@@ -79,8 +79,9 @@ def test_build_query_and_incremental_rebuild(corpus, tmp_path):
     (corpus / "sub" / "cooking.md").unlink()
     stats = index.build([corpus])
     assert (stats["embedded"], stats["reused"], stats["dropped"]) == (1, 1, 1)
-    sources = {json.loads(line)["source"] for line in (tmp_path / "index" / "chunks.jsonl").read_text().splitlines()}
+    sources = json.loads((tmp_path / "index" / "manifest.json").read_text())["files"]
     assert not any(s.endswith("cooking.md") for s in sources)
+    assert not any(h.source.endswith("cooking.md") for h in index.query("bread dough oven", k=5, mode="lexical"))
     assert index.query("stock market", k=1)[0].source.endswith("finance.txt")
 
 
@@ -99,7 +100,7 @@ def test_bad_inputs(corpus, tmp_path):
         Index(tmp_path / "i").build([tmp_path / "nowhere"])
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(LmatlasError, match="no text or Markdown files"):
+    with pytest.raises(LmatlasError, match="no files search reads"):
         Index(tmp_path / "i").build([empty])
     with pytest.raises(LmatlasError, match="no search index here"):
         Index(tmp_path / "nothing").query("anything")

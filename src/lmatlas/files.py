@@ -46,12 +46,17 @@ def read_json(path: str | os.PathLike, *, expect: type | None = dict) -> Any:
 
 def read_jsonl(path: str | os.PathLike) -> list[Any]:
     """The values of a JSON Lines file, one per non-blank line."""
+    return [value for _, value in numbered_jsonl(read_text(path), path)]
+
+
+def numbered_jsonl(text: str, path: str | os.PathLike) -> list[tuple[int, Any]]:
+    """``(line number, value)`` of each non-blank line of JSON Lines ``text`` (read from ``path``)."""
     rows = []
-    for number, line in enumerate(read_text(path).splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            rows.append((number, json.loads(line)))
         except json.JSONDecodeError as e:
             raise LmatlasError(f"{path}: line {number} is not valid JSON ({e.msg})") from None
     return rows
