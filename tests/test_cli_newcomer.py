@@ -69,7 +69,7 @@ def test_search_build_skips_empty_files_with_a_notice(tmp_path, capsys):
     code, out, err = run(capsys, "search", "build", tmp_path / "idx", "--from", notes)
     assert code == 0 and "indexed 1 passages" in out
     notices = err.strip().splitlines()
-    assert len(notices) == 2 and all(n.startswith("lmatlas: warning: ") and "no text; left out" in n for n in notices)
+    assert len(notices) == 2 and all(n.startswith("skipped ") and "no text to index" in n for n in notices)
     assert "blank.txt" in notices[0] and "empty.md" in notices[1]
     # Only empty files: nothing to build, and no index folder made.
     code, _, err = run(capsys, "search", "build", tmp_path / "idx2", "--from", notes / "empty.md")

@@ -116,10 +116,11 @@ def test_html_pdf_jsonl(tmp_path):
     saturn = index.query("Saturn rings", k=1)[0]
     assert saturn.source.endswith("notes.jsonl") and saturn.line == 3  # the record's line
 
-    with pytest.raises(LmatlasError, match="needs --text-field"):
-        Index(tmp_path / "other").build([docs / "notes.jsonl"])
+    # Records without the field are skipped with a notice (a folder may hold other JSON Lines).
+    stats = Index(tmp_path / "other").build([docs / "notes.jsonl", docs / "page.html"])
+    assert "needs --text-field" in dict(stats["skipped"])[str(docs / "notes.jsonl")]
     with pytest.raises(LmatlasError, match="line 1 has no text field 'text'"):
-        Index(tmp_path / "other").build([docs / "notes.jsonl"], text_field="text")
+        Index(tmp_path / "other2").build([docs / "notes.jsonl"], text_field="text")
 
 
 def test_not_text_refused(tmp_path, corpus):

@@ -138,13 +138,15 @@ def _pdf_sections(path: Path) -> list[Chunk]:
 
 
 def _jsonl_sections(path: Path, text: str, field: str | None) -> list[Chunk]:
+    # Skipped with a notice, not fatal: a folder given to a build may hold JSON Lines of other
+    # shapes (logs, data) beside the records meant.
     if not field:
-        raise LmatlasError(f"{path}: a JSON Lines file needs --text-field, the field that holds each record's text")
+        raise Unreadable("a JSON Lines file needs --text-field, the field that holds each record's text")
     out = []
     for number, record in numbered_jsonl(text, path):
         value = record.get(field) if isinstance(record, dict) else None
         if not isinstance(value, str):
-            raise LmatlasError(f"{path}: line {number} has no text field {field!r}")
+            raise Unreadable(f"line {number} has no text field {field!r}")
         out.append(Chunk(str(path), number, value))
     return out
 

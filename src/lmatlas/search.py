@@ -159,6 +159,7 @@ class Index:
         from filelock import FileLock, Timeout
 
         files = find_files(list(paths))
+        new = not self.folder.exists()
         self._claim_folder()
         lock = FileLock(str(self.folder / LOCK), timeout=0)
         try:
@@ -169,6 +170,11 @@ class Index:
             ) from None
         try:
             return self._build(files, model, batch_size, text_field, progress)
+        except BaseException:
+            if not self.exists() and new:  # a first build that failed leaves no folder behind
+                lock.release()
+                shutil.rmtree(self.folder, ignore_errors=True)
+            raise
         finally:
             lock.release()
 
@@ -221,7 +227,8 @@ class Index:
         old_dim = old["dim"] if old else None
         kept = [s for s in map(str, files) if s not in changed and s in old_files and old_files[s]["sha256"] == digests[s]]
         if not fitted and not kept:
-            raise LmatlasError(f"the files given hold no text to index: {', '.join(map(str, files))}")
+            reasons = "; ".join(f"{source}: {why}" for source, why in stats["skipped"])
+            raise LmatlasError(f"the files given hold no text to index ({reasons or ', '.join(map(str, files))})")
         new_rows = sum(len(c) for c in fitted.values())
         kept_rows = sum(old_files[s]["rows"][1] - old_files[s]["rows"][0] for s in kept)
 
