@@ -115,7 +115,7 @@ def test_mbart50_languages(folders, capsys):
         ("t5", ["--src-lang", "en_XX"], "--src-lang and --tgt-lang are for mBART"),
         ("mbart50", ["--tgt-lang", "xx_YY"], "--tgt-lang 'xx_YY' is not one of the model's language codes"),
         ("t5", ["--max-new-tokens", -2], "--max-new-tokens must be >= 0"),
-        ("marian", ["--num-beams", 0], "num_beams"),
+        ("marian", ["--num-beams", 0], "--num-beams must be a whole number >= 1"),
     ],
 )
 def test_bad_arguments(folders, capsys, model, args, match):
