@@ -22,7 +22,10 @@ SOURCE_SUFFIXES = {
     ".sh", ".toml", ".yaml", ".yml", ".cfg", ".ini", ".sql", ".jl", ".r", ".scala", ".kt", ".swift",
 }
 HTML_SUFFIXES = {".html", ".htm"}
-SUFFIXES = PROSE_SUFFIXES | SOURCE_SUFFIXES | HTML_SUFFIXES | {".pdf", ".jsonl"}
+# Images: indexed by a CLIP model's image tower (``search build --model`` a CLIP folder), each
+# one passage whose text, for BM25 and the hit's line, is its file name.
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
+SUFFIXES = PROSE_SUFFIXES | SOURCE_SUFFIXES | HTML_SUFFIXES | IMAGE_SUFFIXES | {".pdf", ".jsonl"}
 CHUNK_CHARS = 800  # about 200 word pieces: inside all-MiniLM-L6-v2's 256-token window
 # Page furniture that is not the page's content: menus, banners, footers, scripts.
 HTML_CHROME = "script, style, noscript, template, nav, header, footer, aside, form, svg, [role=navigation], [aria-hidden=true]"
@@ -56,7 +59,8 @@ def find_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
         elif p.is_file():
             if p.suffix.lower() not in SUFFIXES:
                 raise LmatlasError(
-                    f"{p}: not a format search reads (text, Markdown, reStructuredText, HTML, PDF, JSON Lines or source code)"
+                    f"{p}: not a format search reads (text, Markdown, reStructuredText, HTML, PDF, JSON Lines, "
+                    "source code, or images with a CLIP model)"
                 )
             files.append(p)
         else:
@@ -83,6 +87,8 @@ def sections(path: Path, text_field: str | None = None) -> list[Chunk]:
     suffix = path.suffix.lower()
     if suffix == ".pdf":
         return _pdf_sections(path)
+    if suffix in IMAGE_SUFFIXES:
+        return [Chunk(str(path), 1, image_caption(path))]
     text = read_text(path)
     if "\0" in text:
         raise LmatlasError(f"{path}: not text (it holds NUL bytes)")
@@ -91,6 +97,16 @@ def sections(path: Path, text_field: str | None = None) -> list[Chunk]:
     if suffix == ".jsonl":
         return _jsonl_sections(path, text, text_field)
     return [Chunk(str(path), 1, text)]
+
+
+def is_image(source: str | os.PathLike) -> bool:
+    return Path(source).suffix.lower() in IMAGE_SUFFIXES
+
+
+def image_caption(path: Path) -> str:
+    """An image's text for lexical search: its file name, words apart ("red_circle-2.png" ->
+    "red circle 2")."""
+    return " ".join(path.stem.replace("_", " ").replace("-", " ").split()) or path.name
 
 
 def html_text(html: str) -> str:

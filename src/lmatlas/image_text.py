@@ -50,12 +50,15 @@ class ImageTextEncoder:
             out.append(torch.nn.functional.normalize(self.model.backbone.image_features(pixels).float(), dim=-1))
         return torch.cat(out).numpy() if out else np.zeros((0, self.dim), dtype=np.float32)
 
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        return [len(ids) for ids in self.tokenizer(list(texts))["input_ids"]]
+
     @torch.inference_mode()
     def encode(self, texts: str | Iterable[str], batch_size: int = 32, normalize: bool | None = None,
-               truncate: bool = True) -> np.ndarray:  # fmt: skip
-        """Texts -> unit vectors in the images' space (``normalize`` is taken for the interface
-        of ``SentenceEncoder`` and is always true here); texts longer than the model's
-        positions are cut, or refused with ``truncate=False``."""
+               truncate: bool = True, progress: bool = False) -> np.ndarray:  # fmt: skip
+        """Texts -> unit vectors in the images' space (``normalize`` and ``progress`` are taken
+        for the interface of ``SentenceEncoder``: always unit vectors, no bar); texts longer
+        than the model's positions are cut, or refused with ``truncate=False``."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         out = []
         for start in range(0, len(texts), batch_size):

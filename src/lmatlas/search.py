@@ -30,13 +30,13 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
 from . import vector_index
 from .documents import (  # noqa: F401  (chunk_text, fit_chunks: the chunking API, re-exported)
-    Chunk, Unreadable, chunk_sections, chunk_text, content_digest, find_files, fit_chunks, sections,
+    Chunk, Unreadable, chunk_sections, chunk_text, content_digest, find_files, fit_chunks, is_image, sections,
 )
 from .errors import LmatlasError
 from .files import read_json, write_text_atomic
@@ -190,7 +190,6 @@ class Index:
 
     def _build(self, files: list[Path], model: str | None, batch_size: int, text_field: str | None,
                progress: bool = False) -> dict:
-        from .embeddings import encoder
 
         model_id = "default" if model is None else str(model)
         old = self._previous(model_id)
@@ -217,6 +216,10 @@ class Index:
             changed[source] = parts
 
         enc = encoder(model) if changed else None
+        images = [s for s in changed if is_image(s)]
+        if images and not hasattr(enc, "encode_images"):
+            raise LmatlasError(f"{images[0]}: an image is indexed by a CLIP model's image tower; give one with "
+                               "--model (a CLIP folder or hub id), or leave the images out")
         fitted: dict[str, list[Chunk]] = {}
         for source, parts in changed.items():
             chunks = fit_chunks(chunk_sections(parts), enc.token_counts, enc.max_seq_length)
@@ -261,9 +264,7 @@ class Index:
         vectors_name = f"vectors-{generation}.f32"
         lexical_name = f"lexical-{generation}"
         if new_chunks:  # all files' passages in one call: batches of similar lengths across files
-            fresh = [c.text for c in new_chunks[len(carried):]]
-            vectors = (enc.encode(fresh, batch_size=batch_size, normalize=True, progress=progress) if fresh
-                       else np.zeros((0, dim)))
+            vectors = _embed(enc, new_chunks[len(carried):], batch_size, progress, dim)
             matrix = np.asarray(vectors, dtype=np.float32).reshape(-1, dim)
             if carried_vectors is not None:
                 matrix = np.concatenate([carried_vectors, matrix])
@@ -367,8 +368,6 @@ class Index:
         return hits[:k]
 
     def _semantic(self, question, manifest, live, n, exact, filtered) -> list[tuple[int, float]]:
-        from .embeddings import encoder
-
         model = None if manifest["model"] == "default" else manifest["model"]
         q = encoder(model).encode([question], normalize=True)[0].astype(np.float32)
         # The graph knows nothing of --path: a filtered query scores every row it keeps.
@@ -406,3 +405,43 @@ def _remove_unnamed(folder: Path, manifest: dict) -> None:
         stale = p.name.startswith(("vectors-", "lexical-", "graph-")) or p.name in ("vectors.npy", "chunks.jsonl")
         if stale and p.name not in keep:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+_IMAGE_TEXT: dict[str, Any] = {}
+
+
+def encoder(model: str | None):
+    """The encoder of an index: a CLIP model's two towers (images and texts in one space) for a
+    CLIP checkpoint, else a sentence encoder (``embeddings.encoder``); each loaded once."""
+    from .embeddings import encoder as sentence_encoder
+
+    if model is not None and _model_type(model) == "clip":
+        from .image_text import ImageTextEncoder
+
+        if str(model) not in _IMAGE_TEXT:
+            _IMAGE_TEXT[str(model)] = ImageTextEncoder(model)
+        return _IMAGE_TEXT[str(model)]
+    return sentence_encoder(model)
+
+
+def _model_type(model: str) -> str | None:
+    """config.json's model_type of a local folder (a hub id is read when it is loaded)."""
+    config = Path(model) / "config.json"
+    try:
+        return json.loads(config.read_text(encoding="utf-8")).get("model_type") if config.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def _embed(enc, chunks: list[Chunk], batch_size: int, progress: bool, dim: int) -> np.ndarray:
+    """The unit vectors of new passages, in order: texts by the text encoder, images (with a
+    CLIP model) by its image tower."""
+    out = np.zeros((len(chunks), dim), dtype=np.float32)
+    pictures = [i for i, c in enumerate(chunks) if is_image(c.source)]
+    texts = [i for i, c in enumerate(chunks) if not is_image(c.source)]
+    if texts:
+        out[texts] = enc.encode([chunks[i].text for i in texts], batch_size=batch_size, normalize=True,
+                                progress=progress)
+    if pictures:
+        out[pictures] = enc.encode_images([chunks[i].source for i in pictures])
+    return out
