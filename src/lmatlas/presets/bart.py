@@ -79,9 +79,9 @@ def family_config(
     )
 
 
-def _attention(ours: str, theirs: str) -> WeightMap:
-    m = fused(f"{ours}.qkv", (f"{theirs}.q_proj", f"{theirs}.k_proj", f"{theirs}.v_proj"))
-    return m | linear(f"{ours}.out", f"{theirs}.out_proj")
+def _attention(ours: str, theirs: str, bias: bool = True) -> WeightMap:
+    m = fused(f"{ours}.qkv", (f"{theirs}.q_proj", f"{theirs}.k_proj", f"{theirs}.v_proj"), bias)
+    return m | linear(f"{ours}.out", f"{theirs}.out_proj", bias)
 
 
 # Each stack's token table when one vocabulary's tables are untied: its own, else the shared one.
@@ -101,10 +101,15 @@ def family_ties(cfg: ModelConfig, head: str, weights, prefix: str) -> ModelConfi
     return cfg.replace(shared_embeddings=False)
 
 
-def family_weights(cfg: ModelConfig, head: str, separate_vocabularies: bool = False) -> tuple[WeightMap, WeightMap]:
+def family_weights(cfg: ModelConfig, head: str, separate_vocabularies: bool = False, encoder_attention=_attention,
+                   final_norm_name: str = "layer_norm") -> tuple[WeightMap, WeightMap]:
     """``separate_vocabularies``: the family saves tables that are not shared as two
     vocabularies, each under its stack's name only (Marian); the others save untied tables of
-    one vocabulary as transformers 5 does, with ``shared`` a copy of the encoder's."""
+    one vocabulary as transformers 5 does, with ``shared`` a copy of the encoder's.
+    ``encoder_attention(ours, theirs, bias)`` names the encoder's self-attention and
+    ``final_norm_name`` each stack's last norm, where a relative names them otherwise (Big
+    Bird-Pegasus)."""
+    b = cfg.attention_bias
     backbone: WeightMap = {}
     if cfg.shared_embeddings:
         backbone |= shared_tokens()
@@ -118,19 +123,20 @@ def family_weights(cfg: ModelConfig, head: str, separate_vocabularies: bool = Fa
             backbone |= norm(f"backbone.{stack}.embeddings.norm", f"{stack}.layernorm_embedding")
         for i in range(layers):
             ours, theirs = f"backbone.{stack}.layers.{i}", f"{stack}.layers.{i}"
-            backbone |= _attention(f"{ours}.attn", f"{theirs}.self_attn")
+            attention = encoder_attention if stack == "encoder" else _attention
+            backbone |= attention(f"{ours}.attn", f"{theirs}.self_attn", b)
             backbone |= norm(f"{ours}.attn_norm", f"{theirs}.self_attn_layer_norm")
             if stack == "decoder":
                 cross = f"{theirs}.encoder_attn"
-                backbone |= linear(f"{ours}.cross_attn.q", f"{cross}.q_proj")
-                backbone |= fused(f"{ours}.cross_attn.kv", (f"{cross}.k_proj", f"{cross}.v_proj"))
-                backbone |= linear(f"{ours}.cross_attn.out", f"{cross}.out_proj")
+                backbone |= linear(f"{ours}.cross_attn.q", f"{cross}.q_proj", b)
+                backbone |= fused(f"{ours}.cross_attn.kv", (f"{cross}.k_proj", f"{cross}.v_proj"), b)
+                backbone |= linear(f"{ours}.cross_attn.out", f"{cross}.out_proj", b)
                 backbone |= norm(f"{ours}.cross_norm", f"{theirs}.encoder_attn_layer_norm")
             backbone |= linear(f"{ours}.mlp.fc_in", f"{theirs}.fc1")
             backbone |= linear(f"{ours}.mlp.fc_out", f"{theirs}.fc2")
             backbone |= norm(f"{ours}.mlp_norm", f"{theirs}.final_layer_norm")
         if cfg.final_norm:
-            backbone |= norm(f"backbone.{stack}.final_norm", f"{stack}.layer_norm")
+            backbone |= norm(f"backbone.{stack}.final_norm", f"{stack}.{final_norm_name}")
     heads: WeightMap = {}
     if head == "seq2seq-lm":
         heads |= final_logits_bias()

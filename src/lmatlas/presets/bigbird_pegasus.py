@@ -6,7 +6,7 @@ layers, learned positions (not offset), scaled embeddings, a final norm after ea
 from __future__ import annotations
 
 from ..config import ModelConfig
-from ._maps import SEQ2SEQ_HEADS, WeightMap, final_logits_bias, fused, linear, norm, shared_tokens
+from ._maps import SEQ2SEQ_HEADS, WeightMap, fused, linear
 from . import bart, big_bird
 from .preset import Preset
 
@@ -28,36 +28,14 @@ def config(hf: dict, head: str) -> ModelConfig:
     )
 
 
+def _big_bird_attention(ours: str, theirs: str, bias: bool) -> WeightMap:
+    """The encoder's self-attention under Big Bird's names."""
+    att = (f"{theirs}.self.query", f"{theirs}.self.key", f"{theirs}.self.value")
+    return fused(f"{ours}.qkv", att, bias) | linear(f"{ours}.out", f"{theirs}.output", bias)
+
+
 def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
-    b = cfg.attention_bias
-    backbone: WeightMap = shared_tokens()
-    for stack, layers in (("encoder", cfg.num_layers), ("decoder", cfg.decoder_layers or cfg.num_layers)):
-        backbone[f"backbone.{stack}.embeddings.positions.weight"] = f"{stack}.embed_positions.weight"
-        for i in range(layers):
-            ours, theirs = f"backbone.{stack}.layers.{i}", f"{stack}.layers.{i}"
-            att = f"{theirs}.self_attn"
-            if stack == "encoder":  # Big Bird's names, in the encoder only
-                backbone |= fused(f"{ours}.attn.qkv", (f"{att}.self.query", f"{att}.self.key", f"{att}.self.value"), b)
-                backbone |= linear(f"{ours}.attn.out", f"{att}.output", b)
-            else:
-                backbone |= fused(f"{ours}.attn.qkv", (f"{att}.q_proj", f"{att}.k_proj", f"{att}.v_proj"), b)
-                backbone |= linear(f"{ours}.attn.out", f"{att}.out_proj", b)
-                cross = f"{theirs}.encoder_attn"
-                backbone |= linear(f"{ours}.cross_attn.q", f"{cross}.q_proj", b)
-                backbone |= fused(f"{ours}.cross_attn.kv", (f"{cross}.k_proj", f"{cross}.v_proj"), b)
-                backbone |= linear(f"{ours}.cross_attn.out", f"{cross}.out_proj", b)
-                backbone |= norm(f"{ours}.cross_norm", f"{theirs}.encoder_attn_layer_norm")
-            backbone |= norm(f"{ours}.attn_norm", f"{theirs}.self_attn_layer_norm")
-            backbone |= linear(f"{ours}.mlp.fc_in", f"{theirs}.fc1")
-            backbone |= linear(f"{ours}.mlp.fc_out", f"{theirs}.fc2")
-            backbone |= norm(f"{ours}.mlp_norm", f"{theirs}.final_layer_norm")
-        backbone |= norm(f"backbone.{stack}.final_norm", f"{stack}.layernorm_embedding")
-    heads: WeightMap = {}
-    if head == "seq2seq-lm":
-        heads |= final_logits_bias()
-        if not cfg.tie_word_embeddings:
-            heads["head.decoder.weight"] = "lm_head.weight"
-    return backbone, heads
+    return bart.family_weights(cfg, head, encoder_attention=_big_bird_attention, final_norm_name="layernorm_embedding")
 
 
 def to_hf(cfg: ModelConfig) -> dict:
