@@ -370,7 +370,7 @@ class OnlineTask(DataPosition, ModelTask):
     def load(self, folder: Path) -> None:
         load_weights(self.policy, folder)
         if isinstance(self.module, PolicyWithValue):
-            self.module.value.load_state_dict(torch.load(folder / VALUE_FILE))
+            self.module.value.load_state_dict(torch.load(folder / VALUE_FILE, weights_only=True))
 
     def signature(self):
         from .base import model_signature
