@@ -43,7 +43,8 @@ def arguments(p) -> None:
 def run(args) -> int:
     from ..plots import check_path
     from ..topics import find_topics, plot_topics
-    from .run import _check_header, _columns, _field, _records
+    from ._run_inputs import records
+    from .run import _check_header, _columns, _field
 
     # Every output checked before the work, not after it.
     out = check_output_file(args.output, "--output") if args.output else None
@@ -54,11 +55,11 @@ def run(args) -> int:
         except LmatlasError as e:
             raise LmatlasError(f"--plot {e}") from None
     columns = _columns(args.column)
-    records, _, header = _records(args)
+    rows, _, header = records(args)
     if header is not None:
         _check_header("topics", header, columns, args)
     lines, texts = [], []
-    for line, record, problem in records:
+    for line, record, problem in rows:
         if problem is not None:
             print(f"lmatlas: warning: {args.input} line {line}: {problem}; left out", file=sys.stderr)
             continue
