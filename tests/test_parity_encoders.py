@@ -93,7 +93,8 @@ FAMILIES = {
                 attention_type="original_full", rescale_embeddings=True, use_bias=False),
         classes={"base": "BigBirdModel", "masked-lm": "BigBirdForMaskedLM",
                  "sequence-classification": "BigBirdForSequenceClassification",
-                 "token-classification": "BigBirdForTokenClassification"},
+                 "token-classification": "BigBirdForTokenClassification",
+                 "question-answering": "BigBirdForQuestionAnswering"},
     ),
 }
 
@@ -251,6 +252,7 @@ def test_big_bird_block_sparse(head, random_blocks, tmp_path):
     for row, length in enumerate((45, 38, 9)):
         ids[row, length:] = 0
         mask[row, length:] = 0
+    ids[:, 12] = ref.config.sep_token_id  # the question's end, for the QA head
     types = torch.zeros_like(ids)
     types[:, 20:] = 1
     inputs = dict(input_ids=ids, attention_mask=mask, token_type_ids=types)
@@ -259,7 +261,8 @@ def test_big_bird_block_sparse(head, random_blocks, tmp_path):
     assert getattr(ref, "bert", ref).attention_type == "block_sparse"  # long enough: the reference kept it
     real = mask.bool()
     pairs = {"base": [("last_hidden_state", real), ("pooler_output", None)],
-             "sequence-classification": [("logits", None)]}.get(head, [("logits", real)])
+             "sequence-classification": [("logits", None)],
+             "question-answering": [("start_logits", real), ("end_logits", real)]}.get(head, [("logits", real)])
     for field, where in pairs:
         e, g = getattr(expected, field), got[field]
         diff = (g - e) if where is None else (g - e)[where]
@@ -292,3 +295,20 @@ def test_big_bird_random_blocks_in_training():
     counts = block_counts(10, 3, drawn)
     reads = counts.sum(-1)  # fixed blocks (4 beside the global rows, else 5) and 3 random ones
     assert (reads[:, 2:-2] == 5 + 3).all() and (reads[:, [1, -2]] == 4 + 3).all()
+
+
+def test_big_bird_question_answering_masks_the_question(tmp_path):
+    """Big Bird's QA head without token types: the question (to the first [SEP]) is type 0 and
+    kept out of the answer, the context type 1, as transformers derives them."""
+    ref = build_reference("big_bird", "question-answering")
+    ref.save_pretrained(tmp_path)
+    ours = lmatlas.load(tmp_path)
+    ids, mask, _ = batch(0, 2)
+    sep = ref.config.sep_token_id
+    ids[ids == sep] = sep + 1
+    ids[:, 5] = sep
+    with torch.no_grad():
+        expected, got = ref(input_ids=ids, attention_mask=mask), ours(input_ids=ids, attention_mask=mask)
+    for field in ("start_logits", "end_logits"):
+        assert (got[field] - getattr(expected, field))[mask.bool()].abs().max().item() <= TOL
+    assert (got["start_logits"][:, 1:6] < -1e5).all()  # the question's tokens, [CLS] aside

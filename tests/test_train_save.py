@@ -55,6 +55,7 @@ CASES = [
     ("electra-base", "replaced-token-detection", {"embedding_size": 16}),
     ("electra-base", "masked-lm", {"embedding_size": 16}),
     ("ernie-3.0-base", "masked-lm", {}),
+    ("bigbird-roberta-base", "question-answering", {}),
     ("bigbird-roberta-base", "masked-lm", {"num_random_blocks": 1, "block_size": 4}),
     ("bigbird-roberta-base", "sequence-classification", {"qkv_bias": False}),
     ("ernie-3.0-base", "sequence-classification", {"task_type_vocab_size": 0}),

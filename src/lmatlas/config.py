@@ -162,6 +162,9 @@ class ModelConfig:
     block_sparse: bool = False
     block_size: int = 64
     num_random_blocks: int = 3
+    # Big Bird's question-answering head: an MLP (with its residual and norm) before the span
+    # scores, and the question's tokens (up to the first ``sep_token_id``) kept out of the answer.
+    question_head_sep: int | None = None
     # Switch Transformer (Fedus et al., 2021): the MLP of every ``sparse_step``-th layer (the
     # decoder's by ``decoder_sparse_step``) is a mixture of ``num_experts`` experts; a router
     # sends each token to one, at most ``expert_capacity`` tokens per expert and sequence (the

@@ -122,6 +122,47 @@ class QuestionAnsweringHead(nn.Module):
         return {"start_logits": start.contiguous(), "end_logits": end.contiguous()}
 
 
+class MaskedQuestionAnsweringHead(nn.Module):
+    """Big Bird's question answering: the tokens pass an MLP (dense, activation, dense, residual,
+    norm) before the start and end scores, and the question's tokens — those up to the first
+    [SEP], but [CLS] — are scored -1e6, so that the answer is looked for in the context. Without
+    token types, the question's are 0 and the context's 1 (``default_token_types``)."""
+
+    takes_input_ids = True
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.sep = cfg.question_head_sep
+        self.dense_in = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.act = activation(cfg.activation)
+        self.dense_out = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+        self.norm = make_norm(cfg, cfg.hidden_size)
+        self.dropout = nn.Dropout(cfg.hidden_dropout)
+        self.out = nn.Linear(cfg.hidden_size, 2)
+
+    def question(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(batch, t) 1 on the question's tokens: up to and with the first [SEP]."""
+        length = input_ids.eq(self.sep).int().argmax(-1, keepdim=True) + 1
+        return (torch.arange(input_ids.shape[1], device=input_ids.device)[None] < length).long()
+
+    def default_token_types(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return 1 - self.question(input_ids)
+
+    def forward(self, out: dict[str, torch.Tensor], input_ids: torch.Tensor, pad_token_id) -> dict[str, torch.Tensor]:
+        h = self.dropout(out["last_hidden_state"])
+        h = self.norm(self.dropout(self.dense_out(self.act(self.dense_in(h)))) + h)
+        logits = self.out(h)
+        mask = self.question(input_ids)
+        mask[:, 0] = 0
+        logits = logits - mask[..., None] * 1e6
+        start, end = logits.unbind(-1)
+        return {"start_logits": start.contiguous(), "end_logits": end.contiguous()}
+
+
+def question_answering(cfg: ModelConfig) -> nn.Module:
+    return MaskedQuestionAnsweringHead(cfg) if cfg.question_head_sep is not None else QuestionAnsweringHead(cfg)
+
+
 class ReplacedTokenDetectionHead(nn.Module):
     """ELECTRA's discriminator: one logit per token, positive where the token was replaced."""
 
@@ -203,7 +244,7 @@ HEADS: dict[str, Callable[[ModelConfig], nn.Module] | None] = {
     "masked-lm": MaskedLMHead,
     "sequence-classification": sequence_classification,
     "token-classification": TokenClassificationHead,
-    "question-answering": QuestionAnsweringHead,
+    "question-answering": question_answering,
     "replaced-token-detection": ReplacedTokenDetectionHead,
     "image-classification": ImageClassificationHead,
     "projection": ProjectionHead,

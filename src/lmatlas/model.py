@@ -158,6 +158,8 @@ class LmatlasModel(nn.Module):
                 output_hidden_states=output_hidden_states,
             )  # fmt: skip
         else:
+            if token_type_ids is None and hasattr(self.head, "default_token_types") and input_ids is not None:
+                token_type_ids = self.head.default_token_types(input_ids)  # Big Bird's QA: question 0, context 1
             out = self.backbone(
                 input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids,
                 output_hidden_states=output_hidden_states, task_type_ids=task_type_ids, pixel_values=pixel_values,
@@ -168,7 +170,7 @@ class LmatlasModel(nn.Module):
             out["last_hidden_state"] = out["last_hidden_state"][:, -logits_to_keep:]
         if self.head is None:
             return ModelOutput(out)
-        if getattr(self.head, "takes_input_ids", False):  # a decoder classifier finds its last token
+        if getattr(self.head, "takes_input_ids", False):  # a decoder classifier finds its last token, Big Bird's QA its question
             result = self.head(out, input_ids, self.config.pad_token_id)
         else:
             result = self.head(out)

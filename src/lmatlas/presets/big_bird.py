@@ -9,7 +9,7 @@ import math
 
 from ..config import ModelConfig
 from ..errors import LmatlasError
-from ._maps import ENCODER_HEADS, WeightMap, linear
+from ._maps import ENCODER_HEADS, WeightMap, linear, norm
 from . import bert
 from .preset import Preset
 
@@ -32,14 +32,21 @@ def config(hf: dict, head: str) -> ModelConfig:
         block_size=hf.get("block_size", 64),
         num_random_blocks=hf.get("num_random_blocks", 3),
         classifier_activation=cfg.activation if head == "sequence-classification" else None,
-        # Every Big Bird class builds the pooler, so every checkpoint stores it.
-        pooler_activation="tanh",
+        # Every Big Bird class but the question-answering one builds the pooler.
+        pooler_activation=None if head == "question-answering" else "tanh",
+        question_head_sep=hf.get("sep_token_id", 66) if head == "question-answering" else None,
     )
 
 
 def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
     mlm = ("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm", "cls.predictions.decoder",
            "cls.predictions.bias")
+    if head == "question-answering":  # Big Bird's own: an MLP before the span scores
+        backbone, _ = bert.family_weights(cfg, "base", mlm)
+        qa = "qa_classifier"
+        heads = (linear("head.dense_in", f"{qa}.intermediate.dense") | linear("head.dense_out", f"{qa}.output.dense")
+                 | norm("head.norm", f"{qa}.output.LayerNorm") | linear("head.out", f"{qa}.qa_outputs"))
+        return backbone, heads
     backbone, heads = bert.family_weights(cfg.replace(pooler_activation=None), head, mlm, pooled="classifier")
     return backbone | linear("backbone.pooler.dense", "pooler"), heads
 
@@ -52,6 +59,8 @@ def to_hf(cfg: ModelConfig) -> dict:
                            "(it must be 1 or sqrt(hidden_size))")
     out = bert.to_hf(cfg.replace(qkv_bias=True, embedding_scale=1.0, block_sparse=False))
     out.pop("position_embedding_type")
+    if cfg.question_head_sep is not None:
+        out["sep_token_id"] = cfg.question_head_sep
     return dict(
         out,
         model_type="big_bird",
@@ -68,9 +77,7 @@ PRESET = Preset(
     model_types=("big_bird",),
     skeleton="encoder",
     prefix="bert",
-    # Big Bird's question-answering head (an MLP before the span scores, question tokens masked
-    # by the first [SEP]) is its own: not among these.
-    heads={k: v for k, v in ENCODER_HEADS.items() if v != "question-answering"} | {"ForPreTraining": "masked-lm"},
+    heads=ENCODER_HEADS | {"ForPreTraining": "masked-lm"},
     class_prefix="BigBird",
     tokenizer_family=None,
     config=config,
