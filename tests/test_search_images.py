@@ -54,9 +54,13 @@ def test_the_command_line(clip, tmp_path, capsys):
 
 
 def test_images_need_a_clip_model(tmp_path, capsys):
+    """Without a CLIP model, images in a folder are passed over (as other formats are) and an
+    image named directly is one sentence."""
     photos = tmp_path / "photos"
-    save_drawings(photos, n=1)
+    (image,) = save_drawings(photos, n=1)
     (photos / "notes.txt").write_text("Some text.\n", encoding="utf-8")
-    with pytest.raises(LmatlasError, match="an image is indexed by a CLIP model's image tower"):
-        Index(tmp_path / "idx").build([photos])
-    assert not (tmp_path / "idx").exists()
+    stats = Index(tmp_path / "idx").build([photos])
+    assert stats["chunks"] == 1
+    with pytest.raises(LmatlasError, match="not a format search reads .*images with a CLIP model"):
+        Index(tmp_path / "idx2").build([image])
+    assert not (tmp_path / "idx2").exists()

@@ -47,17 +47,19 @@ class Unreadable(Exception):
     """A file that cannot be read as its format says; the build names it and goes on."""
 
 
-def find_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
+def find_files(paths: Iterable[str | os.PathLike], images: bool = False) -> list[Path]:
     """Files named directly, or found (recursively, hidden folders skipped) in folders; in a
-    folder, files of other formats are passed over, a file named directly must be one we read."""
+    folder, files of other formats are passed over, a file named directly must be one we read.
+    Images are read only with ``images`` (an index of a CLIP model)."""
+    readable = SUFFIXES if images else SUFFIXES - IMAGE_SUFFIXES
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
             for root, dirs, names in os.walk(p):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                files += [Path(root) / n for n in sorted(names) if Path(n).suffix.lower() in SUFFIXES]
+                files += [Path(root) / n for n in sorted(names) if Path(n).suffix.lower() in readable]
         elif p.is_file():
-            if p.suffix.lower() not in SUFFIXES:
+            if p.suffix.lower() not in readable:
                 raise LmatlasError(
                     f"{p}: not a format search reads (text, Markdown, reStructuredText, HTML, PDF, JSON Lines, "
                     "source code, or images with a CLIP model)"

@@ -158,7 +158,7 @@ class Index:
         embedded, on standard error."""
         from filelock import FileLock, Timeout
 
-        files = find_files(list(paths))
+        files = find_files(list(paths), images=model is not None and _model_type(str(model)) == "clip")
         new = not self.folder.exists()
         self._claim_folder()
         lock = FileLock(str(self.folder / LOCK), timeout=0)
@@ -216,10 +216,6 @@ class Index:
             changed[source] = parts
 
         enc = encoder(model) if changed else None
-        images = [s for s in changed if is_image(s)]
-        if images and not hasattr(enc, "encode_images"):
-            raise LmatlasError(f"{images[0]}: an image is indexed by a CLIP model's image tower; give one with "
-                               "--model (a CLIP folder or hub id), or leave the images out")
         fitted: dict[str, list[Chunk]] = {}
         for source, parts in changed.items():
             chunks = fit_chunks(chunk_sections(parts), enc.token_counts, enc.max_seq_length)
