@@ -6,26 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from lmatlas.errors import LmatlasError
 from lmatlas.images import ImageProcessor, expand_images, image_files, load_image
 
+from .helpers_vision import drawing
 from .reference import transformers
 
 TOL = 1e-5
 MODES = ["RGB", "RGBA", "L", "LA", "P", "CMYK", "1", "I"]
-
-
-def drawing(width: int = 61, height: int = 37, seed: int = 0) -> Image.Image:
-    """Shapes and a noisy background, so every resampling filter has edges to work on."""
-    rng = np.random.default_rng(seed)
-    image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
-    draw = ImageDraw.Draw(image)
-    draw.ellipse((5, 4, width // 2, height - 6), fill=(200, 30, 40))
-    draw.rectangle((width // 2, 2, width - 3, height // 2), fill=(20, 180, 90))
-    draw.line((0, height - 1, width - 1, 0), fill=(250, 250, 10), width=3)
-    return image
 
 
 def in_mode(image: Image.Image, mode: str) -> Image.Image:
