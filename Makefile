@@ -30,7 +30,7 @@ setup-test: $(VENV)/.setup-test
 
 # The main job: a semantic search engine over lmatlas' own documentation.
 demo: $(VENV)/.setup
-	$(BIN)/lmatlas search build .lmatlas-demo/index --from README.md docs
+	$(BIN)/lmatlas search build .lmatlas-demo/index --from README.md docs/*.md
 	$(BIN)/lmatlas search query .lmatlas-demo/index "How do I load a model from the Hugging Face hub?" -k 3
 
 test: $(VENV)/.setup-test
