@@ -169,14 +169,14 @@ class Index:
                 f"{self.folder}: another build of this index is running (it holds {self.folder / LOCK}); wait for it to end"
             ) from None
         try:
-            return self._build(files, model, batch_size, text_field, progress)
-        except BaseException:
-            if not self.exists() and new:  # a first build that failed leaves no folder behind
+            try:
+                return self._build(files, model, batch_size, text_field, progress)
+            finally:
                 lock.release()
+        except BaseException:
+            if new and not self.exists():  # a first build that failed leaves no folder behind
                 shutil.rmtree(self.folder, ignore_errors=True)
             raise
-        finally:
-            lock.release()
 
     def _previous(self, model_id: str) -> dict | None:
         """The published manifest when this build can extend it (same format and model)."""
