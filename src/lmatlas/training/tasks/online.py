@@ -113,20 +113,30 @@ class RewardModel:
 
         from ...loader import load
         from ...tokenizer import load_tokenizer
-        from ..finetune import use_pad_token
 
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                self.model = load(spec, head="sequence-classification").eval()
-            self.tokenizer = load_tokenizer(spec)
+                model = load(spec, head="sequence-classification").eval()
+            tokenizer = load_tokenizer(spec)
         except LmatlasError as e:
             raise LmatlasError(f"--reward {spec}: not a reward model nor module:function ({e})") from None
-        if self.model.config.num_labels != 1:
-            raise LmatlasError(f"--reward {spec}: a reward model has one output, not {self.model.config.num_labels}")
-        self.name = spec
-        self.pad_id = use_pad_token(self.model, self.tokenizer) if self.model.is_decoder else (
-            self.tokenizer.pad_token_id or 0)
+        if model.config.num_labels != 1:
+            raise LmatlasError(f"--reward {spec}: a reward model has one output, not {model.config.num_labels}")
+        self._use(model, tokenizer, spec)
+
+    @classmethod
+    def of(cls, model, tokenizer, name: str) -> "RewardModel":
+        """A reward model already in memory (a one-output classifier and its tokenizer)."""
+        scorer = cls.__new__(cls)
+        scorer._use(model.eval(), tokenizer, name)
+        return scorer
+
+    def _use(self, model, tokenizer, name: str) -> None:
+        from ..finetune import use_pad_token
+
+        self.model, self.tokenizer, self.name = model, tokenizer, name
+        self.pad_id = use_pad_token(model, tokenizer) if model.is_decoder else (tokenizer.pad_token_id or 0)
 
     @torch.no_grad()
     def __call__(self, prompts, completions, columns):
