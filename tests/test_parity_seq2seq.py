@@ -84,7 +84,9 @@ def build_reference(variant: str, head: str = "seq2seq-lm"):
     config_cls, kw, lm_cls, base_cls = VARIANTS[variant]
     config = getattr(tf, config_cls)(**kw)
     torch.manual_seed(0)
-    model = getattr(tf, lm_cls if head == "seq2seq-lm" else base_cls)(config).eval()
+    # head "encoder": the encoder alone (T5EncoderModel, SwitchTransformersEncoderModel)
+    cls = {"seq2seq-lm": lm_cls, "encoder": base_cls.replace("Model", "EncoderModel")}.get(head, base_cls)
+    model = getattr(tf, cls)(config).eval()
     if kw.get("tie_word_embeddings") is False and model.config.tie_word_embeddings and hasattr(model, "lm_head"):
         # transformers 5's T5Config turns tie_word_embeddings false into an unscaled head that is
         # still tied: untie it, as the checkpoints this describes (T5 v1.1, Flan-T5) have it.

@@ -91,3 +91,23 @@ class EncoderDecoder(nn.Module):
                 result["encoder_hidden_states"] = encoder_outputs["hidden_states"]
         result["encoder_last_hidden_state"] = encoder_outputs["last_hidden_state"]
         return result
+
+
+class EncoderOnly(nn.Module):
+    """An encoder-decoder's encoder alone (transformers' ``T5EncoderModel``,
+    ``SwitchTransformersEncoderModel``). Its parameters keep the whole model's names
+    (``encoder.…``), so the family's one weight map reads and writes it."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.encoder = Encoder(cfg.encoder_config())
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False,
+                **absent: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        given = [name for name, value in absent.items() if value is not None]
+        if token_type_ids is not None or given:
+            name = "token_type_ids" if token_type_ids is not None else given[0]
+            raise LmatlasError(f"a {self.config.model_type} encoder takes input_ids and attention_mask, not {name}")
+        return self.encoder(input_ids, attention_mask=attention_mask, output_hidden_states=output_hidden_states)

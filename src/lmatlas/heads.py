@@ -239,6 +239,7 @@ class ProjectionHead(nn.Module):
 
 HEADS: dict[str, Callable[[ModelConfig], nn.Module] | None] = {
     "base": None,
+    "encoder": None,  # an encoder-decoder's encoder alone
     "causal-lm": CausalLMHead,
     "seq2seq-lm": Seq2SeqLMHead,
     "masked-lm": MaskedLMHead,

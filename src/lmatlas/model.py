@@ -12,7 +12,7 @@ from .cache import KVCache, Seq2SeqCache
 from .config import ModelConfig
 from .decoder import Decoder
 from .encoder import Encoder
-from .encoder_decoder import EncoderDecoder
+from .encoder_decoder import EncoderDecoder, EncoderOnly
 from .errors import LmatlasError
 from .heads import HEADS
 from .outputs import ModelOutput
@@ -37,7 +37,8 @@ class LmatlasModel(nn.Module):
         elif cfg.window_size:  # Swin: stages of windowed attention
             self.backbone = WindowEncoder(cfg)
         elif cfg.is_encoder_decoder:
-            self.backbone = EncoderDecoder(cfg)
+            # "encoder": the encoder alone (T5EncoderModel), for embeddings.
+            self.backbone = EncoderOnly(cfg) if head == "encoder" else EncoderDecoder(cfg)
         else:
             self.backbone = Decoder(cfg) if cfg.causal else Encoder(cfg)
         head_cls = HEADS[head]

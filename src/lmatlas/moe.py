@@ -68,7 +68,7 @@ def load_balancing_loss(logits: torch.Tensor, expert: torch.Tensor) -> torch.Ten
 def sparse_stacks(model: nn.Module) -> list[list[SparseMLP]]:
     """The mixture-of-experts layers of ``model``, by stack (encoder, decoder)."""
     backbone = getattr(model, "backbone", model)
-    parts = [backbone.encoder, backbone.decoder] if hasattr(backbone, "encoder") else [backbone]
+    parts = [getattr(backbone, n) for n in ("encoder", "decoder") if hasattr(backbone, n)] or [backbone]
     return [[m for m in part.modules() if isinstance(m, SparseMLP)] for part in parts]
 
 

@@ -61,7 +61,8 @@ def head_from_architectures(preset: Preset, architectures: list[str], source: st
     if not architectures:
         return "base"
     arch = architectures[0]
-    for suffix, head in preset.heads.items():
+    # The longest suffix first: "T5EncoderModel" is the encoder alone, not the base "Model".
+    for suffix, head in sorted(preset.heads.items(), key=lambda item: -len(item[0])):
         if arch.endswith(suffix):
             return head
     known = ", ".join(sorted(set(preset.heads.values())))

@@ -17,6 +17,7 @@ Skeleton = Literal["encoder", "decoder", "encoder-decoder"]
 # The class-name suffix of each lmatlas head in transformers, after the family's prefix.
 CLASS_SUFFIX = {
     "base": "Model",
+    "encoder": "EncoderModel",
     "masked-lm": "ForMaskedLM",
     "sequence-classification": "ForSequenceClassification",
     "token-classification": "ForTokenClassification",
