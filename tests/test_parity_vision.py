@@ -120,6 +120,27 @@ def test_clip(cls, safe, tmp_path):
     assert worst(expected, got, CLIP_CASES[cls]) <= TOL
 
 
+@pytest.mark.parametrize("cls", ["CLIPTextModel", "CLIPVisionModel"])
+def test_clip_tower_stored_without_its_name(cls, tmp_path):
+    """transformers 5 saves a tower alone without the tower's name (``embeddings.…``, not
+    ``text_model.embeddings.…``); both layouts read as the same model."""
+    from safetensors.torch import load_file, save_file
+
+    ref = build(cls, clip_config(cls), seed=3)
+    save_reference(ref, tmp_path, True)
+    file = tmp_path / "model.safetensors"
+    tower = "text_model." if cls.startswith("CLIPText") else "vision_model."
+    state = load_file(file)
+    assert all(k.startswith(tower) for k in state)
+    save_file({k[len(tower):]: v for k, v in state.items()}, file, metadata={"format": "pt"})
+    ours = lmatlas.load(tmp_path)
+    ids, mask = texts()
+    inputs = dict(input_ids=ids, attention_mask=mask) if tower == "text_model." else dict(pixel_values=pixels(2, 30, 30))
+    with torch.no_grad():
+        expected, got = ref(**inputs), ours(**inputs)
+    assert worst(expected, got, CLIP_CASES[cls]) <= TOL
+
+
 def test_clip_features_and_legacy_end_token(tmp_path):
     """get_text_features / get_image_features; a config with eos 2 pools at the largest id."""
     ref = build("CLIPModel", clip_config("CLIPModel", eos=2), seed=7)

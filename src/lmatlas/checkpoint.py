@@ -10,7 +10,7 @@ import os
 import pickle
 import re
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -175,6 +175,11 @@ class Weights:
 
     def _files(self) -> list[Path]:
         return weight_files(self.folder)
+
+    def rename(self, fn: Callable[[str], str]) -> None:
+        """Know each stored tensor by ``fn(name)`` (a layout another release of transformers
+        writes, read under the names the weight maps use)."""
+        self._where = {fn(name): where for name, where in self._where.items()}
 
     def _handle(self, file: Path):
         if file not in self._open:

@@ -73,6 +73,8 @@ def load(
     torch_dtype = parse_dtype(dtype)
     if folder is not None:
         weights = Weights(folder)
+        if preset.stored_name is not None:
+            weights.rename(lambda name: preset.stored_name(hf["model_type"], name))
     try:
         cfg = preset.config(hf, head)
     except (KeyError, TypeError, ValueError) as e:

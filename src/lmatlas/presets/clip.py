@@ -152,6 +152,17 @@ def to_hf(cfg: ModelConfig) -> dict:
     )
 
 
+# A tower saved alone: transformers 4 stores it under its tower's name, transformers 5 without.
+_TOWER = {"clip_text_model": "text_model.", "clip_vision_model": "vision_model."}
+
+
+def stored_name(model_type: str, name: str) -> str:
+    tower = _TOWER.get(model_type)
+    if tower is None or name.startswith((tower, "text_projection.", "visual_projection.")):
+        return name  # (a tower with its projection is stored under its name in both)
+    return tower + name
+
+
 PRESET = Preset(
     name="clip",
     model_types=("clip", "clip_text_model", "clip_vision_model"),
@@ -164,4 +175,5 @@ PRESET = Preset(
     config=config,
     weights=weights,
     to_hf=to_hf,
+    stored_name=stored_name,
 )

@@ -60,6 +60,8 @@ class Preset:
     - ``ties(cfg, head, weights, prefix) -> ModelConfig`` or None: the ties that config.json
       leaves to the checkpoint (which tables it stores, and whether their values differ), for
       ``weights`` (a ``checkpoint.Weights``) whose backbone names start with ``prefix``.
+    - ``stored_name(model_type, name) -> str`` or None: a stored tensor's name as the weight maps
+      know it, where releases of transformers store one class under different names.
     """
 
     name: str
@@ -74,6 +76,7 @@ class Preset:
     to_hf: Callable[[ModelConfig], dict]
     ties: Callable[[ModelConfig, str, Any, str], ModelConfig] | None = None
     class_suffixes: Mapping[str, str] = field(default_factory=dict)
+    stored_name: Callable[[str, str], str] | None = None
 
     def __post_init__(self) -> None:
         # Read-only copies: families share the tables they are built from (``_maps.DECODER_HEADS``).
