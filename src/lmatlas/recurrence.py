@@ -40,10 +40,15 @@ from .errors import LmatlasError
 BIAS_STD = 0.02
 
 
+def inverse_frequencies(width: int, device=None) -> torch.Tensor:
+    """(width / 2,): the sinusoids' frequencies, 1 / 10000^(2k / width)."""
+    return 1.0 / (10000 ** (torch.arange(0.0, width, 2.0, device=device) / width))
+
+
 def relative_encodings(klen: int, width: int, clamp: int, device, dtype) -> torch.Tensor:
     """(klen, width): [sin | cos] of the distances klen - 1, ..., 1, 0 (the keys' distances to
     the last query), clamped at ``clamp`` when it is positive."""
-    inv_freq = 1.0 / (10000 ** (torch.arange(0.0, width, 2.0, device=device) / width))
+    inv_freq = inverse_frequencies(width, device)
     distance = torch.arange(klen - 1, -1, -1.0, device=device)
     if clamp > 0:
         distance = distance.clamp(max=clamp)
@@ -278,6 +283,6 @@ def _check_memory(memory, cfg: ModelConfig, batch: int) -> None:
 
 
 __all__ = [
-    "Memory", "RecurrentDecoder", "RecurrentLayer", "RelativeAttention", "blocked_keys", "relative_encodings",
+    "Memory", "inverse_frequencies", "RecurrentDecoder", "RecurrentLayer", "RelativeAttention", "blocked_keys", "relative_encodings",
     "relative_shift", "update_memory",
 ]  # fmt: skip

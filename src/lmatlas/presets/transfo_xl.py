@@ -79,9 +79,10 @@ def weights(cfg: ModelConfig, head: str) -> tuple[WeightMap, WeightMap]:
         if projected:
             backbone[f"backbone.embeddings.projections.{i}"] = f"word_emb.emb_projs.{i}"
     shared = not cfg.relative_bias_per_layer
-    if shared:  # stored at the top, or (one tensor saved once) under the first layer's name
+    if shared:  # one tensor that transformers stores at the top and under every layer's name
         for ours, theirs in (("content_bias", "r_w_bias"), ("position_bias", "r_r_bias")):
-            backbone[f"backbone.{ours}"] = FirstOf((theirs, f"layers.0.dec_attn.{theirs}"), aliases=False)
+            names = (theirs, *(f"layers.{i}.dec_attn.{theirs}" for i in range(cfg.num_layers)))
+            backbone[f"backbone.{ours}"] = FirstOf(names, aliases="always")
     for i in range(cfg.num_layers):
         ours, theirs = f"backbone.layers.{i}", f"layers.{i}"
         backbone |= linear(f"{ours}.attn.qkv", f"{theirs}.dec_attn.qkv_net", bias=False)
@@ -147,6 +148,13 @@ def to_hf(cfg: ModelConfig) -> dict:
     )
 
 
+def buffers(cfg: ModelConfig) -> dict:
+    """The sinusoids' frequencies, which transformers keeps as a buffer (``pos_emb.inv_freq``)."""
+    from ..recurrence import inverse_frequencies
+
+    return {"pos_emb.inv_freq": inverse_frequencies(cfg.hidden_size)}
+
+
 PRESET = Preset(
     name="transfo_xl",
     model_types=("transfo-xl",),
@@ -159,4 +167,5 @@ PRESET = Preset(
     weights=weights,
     to_hf=to_hf,
     class_suffixes={"causal-lm": "LMHeadModel"},
+    buffers=buffers,
 )
