@@ -160,10 +160,12 @@ class RecurrentLayer(nn.Module):
 class Memory:
     """The generation engine's cache for a recurrent decoder: the memory the last forward pass
     left (None before the first), which the next one continues, as transformers' generate
-    passes ``mems`` from step to step. Beam search reorders its rows."""
+    passes ``mems`` from step to step; without a memory, the tokens so far. Beam search
+    reorders its rows."""
 
     def __init__(self, batch_size: int):
         self.mems: list[torch.Tensor] | None = None
+        self.tokens: torch.Tensor | None = None  # without a memory (mem_len 0): the tokens so far
         self.length = 0  # tokens read so far
         self._rows = batch_size
 
@@ -175,6 +177,8 @@ class Memory:
         """Row r continues from row ``index[r]``."""
         if self.mems is not None:
             self.mems = [m.index_select(1, index.to(m.device)) for m in self.mems]
+        if self.tokens is not None:
+            self.tokens = self.tokens.index_select(0, index.to(self.tokens.device))
 
     def nbytes(self) -> int:
         return sum(m.numel() * m.element_size() for m in self.mems or [])
@@ -229,12 +233,32 @@ class RecurrentDecoder(nn.Module):
         cfg = self.config
         if cache is not None and mems is not None:
             raise LmatlasError("give mems or a cache, not both: the cache holds the memory while decoding")
-        b, t = input_ids.shape
-        _check_padding(attention_mask, cache is not None and cache.mems is not None)
+        _check_padding(attention_mask, cache is not None and cache.length > 0)
         if cfg.same_length and not cfg.memory_length:
             raise LmatlasError("same_length needs a memory: with mem_len 0 no token would have a key to attend to; "
                                "set same_length false or give mem_len")
-        memory = cache.mems if cache is not None else mems
+        if cache is None:
+            return self.segment(input_ids, mems, output_hidden_states)
+        t = input_ids.shape[1]
+        cache.length += t
+        if cfg.memory_length:
+            out = self.segment(input_ids, cache.mems, output_hidden_states)
+            cache.mems = out.get("mems")
+            return out
+        # Without a memory nothing carries over: the cache keeps the tokens, and each step reads
+        # them all again, as transformers' generate does when no mems come back.
+        cache.tokens = input_ids if cache.tokens is None else torch.cat([cache.tokens, input_ids], dim=1)
+        out = self.segment(cache.tokens, None, output_hidden_states)
+        out["last_hidden_state"] = out["last_hidden_state"][:, -t:]
+        if output_hidden_states:
+            out["hidden_states"] = tuple(h[:, -t:] for h in out["hidden_states"])
+        return out
+
+    def segment(self, input_ids: torch.Tensor, memory: list[torch.Tensor] | None,
+                output_hidden_states: bool = False) -> dict:
+        """One segment read after ``memory`` (or after ``memory_length`` zeros)."""
+        cfg = self.config
+        b, t = input_ids.shape
         if memory is None:
             memory = self.empty_memory(b)
         else:
@@ -250,8 +274,6 @@ class RecurrentDecoder(nn.Module):
             x = layer(x, r, blocked, None if memory is None else memory[i].transpose(0, 1), shared)
         x = self.dropout(x)
         new = update_memory(inputs, memory, cfg.memory_length or 0)
-        if cache is not None:
-            cache.mems, cache.length = new, cache.length + t
         out: dict = {"last_hidden_state": x}
         if new is not None:
             out["mems"] = new

@@ -29,6 +29,8 @@ def config(hf: dict, head: str) -> ModelConfig:
         raise LmatlasError(f"TransfoXLForSequenceClassification scores states of width d_embed ({hf['d_embed']}), "
                            f"but the model's are d_model ({hf['d_model']}) wide: the classifier needs them equal")
     cutoffs = [int(c) for c in hf["cutoffs"]]
+    if cutoffs != sorted(set(cutoffs)) or (cutoffs and not 0 < cutoffs[0] <= cutoffs[-1] < hf["vocab_size"]):
+        raise LmatlasError(f"cutoffs {cutoffs} must rise strictly between 0 and vocab_size ({hf['vocab_size']})")
     ties = hf.get("tie_projs")
     if ties is None:  # transformers derives it from proj_share_all_but_first, and writes it
         ties = [False] + [bool(hf.get("proj_share_all_but_first", True))] * len(cutoffs)
