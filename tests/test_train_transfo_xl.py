@@ -4,7 +4,6 @@ batch row, the memory carried from step to step, and a tiny model that learns Sh
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +15,7 @@ from lmatlas.training.data import TokenStream
 from lmatlas.training.distributed import Context
 from lmatlas.training.tasks import SegmentLMTask
 
-from .paths import data_file
+from .test_train_learning import corpus  # noqa: F401  (the first 40,000 characters of Shakespeare)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -78,14 +77,6 @@ def test_the_memory_is_detached_and_resumed(tmp_path):
     again.load_state_dict(state)
     assert all(torch.equal(a, b) for a, b in zip(again.mems, task.mems))
     assert torch.equal(again.next_batch(2, ctx)["input_ids"], task.next_batch(2, ctx)["input_ids"])
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    text = data_file("tinyshakespeare", "input.txt").read_text(encoding="utf-8")[:40000]
-    path = tmp_path_factory.mktemp("data") / "shakespeare.txt"
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 SMALL = ["--layers", "2", "--heads", "2", "--dim", "32", "--block", "32", "--batch-size", "8", "--lr", "2e-3",

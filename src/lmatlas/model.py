@@ -16,7 +16,7 @@ from .encoder_decoder import EncoderDecoder
 from .errors import LmatlasError
 from .heads import HEADS
 from .outputs import ModelOutput
-from .recurrence import RecurrentDecoder
+from .recurrence import Memory, RecurrentDecoder
 from .towers import DualEncoder
 from .trajectories import TrajectoryDecoder
 from .windows import WindowEncoder
@@ -90,8 +90,9 @@ class LmatlasModel(nn.Module):
     def is_encoder_decoder(self) -> bool:
         return isinstance(self.backbone, EncoderDecoder)
 
-    def new_cache(self, batch_size: int, max_length: int, **encoded: Any) -> KVCache | Seq2SeqCache:
-        """A key/value cache for ``batch_size`` sequences of up to ``max_length`` tokens.
+    def new_cache(self, batch_size: int, max_length: int, **encoded: Any) -> KVCache | Seq2SeqCache | Memory:
+        """A key/value cache for ``batch_size`` sequences of up to ``max_length`` tokens
+        (Transformer-XL's: its memory, ``recurrence.Memory``).
 
         Encoder-decoders also take the encoded sources: ``encoder_last_hidden_state`` and the
         source ``attention_mask`` (see ``EncoderDecoder.new_cache``)."""

@@ -181,7 +181,8 @@ class Memory:
             self.tokens = self.tokens.index_select(0, index.to(self.tokens.device))
 
     def nbytes(self) -> int:
-        return sum(m.numel() * m.element_size() for m in self.mems or [])
+        held = [*(self.mems or []), *([] if self.tokens is None else [self.tokens])]
+        return sum(t.numel() * t.element_size() for t in held)
 
 
 class RecurrentDecoder(nn.Module):
