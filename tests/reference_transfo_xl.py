@@ -8,8 +8,8 @@ Two things stand between its code and a forward pass, both fixed here for the te
   one method from its own source with that one call read as ``.to(dtype=...)`` — what it means.
 - ``TransfoXLLMHeadModel`` no longer inherits ``generate``: transformers 4.50 stopped giving it
   to classes that only define ``prepare_inputs_for_generation``, except through
-  ``add_generation_mixin_to_remote_model``, its own compatibility helper, which ``lm_class()``
-  applies.
+  ``add_generation_mixin_to_remote_model``, its own compatibility function, which
+  ``model_class()`` applies.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class _TypeAsDtype(ast.NodeTransformer):
 
 @functools.cache
 def patched():
-    """The ``modeling_transfo_xl`` module, its ``TransfoXLModel.forward`` fixed (once per session)."""
+    """The ``modeling_transfo_xl`` module, its ``TransfoXLModel.forward`` fixed (once per test run)."""
     transformers()
     from transformers.models.deprecated.transfo_xl import modeling_transfo_xl as m
 

@@ -111,3 +111,23 @@ def test_bad_options(args, message, corpus, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code != 0 and len(err.strip().splitlines()) == 1, err
     assert __import__("re").search(message, err), err
+
+
+def test_bfloat16_training_and_decoding():
+    """Under bfloat16 autocast (``--bf16``) a segment's loss and gradients come through, and a
+    bfloat16 model decodes."""
+    from lmatlas.catalog import architecture_preset
+    from lmatlas.model import LmatlasModel
+
+    cfg = architecture_preset("transfo-xl-wt103", vocab_size=100, hidden_size=16, num_heads=2, num_layers=2,
+                              memory_length=4, adaptive_cutoffs=[20, 50], adaptive_div=2).config
+    assert cfg.tie_projections == [False, True, True]  # the preset's pattern, one per cluster
+    model = LmatlasModel(cfg, "causal-lm").train()
+    x = torch.randint(0, 100, (2, 5), generator=torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        first = model(x)
+        loss = model(x, mems=first.mems, labels=x).loss
+    loss.backward()
+    assert torch.isfinite(loss) and model.backbone.layers[0].attn.qkv.weight.grad is not None
+    model = model.eval().to(torch.bfloat16)
+    assert model.generate(x, max_new_tokens=3).shape == (2, 8)

@@ -82,7 +82,7 @@ class AdaptiveEmbedding(nn.Module):
         for (start, end), table, projection in zip(self.bounds, self.tables, self.projections):
             rows = (ids >= start) & (ids < end)
             if bool(rows.any()):
-                x[rows] = F.linear(table(ids[rows] - start), projection)
+                x[rows] = F.linear(table(ids[rows] - start), projection).to(x.dtype)  # (autocast's)
         return x * self.scale
 
 
@@ -162,9 +162,9 @@ class AdaptiveLMHead(nn.Module):
         return torch.cat(parts, dim=-1)
 
     def nll(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """(n, hidden_size), (n,) -> (n,) negative log-likelihoods (0 for IGNORE): only the
-        clusters that hold a target are computed, for the rows whose target they hold."""
-        out = torch.zeros(targets.shape, dtype=hidden.dtype, device=hidden.device)
+        """(n, hidden_size), (n,) -> (n,) negative log-likelihoods in float32 (0 for IGNORE): only
+        the clusters that hold a target are computed, for the rows whose target they hold."""
+        out = torch.zeros(targets.shape, dtype=torch.float32, device=hidden.device)
         head = F.log_softmax(self._cluster_logits(hidden, 0), dim=-1)
         for i, (start, end) in enumerate(self.bounds):
             rows = (targets >= start) & (targets < end)
@@ -176,7 +176,7 @@ class AdaptiveLMHead(nn.Module):
             else:
                 tail = F.log_softmax(self._cluster_logits(hidden[rows], i), dim=-1)
                 logp = head[rows, self.shortlist + i - 1] + tail.gather(1, wanted).squeeze(1)
-            out[rows] = -logp
+            out[rows] = -logp.float()
         return out
 
     def forward(self, out: dict[str, torch.Tensor], labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

@@ -60,9 +60,9 @@ def relative_shift(scores: torch.Tensor) -> torch.Tensor:
     """(..., q, k) scores of each query against the distances k - 1, ..., 0 -> row i, column j
     holds the score at distance (k - q + i) - j: a zero column in front, the rows re-read one
     element later each. Where j is after the query (masked) the values are meaningless."""
-    *lead, q, k = scores.shape
-    padded = F.pad(scores, (1, 0)).view(*lead, k + 1, q)
-    return padded[..., 1:, :].reshape(*lead, q, k)
+    *outer, q, k = scores.shape
+    padded = F.pad(scores, (1, 0)).view(*outer, k + 1, q)
+    return padded[..., 1:, :].reshape(*outer, q, k)
 
 
 def blocked_keys(q: int, mlen: int, memory_length: int, same_length: bool, device) -> torch.Tensor:

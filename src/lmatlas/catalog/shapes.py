@@ -122,8 +122,10 @@ def _adapt(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     if cuts and "adaptive_cutoffs" not in overrides and cuts[-1] >= out["vocab_size"]:
         # A smaller vocabulary keeps the adaptive softmax's cutoffs that fall inside it.
         out["adaptive_cutoffs"] = [c for c in cuts if c < out["vocab_size"]]
-        if out.get("tie_projections") and "tie_projections" not in overrides:
-            out["tie_projections"] = out["tie_projections"][: len(out["adaptive_cutoffs"]) + 1]
+    ties = values.get("tie_projections")
+    if ties and "tie_projections" not in overrides and out.get("adaptive_cutoffs") != values.get("adaptive_cutoffs"):
+        # One tie per cluster, in the preset's pattern: the first cluster's, then the others'.
+        out["tie_projections"] = ties[:1] + ties[1:2] * len(out["adaptive_cutoffs"])
     if "num_decoder_layers" not in overrides and "num_layers" in overrides:
         if values.get("num_decoder_layers") in (None, values["num_layers"]):
             out.pop("num_decoder_layers", None)
