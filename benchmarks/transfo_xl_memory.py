@@ -10,7 +10,7 @@
    recomputing the whole window of the last L tokens each step, as a model without memory must;
    tokens per second of each, their ratio, and the loss each reaches over the same tokens.
 
-    python benchmarks/transfo_xl_memory.py [--steps 600] [--contexts 64,128,256,512]
+    python benchmarks/transfo_xl_memory.py [--steps 1000] [--block 16] [--contexts 64,128,256,512,1024]
 """
 
 from __future__ import annotations
@@ -90,9 +90,9 @@ def token_by_token(model, ids: torch.Tensor, context: int, n: int, memory: bool)
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--block", type=int, default=64, help="segment length, the same for both models")
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--block", type=int, default=16, help="segment length, the same for both models")
+    p.add_argument("--batch", type=int, default=32)
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--layers", type=int, default=3)
     p.add_argument("--heads", type=int, default=4)
