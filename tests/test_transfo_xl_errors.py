@@ -37,6 +37,7 @@ def edited(saved_txl, tmp_path, variant: str = "div2", head: str = "causal-lm", 
     (dict(cutoffs=[13, 101]), r"cutoffs \[13, 101\] must rise strictly"),
     (dict(tie_projs=[False, True, True, True, True]), "tie_projs names 5 clusters, but the cutoffs make 3"),
     (dict(d_model=17), "the model width 17 must be even"),
+    (dict(mem_len=-4), "mem_len must be a number of tokens, 0 or more, not -4"),
 ])  # fmt: skip
 def test_bad_config(changes, message, saved_txl, tmp_path):
     with pytest.raises(LmatlasError, match=message):

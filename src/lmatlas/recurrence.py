@@ -15,9 +15,9 @@ positions are relative. Query i and key j score
 R a sinusoid of the distance (clamped at ``clamp_length``), W_r a projection of each layer, u and
 v learned biases per head (the same for every query, as a query's position no longer matters).
 The position term is computed for the K distances once per query, then re-indexed so that
-column j holds distance i - j: the "relative shift" (``relative_shift``). ``same_length`` lets
-every token attend to as many positions as the memory holds (the first ones see the oldest
-memory, the last ones the newest).
+column j holds distance i - j: the "relative shift" (``relative_shift``). ``same_length`` gives
+every token the same span, the ``memory_length`` keys that end at itself (without it a segment's
+last tokens see more than its first).
 
 Memories are laid out as transformers lays them: a list of one (length, batch, hidden) tensor per
 layer, the inputs of that layer. ``RecurrentDecoder`` is the backbone; ``Memory`` is its cache

@@ -25,6 +25,8 @@ def config(hf: dict, head: str) -> ModelConfig:
                            "attention (attn_type 0), the only one transformers implements and the checkpoints use")
     if hf.get("sample_softmax", -1) > 0:
         raise LmatlasError("sample_softmax is not supported (transformers does not implement it either): set it to -1")
+    if not isinstance(hf["mem_len"], int) or hf["mem_len"] < 0:
+        raise LmatlasError(f"mem_len must be a number of tokens, 0 or more, not {hf['mem_len']!r}")
     if head == "sequence-classification" and hf["d_embed"] != hf["d_model"]:
         raise LmatlasError(f"TransfoXLForSequenceClassification scores states of width d_embed ({hf['d_embed']}), "
                            f"but the model's are d_model ({hf['d_model']}) wide: the classifier needs them equal")
