@@ -34,8 +34,9 @@ def prompts(rows: int = 2, length: int = 6, seed: int = 4) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-@pytest.mark.parametrize("mode", [dict(), dict(num_beams=3), dict(num_beams=3, num_return_sequences=2,
-                                                                  length_penalty=0.5)], ids=["greedy", "beams", "beams-2"])
+@pytest.mark.parametrize("mode", [dict(), dict(repetition_penalty=1.3, no_repeat_ngram_size=2), dict(num_beams=3),
+                                  dict(num_beams=3, num_return_sequences=2, length_penalty=0.5)],
+                         ids=["greedy", "greedy-processors", "beams", "beams-2"])
 def test_generate_as_transformers(variant, mode, saved_txl):
     """Greedy and beam search token for token, past the memory's length (12 new tokens, memories
     of 0 to 11): the memory is carried, and beams reorder it."""
@@ -56,6 +57,18 @@ def test_each_step_reads_only_its_token(saved_txl, monkeypatch):
         (ids.shape[1], None if memory is None else memory[0].shape[0])) or segment(ids, memory, *a))
     ours.generate(prompts(), max_new_tokens=4, do_sample=False)
     assert seen == [(6, None), (1, 6), (1, 6), (1, 6)]
+
+
+def test_seeded_sampling_carries_a_memory_per_sample(saved_txl):
+    """Samples of one prompt each carry their own memory: reproducible with a seed, and with
+    top_k=1 the greedy tokens."""
+    _, ours = saved_txl("div3-own-projections")
+    x = prompts()
+    kw = dict(do_sample=True, max_new_tokens=8, temperature=1.5, num_return_sequences=2)
+    a, b = ours.generate(x, seed=5, **kw), ours.generate(x, seed=5, **kw)
+    assert a.shape == (4, 14) and torch.equal(a, b)
+    greedy = ours.generate(x, max_new_tokens=8, do_sample=False)
+    assert torch.equal(ours.generate(x, max_new_tokens=8, do_sample=True, top_k=1, seed=1), greedy)
 
 
 def test_left_padded_prompts_are_refused(saved_txl):
