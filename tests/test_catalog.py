@@ -406,6 +406,11 @@ def _hf_twin(tf, name: str):
             d_model=c.hidden_size, encoder_layers=c.num_layers, decoder_layers=a.extra["num_decoder_layers"],
             encoder_attention_heads=c.num_heads, decoder_attention_heads=c.num_heads, encoder_ffn_dim=c.intermediate_size,
             decoder_ffn_dim=c.intermediate_size, max_position_embeddings=c.max_positions, **common))
+    if c.model_type == "transfo-xl":
+        return tf.TransfoXLLMHeadModel(tf.TransfoXLConfig(
+            d_model=c.hidden_size, d_embed=c.embedding_size, n_head=c.num_heads, d_head=c.head_dim,
+            d_inner=c.intermediate_size, n_layer=c.num_layers, cutoffs=c.adaptive_cutoffs, div_val=c.adaptive_div,
+            proj_share_all_but_first=c.tie_projections[1], **common))
     raise AssertionError(f"no transformers twin for {name}")
 
 
@@ -414,7 +419,7 @@ EXACT = [
     "bloom-560m", "bloomberggpt-50b", "llama-7b", "llama-65b", "falcon-7b", "bert-base", "bert-large",
     "distilbert-base", "roberta-large", "xlm-roberta-base", "albert-base", "electra-large", "ernie-3.0-base",
     "bigbird-roberta-base", "bigbird-pegasus-large", "t5-small", "t5-3b", "switch-base-8",
-    "bart-large", "mbart-large", "pegasus-large",
+    "bart-large", "mbart-large", "pegasus-large", "transfo-xl-wt103", "transfo-xl-lm1b",
 ]
 
 

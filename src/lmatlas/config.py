@@ -196,6 +196,24 @@ class ModelConfig:
     stage_heads: list[int] | None = None
     window_size: int | None = None
     mlp_ratio: float = 4.0
+    # Transformer-XL (Dai et al., 2019; ``recurrence.py``): segment-level recurrence, each layer
+    # also attending to the hidden states of the previous ``memory_length`` tokens, kept without
+    # gradient (None: no memory, every other model); relative positions, sinusoids of the
+    # distance clamped at ``clamp_length`` (0: unclamped) with two learned biases per head, one
+    # pair per layer or one shared by all (``relative_bias_per_layer``); ``same_length``: every
+    # token attends to as many positions as the memory holds. Adaptive input and softmax
+    # (``adaptive.py``): the vocabulary cut at ``adaptive_cutoffs`` into clusters, cluster i of
+    # width embedding_size // adaptive_div**i, its projection tied to the input's or not
+    # (``tie_projections``, per cluster). Its classifier reads the token before the first
+    # padding token (``classify_before_first_pad``), as transformers' older decoders did.
+    memory_length: int | None = None
+    clamp_length: int = 0
+    same_length: bool = False
+    relative_bias_per_layer: bool = True
+    adaptive_cutoffs: list[int] | None = None
+    adaptive_div: int = 1
+    tie_projections: list[bool] | None = None
+    classify_before_first_pad: bool = False
     # The Decision Transformer (Chen et al., 2021): a GPT-2 over trajectories, each step three
     # tokens (return-to-go, state, action) embedded by linear maps from ``state_dim`` and
     # ``action_dim`` numbers, plus a learned embedding of the step's timestep (up to
@@ -255,6 +273,14 @@ class ModelConfig:
         if self.image_size is not None:
             self.image_size = _pair(self.image_size)
         self.patch_size = _pair(self.patch_size)
+        if self.adaptive_cutoffs is not None:
+            cuts = [int(c) for c in self.adaptive_cutoffs]
+            if cuts != sorted(set(cuts)) or (cuts and not 0 < cuts[0] <= cuts[-1] < self.vocab_size):
+                raise LmatlasError(f"adaptive_cutoffs must rise strictly between 0 and the vocabulary size "
+                                   f"{self.vocab_size}, not {cuts}")
+            if self.adaptive_div < 1:
+                raise LmatlasError(f"adaptive_div must be 1 or more, not {self.adaptive_div}")
+            self.adaptive_cutoffs = cuts
         if self.num_heads % self.num_kv_heads:
             raise LmatlasError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
 

@@ -69,20 +69,27 @@ class LastTokenClassificationHead(nn.Module):
         super().__init__()
         # OPT-350m's hidden states leave the decoder projected to its narrower embedding width.
         self.out = nn.Linear(cfg.embedding_size, cfg.num_labels, bias=False)
+        self.before_first_pad = cfg.classify_before_first_pad
 
     def forward(
         self, out: dict[str, torch.Tensor], input_ids: torch.Tensor, pad_token_id: int | None
     ) -> dict[str, torch.Tensor]:
         logits = self.out(out["last_hidden_state"])
         rows = torch.arange(logits.shape[0], device=logits.device)
-        return {"logits": logits[rows, last_token(input_ids, pad_token_id).to(logits.device)]}
+        at = last_token(input_ids, pad_token_id, self.before_first_pad)
+        return {"logits": logits[rows, at.to(logits.device)]}
 
 
-def last_token(input_ids: torch.Tensor, pad_token_id: int | None) -> torch.Tensor:
+def last_token(input_ids: torch.Tensor, pad_token_id: int | None, before_first_pad: bool = False) -> torch.Tensor:
     """Per row, the position of the rightmost token that is not ``pad_token_id`` — right or
     left padding alike; position 0 for a row of nothing but padding, as transformers gives.
-    Without a pad id only a single sequence can be read, at its last position."""
+    Without a pad id only a single sequence can be read, at its last position.
+
+    ``before_first_pad`` (Transformer-XL's rule in transformers): the position before the first
+    pad token, counted round to the last position when the row starts with one or has none."""
     b, t = input_ids.shape
+    if before_first_pad and pad_token_id is not None:
+        return (input_ids.eq(pad_token_id).int().argmax(-1) - 1) % t
     if pad_token_id is None:
         if b != 1:
             raise LmatlasError(
@@ -237,10 +244,19 @@ class ProjectionHead(nn.Module):
         return {self.field: self.out(out["pooler_output"]), "last_hidden_state": out["last_hidden_state"]}
 
 
+def causal_lm(cfg: ModelConfig) -> nn.Module:
+    """The vocabulary projection, or Transformer-XL's adaptive softmax (``adaptive``)."""
+    if cfg.adaptive_cutoffs is not None:
+        from .adaptive import AdaptiveLMHead
+
+        return AdaptiveLMHead(cfg)
+    return CausalLMHead(cfg)
+
+
 HEADS: dict[str, Callable[[ModelConfig], nn.Module] | None] = {
     "base": None,
     "encoder": None,  # an encoder-decoder's encoder alone
-    "causal-lm": CausalLMHead,
+    "causal-lm": causal_lm,
     "seq2seq-lm": Seq2SeqLMHead,
     "masked-lm": MaskedLMHead,
     "sequence-classification": sequence_classification,

@@ -16,6 +16,7 @@ from .encoder_decoder import EncoderDecoder, EncoderOnly
 from .errors import LmatlasError
 from .heads import HEADS
 from .outputs import ModelOutput
+from .recurrence import Memory, RecurrentDecoder
 from .towers import DualEncoder
 from .trajectories import TrajectoryDecoder
 from .windows import WindowEncoder
@@ -36,6 +37,8 @@ class LmatlasModel(nn.Module):
             self.backbone = TrajectoryDecoder(cfg)
         elif cfg.window_size:  # Swin: stages of windowed attention
             self.backbone = WindowEncoder(cfg)
+        elif cfg.memory_length is not None:  # Transformer-XL: segments read with a memory of the last ones
+            self.backbone = RecurrentDecoder(cfg)
         elif cfg.is_encoder_decoder:
             # "encoder": the encoder alone (T5EncoderModel), for embeddings.
             self.backbone = EncoderOnly(cfg) if head == "encoder" else EncoderDecoder(cfg)
@@ -50,6 +53,8 @@ class LmatlasModel(nn.Module):
         """Share the vocabulary projection with the input embeddings where the model does."""
         if self.is_encoder_decoder:
             self.backbone.tie_weights()
+        if hasattr(self.head, "tie"):  # Transformer-XL's adaptive softmax, tied cluster by cluster
+            self.head.tie(self.backbone.embeddings)
         decoder = getattr(self.head, "decoder", None)
         if decoder is None or not self.config.tie_word_embeddings:
             return  # image and trajectory models have no token table at all
@@ -70,7 +75,12 @@ class LmatlasModel(nn.Module):
 
     @property
     def is_decoder(self) -> bool:
-        return isinstance(self.backbone, Decoder)
+        return isinstance(self.backbone, (Decoder, RecurrentDecoder))
+
+    @property
+    def reads_attention_mask(self) -> bool:
+        """Whether padding can be masked (Transformer-XL reads no mask: pad it on the right only)."""
+        return not isinstance(self.backbone, RecurrentDecoder)
 
     @property
     def is_dual_encoder(self) -> bool:
@@ -81,8 +91,9 @@ class LmatlasModel(nn.Module):
     def is_encoder_decoder(self) -> bool:
         return isinstance(self.backbone, EncoderDecoder)
 
-    def new_cache(self, batch_size: int, max_length: int, **encoded: Any) -> KVCache | Seq2SeqCache:
-        """A key/value cache for ``batch_size`` sequences of up to ``max_length`` tokens.
+    def new_cache(self, batch_size: int, max_length: int, **encoded: Any) -> KVCache | Seq2SeqCache | Memory:
+        """A key/value cache for ``batch_size`` sequences of up to ``max_length`` tokens
+        (Transformer-XL's: its memory, ``recurrence.Memory``).
 
         Encoder-decoders also take the encoded sources: ``encoder_last_hidden_state`` and the
         source ``attention_mask`` (see ``EncoderDecoder.new_cache``)."""
@@ -114,6 +125,8 @@ class LmatlasModel(nn.Module):
         returns_to_go: torch.Tensor | None = None,
         timesteps: torch.Tensor | None = None,
         rewards: torch.Tensor | None = None,
+        mems: list[torch.Tensor] | None = None,
+        labels: torch.Tensor | None = None,
     ) -> ModelOutput:
         """Encoders: the whole sequence. Decoders: the new tokens, continuing ``cache`` if given
         (``attention_mask`` then covers the cached tokens too); ``logits_to_keep=n`` projects
@@ -124,7 +137,18 @@ class LmatlasModel(nn.Module):
         ``decoder_attention_mask``); with a ``Seq2SeqCache`` the source comes from the cache and
         ``decoder_input_ids`` are the new target tokens.
 
-        ``task_type_ids``: ERNIE's task types, for the models that embed them."""
+        ``task_type_ids``: ERNIE's task types, for the models that embed them.
+
+        Transformer-XL, as transformers: ``mems``, the memory the previous segment returned (a
+        (length, batch, hidden) tensor per layer), which it continues; its output has the next
+        ``mems``. ``labels`` (its language-model head): per-position ``losses`` and their mean
+        ``loss`` instead of the log-probabilities."""
+        recurrent = isinstance(self.backbone, RecurrentDecoder)
+        if mems is not None and not recurrent:
+            raise LmatlasError(f"mems are Transformer-XL's memory; this {self.config.model_type} model keeps none")
+        if labels is not None and not getattr(self.head, "takes_labels", False):
+            raise LmatlasError("labels are read by Transformer-XL's adaptive softmax head; other heads give logits "
+                               "to compute a loss from")
         if task_type_ids is not None and not self.config.task_type_vocab_size:
             raise LmatlasError(f"task_type_ids are for models with task type embeddings (ERNIE's use_task_id); "
                                f"this {self.config.model_type} model has none")
@@ -156,7 +180,7 @@ class LmatlasModel(nn.Module):
                 raise LmatlasError("decoder models take no token_type_ids")
             out = self.backbone(
                 input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
-                output_hidden_states=output_hidden_states,
+                output_hidden_states=output_hidden_states, **({"mems": mems} if recurrent else {}),
             )  # fmt: skip
         else:
             if token_type_ids is None and hasattr(self.head, "default_token_types") and input_ids is not None:
@@ -173,11 +197,15 @@ class LmatlasModel(nn.Module):
             return ModelOutput(out)
         if getattr(self.head, "takes_input_ids", False):  # a decoder classifier finds its last token, Big Bird's QA its question
             result = self.head(out, input_ids, self.config.pad_token_id)
+        elif labels is not None:
+            result = self.head(out, labels)
         else:
             result = self.head(out)
         for key in ("hidden_states", "decoder_hidden_states", "encoder_hidden_states"):
             if output_hidden_states and key in out:
                 result[key] = out[key]
+        if "mems" in out:
+            result["mems"] = out["mems"]
         return ModelOutput(result)
 
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any):

@@ -112,7 +112,7 @@ def hf_state_dict(model) -> dict[str, torch.Tensor]:
             # A table tied under several names: stored once, under its first name. With untied
             # word embeddings transformers does not tie these names again, so each is written
             # (a name that is another table's first, or already written, keeps that table).
-            untied = not cfg.tie_word_embeddings and theirs.fn is None and theirs.aliases
+            untied = theirs.aliases == "always" or (not cfg.tie_word_embeddings and theirs.fn is None and theirs.aliases)
             names = theirs.names if untied else theirs.names[:1]
             for name in names[1:]:
                 aliases.setdefault(pre + name, value)
@@ -139,6 +139,8 @@ def hf_state_dict(model) -> dict[str, torch.Tensor]:
         table = sinusoidal_positions(torch.arange(cfg.max_positions), cfg.hidden_size, "concat", float64=True)
         for stack in ("encoder", "decoder"):
             out[prefix + f"{stack}.embed_positions.weight"] = table
+    if preset.buffers is not None:
+        out.update({prefix + name: value for name, value in preset.buffers(cfg).items()})
     return {k: v.contiguous().clone() for k, v in out.items()}
 
 

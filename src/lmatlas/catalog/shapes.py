@@ -97,7 +97,8 @@ def _adapt(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 
     Shrinking ``hidden_size`` scales the MLP width with it; changing the width or the heads
     re-derives the head size unless it is given; grouped key/value heads keep their ratio; an
-    embedding scale of sqrt(hidden_size) (CTRL's) stays the root of the new width.
+    embedding scale of sqrt(hidden_size) (CTRL's) stays the root of the new width; a vocabulary
+    smaller than Transformer-XL's cutoffs keeps those below it.
     """
     out = dict(values)
     out.update(overrides)
@@ -117,6 +118,14 @@ def _adapt(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
         kv0 = values["num_kv_heads"]
         kv, rest = divmod(heads * kv0, heads0)
         out["num_kv_heads"] = kv if kv >= 1 and not rest and heads % kv == 0 else math.gcd(kv0, heads)
+    cuts = out.get("adaptive_cutoffs")
+    if cuts and "adaptive_cutoffs" not in overrides and cuts[-1] >= out["vocab_size"]:
+        # A smaller vocabulary keeps the adaptive softmax's cutoffs that fall inside it.
+        out["adaptive_cutoffs"] = [c for c in cuts if c < out["vocab_size"]]
+    ties = values.get("tie_projections")
+    if ties and "tie_projections" not in overrides and out.get("adaptive_cutoffs") != values.get("adaptive_cutoffs"):
+        # One tie per cluster, in the preset's pattern: the first cluster's, then the others'.
+        out["tie_projections"] = ties[:1] + ties[1:2] * len(out["adaptive_cutoffs"])
     if "num_decoder_layers" not in overrides and "num_layers" in overrides:
         if values.get("num_decoder_layers") in (None, values["num_layers"]):
             out.pop("num_decoder_layers", None)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 # Objective names, and the papers' names for them.
 OBJECTIVES = {
     "causal-lm": "causal-lm", "gpt": "causal-lm", "clm": "causal-lm",
+    "segment-lm": "segment-lm", "transformer-xl": "segment-lm", "transfo-xl": "segment-lm", "txl": "segment-lm",
     "masked-lm": "masked-lm", "mlm": "masked-lm", "bert": "masked-lm", "roberta": "masked-lm", "ernie": "masked-lm",
     "replaced-token-detection": "replaced-token-detection", "electra": "replaced-token-detection",
     "rtd": "replaced-token-detection",
@@ -140,7 +141,8 @@ def _kept(args) -> str:
 
 HELP = "pretrain a model with a paper's objective (GPT, BERT, ELECTRA, DistilBERT, Alpaca...)"
 DESCRIPTION = (
-    "Train with the objective of a landmark paper: causal-lm (GPT), masked-lm (BERT, RoBERTa), "
+    "Train with the objective of a landmark paper: causal-lm (GPT), segment-lm (Transformer-XL: consecutive "
+    "segments with a memory), masked-lm (BERT, RoBERTa), "
     "replaced-token-detection (ELECTRA), distillation (DistilBERT), instruction (Alpaca), span-corruption (T5), "
     "denoising (BART); decision-transformer (the Decision Transformer, on offline trajectories); clip (CLIP's "
     "contrastive objective, continuing a CLIP folder on JSON Lines of image paths and captions); and from "
@@ -152,7 +154,7 @@ DESCRIPTION = (
 
 def arguments(p) -> None:
     """The arguments of `lmatlas train`, on its parser (made by ``lmatlas.cli``)."""
-    p.add_argument("objective", metavar="OBJECTIVE", help=", ".join(sorted(set(OBJECTIVES.values()))) + " (or gpt, bert, ernie, electra, distilbert, alpaca, t5, bart)")
+    p.add_argument("objective", metavar="OBJECTIVE", help=", ".join(sorted(set(OBJECTIVES.values()))) + " (or gpt, transformer-xl, bert, ernie, electra, distilbert, alpaca, t5, bart)")
     p.add_argument("--model", "-m", default=None, help="architecture preset (gpt2, bert-base, llama-7b...) or checkpoint folder; for distillation, the teacher (not for decision-transformer, built from the trajectories)")
     p.add_argument("--data", nargs="+", required=True, help="training text files (JSON Lines for instruction; of trajectories for decision-transformer; of {\"image\", \"text\"} for clip)")
     p.add_argument("--out", required=True, help="output folder: model/, checkpoint-N/, log.jsonl, loss.png")
@@ -171,6 +173,8 @@ def arguments(p) -> None:
     g.add_argument("--val-fraction", type=float, default=0.1)
     g.add_argument("--eval-windows", type=int, default=None, help="at most this many validation sequences")
     g = p.add_argument_group("objectives")
+    g.add_argument("--memory", type=int, default=None,
+                   help="segment-lm (Transformer-XL): tokens of memory carried between segments (default --block; 0: none)")
     g.add_argument("--mask-prob", type=float, default=0.15, help="masked-lm, electra, distillation: tokens chosen")
     g.add_argument("--whole-word", action="store_true", help="mask whole words")
     g.add_argument("--phrases", metavar="FILE",
@@ -210,7 +214,7 @@ def run(args) -> int:
         model=args.model, data=args.data, tokenizer=args.tokenizer, vocab_size=args.vocab_size, block=args.block,
         val=args.val, val_fraction=args.val_fraction, eval_windows=args.eval_windows, num_layers=args.layers,
         num_heads=args.heads, num_kv_heads=args.kv_heads, hidden_size=args.dim, intermediate_size=args.ffn,
-        dropout=args.dropout, mask_probability=args.mask_prob, whole_word=args.whole_word,
+        dropout=args.dropout, memory=args.memory, mask_probability=args.mask_prob, whole_word=args.whole_word,
         phrases=args.phrases,
         generator_fraction=args.generator_fraction, temperature=args.temperature,
         student_layers=_layers(args.student_layers),

@@ -121,6 +121,32 @@ def _positions(cfg: ModelConfig, extra: dict, width: int) -> int:
     return 0
 
 
+def _transformer_xl(cfg: ModelConfig) -> ParamCount:
+    """Transformer-XL with its language-model head (``lmatlas.recurrence``, ``lmatlas.adaptive``):
+    adaptive embeddings and softmax, cluster by cluster; attention without biases but with the
+    positions' projection W_r and the biases u and v (per layer, or one pair for all)."""
+    h, q, e = cfg.hidden_size, cfg.num_heads * cfg.head_dim, cfg.embedding_size
+    bounds = [0, *cfg.adaptive_cutoffs, cfg.vocab_size]
+    sizes = [end - start for start, end in zip(bounds, bounds[1:])]
+    one_table = cfg.adaptive_div == 1
+    widths = [e if one_table else e // cfg.adaptive_div**i for i in range(len(sizes))]
+    projected = not one_table or e != h
+    tables = sum(n * w for n, w in zip(sizes, widths))
+    inputs = tables + (h * (e if one_table else sum(widths)) if projected else 0)
+    uv = 2 * q
+    mlp, mlp_mm = _mlp(cfg)
+    attn_mm = 3 * h * q + h * q + q * h  # q, k, v; W_r (one per key, about one per token); out
+    layer = attn_mm + (uv if cfg.relative_bias_per_layer else 0) + mlp + 2 * _norm(cfg, h)
+    decoder = cfg.num_layers * layer + (0 if cfg.relative_bias_per_layer else uv)
+    ties = list(cfg.tie_projections or []) + [False] * len(sizes)
+    head = (len(sizes) - 1) * (e + 1) + cfg.vocab_size + (0 if cfg.tie_word_embeddings else tables)
+    head += sum(h * w for i, w in enumerate(widths) if projected and not ties[i])
+    # A token's softmax, counted over every cluster (an upper bound: a tail runs for its own tokens).
+    logits_mm = tables + (h * sum(widths) if projected else 0) + (len(sizes) - 1) * e
+    mm = (h * e if projected else 0) + cfg.num_layers * (attn_mm + mlp_mm) + logits_mm
+    return ParamCount(inputs + decoder + head, inputs, 0, decoder, head, 0, mm)
+
+
 def count_params(shape: ArchitecturePreset | ModelConfig) -> ParamCount:
     """Parameters of a model from its shape alone, as transformers would count them.
 
@@ -129,6 +155,8 @@ def count_params(shape: ArchitecturePreset | ModelConfig) -> ParamCount:
     if isinstance(shape, ModelConfig):
         shape = shape_of(shape)
     cfg, extra = shape.config, shape.extra
+    if cfg.memory_length is not None and cfg.adaptive_cutoffs is not None:
+        return _transformer_xl(cfg)
     h, e, v = cfg.hidden_size, cfg.embedding_size, cfg.vocab_size
 
     tokens = v * e

@@ -210,6 +210,10 @@ def _kv_cache_per_token(t: Target, dtype: str, notes: list[str]) -> float | None
         notes.append("an encoder does not generate, so it keeps no KV cache")
         return None
     cfg = t.shape.config
+    if cfg.memory_length is not None:
+        notes.append(f"Transformer-XL keeps a memory instead of keys and values: one hidden state per layer and "
+                     f"token, of the last {cfg.memory_length} tokens at most")
+        return cfg.num_layers * cfg.hidden_size * DTYPE_BYTES[dtype]
     return 2 * t.shape.num_decoder_layers * cfg.num_kv_heads * cfg.head_dim * DTYPE_BYTES[dtype]
 
 

@@ -212,8 +212,9 @@ class TextGeneration(Pipeline):
     def _generate(self, items: list, prompts: list[list[int]], gen: dict, opts: dict, mode: str) -> list:
         width = max(len(p) for p in prompts)
         pad = gen.get("pad_token_id")
-        if len(prompts) > 1 and pad is None:
-            # No pad token: one prompt at a time.
+        uneven = len({len(p) for p in prompts}) > 1
+        if len(prompts) > 1 and (pad is None or (uneven and not getattr(self.model, "reads_attention_mask", True))):
+            # No pad token, or a model that reads no mask (Transformer-XL): one prompt at a time.
             return [r for t, p in zip(items, prompts) for r in self._generate([t], [p], gen, opts, mode)]
         pad = 0 if pad is None else pad
         ids = torch.full((len(prompts), width), pad, dtype=torch.long)

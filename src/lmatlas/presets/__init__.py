@@ -16,6 +16,7 @@ from .preset import CLASS_SUFFIX, Preset, Skeleton
 _FAMILIES = [
     "bert", "distilbert", "roberta", "albert", "electra", "ernie", "big_bird",
     "gpt", "gpt2", "ctrl", "gpt_neo", "opt", "bloom", "falcon", "llama", "qwen2",
+    "transfo_xl",
     "bart", "mbart", "marian", "pegasus", "bigbird_pegasus", "t5", "switch_transformers",
     "vit", "clip", "swin", "decision_transformer",
 ]  # fmt: skip

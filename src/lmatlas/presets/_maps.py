@@ -32,13 +32,15 @@ class FirstOf:
     rearranges it as ``Derived`` does; with ``zeros``, a checkpoint without any of the names
     gets zeros, where transformers does the same (BART's ``final_logits_bias``). Saving writes
     the first name, and the others too when word embeddings are untied; with ``aliases`` false
-    the others are only read, as a fallback (they do not belong to the saved layout).
+    the others are only read, as a fallback (they do not belong to the saved layout); with
+    ``aliases="always"`` every name is written (one tensor several modules share, which
+    transformers reads under each: Transformer-XL's biases shared by all layers).
     """
 
     names: tuple[str, ...]
     fn: Callable[..., torch.Tensor] | None = None
     zeros: bool = False
-    aliases: bool = True
+    aliases: bool | str = True
 
     def prefixed(self, prefix: str) -> "FirstOf":
         return FirstOf(tuple(prefix + n for n in self.names), self.fn, self.zeros, self.aliases)

@@ -59,9 +59,11 @@ class Preset:
     - ``to_hf(cfg) -> dict``: config.json fields for ``cfg``, the inverse of ``config``;
     - ``ties(cfg, head, weights, prefix) -> ModelConfig`` or None: the ties that config.json
       leaves to the checkpoint (which tables it stores, and whether their values differ), for
-      ``weights`` (a ``checkpoint.Weights``) whose backbone names start with ``prefix``.
+      ``weights`` (a ``checkpoint.Weights``) whose backbone names start with ``prefix``;
     - ``stored_name(model_type, name) -> str`` or None: a stored tensor's name as the weight maps
-      know it, where releases of transformers store one class under different names.
+      know it, where releases of transformers store one class under different names;
+    - ``buffers(cfg) -> {name: tensor}`` or None: tensors transformers' class stores beside the
+      parameters (backbone names), written when saving so that it finds them; never read.
     """
 
     name: str
@@ -77,6 +79,7 @@ class Preset:
     ties: Callable[[ModelConfig, str, Any, str], ModelConfig] | None = None
     class_suffixes: Mapping[str, str] = field(default_factory=dict)
     stored_name: Callable[[str, str], str] | None = None
+    buffers: Callable[[ModelConfig], dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         # Read-only copies: families share the tables they are built from (``_maps.DECODER_HEADS``).

@@ -133,6 +133,9 @@ class Engine:
                  metrics=None):
         if getattr(model, "is_encoder_decoder", False) or not getattr(model, "is_decoder", False):
             raise LmatlasError("the server's chat model must be a decoder with a language-model head")
+        if model.config.memory_length is not None:
+            raise LmatlasError("the server batches decodes over a key/value cache, and Transformer-XL keeps a memory "
+                               "instead: use lmatlas generate or the text-generation pipeline")
         self.model, self.tokenizer = model, tokenizer
         self.max_rows, self.max_queue, self.timeout = max_rows, max_queue, timeout
         self.metrics = metrics

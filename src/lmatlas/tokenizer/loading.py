@@ -120,6 +120,9 @@ def load_tokenizer(folder: str | os.PathLike, gguf_file: str | None = None) -> T
     folder = resolve(folder, weights=False)
     source = next((name for name, _ in _SOURCES if (folder / name).is_file()), None)
     if source is None:
+        if (folder / "vocab.pkl").is_file():  # transformers' TransfoXLTokenizer
+            raise LmatlasError(f"{folder}: vocab.pkl is a pickled Python object, which lmatlas does not load; "
+                               "give the folder a tokenizer.json (a word-level one fits Transformer-XL)")
         names = ", ".join(name for name, _ in _SOURCES)
         raise LmatlasError(f"{folder} has no tokenizer files (looked for {names})")
     kind = dict(_SOURCES)[source]

@@ -10,7 +10,8 @@ From Python, a typed recipe and ``train``::
 
 - ``recipes`` / ``finetune_recipes``: what to train, one dataclass per objective or task, and ``train``;
 - ``objectives``: the noising, masking and losses of GPT, BERT/RoBERTa, ELECTRA, DistilBERT,
-  T5, BART and Alpaca, as small functions over token ids;
+  T5, BART and Alpaca, as small functions over token ids (Transformer-XL's segments and memory:
+  ``tasks.segments``);
 - ``models`` / ``init``: a model to train (a preset at any size, or a checkpoint) and its
   paper's initialisation;
 - ``alignment`` / ``alignment_recipes`` / ``pairs``: learning from preferences (a reward model,
@@ -37,6 +38,7 @@ from .recipes import (
     InstructionRecipe,
     MaskedLMRecipe,
     Pretraining,
+    SegmentLMRecipe,
     SpanCorruptionRecipe,
     train,
 )
@@ -63,6 +65,7 @@ __all__ = [
     "QARecipe",
     "RLOORecipe",
     "RewardRecipe",
+    "SegmentLMRecipe",
     "Seq2SeqRecipe",
     "SpanCorruptionRecipe",
     "TrainConfig",

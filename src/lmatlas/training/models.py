@@ -33,7 +33,7 @@ def build_model(
     ``overrides`` give (num_layers, num_heads, hidden_size, ..., dropout), with the tokenizer's
     vocabulary and special tokens. ``head`` and ``causal`` say what the objective trains."""
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    if _is_checkpoint(spec):
+    if is_checkpoint(spec):
         if overrides:
             raise FieldError(lambda f: f"size options ({', '.join(map(f, overrides))}) only apply to an "
                                        f"architecture preset, not to the checkpoint {spec}")
@@ -41,7 +41,8 @@ def build_model(
     return _from_preset(spec, head, tokenizer, block, overrides, causal).train()
 
 
-def _is_checkpoint(spec: str) -> bool:
+def is_checkpoint(spec: str) -> bool:
+    """Whether ``spec`` names a checkpoint (a folder or hub id) rather than an architecture preset."""
     from ..catalog import architecture_names
 
     return Path(spec).expanduser().is_dir() or ("/" in spec and spec not in architecture_names())
@@ -57,7 +58,7 @@ def check_model(spec: str, head: str, overrides: dict[str, Any] | None = None, c
     from ..save import hf_config
 
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None and k != "dropout"}
-    if _is_checkpoint(spec):
+    if is_checkpoint(spec):
         if overrides:
             raise FieldError(lambda f: f"size options ({', '.join(map(f, overrides))}) only apply to an "
                                        f"architecture preset, not to the checkpoint {spec}")
@@ -133,4 +134,4 @@ def _from_preset(spec: str, head: str, tokenizer, block: int, overrides: dict[st
     return model
 
 
-__all__ = ["build_model", "check_model"]
+__all__ = ["build_model", "check_model", "is_checkpoint"]

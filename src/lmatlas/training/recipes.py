@@ -215,6 +215,61 @@ class CausalLMRecipe(Pretraining):
 
 
 @dataclass(frozen=True)
+class SegmentLMRecipe(Pretraining):
+    """Transformer-XL: predict each next token of consecutive segments of ``block`` tokens, each
+    batch row reading its own stretch of the stream, with a memory of the last ``memory`` tokens
+    (default ``block``, as the paper trains; 0: none) carried from step to step. A preset is
+    trained as the paper trains it, every token seeing the whole memory (``same_length`` off,
+    an evaluation setting)."""
+
+    memory: int | None = None
+
+    objective: ClassVar[str] = "segment-lm"
+    causal: ClassVar[bool | None] = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.memory is not None and self.memory < 0:
+            raise FieldError(lambda f: f"{f('memory')} must be 0 or more tokens, not {self.memory}")
+
+    @property
+    def memory_length(self) -> int:
+        return self.block if self.memory is None else self.memory
+
+    def sizes(self) -> dict[str, Any]:
+        from .models import is_checkpoint
+
+        sizes = super().sizes()
+        if not is_checkpoint(str(self.model)):
+            sizes.update(memory_length=self.memory_length, same_length=False)
+        return sizes
+
+    def _check(self) -> str | None:
+        from ..catalog import architecture_preset
+        from .models import is_checkpoint
+
+        if not is_checkpoint(str(self.model)) and architecture_preset(str(self.model)).config.memory_length is None:
+            raise FieldError(lambda f: self._no_memory())
+        return super()._check()
+
+    def _no_memory(self) -> str:
+        return (f"segment-lm trains a model with a memory (Transformer-XL: an architecture such as transfo-xl-wt103, "
+                f"or a transfo-xl folder); {self.model} has none")
+
+    def build(self, tokenizer, tokenizer_dir, seed):
+        from .tasks import SegmentLMTask
+
+        model = self._model(tokenizer)
+        cfg = model.config
+        if cfg.memory_length is None:
+            raise FieldError(lambda f: self._no_memory())
+        cfg.memory_length = self.memory_length  # a checkpoint's too: the memory is a setting, not a weight
+        cfg.same_length = cfg.same_length and self.memory_length > 0
+        train, val = self._streams(tokenizer, self.block + 1, cfg.vocab_size)
+        return SegmentLMTask(model, tokenizer_dir, train, val, self.block, self.eval_windows)
+
+
+@dataclass(frozen=True)
 class MaskedLMRecipe(Pretraining):
     """BERT, RoBERTa: predict the masked ``mask_probability`` of the tokens (whole words with
     ``whole_word``), masked anew at each draw.
@@ -393,13 +448,14 @@ class DenoisingRecipe(SpanCorruptionRecipe):
 
 #: Each objective's recipe, by the objective's name.
 RECIPES: dict[str, type[Pretraining]] = {
-    r.objective: r for r in (CausalLMRecipe, MaskedLMRecipe, ElectraRecipe, DistillationRecipe, InstructionRecipe,
+    r.objective: r for r in (CausalLMRecipe, SegmentLMRecipe, MaskedLMRecipe, ElectraRecipe, DistillationRecipe, InstructionRecipe,
                              SpanCorruptionRecipe, DenoisingRecipe)
 }
 
 __all__ = [
     "RECIPES",
     "CausalLMRecipe",
+    "SegmentLMRecipe",
     "DenoisingRecipe",
     "DistillationRecipe",
     "ElectraRecipe",

@@ -5,6 +5,7 @@ terms with the functions of ``objectives``, evaluates on held-out data and saves
 in the Hugging Face format. One module per family of objectives:
 
 - ``causal``: GPT's causal language modelling, Alpaca's instruction tuning;
+- ``segments``: Transformer-XL's, over consecutive segments with a memory carried between them;
 - ``masked``: BERT's and RoBERTa's masked language modelling, ELECTRA's replaced token detection;
 - ``distillation``: DistilBERT's student and teacher;
 - ``seq2seq``: T5's span corruption and BART's denoising.
@@ -14,6 +15,7 @@ from .base import ModelTask, load_weights
 from .causal import CausalLMTask, InstructionTask, instruction_examples, pad_examples
 from .distillation import DistillationTask
 from .masked import ElectraPair, ElectraTask, MaskedLMTask, electra_generator_config
+from .segments import SegmentLMTask, SegmentSampler
 from .seq2seq import DenoisingTask
 
 __all__ = [
@@ -25,6 +27,8 @@ __all__ = [
     "InstructionTask",
     "MaskedLMTask",
     "ModelTask",
+    "SegmentLMTask",
+    "SegmentSampler",
     "electra_generator_config",
     "instruction_examples",
     "load_weights",
