@@ -19,6 +19,7 @@ from .outputs import ModelOutput
 from .towers import DualEncoder
 from .trajectories import TrajectoryDecoder
 from .windows import WindowEncoder
+from . import xlnet
 
 
 class LmatlasModel(nn.Module):
@@ -36,6 +37,8 @@ class LmatlasModel(nn.Module):
             self.backbone = TrajectoryDecoder(cfg)
         elif cfg.window_size:  # Swin: stages of windowed attention
             self.backbone = WindowEncoder(cfg)
+        elif cfg.xlnet is not None:  # XLNet: two-stream relative attention with memory
+            self.backbone = xlnet.XLNetBackbone(cfg)
         elif cfg.is_encoder_decoder:
             self.backbone = EncoderDecoder(cfg)
         else:
@@ -80,6 +83,11 @@ class LmatlasModel(nn.Module):
     def is_encoder_decoder(self) -> bool:
         return isinstance(self.backbone, EncoderDecoder)
 
+    @property
+    def decodes_with_memory(self) -> bool:
+        """XLNet: it generates, carrying its memory and a permutation mask, not a key/value cache."""
+        return isinstance(self.backbone, xlnet.XLNetBackbone)
+
     def new_cache(self, batch_size: int, max_length: int, **encoded: Any) -> KVCache | Seq2SeqCache:
         """A key/value cache for ``batch_size`` sequences of up to ``max_length`` tokens.
 
@@ -113,6 +121,7 @@ class LmatlasModel(nn.Module):
         returns_to_go: torch.Tensor | None = None,
         timesteps: torch.Tensor | None = None,
         rewards: torch.Tensor | None = None,
+        **inputs: Any,
     ) -> ModelOutput:
         """Encoders: the whole sequence. Decoders: the new tokens, continuing ``cache`` if given
         (``attention_mask`` then covers the cached tokens too); ``logits_to_keep=n`` projects
@@ -123,7 +132,16 @@ class LmatlasModel(nn.Module):
         ``decoder_attention_mask``); with a ``Seq2SeqCache`` the source comes from the cache and
         ``decoder_input_ids`` are the new target tokens.
 
-        ``task_type_ids``: ERNIE's task types, for the models that embed them."""
+        ``task_type_ids``: ERNIE's task types, for the models that embed them.
+
+        ``inputs``: a model's own (XLNet's ``mems``, ``perm_mask``, ``target_mapping``,
+        ``input_mask``, ``use_mems``, and its beam question-answering head's ``p_mask``,
+        ``cls_index`` and labels; see ``lmatlas.xlnet.forward``)."""
+        if self.decodes_with_memory:
+            return ModelOutput(xlnet.forward(
+                self, input_ids, attention_mask, token_type_ids, position_ids, cache, output_hidden_states, **inputs))
+        if inputs:
+            raise LmatlasError(f"{self.config.model_type} models take no argument {sorted(inputs)[0]!r}")
         if task_type_ids is not None and not self.config.task_type_vocab_size:
             raise LmatlasError(f"task_type_ids are for models with task type embeddings (ERNIE's use_task_id); "
                                f"this {self.config.model_type} model has none")

@@ -17,7 +17,7 @@ _FAMILIES = [
     "bert", "distilbert", "roberta", "albert", "electra", "ernie", "big_bird",
     "gpt", "gpt2", "ctrl", "gpt_neo", "opt", "bloom", "falcon", "llama", "qwen2",
     "bart", "mbart", "marian", "pegasus", "bigbird_pegasus", "t5", "switch_transformers",
-    "vit", "clip", "swin", "decision_transformer",
+    "vit", "clip", "swin", "decision_transformer", "xlnet",
 ]  # fmt: skip
 
 
