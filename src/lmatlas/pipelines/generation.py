@@ -90,7 +90,7 @@ class TextGeneration(Pipeline):
     }
 
     def __init__(self, model, tokenizer, **kwargs: Any):
-        if not getattr(model, "is_decoder", False):
+        if not (getattr(model, "is_decoder", False) or getattr(model, "decodes_with_memory", False)):
             raise LmatlasError("text-generation needs a decoder with a causal-lm head (GPT-2, OPT, Llama, ...)")
         super().__init__(model, tokenizer, **kwargs)
         self.defaults, self.model_prefix = self._defaults()
