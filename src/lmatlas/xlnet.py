@@ -62,6 +62,9 @@ class XLNetBackbone(nn.Module):
     """Token ids -> the last states of the content stream, or of the query stream's predictions
     when ``target_mapping`` is given; with the new memory when memory is kept."""
 
+    # Its heads read the last position (<cls>): batches are padded on the left (pipelines ask).
+    padding_side = "left"
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         if cfg.xlnet is None:
