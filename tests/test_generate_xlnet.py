@@ -17,6 +17,8 @@ import lmatlas
 
 from .reference import randomize, transformers
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 VOCAB, PAD, EOS = 211, 5, 2
 
 SETTINGS = {

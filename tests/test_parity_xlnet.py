@@ -18,6 +18,8 @@ from lmatlas.save import save_model
 
 from .reference import randomize, saved_references, transformers
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 TOL = 1e-4
 VOCAB = 1013
 PAD = 5

@@ -10,7 +10,7 @@ From Python, a typed recipe and ``train``::
 
 - ``recipes`` / ``finetune_recipes``: what to train, one dataclass per objective or task, and ``train``;
 - ``objectives``: the noising, masking and losses of GPT, BERT/RoBERTa, ELECTRA, DistilBERT,
-  T5, BART and Alpaca, as small functions over token ids;
+  T5, BART, Alpaca and XLNet, as small functions over token ids;
 - ``models`` / ``init``: a model to train (a preset at any size, or a checkpoint) and its
   paper's initialisation;
 - ``alignment`` / ``alignment_recipes`` / ``pairs``: learning from preferences (a reward model,
@@ -36,6 +36,7 @@ from .recipes import (
     ElectraRecipe,
     InstructionRecipe,
     MaskedLMRecipe,
+    PermutationLMRecipe,
     Pretraining,
     SpanCorruptionRecipe,
     train,
@@ -59,6 +60,7 @@ __all__ = [
     "NERRecipe",
     "OnlineRecipe",
     "PPORecipe",
+    "PermutationLMRecipe",
     "Pretraining",
     "QARecipe",
     "RLOORecipe",

@@ -7,13 +7,15 @@ in the Hugging Face format. One module per family of objectives:
 - ``causal``: GPT's causal language modelling, Alpaca's instruction tuning;
 - ``masked``: BERT's and RoBERTa's masked language modelling, ELECTRA's replaced token detection;
 - ``distillation``: DistilBERT's student and teacher;
-- ``seq2seq``: T5's span corruption and BART's denoising.
+- ``seq2seq``: T5's span corruption and BART's denoising;
+- ``permutation``: XLNet's permutation language modelling.
 """
 
 from .base import ModelTask, load_weights
 from .causal import CausalLMTask, InstructionTask, instruction_examples, pad_examples
 from .distillation import DistillationTask
 from .masked import ElectraPair, ElectraTask, MaskedLMTask, electra_generator_config
+from .permutation import PermutationLMTask
 from .seq2seq import DenoisingTask
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "InstructionTask",
     "MaskedLMTask",
     "ModelTask",
+    "PermutationLMTask",
     "electra_generator_config",
     "instruction_examples",
     "load_weights",
