@@ -351,3 +351,17 @@ def test_saved_back_loads_in_transformers(head, tmp_path):
     for field in FIELDS.get(head, ["logits"]):
         assert torch.equal(getattr(e, field), getattr(g, field)), field
     assert again.config.attn_type == "uni" and again.config.same_length
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision(dtype, tmp_path_factory):
+    """Half precision keeps about three significant digits, masks included (float16's -65500)."""
+    ref, folder = saved("uni-same-length", "causal-lm", True, str(tmp_path_factory.getbasetemp() / "xlnet"))
+    ours = lmatlas.load(folder, dtype=dtype)
+    ids, mask, types = batch()
+    perm, mapping = _permutation(1, ids.shape[1])
+    with torch.no_grad():
+        expected = ref(ids[1:2], attention_mask=mask[1:2], perm_mask=perm, target_mapping=mapping).logits
+        got = ours(ids[1:2], attention_mask=mask[1:2], perm_mask=perm, target_mapping=mapping)["logits"].float()
+    assert torch.isfinite(got).all()
+    assert (got - expected).abs().max().item() < 0.1 * expected.abs().max().item()

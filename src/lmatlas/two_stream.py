@@ -83,22 +83,22 @@ def causal_mask(qlen: int, mlen: int, same_length: bool) -> torch.Tensor:
 
 def stream_masks(qlen: int, mlen: int, batch: int, causal: bool, same_length: bool,
                  input_mask: torch.Tensor | None, perm_mask: torch.Tensor | None,
-                 dtype: torch.dtype) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+                 dtype: torch.dtype, device: torch.device | str = "cpu") -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(content stream's, query stream's) masks, (batch or 1, qlen, mlen + qlen) each, or None
     where nothing is blocked.
 
     ``input_mask`` (batch, qlen): 1 on padding; ``perm_mask`` (batch, qlen, qlen): 1 where i may
     not read j. The memory is readable by all. The query stream's mask is the full one; the
     content stream's lets each position read itself too."""
-    mask = causal_mask(qlen, mlen, same_length)[None] if causal else None
+    mask = causal_mask(qlen, mlen, same_length)[None].to(device) if causal else None
     data = None
     if input_mask is not None:
-        data = input_mask[:, None, :].float()
+        data = input_mask[:, None, :].float().to(device)
     if perm_mask is not None:
-        data = perm_mask.float() if data is None else data + perm_mask.float()
+        data = perm_mask.float().to(device) if data is None else data + perm_mask.float().to(device)
     if data is not None:
         data = torch.cat([data.new_zeros(*data.shape[:2], mlen), data], dim=-1)
-        mask = data if mask is None else mask.to(data.device) + data
+        mask = data if mask is None else mask + data
     if mask is None:
         return None, None
     query = (mask > 0).to(dtype)

@@ -110,7 +110,8 @@ class XLNetBackbone(nn.Module):
         dtype = self.embeddings.query.dtype
         if attention_mask is not None:
             input_mask = 1.0 - attention_mask.float()
-        mask_h, mask_g = stream_masks(qlen, mlen, b, s.causal, s.same_length, input_mask, perm_mask, dtype)
+        mask_h, mask_g = stream_masks(qlen, mlen, b, s.causal, s.same_length, input_mask, perm_mask, dtype,
+                                      input_ids.device)
         h = self.dropout(self.embeddings.tokens(input_ids))
         g = None
         if target_mapping is not None:
@@ -225,9 +226,9 @@ class GenerationMemory:
         ids = self.tokens if self.mems is None else self.tokens[:, -self.OFFSET :]
         ids = torch.cat([ids, ids.new_zeros(rows, 1)], dim=1)
         t = ids.shape[1]
-        perm_mask = torch.zeros(rows, t, t)
+        perm_mask = torch.zeros(rows, t, t, device=ids.device)
         perm_mask[:, :, -1] = 1.0
-        target_mapping = torch.zeros(rows, 1, t)
+        target_mapping = torch.zeros(rows, 1, t, device=ids.device)
         target_mapping[:, 0, -1] = 1.0
         mems = None if self.mems is None else [m[: -self.OFFSET] for m in self.mems]
         return {"input_ids": ids, "perm_mask": perm_mask, "target_mapping": target_mapping, "mems": mems}

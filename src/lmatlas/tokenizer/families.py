@@ -280,6 +280,14 @@ _ROBERTA = Family(
     template=_roberta_template,
 )  # fmt: skip
 
+_ALBERT = Family(
+    "spm",
+    {"bos_token": "[CLS]", "eos_token": "[SEP]", "unk_token": "<unk>", "sep_token": "[SEP]",
+     "pad_token": "<pad>", "cls_token": "[CLS]", "mask_token": "[MASK]"},
+    _WITH_TYPES, mask_flags=_LSTRIP, template=_bert_template,
+    spm_vocab=_albert_vocab, spm_unk_id=lambda spm, cfg: spm.unk_id, spm_normalizer=_albert_normalizer,
+)  # fmt: skip
+
 FAMILIES: dict[str, Family] = {
     "bert": _BERT,
     "electra": _BERT,
@@ -297,21 +305,14 @@ FAMILIES: dict[str, Family] = {
     "roberta": _ROBERTA,
     # BART's mask token matches the normalized text; there is no normalizer, so only the flag differs.
     "bart": dataclasses.replace(_ROBERTA, mask_flags={**_LSTRIP, "normalized": True}),
-    "albert": Family(
-        "spm",
-        {"bos_token": "[CLS]", "eos_token": "[SEP]", "unk_token": "<unk>", "sep_token": "[SEP]",
-         "pad_token": "<pad>", "cls_token": "[CLS]", "mask_token": "[MASK]"},
-        _WITH_TYPES, mask_flags=_LSTRIP, template=_bert_template,
-        spm_vocab=_albert_vocab, spm_unk_id=lambda spm, cfg: spm.unk_id, spm_normalizer=_albert_normalizer,
-    ),
-    # XLNet: ALBERT's SentencePiece layout, cased; padding on the left (its heads read the last
-    # token), padded positions of token type 3.
-    "xlnet": Family(
-        "spm",
-        {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "<sep>",
-         "pad_token": "<pad>", "cls_token": "<cls>", "mask_token": "<mask>"},
-        _WITH_TYPES, mask_flags=_LSTRIP, template=_xlnet_template,
-        spm_vocab=_albert_vocab, spm_unk_id=lambda spm, cfg: spm.unk_id, spm_normalizer=_xlnet_normalizer,
+    "albert": _ALBERT,
+    # XLNet: ALBERT's SentencePiece layout, cased, its special tokens last; padding on the left
+    # (its heads read the last token), padded positions of token type 3.
+    "xlnet": dataclasses.replace(
+        _ALBERT,
+        specials={"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "<sep>",
+                  "pad_token": "<pad>", "cls_token": "<cls>", "mask_token": "<mask>"},
+        template=_xlnet_template, spm_normalizer=_xlnet_normalizer,
         extra_specials=lambda cfg: list(cfg.get("additional_special_tokens") or ["<eop>", "<eod>"]),
         settings={"padding_side": "left", "pad_token_type_id": 3},
     ),
