@@ -98,6 +98,22 @@ def test_tokenizer_pads_on_the_left(folders):
     assert_same(dict(hf.tokenizer(SENTENCES[:2], SENTENCES[2:], **kw)), dict(ours.tokenizer(SENTENCES[:2], SENTENCES[2:], **kw)))
 
 
+def test_slow_tokenizer_agrees_on_pairs_and_padding(tokenizer_dir):
+    """transformers' slow XLNetTokenizer (sentencepiece itself) gives lmatlas' ids, token types
+    (<cls> 2, padding 3) and masks on pairs and padded batches; the fast one is checked on every
+    output in test_tokenizer. (The slow one strips the text first, so texts here have no
+    whitespace at their ends, where the fast one and lmatlas keep a space piece.)"""
+    from lmatlas.tokenizer import load_tokenizer
+
+    slow = transformers().XLNetTokenizer.from_pretrained(str(tokenizer_dir))
+    ours = load_tokenizer(tokenizer_dir)
+    texts = [t.strip() for t in _sst2(60)]
+    kw = dict(padding=True, return_token_type_ids=True)
+    assert_same(dict(slow(texts[::2], texts[1::2], **kw)), dict(ours(texts[::2], texts[1::2], **kw)))
+    assert_same(dict(slow(texts, **kw)), dict(ours(texts, **kw)))
+    assert ours(texts[:3], **kw)["token_type_ids"][0][0] == 3  # padded on the left, with type 3
+
+
 @pytest.mark.parametrize("options", [{}, {"top_k": 2}, {"top_k": None}, {"function_to_apply": "sigmoid"}])
 def test_text_classification(folders, options):
     """transformers reads one text at a time; lmatlas batches them, padded on the left."""
