@@ -180,11 +180,17 @@ def test_question_answering_beam_head_is_refused(folders):
 def test_text_generation(folders, options):
     """transformers' pipeline puts a fixed article before every XLNet prompt unless a prefix is
     given; lmatlas has no such default, so both read the prompt with prefix="" here. Prompts end
-    with <sep> <cls> (the tokenizer's special tokens), and go one at a time (XLNet's generation
-    reads padding as text)."""
+    with <sep> <cls> (the tokenizer's special tokens); of different lengths they go one at a time
+    (XLNet's generation reads padding as text), of one length in one batch."""
     hf, ours = pipes(folders, "text-generation", prefix="")
     prompts = [SENTENCES[0], "A quietly devastating"]
     same(hf, ours, prompts[0], **options)
     same(hf, ours, prompts, **options)
+    by_length: dict[int, list[str]] = {}
+    for text in ["The film was", "It was boring", "A quietly moving", "The acting is", "Nakamura wrote it",
+                 "A portrait of", "The screenplay never"]:
+        by_length.setdefault(len(ours.tokenizer(text)["input_ids"]), []).append(text)
+    even = next(texts for texts in by_length.values() if len(texts) > 1)
+    same(hf, ours, even[:2], **options)  # one batch: nothing padded
     got = ours(prompts[1], max_new_tokens=8, do_sample=False, return_tensors=True)[0]["generated_token_ids"]
     assert len(got) == len(ours.tokenizer(prompts[1])["input_ids"]) + 8

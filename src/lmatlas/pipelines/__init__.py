@@ -43,8 +43,8 @@ returns something odd):
   string as ``candidate_labels``, and read an image encoder's own outputs in
   image-feature-extraction whatever its head;
 - XLNet: text-generation puts no text before the prompt (transformers puts a fixed article before
-  every XLNet prompt unless given a ``prefix``) and generates one prompt at a time (XLNet's
-  generation reads padding as text); question-answering refuses XLNetForQuestionAnswering's beam
+  every XLNet prompt unless given a ``prefix``) and generates prompts of different lengths one
+  at a time (XLNet's generation reads padding as text); question-answering refuses XLNetForQuestionAnswering's beam
   head (transformers fails on its output) and reads XLNetForQuestionAnsweringSimple's scores;
   classification batches XLNet's texts, padded on the left (transformers cannot batch it);
 - feature-extraction's ``pool=True``, the sentence-similarity task (the hub's schema) and the

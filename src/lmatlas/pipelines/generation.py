@@ -212,9 +212,10 @@ class TextGeneration(Pipeline):
     def _generate(self, items: list, prompts: list[list[int]], gen: dict, opts: dict, mode: str) -> list:
         width = max(len(p) for p in prompts)
         pad = gen.get("pad_token_id")
-        if len(prompts) > 1 and (pad is None or getattr(self.model, "decodes_with_memory", False)):
-            # No pad token, or XLNet (whose generation reads padding as text, as transformers'
-            # drops the mask): one prompt at a time.
+        uneven = len({len(p) for p in prompts}) > 1
+        if len(prompts) > 1 and (pad is None or (uneven and getattr(self.model, "decodes_with_memory", False))):
+            # No pad token, or padding XLNet would read as text (its generation drops the mask,
+            # as transformers' does): one prompt at a time.
             return [r for t, p in zip(items, prompts) for r in self._generate([t], [p], gen, opts, mode)]
         pad = 0 if pad is None else pad
         ids = torch.full((len(prompts), width), pad, dtype=torch.long)
