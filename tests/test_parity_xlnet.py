@@ -177,6 +177,7 @@ def test_parity(variant, head, tmp_path_factory):
     ref, folder = saved(variant, head, True, str(tmp_path_factory.getbasetemp() / "xlnet"))
     ours = lmatlas.load(folder)
     assert ours.head_name == head and ours.config.xlnet.attn_type == ref.config.attn_type
+    assert ours.num_parameters() == ref.num_parameters()
     for left in (True, False):
         ids, mask, types = batch(left=left)
         diff = compare(ref, ours, head, **inputs_for(head, ids, mask, types))

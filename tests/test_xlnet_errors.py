@@ -125,3 +125,14 @@ def test_unknown_setting_in_a_preset_table():
     assert "xlnet settings have no field 'memory'" in message(
         ModelConfig, model_type="xlnet", vocab_size=5, hidden_size=8, num_layers=1, num_heads=2,
         intermediate_size=8, xlnet={"memory": 3})
+
+
+def test_fine_tuning_refuses_xlnet(tmp_path):
+    """Fine-tuning pads on the right, and XLNet's heads read the last position: refused."""
+    from lmatlas.training.finetune import load_for_finetuning
+
+    tf = transformers()
+    config = tf.XLNetConfig(vocab_size=VOCAB, d_model=D, n_layer=1, n_head=3, d_inner=30)
+    tf.XLNetForSequenceClassification(config).save_pretrained(tmp_path)
+    assert "is an XLNet, which fine-tuning does not take yet" in message(
+        load_for_finetuning, tmp_path, "sequence-classification")
