@@ -27,6 +27,9 @@ AUTO_CLASSES = {
     "causal-lm": modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
     "seq2seq-lm": modeling_auto.MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES,
     "image-classification": modeling_auto.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
+    "multiple-choice": modeling_auto.MODEL_FOR_MULTIPLE_CHOICE_MAPPING_NAMES,
+    # SQuAD 2.0's beam head: no auto class builds it (their question answering is the simple head).
+    "question-answering-beam": {"xlnet": transformers.XLNetForQuestionAnswering.__name__},
 }
 # Families that read images (and CLIP's text tower) or trajectories: no language-model head.
 VISION_FAMILIES = {"vit", "clip", "swin", "decision_transformer"}

@@ -68,6 +68,10 @@ def spm_models(tmp_path_factory, sentences) -> dict:
         "albert_bpe": train_sentencepiece(root / "b", "spiece.model", corpus, "bpe", **albert),
         "xlmr_unigram": train_sentencepiece(root / "c", "sentencepiece.bpe.model", corpus, "unigram"),
         "xlmr_bpe": train_sentencepiece(root / "d", "sentencepiece.bpe.model", corpus, "bpe"),
+        # XLNet's layout: <unk> <s> </s> <cls> <sep> <pad> <mask> <eod> <eop>.
+        "xlnet_unigram": train_sentencepiece(root / "e", "spiece.model", corpus, "unigram", unk_id=0, bos_id=1,
+                                             eos_id=2, pad_id=5, control_symbols=["<cls>", "<sep>"],
+                                             user_defined_symbols=["<mask>", "<eod>", "<eop>"]),
     }
 
 
@@ -148,6 +152,12 @@ VARIANTS = [
     ),  # fmt: skip
     _variant("fairseq_unigram", lambda m: [m["xlmr_unigram"]], config={"model_type": "xlm-roberta"}),
     _variant("fairseq_bpe_bare", lambda m: [m["xlmr_bpe"]], hf=hf_class("XLMRobertaTokenizerFast")),
+    # XLNet: special tokens at the end (<sep> <cls>, <cls> of type 2), padding on the left.
+    _variant("xlnet", lambda m: [m["xlnet_unigram"]], config={"model_type": "xlnet"}),
+    _variant(
+        "xlnet_lower", lambda m: [m["xlnet_unigram"]],
+        {"tokenizer_class": "XLNetTokenizer", "do_lower_case": True, "keep_accents": True},
+    ),  # fmt: skip
 ]
 VARIANT_NAMES = [v.name for v in VARIANTS]
 
@@ -166,7 +176,7 @@ _LOADED: dict = {}
 
 # HF's save_pretrained of slow-built variants: a tokenizer.json with each class's config, so the
 # tokenizer.json path is exercised for every family.
-SAVED = ("opt", "roberta_by_class", "bart", "albert", "fairseq_unigram", "mpnet")
+SAVED = ("opt", "roberta_by_class", "bart", "albert", "fairseq_unigram", "mpnet", "xlnet")
 
 
 @pytest.fixture(scope="session", params=VARIANT_NAMES + [n + "_saved" for n in SAVED])

@@ -164,8 +164,8 @@ def test_resume_without_a_checkpoint(corpus, tmp_path, capsys):
 
 
 def test_unknown_objective_and_encoder_decoder_objectives(corpus, tmp_path, capsys):
-    assert main(["train", "xlnet", "--model", "gpt2", "--data", str(corpus), "--out", str(tmp_path)]) == 1
-    assert "unknown objective 'xlnet'" in capsys.readouterr().err
+    assert main(["train", "unlikelihood", "--model", "gpt2", "--data", str(corpus), "--out", str(tmp_path)]) == 1
+    assert "unknown objective 'unlikelihood'" in capsys.readouterr().err
     assert main(["train", "t5", "--model", "gpt2", "--tokenizer", "char", "--data", str(corpus),
                  "--out", str(tmp_path / "t5"), "--layers", "1", "--dim", "16", "--heads", "2"]) == 1
     assert "gpt2 is not an encoder-decoder (T5, BART)" in capsys.readouterr().err

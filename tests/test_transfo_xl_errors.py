@@ -81,7 +81,7 @@ def test_mems_for_a_model_without_memory():
     cfg = ModelConfig(model_type="gpt2", vocab_size=11, hidden_size=8, num_layers=1, num_heads=2,
                       intermediate_size=16, causal=True)
     gpt = LmatlasModel(cfg, "causal-lm").eval()
-    with pytest.raises(LmatlasError, match="mems are Transformer-XL's memory; this gpt2 model keeps none"):
+    with pytest.raises(LmatlasError, match="mems are Transformer-XL's memory \(and XLNet's\); this gpt2 model keeps none"):
         gpt(torch.ones(1, 3, dtype=torch.long), mems=[torch.zeros(1, 1, 8)])
     with pytest.raises(LmatlasError, match="labels are read by Transformer-XL's adaptive softmax head"):
         gpt(torch.ones(1, 3, dtype=torch.long), labels=torch.ones(1, 3, dtype=torch.long))

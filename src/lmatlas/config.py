@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import LmatlasError
+from .xlnet_config import XLNetSettings, settings as xlnet_settings
 
 NORMS = ("layernorm", "rmsnorm")
 # "post": x = norm(x + f(x)) (the Transformer, GPT, BERT); "pre": x = x + f(norm(x)) (GPT-2 and
@@ -229,6 +230,9 @@ class ModelConfig:
     # is the image tower's config beside this one, the text tower's.
     projection_dim: int | None = None
     vision: "ModelConfig | None" = None
+    # XLNet (Yang et al., 2019): its own stack of relative, two-stream attention with memory
+    # (``lmatlas.xlnet``), set by its settings; None for every other model.
+    xlnet: XLNetSettings | None = None
     # The folder's generation_config.json, the defaults of ``generate()`` as in transformers.
     generation: dict[str, Any] = field(default_factory=dict, repr=False)
     # The checkpoint's own config.json, kept for what only a preset or a task needs.
@@ -281,6 +285,7 @@ class ModelConfig:
             if self.adaptive_div < 1:
                 raise LmatlasError(f"adaptive_div must be 1 or more, not {self.adaptive_div}")
             self.adaptive_cutoffs = cuts
+        self.xlnet = xlnet_settings(self.xlnet)
         if self.num_heads % self.num_kv_heads:
             raise LmatlasError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
 

@@ -15,6 +15,7 @@ from .blocks import activation, make_norm
 from .config import ModelConfig
 from .embedding_layer import Pooler
 from .errors import LmatlasError
+from .xlnet_heads import BeamQuestionAnsweringHead, MultipleChoiceHead, SummaryClassificationHead
 
 
 class MaskedLMHead(nn.Module):
@@ -103,7 +104,9 @@ def last_token(input_ids: torch.Tensor, pad_token_id: int | None, before_first_p
 
 
 def sequence_classification(cfg: ModelConfig) -> nn.Module:
-    """Encoders classify their first token (or pooler), decoders their last."""
+    """Encoders classify their first token (or pooler), decoders their last, XLNet its summary."""
+    if cfg.xlnet is not None:
+        return SummaryClassificationHead(cfg)
     return LastTokenClassificationHead(cfg) if cfg.causal else SequenceClassificationHead(cfg)
 
 
@@ -265,4 +268,7 @@ HEADS: dict[str, Callable[[ModelConfig], nn.Module] | None] = {
     "replaced-token-detection": ReplacedTokenDetectionHead,
     "image-classification": ImageClassificationHead,
     "projection": ProjectionHead,
+    # XLNet's: a score per choice from each choice's summary, and SQuAD 2.0's beam over spans.
+    "multiple-choice": MultipleChoiceHead,
+    "question-answering-beam": BeamQuestionAnsweringHead,
 }

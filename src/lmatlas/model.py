@@ -20,6 +20,7 @@ from .recurrence import Memory, RecurrentDecoder
 from .towers import DualEncoder
 from .trajectories import TrajectoryDecoder
 from .windows import WindowEncoder
+from . import xlnet
 
 
 class LmatlasModel(nn.Module):
@@ -39,6 +40,8 @@ class LmatlasModel(nn.Module):
             self.backbone = WindowEncoder(cfg)
         elif cfg.memory_length is not None:  # Transformer-XL: segments read with a memory of the last ones
             self.backbone = RecurrentDecoder(cfg)
+        elif cfg.xlnet is not None:  # XLNet: two-stream relative attention with memory
+            self.backbone = xlnet.XLNetBackbone(cfg)
         elif cfg.is_encoder_decoder:
             # "encoder": the encoder alone (T5EncoderModel), for embeddings.
             self.backbone = EncoderOnly(cfg) if head == "encoder" else EncoderDecoder(cfg)
@@ -91,6 +94,11 @@ class LmatlasModel(nn.Module):
     def is_encoder_decoder(self) -> bool:
         return isinstance(self.backbone, EncoderDecoder)
 
+    @property
+    def decodes_with_memory(self) -> bool:
+        """XLNet: it generates, carrying its memory and a permutation mask, not a key/value cache."""
+        return isinstance(self.backbone, xlnet.XLNetBackbone)
+
     def new_cache(self, batch_size: int, max_length: int, **encoded: Any) -> KVCache | Seq2SeqCache | Memory:
         """A key/value cache for ``batch_size`` sequences of up to ``max_length`` tokens
         (Transformer-XL's: its memory, ``recurrence.Memory``).
@@ -127,6 +135,7 @@ class LmatlasModel(nn.Module):
         rewards: torch.Tensor | None = None,
         mems: list[torch.Tensor] | None = None,
         labels: torch.Tensor | None = None,
+        **inputs: Any,
     ) -> ModelOutput:
         """Encoders: the whole sequence. Decoders: the new tokens, continuing ``cache`` if given
         (``attention_mask`` then covers the cached tokens too); ``logits_to_keep=n`` projects
@@ -142,10 +151,21 @@ class LmatlasModel(nn.Module):
         Transformer-XL, as transformers: ``mems``, the memory the previous segment returned (a
         (length, batch, hidden) tensor per layer), which it continues; its output has the next
         ``mems``. ``labels`` (its language-model head): per-position ``losses`` and their mean
-        ``loss`` instead of the log-probabilities."""
+        ``loss`` instead of the log-probabilities.
+
+        ``inputs``: a model's own (XLNet's ``perm_mask``, ``target_mapping``, ``input_mask``,
+        ``use_mems``, and its beam question-answering head's ``p_mask``, ``cls_index`` and
+        labels; see ``lmatlas.xlnet.forward``); XLNet reads ``mems`` too."""
+        if self.decodes_with_memory:
+            given = {k: v for k, v in (("mems", mems), ("labels", labels)) if v is not None}
+            return ModelOutput(xlnet.forward(
+                self, input_ids, attention_mask, token_type_ids, position_ids, cache, output_hidden_states,
+                **given, **inputs))
+        if inputs:
+            raise LmatlasError(f"{self.config.model_type} models take no argument {sorted(inputs)[0]!r}")
         recurrent = isinstance(self.backbone, RecurrentDecoder)
         if mems is not None and not recurrent:
-            raise LmatlasError(f"mems are Transformer-XL's memory; this {self.config.model_type} model keeps none")
+            raise LmatlasError(f"mems are Transformer-XL's memory (and XLNet's); this {self.config.model_type} model keeps none")
         if labels is not None and not getattr(self.head, "takes_labels", False):
             raise LmatlasError("labels are read by Transformer-XL's adaptive softmax head; other heads give logits "
                                "to compute a loss from")

@@ -31,6 +31,7 @@ OBJECTIVES = {
     "instruction": "instruction", "alpaca": "instruction",
     "span-corruption": "span-corruption", "t5": "span-corruption",
     "denoising": "denoising", "bart": "denoising",
+    "permutation-lm": "permutation-lm", "xlnet": "permutation-lm", "plm": "permutation-lm",
     "decision-transformer": "decision-transformer",
     "clip": "clip", "contrastive": "clip",
     "reward": "reward", "dpo": "dpo", "grpo": "grpo", "rloo": "rloo", "ppo": "ppo",
@@ -139,12 +140,12 @@ def _kept(args) -> str:
     return f"no checkpoint was written{hint}"
 
 
-HELP = "pretrain a model with a paper's objective (GPT, BERT, ELECTRA, DistilBERT, Alpaca...)"
+HELP = "pretrain a model with a paper's objective (GPT, BERT, ELECTRA, DistilBERT, Alpaca, XLNet...)"
 DESCRIPTION = (
     "Train with the objective of a landmark paper: causal-lm (GPT), segment-lm (Transformer-XL: consecutive "
     "segments with a memory), masked-lm (BERT, RoBERTa), "
     "replaced-token-detection (ELECTRA), distillation (DistilBERT), instruction (Alpaca), span-corruption (T5), "
-    "denoising (BART); decision-transformer (the Decision Transformer, on offline trajectories); clip (CLIP's "
+    "denoising (BART), permutation-lm (XLNet); decision-transformer (the Decision Transformer, on offline trajectories); clip (CLIP's "
     "contrastive objective, continuing a CLIP folder on JSON Lines of image paths and captions); and from "
     "preferences: reward (a reward model), dpo, grpo, rloo, ppo. --model is an "
     "architecture preset built from scratch at the size --layers/--heads/--dim give, or a checkpoint folder "
@@ -154,7 +155,7 @@ DESCRIPTION = (
 
 def arguments(p) -> None:
     """The arguments of `lmatlas train`, on its parser (made by ``lmatlas.cli``)."""
-    p.add_argument("objective", metavar="OBJECTIVE", help=", ".join(sorted(set(OBJECTIVES.values()))) + " (or gpt, transformer-xl, bert, ernie, electra, distilbert, alpaca, t5, bart)")
+    p.add_argument("objective", metavar="OBJECTIVE", help=", ".join(sorted(set(OBJECTIVES.values()))) + " (or gpt, transformer-xl, bert, ernie, electra, distilbert, alpaca, t5, bart, xlnet)")
     p.add_argument("--model", "-m", default=None, help="architecture preset (gpt2, bert-base, llama-7b...) or checkpoint folder; for distillation, the teacher (not for decision-transformer, built from the trajectories)")
     p.add_argument("--data", nargs="+", required=True, help="training text files (JSON Lines for instruction; of trajectories for decision-transformer; of {\"image\", \"text\"} for clip)")
     p.add_argument("--out", required=True, help="output folder: model/, checkpoint-N/, log.jsonl, loss.png")
@@ -182,6 +183,8 @@ def arguments(p) -> None:
     g.add_argument("--generator-fraction", type=float, default=0.25, help="electra: generator width / discriminator's")
     g.add_argument("--temperature", type=float, default=2.0, help="distillation: softmax temperature")
     g.add_argument("--student-layers", default=None, help="distillation: teacher layers the student starts from (default every other)")
+    g.add_argument("--partial-k", type=int, default=6,
+                   help="permutation-lm: predict the last 1/K of each factorisation order (the paper's K, default 6)")
     g = p.add_argument_group("decision-transformer (trajectories: JSON Lines of states, actions, rewards)")
     g.add_argument("--context", type=int, default=10, help="steps per window (default 10)")
     g.add_argument("--return-scale", type=float, default=1.0, help="returns-to-go are divided by this")
@@ -217,7 +220,7 @@ def run(args) -> int:
         dropout=args.dropout, memory=args.memory, mask_probability=args.mask_prob, whole_word=args.whole_word,
         phrases=args.phrases,
         generator_fraction=args.generator_fraction, temperature=args.temperature,
-        student_layers=_layers(args.student_layers),
+        student_layers=_layers(args.student_layers), partial_k=args.partial_k,
     )
     return train_with_flags(RECIPES[objective], fields, args)
 

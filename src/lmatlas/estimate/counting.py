@@ -65,6 +65,10 @@ def _attention(cfg: ModelConfig, extra: dict, self_attention: bool = True) -> tu
     kv = cfg.num_kv_heads * cfg.head_dim
     weights = h * q + 2 * h * kv + q * h
     biases = (q + 2 * kv if cfg.qkv_bias else 0) + (h if cfg.attention_bias else 0)
+    if cfg.xlnet is not None:
+        # XLNet: q, k, v, o and the distances' r, without biases; per head the three bias vectors
+        # of its score (content, position, segment) and the two segment vectors (same, different).
+        return 5 * h * q + 5 * q, 5 * h * q
     if self_attention and cfg.position_embedding == "relative" and extra.get("relative_attention") == "transformer-xl":
         # Transformer-XL: a key projection for the relative position encodings, and the two
         # learned bias vectors (content and position) of its attention score.
@@ -115,7 +119,7 @@ def _positions(cfg: ModelConfig, extra: dict, width: int) -> int:
         # A frozen table when the checkpoint stores it (it is then a parameter, as in
         # transformers); nothing when it is computed.
         return cfg.max_positions * width if cfg.positions_stored else 0
-    if pe == "relative" and extra.get("relative_attention", "buckets") == "buckets":
+    if pe == "relative" and cfg.xlnet is None and extra.get("relative_attention", "buckets") == "buckets":
         # T5 and LaMDA: one learned bias per distance bucket and head, held by the first layer.
         return extra.get("relative_attention_num_buckets", 32) * cfg.num_heads
     return 0
@@ -172,7 +176,8 @@ def count_params(shape: ArchitecturePreset | ModelConfig) -> ParamCount:
     if shape.skeleton == "encoder":
         blocks, steps = encoder_blocks(cfg)
         pooler = h * h + h if cfg.pooler_activation else 0
-        embeddings = tokens + _positions(cfg, extra, e) + types
+        # XLNet's query stream starts from one learned vector (mask_emb).
+        embeddings = tokens + _positions(cfg, extra, e) + types + (h if cfg.xlnet is not None else 0)
         encoder = emb_norm + project_in + blocks * layer + final_norm
         total = embeddings + encoder + pooler
         return ParamCount(total, embeddings, encoder, 0, pooler, project_in_mm + steps * layer_mm, 0)

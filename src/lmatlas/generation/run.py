@@ -45,7 +45,8 @@ class Run:
 
     def __init__(self, model, input_ids, attention_mask, kwargs):
         self.encoder_decoder = getattr(model, "is_encoder_decoder", False)
-        usable = getattr(model, "is_decoder", False) or self.encoder_decoder
+        memory = getattr(model, "decodes_with_memory", False)  # XLNet
+        usable = getattr(model, "is_decoder", False) or self.encoder_decoder or memory
         # A decoder's classifier scores labels, not next tokens.
         language_model = getattr(model, "head_name", "causal-lm") in ("causal-lm", "seq2seq-lm")
         if not usable or not language_model or getattr(model, "head", None) is None:
@@ -68,6 +69,9 @@ class Run:
             raise LmatlasError("input_ids is empty: give at least one prompt token (e.g. the BOS token)")
         base = kwargs.pop("generation_config", None)
         s = GenerationSettings.resolve(model, kwargs, base)
+        if memory:
+            # XLNet's memory is carried whatever use_cache says, as transformers carries it.
+            s.use_cache = True
         # The rows decoded at once: the runtime's hint (see ``runtime.decoding``).
         self.rows = input_ids.shape[0] * (s.num_beams if s.num_beams > 1 else (
             s.num_return_sequences if s.do_sample else 1))

@@ -42,6 +42,11 @@ returns something odd):
 - the image tasks (``vision.py``) take file paths and PIL images (not URLs or base64), a single
   string as ``candidate_labels``, and read an image encoder's own outputs in
   image-feature-extraction whatever its head;
+- XLNet: text-generation puts no text before the prompt (transformers puts a fixed article before
+  every XLNet prompt unless given a ``prefix``) and generates prompts of different lengths one
+  at a time (XLNet's generation reads padding as text); question-answering refuses XLNetForQuestionAnswering's beam
+  head (transformers fails on its output) and reads XLNetForQuestionAnsweringSimple's scores;
+  classification batches XLNet's texts, padded on the left (transformers cannot batch it);
 - feature-extraction's ``pool=True``, the sentence-similarity task (the hub's schema) and the
   encoder-decoder tasks' ``prefix`` option are lmatlas' own; tokenizer arguments go in
   ``tokenizer_kwargs`` rather than loose keywords.
@@ -188,6 +193,12 @@ def pipeline(
         return _class(target)(enc, task=task, **extra, **options)
 
     loaded, tok, source = _load(model, tokenizer, dtype)
+    if loaded.head_name == "question-answering-beam" and name == "question-answering":
+        raise LmatlasError(
+            f"question-answering reads start and end scores, and {source} is an XLNetForQuestionAnswering, whose "
+            "head gives a beam of spans instead (transformers' pipeline cannot read it either): use an "
+            "XLNetForQuestionAnsweringSimple checkpoint, or call the model for start_top_index and end_top_index"
+        )
     if loaded.head_name != spec.head:
         has = "no task head" if loaded.head_name == "base" else f"a {loaded.head_name} head"
         archs = ", ".join(loaded.config.architectures or []) or "none"

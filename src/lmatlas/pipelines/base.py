@@ -198,7 +198,9 @@ class Pipeline:
         if not features:
             return []
         pad_id, batch_size = self.padding(batch_size)
-        use_types = "token_type_ids" in self.tokenizer.model_input_names and self.model.config.type_vocab_size > 0
+        use_types = "token_type_ids" in self.tokenizer.model_input_names and reads_token_types(self.model)
+        # XLNet's heads read the last position: its batches are padded on the left, as its tokenizer pads.
+        left = getattr(getattr(self.model, "backbone", None), "padding_side", "right") == "left"
         lengths = [len(f["input_ids"]) for f in features]
         order = sorted(range(len(features)), key=lambda i: -lengths[i])
         out: list[dict[str, np.ndarray] | None] = [None] * len(features)
@@ -207,19 +209,20 @@ class Pipeline:
             width = max(lengths[i] for i in idx)
             ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(idx), width), dtype=torch.long)
-            types = torch.zeros((len(idx), width), dtype=torch.long) if use_types else None
+            pad_type = getattr(self.tokenizer, "pad_token_type_id", 0)
+            types = torch.full((len(idx), width), pad_type, dtype=torch.long) if use_types else None
+            spans = [slice(width - lengths[i], width) if left else slice(0, lengths[i]) for i in idx]
             for row, i in enumerate(idx):
-                n = lengths[i]
-                ids[row, :n] = torch.tensor(features[i]["input_ids"])
-                mask[row, :n] = 1
+                at = spans[row]
+                ids[row, at] = torch.tensor(features[i]["input_ids"])
+                mask[row, at] = 1
                 if types is not None and features[i].get("token_type_ids") is not None:
-                    types[row, :n] = torch.tensor(features[i]["token_type_ids"])
+                    types[row, at] = torch.tensor(features[i]["token_type_ids"])
             result = self.model(input_ids=ids, attention_mask=mask, token_type_ids=types)
             fields = {name: result[name].float().numpy() for name in self.FIELDS}
             for row, i in enumerate(idx):
-                n = lengths[i]
                 out[i] = {
-                    name: (arr[row, :n] if self.FIELDS[name] else arr[row]).copy() for name, arr in fields.items()
+                    name: (arr[row, spans[row]] if self.FIELDS[name] else arr[row]).copy() for name, arr in fields.items()
                 }
         return out  # type: ignore[return-value]
 
@@ -236,6 +239,12 @@ class Pipeline:
         if pad_id is None:
             pad_id = cfg.pad_token_id or 0
         return pad_id, batch_size
+
+
+def reads_token_types(model) -> bool:
+    """Whether the model reads token types: a table of them, or XLNet's relative segments."""
+    cfg = model.config
+    return cfg.type_vocab_size > 0 or getattr(cfg, "xlnet", None) is not None
 
 
 def model_positions(model) -> int | None:

@@ -90,7 +90,7 @@ class TextGeneration(Pipeline):
     }
 
     def __init__(self, model, tokenizer, **kwargs: Any):
-        if not getattr(model, "is_decoder", False):
+        if not (getattr(model, "is_decoder", False) or getattr(model, "decodes_with_memory", False)):
             raise LmatlasError("text-generation needs a decoder with a causal-lm head (GPT-2, OPT, Llama, ...)")
         super().__init__(model, tokenizer, **kwargs)
         self.defaults, self.model_prefix = self._defaults()
@@ -213,8 +213,10 @@ class TextGeneration(Pipeline):
         width = max(len(p) for p in prompts)
         pad = gen.get("pad_token_id")
         uneven = len({len(p) for p in prompts}) > 1
-        if len(prompts) > 1 and (pad is None or (uneven and not getattr(self.model, "reads_attention_mask", True))):
-            # No pad token, or a model that reads no mask (Transformer-XL): one prompt at a time.
+        if len(prompts) > 1 and (pad is None or (uneven and (not getattr(self.model, "reads_attention_mask", True)
+                                                              or getattr(self.model, "decodes_with_memory", False)))):
+            # No pad token, a model that reads no mask (Transformer-XL), or padding XLNet would
+            # read as text (its generation drops the mask, as transformers' does): one prompt at a time.
             return [r for t, p in zip(items, prompts) for r in self._generate([t], [p], gen, opts, mode)]
         pad = 0 if pad is None else pad
         ids = torch.full((len(prompts), width), pad, dtype=torch.long)

@@ -18,7 +18,7 @@ _FAMILIES = [
     "gpt", "gpt2", "ctrl", "gpt_neo", "opt", "bloom", "falcon", "llama", "qwen2",
     "transfo_xl",
     "bart", "mbart", "marian", "pegasus", "bigbird_pegasus", "t5", "switch_transformers",
-    "vit", "clip", "swin", "decision_transformer",
+    "vit", "clip", "swin", "decision_transformer", "xlnet",
 ]  # fmt: skip
 
 

@@ -27,6 +27,8 @@ CLASS_SUFFIX = {
     "seq2seq-lm": "ForConditionalGeneration",
     "image-classification": "ForImageClassification",
     "projection": "ModelWithProjection",
+    "multiple-choice": "ForMultipleChoice",
+    "question-answering-beam": "ForQuestionAnswering",
 }
 
 

@@ -78,6 +78,7 @@ class Tokenizer:
         padding_side: str = "right",
         truncation_side: str = "right",
         clean_up_tokenization_spaces: bool = False,
+        pad_token_type_id: int = 0,
         name_or_path: str = "",
         segmenter: PieceSegmenter | None = None,
         languages: Languages | None = None,
@@ -96,7 +97,7 @@ class Tokenizer:
         self.padding_side = padding_side
         self.truncation_side = truncation_side
         self.clean_up_tokenization_spaces = clean_up_tokenization_spaces
-        self.pad_token_type_id = 0
+        self.pad_token_type_id = pad_token_type_id  # XLNet pads token types with 3
         self.name_or_path = name_or_path
         # The Jinja template chats are formatted with (several, by name, as a dict), as HF's
         # attribute: load_tokenizer reads the folder's, and it may be set by hand.

@@ -79,6 +79,8 @@ def _template(single: str, pair: str, *names: str):
     return template
 
 
+# XLNet puts its special tokens last, <cls> in a segment of its own (type 2).
+_xlnet_template = _template("$A:0 {sep}:0 {cls}:2", "$A:0 {sep}:0 $B:1 {sep}:1 {cls}:2", "sep", "cls")
 _bert_template = _template("{cls}:0 $A:0 {sep}:0", "{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1", "cls", "sep")
 # MPNet separates a pair with two separators, like RoBERTa, but keeps WordPiece.
 _mpnet_template = _template("{cls}:0 $A:0 {sep}:0", "{cls}:0 $A:0 {sep}:0 {sep}:0 $B:1 {sep}:1", "cls", "sep")
@@ -239,16 +241,20 @@ def _fairseq_vocab(languages: tuple[str, ...] = ()):
     return vocab
 
 
-def _albert_normalizer(spm: SpmModel, cfg: dict):
+def _albert_normalizer(spm: SpmModel, cfg: dict, lower_case: bool = True):
     steps = [normalizers.Replace("``", '"'), normalizers.Replace("''", '"')]
     if not cfg.get("keep_accents", False):
         steps += [normalizers.NFKD(), normalizers.StripAccents()]
-    if cfg.get("do_lower_case", True):
+    if cfg.get("do_lower_case", lower_case):
         steps.append(normalizers.Lowercase())
     if spm.precompiled_charsmap:
         steps.append(normalizers.Precompiled(spm.precompiled_charsmap))
     steps.append(normalizers.Replace(Regex(" {2,}"), " "))
     return normalizers.Sequence(steps)
+
+
+def _xlnet_normalizer(spm: SpmModel, cfg: dict):
+    return _albert_normalizer(spm, cfg, lower_case=False)  # ALBERT's, cased unless the config says
 
 
 def _spm_normalizer(spm: SpmModel, cfg: dict):
@@ -274,6 +280,14 @@ _ROBERTA = Family(
     template=_roberta_template,
 )  # fmt: skip
 
+_ALBERT = Family(
+    "spm",
+    {"bos_token": "[CLS]", "eos_token": "[SEP]", "unk_token": "<unk>", "sep_token": "[SEP]",
+     "pad_token": "<pad>", "cls_token": "[CLS]", "mask_token": "[MASK]"},
+    _WITH_TYPES, mask_flags=_LSTRIP, template=_bert_template,
+    spm_vocab=_albert_vocab, spm_unk_id=lambda spm, cfg: spm.unk_id, spm_normalizer=_albert_normalizer,
+)  # fmt: skip
+
 FAMILIES: dict[str, Family] = {
     "bert": _BERT,
     "electra": _BERT,
@@ -291,12 +305,16 @@ FAMILIES: dict[str, Family] = {
     "roberta": _ROBERTA,
     # BART's mask token matches the normalized text; there is no normalizer, so only the flag differs.
     "bart": dataclasses.replace(_ROBERTA, mask_flags={**_LSTRIP, "normalized": True}),
-    "albert": Family(
-        "spm",
-        {"bos_token": "[CLS]", "eos_token": "[SEP]", "unk_token": "<unk>", "sep_token": "[SEP]",
-         "pad_token": "<pad>", "cls_token": "[CLS]", "mask_token": "[MASK]"},
-        _WITH_TYPES, mask_flags=_LSTRIP, template=_bert_template,
-        spm_vocab=_albert_vocab, spm_unk_id=lambda spm, cfg: spm.unk_id, spm_normalizer=_albert_normalizer,
+    "albert": _ALBERT,
+    # XLNet: ALBERT's SentencePiece layout, cased, its special tokens last; padding on the left
+    # (its heads read the last token), padded positions of token type 3.
+    "xlnet": dataclasses.replace(
+        _ALBERT,
+        specials={"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "<sep>",
+                  "pad_token": "<pad>", "cls_token": "<cls>", "mask_token": "<mask>"},
+        template=_xlnet_template, spm_normalizer=_xlnet_normalizer,
+        extra_specials=lambda cfg: list(cfg.get("additional_special_tokens") or ["<eop>", "<eod>"]),
+        settings={"padding_side": "left", "pad_token_type_id": 3},
     ),
     "xlm-roberta": Family(
         "spm", _ROBERTA_SPECIALS, mask_flags=_LSTRIP, template=_fairseq_template,
@@ -342,7 +360,7 @@ _CLASS_FAMILY = {
     "BartTokenizer": "bart", "LongformerTokenizer": "roberta", "AlbertTokenizer": "albert",
     "XLMRobertaTokenizer": "xlm-roberta", "PreTrainedTokenizer": "generic", "T5Tokenizer": "t5",
     "MBartTokenizer": "mbart", "MBart50Tokenizer": "mbart50", "MarianTokenizer": "marian",
-    "PegasusTokenizer": "pegasus", "Qwen2Tokenizer": "qwen2",
+    "PegasusTokenizer": "pegasus", "Qwen2Tokenizer": "qwen2", "XLNetTokenizer": "xlnet",
 }  # fmt: skip
 # The families of model types no preset reads (a sentence-transformers model on MPNet, say): the
 # presets name their own (``Preset.tokenizer_family``).

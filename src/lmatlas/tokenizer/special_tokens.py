@@ -73,9 +73,15 @@ def add_special_tokens(backend: RustTokenizer, cfg: dict, family: Family, from_f
     present = {repr(t) for t in backend.get_added_tokens_decoder().values()}
     to_add: list[AddedToken] = []
     decoder = cfg.get("added_tokens_decoder") or {}
+    raw = [(attr, cfg.get(attr, family.specials.get(attr))) for attr in SPECIAL_ATTRS]
+    raw += [("additional_special_tokens", t) for t in cfg.get("additional_special_tokens") or []]
+    named = {token_content(value) for _, value in raw}
     try:
         for _, value in sorted(decoder.items(), key=lambda kv: int(kv[0])):
-            token = AddedToken(value["content"], **{k: v for k, v in value.items() if k in (*_FLAGS, "special")})
+            flags = {k: v for k, v in value.items() if k in (*_FLAGS, "special")}
+            # HF makes a listed token that the config names a special token special.
+            flags["special"] = bool(flags.get("special")) or value["content"] in named
+            token = AddedToken(value["content"], **flags)
             if repr(token) not in present:
                 to_add.append(token)
     except (TypeError, ValueError, KeyError, AttributeError) as e:
@@ -83,14 +89,17 @@ def add_special_tokens(backend: RustTokenizer, cfg: dict, family: Family, from_f
     seen = {t.content for t in to_add}
     if not from_files:
         seen |= {t.content for t in backend.get_added_tokens_decoder().values()}
-    raw = [(attr, cfg.get(attr, family.specials.get(attr))) for attr in SPECIAL_ATTRS]
-    raw += [("additional_special_tokens", t) for t in cfg.get("additional_special_tokens") or []]
+    # Pieces the vocabulary itself adds (SentencePiece's control and user-defined ones).
+    pieces = {t.content for t in backend.get_added_tokens_decoder().values()} if from_files else set()
     for attr, value in raw:
         content = token_content(value)
         if content is None or content in seen:
             continue
         seen.add(content)
-        if attr == "mask_token" and family.mask_flags:
+        flagged = attr == "mask_token" and family.mask_flags
+        if isinstance(value, str) and content in pieces and not flagged:
+            continue  # HF keeps such a piece as it is (XLNet's <eod> and <eop> stay non-special)
+        if flagged:
             defaults = family.mask_flags
         else:
             defaults = {"normalized": from_files and family.specials_normalized}

@@ -8,10 +8,11 @@ From Python, a typed recipe and ``train``::
                          num_layers=4, hidden_size=256, num_heads=4),
           TrainConfig(out="runs/bert", steps=2000, lr=5e-4))
 
-- ``recipes`` / ``finetune_recipes``: what to train, one dataclass per objective or task, and ``train``;
+- ``recipes`` / ``finetune_recipes``: what to train, one dataclass per objective or task, and ``train``
+  (``permutation``: XLNet's recipe);
 - ``objectives``: the noising, masking and losses of GPT, BERT/RoBERTa, ELECTRA, DistilBERT,
-  T5, BART and Alpaca, as small functions over token ids (Transformer-XL's segments and memory:
-  ``tasks.segments``);
+  T5, BART, Alpaca and XLNet, as small functions over token ids (Transformer-XL's segments and
+  memory: ``tasks.segments``);
 - ``models`` / ``init``: a model to train (a preset at any size, or a checkpoint) and its
   paper's initialisation;
 - ``alignment`` / ``alignment_recipes`` / ``pairs``: learning from preferences (a reward model,
@@ -42,6 +43,9 @@ from .recipes import (
     SpanCorruptionRecipe,
     train,
 )
+from .permutation import PermutationLMRecipe
+
+RECIPES[PermutationLMRecipe.objective] = PermutationLMRecipe  # XLNet's, in its own module
 
 __all__ = [
     "FINETUNE_RECIPES",
@@ -61,6 +65,7 @@ __all__ = [
     "NERRecipe",
     "OnlineRecipe",
     "PPORecipe",
+    "PermutationLMRecipe",
     "Pretraining",
     "QARecipe",
     "RLOORecipe",

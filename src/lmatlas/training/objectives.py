@@ -20,6 +20,8 @@ across gradient-accumulation steps and processes.
 - ``text_infilling`` / ``sentence_permutation``: Poisson-length spans each replaced by one
   mask token, sentences shuffled (BART).
 - ``instruction_example``: prompt + response, with the loss on the response only (Alpaca).
+- ``permutation_lm``: a factorisation order per sequence, its last 1/K predicted by the query
+  stream from the tokens before it in the order (XLNet).
 """
 
 from __future__ import annotations
@@ -146,6 +148,33 @@ def replaced_token_detection_loss(
         keep = attention_mask.bool()
         return loss[keep].sum(), int(keep.sum())
     return loss.sum(), loss.numel()
+
+
+# ---------------------------------------------------------------------------------------------
+# XLNet: permutation language modelling
+# ---------------------------------------------------------------------------------------------
+
+
+def permutation_lm(ids: torch.Tensor, k: int = 6, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """XLNet's inputs for one batch: the tokens as they are (nothing is masked), a random
+    factorisation order per sequence and, of it, the last ``round(length / k)`` tokens (at least
+    one) as targets: the paper's partial prediction, K = 6 in its large model.
+
+    ``perm_mask`` (b, t, t) is 1 where position i may not read j: j is a target that does not
+    come before i in the order (so no target reads itself, and the context never reads a
+    target); ``target_mapping`` (b, n, t) puts prediction m on its target's position (targets in
+    position order), ``labels`` (b, n) are the tokens there."""
+    if k < 1:
+        raise LmatlasError(f"k (the share 1/K of each order that is predicted) must be at least 1, not {k}")
+    b, t = ids.shape
+    n = min(t, max(1, round(t / k)))
+    order = torch.argsort(torch.rand(b, t, generator=generator), dim=1)  # position at each step of the order
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(t).expand(b, t))  # step of each position
+    target = rank >= t - n
+    perm_mask = (target[:, None, :] & (rank[:, None, :] >= rank[:, :, None])).float()
+    positions = torch.sort(torch.where(target, torch.arange(t), t), dim=1).values[:, :n]
+    return {"input_ids": ids, "perm_mask": perm_mask, "target_mapping": F.one_hot(positions, t).float(),
+            "labels": ids.gather(1, positions)}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,13 +8,15 @@ in the Hugging Face format. One module per family of objectives:
 - ``segments``: Transformer-XL's, over consecutive segments with a memory carried between them;
 - ``masked``: BERT's and RoBERTa's masked language modelling, ELECTRA's replaced token detection;
 - ``distillation``: DistilBERT's student and teacher;
-- ``seq2seq``: T5's span corruption and BART's denoising.
+- ``seq2seq``: T5's span corruption and BART's denoising;
+- ``permutation``: XLNet's permutation language modelling.
 """
 
 from .base import ModelTask, load_weights
 from .causal import CausalLMTask, InstructionTask, instruction_examples, pad_examples
 from .distillation import DistillationTask
 from .masked import ElectraPair, ElectraTask, MaskedLMTask, electra_generator_config
+from .permutation import PermutationLMTask
 from .segments import SegmentLMTask, SegmentSampler
 from .seq2seq import DenoisingTask
 
@@ -27,6 +29,7 @@ __all__ = [
     "InstructionTask",
     "MaskedLMTask",
     "ModelTask",
+    "PermutationLMTask",
     "SegmentLMTask",
     "SegmentSampler",
     "electra_generator_config",
