@@ -159,6 +159,36 @@ def test_ray_is_imported_only_for_ray():
     assert out.stdout.strip() == "[]"
 
 
+class _Server:
+    """A local TCP server that is not a Ray head: it answers as an HTTP/1 server does, or holds
+    each connection and says nothing."""
+
+    def __init__(self, silent: bool):
+        self.socket, self.held = socket.socket(), []
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen()
+        self.address = "127.0.0.1:%d" % self.socket.getsockname()[1]
+        threading.Thread(target=self._serve, args=(silent,), daemon=True).start()
+
+    def _serve(self, silent: bool) -> None:
+        while True:
+            try:
+                connection = self.socket.accept()[0]
+            except OSError:
+                return
+            if silent:
+                self.held.append(connection)
+                continue
+            connection.recv(65536)  # what the client sent, read before answering (a close then resets nothing)
+            connection.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            connection.close()
+
+    def close(self) -> None:
+        self.socket.close()
+        for connection in self.held:
+            connection.close()
+
+
 def test_an_address_where_no_cluster_answers(tmp_path, capsys):
     (tmp_path / "t.txt").write_text("one\n", encoding="utf-8")
     embed = ["embed", "-i", str(tmp_path / "t.txt"), "-o", str(tmp_path / "v.npy")]
@@ -168,25 +198,17 @@ def test_an_address_where_no_cluster_answers(tmp_path, capsys):
     free.close()  # nothing listens there now
     message = _error([*embed, "--ray", f"127.0.0.1:{port}"], capsys)
     assert message.startswith(f"--ray 127.0.0.1:{port}: no Ray cluster answers there (") and "ray start --head" in message
-    # A port that answers but is not a Ray head: a server that closes each connection.
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-
-    def close_each():
-        while True:
-            try:
-                server.accept()[0].close()
-            except OSError:
-                return
-
-    threading.Thread(target=close_each, daemon=True).start()
+    http1, silent = _Server(silent=False), _Server(silent=True)
     try:
-        other = server.getsockname()[1]
-        assert _error([*embed, "--ray", f"127.0.0.1:{other}"], capsys).startswith(
-            f"--ray 127.0.0.1:{other}: something answers there, but not a Ray cluster's head")
+        assert _error([*embed, "--ray", http1.address], capsys).startswith(
+            f"--ray {http1.address}: something answers there, but not a Ray cluster's head")
+        # A connection that stays silent: the probe gives up within --ray-timeout (here half a second).
+        assert _error([*embed, "--ray", silent.address, "--ray-timeout", "0.5"], capsys) == (
+            f"--ray {silent.address}: no Ray cluster answers there (timed out); start one with `ray start --head`, "
+            "or leave the address out to run on this machine")
     finally:
-        server.close()
+        http1.close()
+        silent.close()
     assert _error([*embed, "--ray", "my-cluster"], capsys).startswith("--ray my-cluster: a Ray address is HOST:PORT")
     assert not (tmp_path / "v.npy").exists()
 
@@ -201,6 +223,10 @@ def test_ray_settings_are_checked(tmp_path, capsys):
     assert _error([*embed, "--ray", "--ray-timeout", "-1"], capsys).startswith("--ray-timeout -1: ")
     with pytest.raises(LmatlasError, match="give True, a cluster's HOST:PORT or a RayOptions"):
         Index(tmp_path / "index").build([tmp_path / "t.txt"], ray=3)
+    from lmatlas.ray_data import run_task
+
+    with pytest.raises(LmatlasError, match="inputs go to Ray as JSON, and one cannot be written so"):
+        run_task("feature-extraction", ["a text", object()], ray=True)
 
 
 def test_more_cpus_than_the_cluster_has(ray_cluster, tmp_path, capsys):
@@ -223,6 +249,28 @@ def test_an_actors_mistake_reads_as_without_ray(ray_cluster, tmp_path, capsys):
     missing = ["-m", str(tmp_path / "no-model")]
     assert _error([*embed, *missing, "--ray"], capsys) == _error([*embed, *missing], capsys)
     assert not (tmp_path / "v.npy").exists()
+
+
+class _Dying:
+    """An actor whose process ends at its first block, as one killed for memory does."""
+
+    def __call__(self, batch):
+        import os
+
+        os._exit(3)
+
+
+def test_actors_that_die_end_the_job_in_one_sentence(ray_cluster):
+    import cloudpickle
+
+    from lmatlas.ray_data import map_rows
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the actors cannot import the tests
+    try:
+        with pytest.raises(LmatlasError, match=r"^the Ray job lost its actors \(.+\); the nodes need lmatlas' dependencies"):
+            map_rows({"x": np.arange(4)}, _Dying, RayOptions(timeout=120))
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 
 
 def test_a_job_that_sends_nothing_in_time_is_given_up(ray_cluster, tmp_path, capsys):

@@ -11,164 +11,31 @@ writes the shards, so that a cluster needs no file system shared with it.
 Without an address the work starts a Ray instance on this machine for the call and shuts it down
 after; with ``HOST:PORT`` it connects to that cluster (whose nodes need lmatlas, and the model
 folder at the same path or a hub id). In a process already connected to Ray (``ray.init``), the
-work runs there. Ray is imported only here, and only when asked for.
+work runs there. Ray is imported only here and in ``ray_cluster``, and only when asked for.
 
-Everything is bounded: an address is probed (a TCP connection and the start of a gRPC exchange,
-10 s at most) before Ray is asked to connect, since Ray itself retries for minutes; the job fails
-when no block of results has come back for ``timeout`` seconds (actors waiting for CPUs the
-cluster cannot give, a stuck node), with one sentence naming the setting.
+Everything is bounded: the address is probed first (``ray_cluster``); the job fails when no
+block of results has come back for ``timeout`` seconds (actors waiting for CPUs the cluster
+cannot give, a stuck node), with one sentence naming the setting.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import queue
-import socket
+import re
 import tempfile
 import threading
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from .errors import LmatlasError
+from .ray_cluster import INSTALL, RayOptions, check_address, import_ray, ray_options, session  # noqa: F401  (re-exported)
 
-INSTALL = "pip install 'lmatlas[ray]'"
 SHARDS = ".lmatlas-ray-"  # the temporary folder's prefix (a stopped run's folder is swept by the next index build)
-PROBE_SECONDS = 10.0
-# The start of an HTTP/2 (gRPC) connection and an empty SETTINGS frame: a Ray head's GCS answers
-# with its own SETTINGS frame; a port that is not gRPC does not.
-_HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
-
-
-@dataclass(frozen=True)
-class RayOptions:
-    """How model work runs on Ray.
-
-    ``address``: ``HOST:PORT`` of a running cluster's head, or None for a Ray instance on this
-    machine (``local_cpus`` CPUs, default all) started for the call. ``actors``: the pool of
-    model copies (default: one per CPU of the cluster, at most one per block);
-    ``cpus_per_actor``: the CPUs each reserves (a fraction leaves the rest for Ray's own tasks;
-    a whole number also sets the actor's threads); ``rows_per_batch``: the rows of one block, what
-    an actor takes at a time; ``timeout``: seconds without a block of results before the job is
-    given up; ``scratch``: where the shards' temporary folder goes (default: the system's).
-    """
-
-    address: str | None = None
-    actors: int | None = None
-    cpus_per_actor: float = 0.5
-    rows_per_batch: int = 256
-    timeout: float = 600.0
-    local_cpus: int | None = None
-    scratch: str | os.PathLike | None = None
-
-    def __post_init__(self):
-        if self.actors is not None and (not isinstance(self.actors, int) or self.actors < 1):
-            raise LmatlasError(f"actors={self.actors}: a Ray job needs at least one actor")
-        if not self.cpus_per_actor > 0:
-            raise LmatlasError(f"cpus_per_actor={self.cpus_per_actor:g}: each actor needs more than 0 CPUs")
-        if not isinstance(self.rows_per_batch, int) or self.rows_per_batch < 1:
-            raise LmatlasError(f"rows_per_batch={self.rows_per_batch}: a block needs at least one row")
-        if not self.timeout > 0:
-            raise LmatlasError(f"timeout={self.timeout:g}: the Ray job needs more than 0 seconds")
-        if self.local_cpus is not None and self.local_cpus < 1:
-            raise LmatlasError(f"local_cpus={self.local_cpus}: a local Ray instance needs at least one CPU")
-
-
-def ray_options(ray: Any) -> RayOptions | None:
-    """The ``ray=`` argument of the library's calls: None or False (no Ray), True (a local
-    instance), an address, or ``RayOptions``."""
-    if ray is None or ray is False:
-        return None
-    if ray is True:
-        return RayOptions()
-    if isinstance(ray, str):
-        return RayOptions(address=ray or None)
-    if isinstance(ray, RayOptions):
-        return ray
-    raise LmatlasError(f"ray={ray!r}: give True, a cluster's HOST:PORT or a RayOptions")
-
-
-def import_ray():
-    """The ``ray`` module with Ray Data, or one sentence on how to install it."""
-    try:
-        import ray
-        import ray.data  # noqa: F401
-    except ImportError:
-        raise LmatlasError(f"running on Ray needs the ray package with Ray Data: {INSTALL}") from None
-    return ray
-
-
-# -- the cluster ----------------------------------------------------------------------------------
-
-
-def _split_address(address: str) -> tuple[str, int]:
-    host, sep, port = address.strip().rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or "/" in address:
-        raise LmatlasError(f"ray={address}: a Ray address is HOST:PORT, the head node's address that `ray start --head` prints")
-    return host, int(port)
-
-
-def check_address(address: str, seconds: float = PROBE_SECONDS) -> None:
-    """That a Ray head answers at ``address``, within ``seconds``."""
-    host, port = _split_address(address)
-    try:
-        with socket.create_connection((host, port), timeout=seconds) as s:
-            s.settimeout(seconds)
-            s.sendall(_HTTP2_HELLO)
-            head = s.recv(9)
-    except OSError as e:
-        why = e.strerror or str(e) or type(e).__name__
-        raise LmatlasError(f"ray={address}: no Ray cluster answers there ({why}); start one with `ray start --head`, "
-                           "or leave the address out to run on this machine") from None
-    if len(head) < 9 or head[3] != 4:
-        raise LmatlasError(f"ray={address}: something answers there, but not a Ray cluster's head; "
-                           "give the address that `ray start --head` prints")
-
-
-def _same_cluster(address: str, gcs_address: str) -> bool:
-    (host, port), (gcs_host, gcs_port) = _split_address(address), _split_address(gcs_address)
-    if port != gcs_port:
-        return False
-    try:
-        ip = socket.gethostbyname(host)
-    except OSError:
-        return False
-    return host == gcs_host or ip == gcs_host or ip.startswith("127.")
-
-
-@contextlib.contextmanager
-def session(opts: RayOptions) -> Iterator[Any]:
-    """The ``ray`` module, connected for the work: to the cluster at ``opts.address``, to the
-    one this process is already connected to, or to a local instance started (and shut down
-    after) for it."""
-    ray = import_ray()
-    if opts.address is not None:
-        check_address(opts.address, min(PROBE_SECONDS, opts.timeout))
-    if ray.is_initialized():
-        gcs = ray.get_runtime_context().gcs_address
-        if opts.address is not None and not _same_cluster(opts.address, gcs):
-            raise LmatlasError(f"ray={opts.address}: this process is already connected to the Ray cluster at {gcs}")
-        yield ray
-        return
-    quiet = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
-    try:
-        if opts.address is None:
-            ray.init(address="local", num_cpus=opts.local_cpus or os.cpu_count() or 1, **quiet)
-        else:
-            ray.init(address=opts.address, **quiet)
-    except (ConnectionError, RuntimeError) as e:
-        where = f"ray={opts.address}" if opts.address else "a local Ray instance"
-        raise LmatlasError(f"{where}: Ray could not start or connect ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
 
 
 @contextlib.contextmanager
@@ -277,7 +144,7 @@ def _pull(ds, timeout: float) -> Iterator[dict[str, np.ndarray]]:
             if kind == "done":
                 return
             if kind == "error":
-                mistake = _user_error(value)
+                mistake = _user_error(value) or _lost_actors(value)
                 if mistake is not None:
                     raise mistake from None
                 raise value
@@ -302,6 +169,19 @@ def _user_error(error: BaseException) -> LmatlasError | None:
             return e
         todo += [getattr(e, "cause", None), e.__cause__, e.__context__]
     return None
+
+
+def _lost_actors(error: BaseException) -> LmatlasError | None:
+    """An actor's process or node gone (killed for memory, a module missing on a node): said in
+    one sentence, with the last line of Ray's account, which names the cause."""
+    from ray import exceptions as ex
+
+    if not isinstance(error, (ex.ActorDiedError, ex.WorkerCrashedError, ex.NodeDiedError, ex.OutOfMemoryError)):
+        return None
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    named = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Exit)\b", line)]
+    why = (named or lines or [type(error).__name__])[-1].split(". ")[0].rstrip(".")
+    return LmatlasError(f"the Ray job lost its actors ({why}); the nodes need lmatlas' dependencies and room for the model")
 
 
 def _savable(values: np.ndarray) -> np.ndarray:
@@ -466,8 +346,11 @@ def run_task(task: str, inputs: list, model=None, *, ray: Any = True, batch_size
     canonical(task)  # an unknown task is named here, not by every actor
     job = _job(_Task, ray_opts, task=task, model=None if model is None else str(model), dtype=dtype,
                batch_size=batch_size, options=options)
-    columns = {"input": ["" if x is None else json.dumps(x, ensure_ascii=False) for x in inputs],
-               "ready": np.array([x is not None for x in inputs])}
+    try:
+        sent = ["" if x is None else json.dumps(x, ensure_ascii=False) for x in inputs]
+    except TypeError as e:
+        raise LmatlasError(f"inputs go to Ray as JSON, and one cannot be written so ({e})") from None
+    columns = {"input": sent, "ready": np.array([x is not None for x in inputs])}
     bar = _bar(progress, len(inputs), "input")
     try:
         out = map_rows(columns, job, ray_opts, bar.update, align=batch_size)
