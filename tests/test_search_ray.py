@@ -81,6 +81,20 @@ def test_search_build_on_ray_gives_the_same_index(ray_cluster, corpus, tmp_path,
     assert not [p.name for p in there.folder.iterdir() if p.name.startswith(".lmatlas-ray-")]  # shards removed
 
 
+def test_a_clip_index_on_ray_embeds_images_and_texts_alike(ray_cluster, tmp_path):
+    """With a CLIP model the actors run its image tower on image files, its text tower on texts."""
+    from .helpers_vision import save_clip, save_drawings
+
+    clip = save_clip(tmp_path / "clip")
+    photos = tmp_path / "photos"
+    save_drawings(photos, n=3)
+    (photos / "caption.txt").write_text("a red circle on noise\n", encoding="utf-8")
+    here, there = Index(tmp_path / "here"), Index(tmp_path / "there")
+    here.build([photos], model=str(clip))
+    there.build([photos], model=str(clip), ray=RayOptions(rows_per_batch=2))
+    assert _vectors(here).shape == (4, _vectors(here).shape[1]) and np.abs(_vectors(here) - _vectors(there)).max() <= 1e-5
+
+
 def test_embed_on_ray_gives_the_same_embeddings(ray_cluster, tmp_path, capsys):
     texts = data_file("sst2", "dev.tsv").read_text(encoding="utf-8").splitlines()[1:41]
     (tmp_path / "texts.txt").write_text("\n".join(t.split("\t")[0] for t in texts) + "\n", encoding="utf-8")
@@ -98,15 +112,16 @@ def test_embed_on_ray_gives_the_same_embeddings(ray_cluster, tmp_path, capsys):
     assert one.shape == (384,) and np.abs(one - here[3]).max() <= 1e-5
 
 
-def test_run_on_ray_gives_the_same_lines_in_order(ray_cluster, sentiment, tmp_path, capsys):
+def test_run_on_ray_gives_the_same_lines_in_order(ray_cluster, sentiment, tmp_path, capsys, monkeypatch):
     """text-classification over JSON Lines, a malformed line and a pair among them: the same JSON
-    lines, the bad line's error in its place."""
+    lines, the bad line's error in its place. The model is named by a relative path."""
+    monkeypatch.chdir(sentiment.parent)
     rows = data_file("sst2", "dev.tsv").read_text(encoding="utf-8").splitlines()[1:30]
     lines = [json.dumps({"text": r.split("\t")[0]}) for r in rows]
     lines[7] = "{not json"
     lines[12] = json.dumps({"text": "A pair of sentences.", "text_pair": "The second one."})
     (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    common = ["run", "text-classification", "-m", str(sentiment), "-i", str(tmp_path / "in.jsonl"), "--batch-size", "4",
+    common = ["run", "text-classification", "-m", sentiment.name, "-i", str(tmp_path / "in.jsonl"), "--batch-size", "4",
               "--top-k", "2"]
     assert main([*common, "-o", str(tmp_path / "here.jsonl")]) == 1
     assert main([*common, "-o", str(tmp_path / "there.jsonl"), "--ray", *SMALL[:1], "6", *SMALL[2:]]) == 1
@@ -213,6 +228,18 @@ def test_an_address_where_no_cluster_answers(tmp_path, capsys):
     assert not (tmp_path / "v.npy").exists()
 
 
+def test_a_cluster_that_asks_for_a_token(ray_cluster, monkeypatch):
+    """Ray sends its token to a cluster named by address only with RAY_AUTH_MODE=token (set in
+    this process by the local instance, which asks for one): without it, one sentence says so."""
+    from lmatlas.ray_data import check_address
+
+    address = ray_cluster.get_runtime_context().gcs_address
+    check_address(address)
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    with pytest.raises(LmatlasError, match=rf"^ray={address}: the Ray cluster there asks for its token; set RAY_AUTH_MODE=token"):
+        check_address(address)
+
+
 def test_ray_settings_are_checked(tmp_path, capsys):
     (tmp_path / "t.txt").write_text("one\n", encoding="utf-8")
     embed = ["embed", "-i", str(tmp_path / "t.txt"), "-o", str(tmp_path / "v.npy")]
@@ -268,7 +295,7 @@ def test_actors_that_die_end_the_job_in_one_sentence(ray_cluster):
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the actors cannot import the tests
     try:
         with pytest.raises(LmatlasError, match=r"^the Ray job lost its actors \(.+\); the nodes need lmatlas' dependencies"):
-            map_rows({"x": np.arange(4)}, _Dying, RayOptions(timeout=120))
+            map_rows({"x": np.arange(4)}, _Dying, RayOptions(actors=1, timeout=120))
     finally:
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 

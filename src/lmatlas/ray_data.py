@@ -9,9 +9,9 @@ the output, and the shards are then read back in the input's order. The driver, 
 writes the shards, so that a cluster needs no file system shared with it.
 
 Without an address the work starts a Ray instance on this machine for the call and shuts it down
-after; with ``HOST:PORT`` it connects to that cluster (whose nodes need lmatlas, and the model
-folder at the same path or a hub id). In a process already connected to Ray (``ray.init``), the
-work runs there. Ray is imported only here and in ``ray_cluster``, and only when asked for.
+after; with ``HOST:PORT`` it connects to that cluster, taking this lmatlas along (its nodes need
+lmatlas' dependencies, and the model as a hub id or a folder at the same path). In a process
+already connected to Ray (``ray.init``), the work runs there. Ray is imported only here and in ``ray_cluster``, and only when asked for.
 
 Everything is bounded: the address is probed first (``ray_cluster``); the job fails when no
 block of results has come back for ``timeout`` seconds (actors waiting for CPUs the cluster
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import re
 import tempfile
@@ -220,6 +221,9 @@ class _Actor:
 
         # A whole number of CPUs is the actor's threads; a fraction shares one.
         torch.set_num_threads(max(1, int(self.settings["cpus"])))
+        # Relative paths (a model folder, images) mean what they meant where the work was asked for.
+        with contextlib.suppress(OSError):
+            os.chdir(self.settings["cwd"])
         self.error: LmatlasError | None = None
         try:
             self.load(**self.settings["load"])
@@ -239,7 +243,8 @@ class _Actor:
 
 
 def _job(actor: type, opts: RayOptions, **load) -> type:
-    return type(actor.__name__.lstrip("_"), (actor,), {"settings": {"cpus": opts.cpus_per_actor, "load": load}})
+    settings = {"cpus": opts.cpus_per_actor, "cwd": os.getcwd(), "load": load}
+    return type(actor.__name__.lstrip("_"), (actor,), {"settings": settings})
 
 
 class _Embedder(_Actor):
