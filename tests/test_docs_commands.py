@@ -102,6 +102,12 @@ COMMANDS: dict[str, Entry] = {
     'lmatlas search query my-index "Q4_1" --mode lexical --path "docs/*.md"': Entry(),
     'lmatlas search query my-index "how are checkpoints loaded?" --rerank cross-encoder/ms-marco-MiniLM-L6-v2':
         Entry(swap={"cross-encoder/ms-marco-MiniLM-L6-v2": "cross-encoder"}),
+    "lmatlas search build my-index --from docs/ notes.md --ray":
+        Entry(skip="starts a Ray instance; tests/test_search_ray.py runs search build --ray on one"),
+    "lmatlas embed --input sentences.txt --output vectors.npy --ray 10.0.0.5:6379":
+        Entry(skip="a Ray cluster's address; tests/test_search_ray.py runs embed --ray on a local instance"),
+    "lmatlas run text-classification -m MODEL -i reviews.jsonl -o labels.jsonl --ray --ray-actors 4 "
+    "--ray-cpus-per-actor 1": Entry(skip="four actors of a CPU each; tests/test_search_ray.py runs run --ray on two CPUs"),
     # docs/training.md
     "lmatlas train gpt --model gpt2 --tokenizer char --data input.txt --out runs/shakespeare --layers 4 --heads 4 "
     "--dim 128 --block 64 --batch-size 12 --steps 2000 --lr 1e-3 --min-lr 1e-4 --warmup 100 --weight-decay 0.1 "

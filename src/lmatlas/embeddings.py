@@ -126,6 +126,9 @@ class TextTooLong(LmatlasError):
     def detail(self) -> str:
         return f"{self.tokens} tokens, more than the model's {self.limit}"
 
+    def __reduce__(self):  # raised in a Ray actor, it comes back through pickle
+        return type(self), (self.index, self.tokens, self.limit)
+
 
 class SentenceEncoder:
     """A sentence-embedding model: ``encode(texts) -> (n, dim)`` float32 numpy array."""
@@ -245,9 +248,17 @@ def embed(
     normalize: bool | None = None,
     truncate: bool = True,
     progress: bool = False,
+    ray=None,
 ) -> np.ndarray:
     """Sentence embeddings as a float32 array (n, dim); the default model is all-MiniLM-L6-v2.
-    ``progress``: a bar on standard error."""
+    ``progress``: a bar on standard error. ``ray``: embed on Ray Data instead of in this process
+    (True: a Ray instance on this machine; ``"HOST:PORT"``: a cluster; or a
+    ``lmatlas.ray_data.RayOptions``), with ``pip install 'lmatlas[ray]'``."""
+    if ray is not None and ray is not False:
+        from .ray_data import embed as embed_on_ray
+
+        return embed_on_ray(texts, model, ray=ray, batch_size=batch_size, normalize=normalize, truncate=truncate,
+                            progress=progress)
     return encoder(model).encode(texts, batch_size=batch_size, normalize=normalize, truncate=truncate,
                                  progress=progress)
 

@@ -41,6 +41,7 @@ from .documents import (  # noqa: F401  (chunk_text, fit_chunks: the chunking AP
 from .errors import LmatlasError
 from .files import read_json, write_text_atomic
 from .lexical import LexicalIndex, query_terms
+from .ray_data import SHARDS
 
 FORMAT = 3  # 3: hybrid (Tantivy beside appended vectors), formats, graph; 2: vectors.npy + chunks.jsonl
 MARKER = "lmatlas-index"
@@ -152,12 +153,16 @@ class Index:
         batch_size: int = 32,
         text_field: str | None = None,
         progress: bool = False,
+        ray=None,
     ) -> dict:
         """Index ``paths``; returns counts of files embedded, reused, dropped and skipped (with
         the reason for each skipped file in ``skipped``). ``progress``: a bar of the passages
-        embedded, on standard error."""
+        embedded, on standard error. ``ray``: embed the new passages on Ray Data (True: a Ray
+        instance on this machine; ``"HOST:PORT"``: a cluster; or a
+        ``lmatlas.ray_data.RayOptions``), with ``pip install 'lmatlas[ray]'``."""
         from filelock import FileLock, Timeout
 
+        ray = self._ray(ray)
         files = find_files(list(paths), images=model is not None and _model_type(str(model)) == "clip")
         new = not self.folder.exists()
         self._claim_folder()
@@ -170,7 +175,7 @@ class Index:
             ) from None
         try:
             try:
-                return self._build(files, model, batch_size, text_field, progress)
+                return self._build(files, model, batch_size, text_field, progress, ray)
             finally:
                 lock.release()
         except BaseException:
@@ -189,7 +194,7 @@ class Index:
         return manifest if manifest["model"] == model_id else None
 
     def _build(self, files: list[Path], model: str | None, batch_size: int, text_field: str | None,
-               progress: bool = False) -> dict:
+               progress: bool = False, ray=None) -> dict:
 
         model_id = "default" if model is None else str(model)
         old = self._previous(model_id)
@@ -260,7 +265,7 @@ class Index:
         vectors_name = f"vectors-{generation}.f32"
         lexical_name = f"lexical-{generation}"
         if new_chunks:  # all files' passages in one call: batches of similar lengths across files
-            vectors = _embed(enc, new_chunks[len(carried):], batch_size, progress, dim)
+            vectors = _embed(enc, new_chunks[len(carried):], batch_size, progress, dim, model, ray)
             matrix = np.asarray(vectors, dtype=np.float32).reshape(-1, dim)
             if carried_vectors is not None:
                 matrix = np.concatenate([carried_vectors, matrix])
@@ -286,6 +291,20 @@ class Index:
         _remove_unnamed(self.folder, manifest)
         stats["chunks"] = int(live.sum())
         return stats
+
+    def _ray(self, ray):
+        """The Ray options of a build, its shards kept inside the index folder (a stopped
+        build's are swept by the next); None without Ray. A missing Ray is said before anything
+        is read or written."""
+        if ray is None or ray is False:
+            return None
+        from dataclasses import replace
+
+        from .ray_data import import_ray, ray_options
+
+        opts = ray_options(ray)
+        import_ray()
+        return replace(opts, scratch=opts.scratch or self.folder)
 
     def _carry(self, old: dict, kept: list[str]) -> tuple[list[Chunk], np.ndarray]:
         """The passages and vectors of the unchanged files ``kept``, in that order, to start a new
@@ -398,7 +417,7 @@ def _remove_unnamed(folder: Path, manifest: dict) -> None:
     """Delete the index files the manifest no longer names (and those of format 2)."""
     keep = {manifest["vectors"], manifest["lexical"], manifest.get("graph")}
     for p in folder.iterdir():
-        stale = p.name.startswith(("vectors-", "lexical-", "graph-")) or p.name in ("vectors.npy", "chunks.jsonl")
+        stale = p.name.startswith(("vectors-", "lexical-", "graph-", SHARDS)) or p.name in ("vectors.npy", "chunks.jsonl")
         if stale and p.name not in keep:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
 
@@ -429,9 +448,17 @@ def _model_type(model: str) -> str | None:
         return None
 
 
-def _embed(enc, chunks: list[Chunk], batch_size: int, progress: bool, dim: int) -> np.ndarray:
+def _embed(enc, chunks: list[Chunk], batch_size: int, progress: bool, dim: int, model: str | None = None,
+           ray=None) -> np.ndarray:
     """The unit vectors of new passages, in order: texts by the text encoder, images (with a
-    CLIP model) by its image tower."""
+    CLIP model) by its image tower; on Ray with ``ray`` (``RayOptions``), by actors that each
+    load ``model``."""
+    if ray is not None:
+        from .ray_data import embed as embed_on_ray
+
+        pictures = [is_image(c.source) for c in chunks]
+        return embed_on_ray([c.source if p else c.text for c, p in zip(chunks, pictures)], model, ray=ray,
+                            batch_size=batch_size, normalize=True, progress=progress, images=pictures, index=True)
     out = np.zeros((len(chunks), dim), dtype=np.float32)
     pictures = [i for i, c in enumerate(chunks) if is_image(c.source)]
     texts = [i for i, c in enumerate(chunks) if not is_image(c.source)]

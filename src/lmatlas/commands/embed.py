@@ -9,6 +9,7 @@ import numpy as np
 from ..errors import LmatlasError
 from ..files import write_atomic
 from ._io import add_model_options, add_progress_option, check_output_file, progress_wanted, read_lines
+from ._ray import FLAGS as RAY_FLAGS, add_ray_options, ray_options
 
 
 HELP = "sentence embeddings of a file of texts, one per line"
@@ -21,7 +22,8 @@ def arguments(p) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     add_model_options(p)
     add_progress_option(p)
-    p.set_defaults(func=run)
+    add_ray_options(p)
+    p.set_defaults(func=run, flags=RAY_FLAGS)
 
 
 def run(args) -> int:
@@ -30,10 +32,11 @@ def run(args) -> int:
     out = check_output_file(args.output, "--output")
     if out.suffix not in (".npy", ".jsonl"):
         raise LmatlasError(f"--output {args.output}: the name must end in .npy or .jsonl")
+    ray = ray_options(args, scratch=out.parent)
     texts = read_lines(args.input, "--input")
     try:
         vectors = embed(texts, model=args.model, batch_size=args.batch_size, truncate=args.truncate,
-                        progress=progress_wanted(args))
+                        progress=progress_wanted(args), ray=ray)
     except TextTooLong as e:
         where = "standard input" if args.input == "-" else args.input
         raise LmatlasError(f"{where} line {e.index + 1}: {e.detail} (drop --no-truncate to embed its beginning)") from None

@@ -19,6 +19,7 @@ from typing import Any, Iterator
 from ..errors import LmatlasError
 from ._flags import FLAGS, dashed, in_flags
 from ._io import check_output_file
+from ._ray import FLAGS as RAY_FLAGS, add_ray_options, ray_options
 from ._run_inputs import FORMATS, image_items, records, source_name
 
 # The fields a task's inputs have, and the column each is read from unless --column says.
@@ -64,6 +65,7 @@ def arguments(p) -> None:
                    help="a progress bar for file inputs (default: when standard error is a terminal)")
     p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                    help="any task option, VALUE read as JSON when it can be (e.g. --option tokenizer_kwargs='{\"truncation\": true}')")
+    add_ray_options(p)
     group = p.add_argument_group("task options (see the list below for which task takes which)")
     seen: dict[str, str] = {}
     for name, (opt, text) in _shared_options(TASKS, task_options).items():
@@ -78,7 +80,7 @@ def arguments(p) -> None:
         else:
             group.add_argument(flag, dest=f"opt_{name}", default=None, metavar="VALUE", help=text)
     p.set_defaults(func=run, option_kinds=seen, usage_error=p.error,
-                   flags={**dashed(seen), "candidate_labels": "--candidate-labels"})
+                   flags={**dashed(seen), "candidate_labels": "--candidate-labels", **RAY_FLAGS})
     # TEXT arguments may come before, after or between the options.
     p.parse_known_args = types.MethodType(_parse_intermixed, p)
 
@@ -149,6 +151,7 @@ def _epilog(tasks, task_options) -> str:
 
 def run(args) -> int:
     from ..pipelines import TASKS, canonical, pipeline
+    from ..pipelines.base import jsonable
 
     if args.task is None:
         args.usage_error("the following argument is required: TASK")
@@ -158,6 +161,7 @@ def run(args) -> int:
     options = _task_options(args)
     columns = _columns(args.column)
     out_path = _check_output(args.output)
+    ray = ray_options(args, scratch=out_path.parent if out_path else None)
     if TASKS[task].images:
         items, from_file = image_items(args), False
     else:
@@ -167,8 +171,9 @@ def run(args) -> int:
         items = list(_items(task, rows, columns, args))
     if not items:
         raise LmatlasError("no inputs: every line is empty")
-    pipe = pipeline(args.task, args.model, dtype=args.dtype, batch_size=args.batch_size, **options)
-    if task == "text-generation" and any(isinstance(item[3], list) for item in items):
+    # On Ray the actors make the pipeline; here it is made once.
+    pipe = None if ray else pipeline(args.task, args.model, dtype=args.dtype, batch_size=args.batch_size, **options)
+    if pipe is not None and task == "text-generation" and any(isinstance(item[3], list) for item in items):
         # Chats need the model's template: one error for the file, not the same one per line.
         from ..chat import template_of
 
@@ -178,8 +183,8 @@ def run(args) -> int:
     failures = 0
     bar = _progress(len(items), from_file, args.progress)
     try:
-        for chunk in _chunks(items, args.batch_size):
-            for line, record, value, err in _run_chunk(pipe, chunk):
+        for chunk, results in _results(items, args, options, pipe, ray, bar):
+            for (line, record, _, _), (value, err) in zip(chunk, results):
                 if err is not None:
                     failures += 1
                     where = f"{source_name(args)} line {line}: " if line is not None else ""
@@ -188,14 +193,12 @@ def run(args) -> int:
                     row = {"line": line, "error": err} if line is not None else {"input": record, "error": err}
                 else:
                     value = value[0] if task == "sentence-similarity" and args.source is not None else value
-                    row = {"input": record, "output": _jsonable(value)}
+                    row = {"input": record, "output": jsonable(value)}
                     if line is not None:
                         row = {"line": line, **row}
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
             if out is sys.stdout:
                 sys.stdout.flush()
-            if bar is not None:
-                bar.update(len(chunk))
     finally:
         if bar is not None:
             bar.close()
@@ -209,35 +212,29 @@ def run(args) -> int:
     return 1 if failures else 0
 
 
-def _run_chunk(pipe, chunk: list) -> Iterator[tuple]:
-    """(line, record, result, error) per item; a chunk that fails runs again input by input, so
-    that one bad input does not sink the others."""
-    ready = [c for c in chunk if c[2] is None]
-    results: dict[int, Any] = {}
-    errors: dict[int, str] = {}
-    if ready:
-        try:
-            for c, value in zip(ready, pipe([c[3] for c in ready])):
-                results[id(c)] = value
-        except LmatlasError:
-            for c in ready:
-                try:
-                    results[id(c)] = pipe([c[3]])[0]
-                except LmatlasError as e:
-                    errors[id(c)] = str(e)
-    for c in chunk:
-        line, record, problem, _ = c
-        if problem is not None:
-            yield line, record, None, problem
-        elif id(c) in errors:
-            yield line, record, None, errors[id(c)]
+def _results(items: list, args, options: dict, pipe, ray, bar) -> Iterator[tuple[list, list]]:
+    """Each chunk of --batch-size items with its (result, error) pairs: run here a chunk at a
+    time (the output grows as it goes), or on Ray all at once (the library makes the same model
+    calls)."""
+    from ..pipelines.base import call_each
+
+    done = None
+    if ray is not None:
+        from ..ray_data import run_task
+
+        done = run_task(args.task, [c[3] if c[2] is None else None for c in items], args.model, ray=ray,
+                        batch_size=args.batch_size, dtype=args.dtype, progress=bar or False, **options)
+    for lo in range(0, len(items), args.batch_size):
+        chunk = items[lo : lo + args.batch_size]
+        if done is not None:
+            results = done[lo : lo + args.batch_size]
         else:
-            yield line, record, results[id(c)], None
-
-
-def _chunks(items: list, n: int) -> Iterator[list]:
-    for i in range(0, len(items), n):
-        yield items[i : i + n]
+            ready = iter(call_each(pipe, [c[3] for c in chunk if c[2] is None]) if any(c[2] is None for c in chunk) else ())
+            results = [None if c[2] is not None else next(ready) for c in chunk]
+            if bar is not None:
+                bar.update(len(chunk))
+        # A line that could not be read keeps its reason.
+        yield chunk, [(None, c[2]) if c[2] is not None else r for c, r in zip(chunk, results)]
 
 
 # -- options ------------------------------------------------------------------------------------
@@ -383,16 +380,6 @@ def _item(task: str, fields: tuple, record: Any, columns: dict[str, str], args) 
 
 
 # -- output -------------------------------------------------------------------------------------
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "tolist"):  # tensors and arrays
-        return value.tolist()
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def _progress(total: int, from_file: bool, wanted: bool | None):

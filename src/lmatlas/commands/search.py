@@ -6,6 +6,7 @@ import os
 import sys
 
 from ._io import add_progress_option, progress_wanted
+from ._ray import FLAGS as RAY_FLAGS, add_ray_options, ray_options
 
 HELP = "build and query a search index of documents (text, Markdown, HTML, PDF, JSON Lines, source)"
 
@@ -20,7 +21,8 @@ def arguments(p) -> None:
     b.add_argument("--text-field", default=None, metavar="FIELD", help="the field of a .jsonl record that holds its text")
     b.add_argument("--batch-size", type=int, default=32)
     add_progress_option(b)
-    b.set_defaults(func=build)
+    add_ray_options(b)
+    b.set_defaults(func=build, flags=RAY_FLAGS)
     q = actions.add_parser("query", help="the passages that best answer a question")
     q.add_argument("index", help="index folder")
     q.add_argument("question")
@@ -37,7 +39,7 @@ def build(args) -> int:
     from ..search import Index
 
     stats = Index(args.index).build(args.paths, model=args.model, batch_size=args.batch_size, text_field=args.text_field,
-                                    progress=progress_wanted(args))
+                                    progress=progress_wanted(args), ray=ray_options(args))
     for source, reason in stats["skipped"]:
         print(f"skipped {_shown(source)}: {reason}", file=sys.stderr)
     print(

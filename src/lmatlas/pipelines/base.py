@@ -276,5 +276,31 @@ def tokens_to_string(tokenizer, tokens: Sequence[str]) -> str:
     return decoder.decode(list(tokens)) if decoder is not None else " ".join(tokens)
 
 
+def call_each(pipe: Pipeline, inputs: list) -> list[tuple[Any, str | None]]:
+    """``(result, None)`` or ``(None, error)`` for each input: all in one call, and if that fails,
+    one by one, so that one bad input does not sink the others."""
+    try:
+        return [(value, None) for value in pipe(list(inputs))]
+    except LmatlasError:
+        out: list[tuple[Any, str | None]] = []
+        for item in inputs:
+            try:
+                out.append((pipe([item])[0], None))
+            except LmatlasError as e:
+                out.append((None, str(e)))
+        return out
+
+
+def jsonable(value: Any) -> Any:
+    """A result with its tensors and arrays as lists, for JSON."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
+
+
 def warn(message: str) -> None:
     warnings.warn(message, stacklevel=4)
