@@ -9,7 +9,7 @@ keyword, with a reward a program computes.
    from the original model: the program's score of one sampled reply per held-out prompt (over a
    few seeds) before and after, with the KL to the original model, and the wall time.
 
-Run (CPU, a few tens of minutes; sizes at the top)::
+Run (CPU, about half an hour on 2 cores; sizes at the top)::
 
     nice python docs/examples/preferences_keyword.py runs/keyword
 
@@ -33,21 +33,23 @@ from lmatlas.defaults import generative_model
 from lmatlas.tokenizer import load_tokenizer
 from lmatlas.training import DPORecipe, GRPORecipe, RewardRecipe, TrainConfig, train
 from lmatlas.training.alignment_recipes import load_language_model
+from lmatlas.training.finetune import load_for_finetuning
 from lmatlas.training.pairs import read_prompts
-from lmatlas.training.tasks.online import OnlineTask, Sampling
+from lmatlas.training.tasks.online import OnlineTask, RewardModel, Sampling
 
 TOPICS = ["the sea", "a city", "winter", "a dog", "music", "the moon", "a garden", "coffee", "trains", "a forest",
           "the rain", "a library", "bread", "the mountains", "a river", "friendship"]
 KEYWORDS = ["blue", "quiet", "golden", "ancient", "bright", "gentle", "wild", "silver", "warm", "strange"]
-HELD_OUT = ["purple", "soft"]  # keywords of the held-out prompts only
+HELD_OUT = ["purple", "soft", "heavy", "tiny"]  # keywords of the held-out prompts only
 
-# Small, for a shared CPU: short replies, few prompts, few steps, small batches.
+# Sized for a 2-core CPU: short replies, small batches.
 MAX_NEW_TOKENS = 16
 SAMPLES_PER_PROMPT = 4
-EVAL_SEEDS = (1, 2)
+EVAL_SEEDS = (1, 2, 3)
 # SMOKE=1: a run of a few steps that checks the script end to end.
 SMOKE = bool(os.environ.get("SMOKE"))
-STEPS = {"reward": 16, "dpo": 16, "grpo": 10} if not SMOKE else {"reward": 2, "dpo": 2, "grpo": 2}
+TOPICS_PER_KEYWORD = {"train": 8, "held_out": 8} if not SMOKE else {"train": 2, "held_out": 2}
+STEPS = {"reward": 60, "dpo": 32, "grpo": 60} if not SMOKE else {"reward": 2, "dpo": 2, "grpo": 2}
 SYSTEM = {"role": "system", "content": "Be brief."}  # shorter than the template's default system prompt
 
 
@@ -88,38 +90,69 @@ def held_out_score(task, prompts):
             "kl": sum(r["kl"] for r in runs) / len(runs), "replies": len(prompts) * len(EVAL_SEEDS)}
 
 
-def main(root: Path) -> None:
-    torch.manual_seed(0)
-    root.mkdir(parents=True, exist_ok=True)
-    model = str(generative_model())
-    rng = random.Random(0)
-    train_prompts = write_jsonl(root / "prompts.jsonl", prompt_rows(KEYWORDS[: 2 if SMOKE else None], rng, 2 if SMOKE else 3))
-    held_out = write_jsonl(root / "held_out.jsonl", prompt_rows(HELD_OUT, rng, 2 if SMOKE else 6))
-    results: dict = {"model": model}
-    t0 = time.time()
-    base, tokenizer = load_language_model(model, "the model"), load_tokenizer(model)
-    results["load_seconds"] = time.time() - t0
-
-    # 1. Pairs sampled from the model, labelled by the program.
-    t0 = time.time()
-    task, prompts = scorer(base, tokenizer, train_prompts)
+def sample_pairs(base, tokenizer, prompts_file, seed0, samples=SAMPLES_PER_PROMPT):
+    """Pairs of a rewarded and an unrewarded reply sampled from ``base`` to the same prompt (of
+    ``samples`` replies each), and the mean score of all the samples."""
+    task, prompts = scorer(base, tokenizer, prompts_file)
     pairs, total = [], 0.0
-    rows = [json.loads(line) for line in train_prompts.read_text().splitlines()]
+    rows = [json.loads(line) for line in prompts_file.read_text().splitlines()]
     for start in range(0, len(prompts), 4):
         chunk = prompts[start : start + 4]
-        batch = task.sample(chunk, SAMPLES_PER_PROMPT, seed=start)
-        scores = task.score(chunk, batch["texts"], SAMPLES_PER_PROMPT).view(len(chunk), -1)
+        batch = task.sample(chunk, samples, seed=seed0 + start)
+        scores = task.score(chunk, batch["texts"], samples).view(len(chunk), -1)
         total += float(scores.sum())
-        for i, p in enumerate(chunk):
-            texts = batch["texts"][i * SAMPLES_PER_PROMPT : (i + 1) * SAMPLES_PER_PROMPT]
+        for i in range(len(chunk)):
+            texts = batch["texts"][i * samples : (i + 1) * samples]
             good = [t for t, s in zip(texts, scores[i]) if s > 0]
             bad = [t for t, s in zip(texts, scores[i]) if s == 0]
             for g, b in zip(good, bad):
                 if g != b:
                     pairs.append({"prompt": rows[start + i]["prompt"], "chosen": g, "rejected": b})
-    write_jsonl(root / "pairs.jsonl", pairs)
-    results["pairs"] = {"prompts": len(prompts), "samples": len(prompts) * SAMPLES_PER_PROMPT, "pairs": len(pairs),
-                        "sample_score": total / (len(prompts) * SAMPLES_PER_PROMPT), "seconds": time.time() - t0}
+    return pairs, total / (len(prompts) * samples)
+
+
+def count_rows(path: Path) -> int:
+    return len(path.read_text().splitlines())
+
+
+def pair_accuracy(reward_model, pairs) -> float:
+    """How often the reward model scores the chosen reply above the rejected one (None: no pairs)."""
+    if not pairs:
+        return None
+    prompts = [p["prompt"] for p in pairs]
+    chosen = reward_model(prompts, [p["chosen"] for p in pairs], {})
+    rejected = reward_model(prompts, [p["rejected"] for p in pairs], {})
+    return sum(c > r for c, r in zip(chosen, rejected)) / len(pairs)
+
+
+def main(root: Path) -> None:
+    torch.manual_seed(0)
+    root.mkdir(parents=True, exist_ok=True)
+    model = str(generative_model())
+    rng = random.Random(0)
+    train_prompts = write_jsonl(root / "prompts.jsonl",
+                                prompt_rows(KEYWORDS[: 2 if SMOKE else None], rng, TOPICS_PER_KEYWORD["train"]))
+    held_out = write_jsonl(root / "held_out.jsonl", prompt_rows(HELD_OUT, rng, TOPICS_PER_KEYWORD["held_out"]))
+    results: dict = {"model": model}
+    t0 = time.time()
+    base, tokenizer = load_language_model(model, "the model"), load_tokenizer(model)
+    results["load_seconds"] = time.time() - t0
+
+    # 1. Pairs sampled from the model, labelled by the program: on the training prompts (a fifth
+    # of them kept aside to measure the reward model on the keywords it learnt), and on the
+    # held-out prompts (to measure it on keywords it never saw).
+    t0 = time.time()
+    pairs, score = sample_pairs(base, tokenizer, train_prompts, 0)
+    held_pairs, held_score = sample_pairs(base, tokenizer, held_out, 10_000)
+    random.Random(1).shuffle(pairs)
+    n_dev = max(len(pairs) // 5, 1)
+    write_jsonl(root / "pairs.jsonl", pairs[n_dev:])
+    write_jsonl(root / "pairs_dev.jsonl", pairs[:n_dev])
+    write_jsonl(root / "pairs_held_out.jsonl", held_pairs)
+    results["pairs"] = {"prompts": count_rows(train_prompts), "held_out_prompts": count_rows(held_out),
+                        "pairs": len(pairs), "samples_per_prompt": SAMPLES_PER_PROMPT, "train": len(pairs) - n_dev,
+                        "dev": n_dev, "held_out": len(held_pairs), "sample_score": score,
+                        "held_out_sample_score": held_score, "seconds": time.time() - t0}
     print(json.dumps(results["pairs"]), flush=True)
 
     # Before: the original model on the held-out prompts.
@@ -128,20 +161,29 @@ def main(root: Path) -> None:
     results["before"] = {**held_out_score(task, dev), "seconds": time.time() - t0}
     print("before", json.dumps(results["before"]), flush=True)
 
-    # 2. The reward model.
+    # 2. The reward model, on the training pairs; its dev split is the kept-aside fifth. Before
+    # training, the same model with a new (random) one-output head.
     t0 = time.time()
-    summary = train(RewardRecipe(model=model, data=root / "pairs.jsonl", val_fraction=0.25, max_length=96),
-                    TrainConfig(out=root / "reward", steps=STEPS["reward"], lr=3e-5, batch_size=2, warmup=2,
-                                eval_every=STEPS["reward"] // 2,
-                                progress=False, seed=0))
+    torch.manual_seed(0)
+    untrained = load_for_finetuning(model, "sequence-classification", {0: "LABEL_0"})
+    before = {"dev": pair_accuracy(RewardModel.of(untrained, tokenizer, "untrained"), pairs[:n_dev]),
+              "held_out_keywords": pair_accuracy(RewardModel.of(untrained, tokenizer, "untrained"), held_pairs)}
+    del untrained
+    summary = train(RewardRecipe(model=model, data=root / "pairs.jsonl", val=root / "pairs_dev.jsonl", max_length=96),
+                    TrainConfig(out=root / "reward", steps=STEPS["reward"], lr=2e-5, batch_size=4, warmup=4,
+                                eval_every=max(STEPS["reward"] // 4, 1), progress=False, seed=0))
     dev_log = [json.loads(line) for line in (root / "reward" / "log.jsonl").read_text().splitlines()]
-    results["reward_model"] = {"held_out_accuracy": [r["accuracy"] for r in dev_log if r["split"] == "dev"],
-                               "seconds": time.time() - t0, "summary": summary}
+    reward_model = RewardModel(str(root / "reward" / "model"))
+    results["reward_model"] = {
+        "dev_accuracy_during_training": [r["accuracy"] for r in dev_log if r["split"] == "dev"],
+        "accuracy": {"before": before, "dev": pair_accuracy(reward_model, pairs[:n_dev]),
+                     "held_out_keywords": pair_accuracy(reward_model, held_pairs)},
+        "seconds": time.time() - t0, "summary": summary}
     print("reward", json.dumps(results["reward_model"]), flush=True)
 
     # 3a. DPO.
     t0 = time.time()
-    train(DPORecipe(model=model, data=root / "pairs.jsonl", val_fraction=0.1, max_length=96, beta=0.1),
+    train(DPORecipe(model=model, data=root / "pairs.jsonl", val=root / "pairs_dev.jsonl", max_length=96, beta=0.1),
           TrainConfig(out=root / "dpo", steps=STEPS["dpo"], lr=3e-5, batch_size=2, warmup=2, progress=False, seed=0))
     seconds = time.time() - t0
     policy = load_language_model(root / "dpo" / "model", "the DPO model")
