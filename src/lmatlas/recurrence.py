@@ -23,6 +23,10 @@ Memories are laid out as transformers lays them: a list of one (length, batch, h
 layer, the inputs of that layer. ``RecurrentDecoder`` is the backbone; ``Memory`` is its cache
 for the generation engine, which carries the memory from step to step as transformers'
 ``TransfoXLLMHeadModel.generate`` passes ``mems``. The adaptive embeddings are in ``adaptive``.
+
+XLNet (``xlnet``, ``two_stream``) is built on the same ideas and reads them from here: the
+encodings of the distances, the relative shift, the causal and same-length mask, the memory
+update; where it differs (bi_data, reuse_len, attention both ways) that is a parameter.
 """
 
 from __future__ import annotations
@@ -45,49 +49,70 @@ def inverse_frequencies(width: int, device=None) -> torch.Tensor:
     return 1.0 / (10000 ** (torch.arange(0.0, width, 2.0, device=device) / width))
 
 
-def relative_encodings(klen: int, width: int, clamp: int, device, dtype) -> torch.Tensor:
-    """(klen, width): [sin | cos] of the distances klen - 1, ..., 1, 0 (the keys' distances to
-    the last query), clamped at ``clamp`` when it is positive."""
+def relative_encodings(first: int, last: int, width: int, clamp: int, device=None,
+                       bi_data_batch: int = 0) -> torch.Tensor:
+    """(first - last + 1, width): [sin | cos] of the distances first, first - 1, ..., last,
+    clamped to +-``clamp`` when it is positive (float32).
+
+    Transformer-XL reads the keys' distances to the last query, klen - 1 down to 0. XLNet starts
+    one further, at klen (the column ``relative_shift`` would otherwise pad), and with attention
+    both ways runs on to -(qlen - 1). ``bi_data_batch`` (XLNet's bi_data, a batch of pairs):
+    (batch, distances, width), the first half of the batch reading the distances forward, the
+    second half negated (each pair's reversed sequence)."""
+    forward = torch.arange(first, last - 1, -1, dtype=torch.int64, device=device).float()
     inv_freq = inverse_frequencies(width, device)
-    distance = torch.arange(klen - 1, -1, -1.0, device=device)
-    if clamp > 0:
-        distance = distance.clamp(max=clamp)
-    angles = torch.outer(distance, inv_freq)
-    return torch.cat([angles.sin(), angles.cos()], dim=-1).to(dtype)
+    tables = []
+    for distance in [forward, -forward] if bi_data_batch else [forward]:
+        if clamp > 0:
+            distance = distance.clamp(-clamp, clamp)
+        angles = torch.outer(distance, inv_freq)
+        tables.append(torch.cat([angles.sin(), angles.cos()], dim=-1))
+    if not bi_data_batch:
+        return tables[0]
+    half = bi_data_batch // 2
+    return torch.cat([t[None].expand(half, -1, -1) for t in tables], dim=0)
 
 
-def relative_shift(scores: torch.Tensor) -> torch.Tensor:
-    """(..., q, k) scores of each query against the distances k - 1, ..., 0 -> row i, column j
-    holds the score at distance (k - q + i) - j: a zero column in front, the rows re-read one
-    element later each. Where j is after the query (masked) the values are meaningless."""
-    *outer, q, k = scores.shape
-    padded = F.pad(scores, (1, 0)).view(*outer, k + 1, q)
-    return padded[..., 1:, :].reshape(*outer, q, k)
+def relative_shift(scores: torch.Tensor, klen: int) -> torch.Tensor:
+    """(..., q, r) scores of each query against the distances klen, klen - 1, ... (r of them) ->
+    (..., q, klen): row i, column j holds the score at distance (klen - q + i) - j, query i
+    being key klen - q + i. The rows are re-read one element later each (Transformer-XL's skew,
+    by reshapes rather than a gather). A table that stops at distance 0 (Transformer-XL, XLNet's
+    "uni") leaves meaningless values where j is after the query, which the mask hides; XLNet's
+    "bi" table runs on to -(q - 1), so that every key has its own. Transformer-XL, whose table
+    starts at klen - 1, pads a zero column in front for distance klen."""
+    *outer, q, r = scores.shape
+    skewed = scores.reshape(*outer, r, q)[..., 1:, :].reshape(*outer, q, r - 1)
+    return skewed[..., :klen]
 
 
-def blocked_keys(q: int, mlen: int, memory_length: int, same_length: bool, device) -> torch.Tensor:
+def blocked_keys(q: int, mlen: int, span: int, same_length: bool, device=None) -> torch.Tensor:
     """(q, mlen + q) True where query i may not attend to key j: the future, and with
-    ``same_length`` the keys more than ``memory_length`` before it."""
+    ``same_length`` the keys ``span`` or more before it (so that each query reads at most
+    ``span`` keys, itself the last). Transformer-XL's span is its ``memory_length``; XLNet's
+    the memory it was given plus one (``two_stream.stream_masks``)."""
     i = torch.arange(q, device=device)[:, None]
     j = torch.arange(mlen + q, device=device)[None, :]
     blocked = j > i + mlen
     if same_length:
-        blocked = blocked | (j <= i + mlen - memory_length)
+        blocked = blocked | (j <= i + mlen - span)
     return blocked
 
 
-def update_memory(inputs: list[torch.Tensor], memory: list[torch.Tensor] | None,
-                  memory_length: int) -> list[torch.Tensor] | None:
-    """Each layer's memory followed by the segment's inputs of that layer (batch, t, hidden),
-    the last ``memory_length`` positions kept, detached (transformers' ``_update_mems``)."""
-    if memory is None:
-        return None
+def update_memory(previous: torch.Tensor | None, states: torch.Tensor, memory_length: int | None,
+                  reuse_length: int | None = None) -> torch.Tensor:
+    """One layer's memory after a segment, (length, batch, hidden) as transformers lays it out:
+    the segment's inputs of that layer ``states`` (batch, t, hidden) after the ``previous``
+    memory, the last ``memory_length`` positions kept (None: all of them, XLNet's mem_len 0),
+    detached. ``reuse_length`` (XLNet's reuse_len): only the segment's first positions go in."""
     with torch.no_grad():
-        out = []
-        for old, new in zip(memory, inputs):
-            both = torch.cat([old, new.transpose(0, 1)], dim=0)
-            out.append(both[max(0, both.shape[0] - memory_length):].detach())
-    return out
+        states = states.transpose(0, 1)
+        if reuse_length:
+            states = states[:reuse_length]
+        both = states if previous is None else torch.cat([previous, states], dim=0)
+        if memory_length is not None:
+            both = both[max(0, both.shape[0] - memory_length):]
+        return both.detach()
 
 
 class RelativeAttention(nn.Module):
@@ -124,7 +149,8 @@ class RelativeAttention(nn.Module):
         q, k, v = (z.reshape(b, -1, n, dh).transpose(1, 2) for z in (q[:, -t:], k, v))  # (b, n, len, dh)
         r = self.positions(r).view(-1, n, dh).transpose(0, 1)  # (n, K, dh)
         scores = torch.matmul(q + position[:, None], r.transpose(1, 2))  # (b, n, t, K)
-        bias = relative_shift(scores) * self.scale
+        # The table starts at distance K - 1 (transformers' TransfoXL): a zero column stands for K.
+        bias = relative_shift(F.pad(scores, (1, 0)), scores.shape[-1]) * self.scale
         bias = bias.masked_fill(blocked, torch.finfo(bias.dtype).min)
         y = F.scaled_dot_product_attention(
             q + content[:, None], k, v, attn_mask=bias, scale=self.scale,
@@ -266,7 +292,8 @@ class RecurrentDecoder(nn.Module):
             _check_memory(memory, cfg, b)
         mlen = memory[0].shape[0] if memory is not None else 0
         x = self.dropout(self.embeddings(input_ids))
-        r = self.dropout(relative_encodings(mlen + t, cfg.hidden_size, cfg.clamp_length, x.device, x.dtype))
+        r = relative_encodings(mlen + t - 1, 0, cfg.hidden_size, cfg.clamp_length, x.device)
+        r = self.dropout(r.to(x.dtype))
         blocked = blocked_keys(t, mlen, cfg.memory_length or 0, cfg.same_length, x.device)
         shared = None if cfg.relative_bias_per_layer else (self.content_bias, self.position_bias)
         inputs = []
@@ -274,7 +301,9 @@ class RecurrentDecoder(nn.Module):
             inputs.append(x)
             x = layer(x, r, blocked, None if memory is None else memory[i].transpose(0, 1), shared)
         x = self.dropout(x)
-        new = update_memory(inputs, memory, cfg.memory_length or 0)
+        new = None
+        if memory is not None:
+            new = [update_memory(m, h, cfg.memory_length or 0) for m, h in zip(memory, inputs)]
         out: dict = {"last_hidden_state": x}
         if new is not None:
             out["mems"] = new

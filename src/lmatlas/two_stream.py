@@ -14,6 +14,8 @@ must hold the token; as a prediction it must not), so XLNet runs two:
 
 Both streams share the layer's weights and read the same keys and values: the content stream's,
 after the memory of earlier segments (Transformer-XL's recurrence, ``lmatlas.xlnet``).
+The distances' encodings, their shift and the causal mask are Transformer-XL's
+(``lmatlas.recurrence``).
 
 Scores are Transformer-XL's, with a relative segment term: for query i and key j,
 
@@ -34,51 +36,7 @@ from torch import nn
 
 from .blocks import make_norm
 from .config import ModelConfig
-from .positions import sinusoidal_positions
-
-
-def relative_shift(x: torch.Tensor, klen: int) -> torch.Tensor:
-    """Scores against each relative distance -> scores against each key.
-
-    ``x`` (batch, heads, queries, distances) scores query i against the distances of the
-    position table (distance ``klen`` first, decreasing). Query i (at ``mlen + i`` among the
-    keys) against key j is at distance ``mlen + i - j``, column ``qlen - i + j``: the reshape
-    below moves each row left by one more column than the row before, which lines those up
-    (Transformer-XL's shift, without gathering)."""
-    b, n, q, r = x.shape
-    x = x.reshape(b, n, r, q)[:, :, 1:, :].reshape(b, n, q, r - 1)
-    return x[..., :klen]
-
-
-def positions_table(qlen: int, klen: int, dim: int, causal: bool, bi_data: bool, clamp_len: int,
-                    batch: int) -> torch.Tensor:
-    """(batch or 1, distances, dim) sinusoids of the relative distances, klen first: down to
-    -qlen + 1 when every query may read every key ("bi"), to 0 when only earlier ones ("uni").
-
-    ``bi_data``: the first half of the batch reads the distances forward, the second half
-    backward (the reversed sequence of each pair). Distances beyond ``clamp_len`` (when > 0)
-    read as ``clamp_len``."""
-    end = 0 if causal else -qlen + 1
-    forward = torch.arange(klen, end - 1, -1, dtype=torch.int64).float()
-    seqs = [forward, -forward] if bi_data else [forward]
-    if clamp_len > 0:
-        seqs = [s.clamp(-clamp_len, clamp_len) for s in seqs]
-    tables = [sinusoidal_positions(s, dim, "concat") for s in seqs]
-    if not bi_data:
-        return tables[0][None]
-    half = batch // 2
-    return torch.cat([t[None].expand(half, -1, -1) for t in tables], dim=0)
-
-
-def causal_mask(qlen: int, mlen: int, same_length: bool) -> torch.Tensor:
-    """(qlen, mlen + qlen), 1 where query i may not read key j: the keys after it. With
-    ``same_length`` each query also loses as many of the oldest keys, so that every query reads
-    ``mlen`` + 1 keys (beyond the first ones, which have fewer)."""
-    mask = torch.ones(qlen, qlen + mlen)
-    upper = mask.triu(mlen + 1)
-    if same_length:
-        upper[:, :qlen] += mask[:, :qlen].tril(-1)
-    return upper
+from .recurrence import blocked_keys, relative_shift
 
 
 def stream_masks(qlen: int, mlen: int, batch: int, causal: bool, same_length: bool,
@@ -90,7 +48,9 @@ def stream_masks(qlen: int, mlen: int, batch: int, causal: bool, same_length: bo
     ``input_mask`` (batch, qlen): 1 on padding; ``perm_mask`` (batch, qlen, qlen): 1 where i may
     not read j. The memory is readable by all. The query stream's mask is the full one; the
     content stream's lets each position read itself too."""
-    mask = causal_mask(qlen, mlen, same_length)[None].to(device) if causal else None
+    # XLNet's same_length lets each query read the memory it was given and itself (mlen + 1
+    # keys), where Transformer-XL's reads its memory_length.
+    mask = blocked_keys(qlen, mlen, mlen + 1, same_length, device)[None].float() if causal else None
     data = None
     if input_mask is not None:
         data = input_mask[:, None, :].float().to(device)
@@ -185,4 +145,4 @@ class TwoStreamAttention(nn.Module):
         return h_out, self.post(g, attended)
 
 
-__all__ = ["TwoStreamAttention", "causal_mask", "positions_table", "relative_shift", "segment_mask", "stream_masks"]
+__all__ = ["TwoStreamAttention", "segment_mask", "stream_masks"]

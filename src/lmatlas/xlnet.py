@@ -26,7 +26,8 @@ from torch import nn
 from .blocks import MLP, make_norm
 from .config import ModelConfig
 from .errors import LmatlasError
-from .two_stream import TwoStreamAttention, positions_table, segment_mask, stream_masks
+from .recurrence import relative_encodings, update_memory
+from .two_stream import TwoStreamAttention, segment_mask, stream_masks
 
 
 class XLNetEmbeddings(nn.Module):
@@ -78,15 +79,6 @@ class XLNetBackbone(nn.Module):
     def new_cache(self, batch_size: int, max_length: int, **_: Any) -> "GenerationMemory":
         return GenerationMemory()
 
-    def keep_memory(self, states: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
-        """The memory after a segment: its states (the first ``reuse_len``) after the previous
-        memory, the last ``mem_len`` of them; (batch, length, hidden), not a part of the graph."""
-        s = self.settings
-        if s.reuse_len:
-            states = states[:, : s.reuse_len]
-        both = states if previous is None else torch.cat([previous, states], dim=1)
-        return (both[:, -s.mem_len :] if s.mem_len else both).detach()
-
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -118,14 +110,18 @@ class XLNetBackbone(nn.Module):
             target_mapping = target_mapping.to(dtype)
             g = self.dropout(self.embeddings.query.expand(b, target_mapping.shape[1], -1))
         segments = segment_mask(token_type_ids, mlen)
-        positions = positions_table(qlen, mlen + qlen, self.config.hidden_size, s.causal, s.bi_data, s.clamp_len, b)
-        positions = self.dropout(positions.to(device=h.device, dtype=dtype))
+        # Distances from mlen + qlen (one more than Transformer-XL's table) down to 0, or with
+        # attention both ways to -(qlen - 1); bi_data reads half the batch backward.
+        positions = relative_encodings(mlen + qlen, 0 if s.causal else 1 - qlen, self.config.hidden_size,
+                                       s.clamp_len, h.device, bi_data_batch=b if s.bi_data else 0)
+        positions = self.dropout((positions if s.bi_data else positions[None]).to(dtype))
         new_mems = [] if use_mems else None
         states = [] if output_hidden_states else None
         for i, layer in enumerate(self.layers):
             previous = None if memory is None else memory[i]
-            if new_mems is not None:
-                new_mems.append(self.keep_memory(h, previous))
+            if new_mems is not None:  # mem_len 0 keeps every state (Transformer-XL's: none)
+                new_mems.append(update_memory(None if previous is None else previous.transpose(0, 1), h,
+                                              s.mem_len or None, s.reuse_len))
             if states is not None:
                 states.append((h, g) if g is not None else (h,))
             h, g = layer(h, g, mask_h, mask_g, positions, segments, previous, target_mapping)
@@ -133,7 +129,7 @@ class XLNetBackbone(nn.Module):
             states.append((h, g) if g is not None else (h,))
         out: dict[str, Any] = {"last_hidden_state": self.dropout(g if g is not None else h)}
         # transformers' layout: (length, batch, hidden) per layer.
-        out["mems"] = None if new_mems is None else tuple(m.transpose(0, 1) for m in new_mems)
+        out["mems"] = None if new_mems is None else tuple(new_mems)
         if states is not None:
             out["hidden_states"] = tuple(x for pair in states for x in pair)
         return out
