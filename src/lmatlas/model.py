@@ -53,6 +53,8 @@ class LmatlasModel(nn.Module):
         decoder = getattr(self.head, "decoder", None)
         if decoder is None or not self.config.tie_word_embeddings:
             return  # image and trajectory models have no token table at all
+        if not isinstance(decoder, nn.Linear):
+            return  # a quantized head holds its own blocks of the table (lmatlas.quantization)
         backbone = self.backbone.decoder if self.is_encoder_decoder else self.backbone
         decoder.weight = backbone.embeddings.tokens.weight
 

@@ -1,0 +1,150 @@
+/* Linear layers on quantized weights, kept in llama.cpp's (ggml's) block formats, for the few
+ * rows of a decoding step: y (M, N) = x (M, K) w^T + b, with 1 <= M <= 8 and K a multiple of 32.
+ *
+ * The weight is N rows of K / 32 blocks, each block 32 consecutive weights of a row, stored as
+ * ggml stores them (little-endian, no padding):
+ *
+ *   Q8_0 (type 8)  34 bytes: fp16 d, int8 q[32]                 w[i] = d * q[i]
+ *   Q4_0 (type 2)  18 bytes: fp16 d, uint8 qs[16]               w[i] = d * (nibble i - 8)
+ *   Q4_1 (type 3)  20 bytes: fp16 d, fp16 m, uint8 qs[16]       w[i] = d * nibble i + m
+ *
+ * where nibble i is qs[i] & 15 for i < 16 and qs[i - 16] >> 4 for i >= 16 (ggml's order: the
+ * low nibbles hold the block's first half, the high nibbles its second).
+ *
+ * As in ggml, the activations are quantized on the fly, each row's blocks of 32 to int8 with a
+ * scale (a = da * qa, da = max |a| / 127, rounded half away from zero), so that a block's products
+ * are integer multiply-adds: sum_i w[i] a[i] = dw * da * sum_i q[i] qa[i] (+ m * da * sum_i qa[i]
+ * for Q4_1). Unlike ggml, which stores da in fp16, da and da * sum qa stay in float32: it costs
+ * nothing and loses less. The integer sums are exact, so every path gives the same numbers up to
+ * the order of the float32 sums.
+ *
+ * Three paths, one library: ``scalar`` (portable C), and in quant_x86.c ``avx2`` and
+ * ``avx512vnni``, compiled with target attributes rather than -march=native (this file and
+ * quant_x86.c are built without it: see runtime/native.py) and chosen at run time from what the
+ * CPU supports (``quant_paths``). Threads: the output rows are shared among ``threads``.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "quant.h"
+
+void lmatlas_note_team(void); /* team.c */
+
+float quant_fp16(uint16_t h) {
+    const uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1F, man = h & 0x3FF;
+    uint32_t bits;
+    if (exp == 0) { /* zero or subnormal: man * 2^-24, exact in float32 */
+        const float f = (float)man * 0x1p-24f;
+        return sign ? -f : f;
+    }
+    if (exp == 0x1F)
+        bits = sign | 0x7F800000u | (man << 13); /* inf, nan */
+    else
+        bits = sign | ((exp + 112) << 23) | (man << 13); /* exponent bias 15 -> 127 */
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+void quant_activations(const float *x, int64_t M, int64_t K, int8_t *q, float *d, float *s) {
+    const int64_t nb = K / QK;
+    for (int64_t r = 0; r < M * nb; ++r) {
+        const float *xb = x + r * QK;
+        float amax = 0.0f;
+        for (int i = 0; i < QK; ++i) amax = fmaxf(amax, fabsf(xb[i]));
+        const float db = amax / 127.0f, id = db != 0.0f ? 1.0f / db : 0.0f;
+        int sum = 0;
+        for (int i = 0; i < QK; ++i) {
+            const int v = (int)roundf(xb[i] * id); /* |v| <= 127: half away from zero, as ggml */
+            q[r * QK + i] = (int8_t)v;
+            sum += v;
+        }
+        d[r] = db;
+        s[r] = db * (float)sum;
+    }
+}
+
+int64_t quant_block_bytes(int type) {
+    switch (type) {
+    case Q8_0: return sizeof(block_q8_0);
+    case Q4_0: return sizeof(block_q4_0);
+    case Q4_1: return sizeof(block_q4_1);
+    }
+    return 0;
+}
+
+/* One weight row's blocks against one activation row, in plain C. */
+static float row_dot_scalar(int type, const uint8_t *w, const int8_t *q, const float *d, const float *s, int64_t nb) {
+    float sum = 0.0f;
+    for (int64_t b = 0; b < nb; ++b, q += QK) {
+        int isum = 0;
+        if (type == Q8_0) {
+            const block_q8_0 *blk = (const block_q8_0 *)w + b;
+            for (int i = 0; i < QK; ++i) isum += blk->qs[i] * q[i];
+            sum += quant_fp16(blk->d) * d[b] * (float)isum;
+        } else if (type == Q4_0) {
+            const block_q4_0 *blk = (const block_q4_0 *)w + b;
+            for (int i = 0; i < QK / 2; ++i)
+                isum += ((blk->qs[i] & 15) - 8) * q[i] + ((blk->qs[i] >> 4) - 8) * q[i + QK / 2];
+            sum += quant_fp16(blk->d) * d[b] * (float)isum;
+        } else {
+            const block_q4_1 *blk = (const block_q4_1 *)w + b;
+            for (int i = 0; i < QK / 2; ++i) isum += (blk->qs[i] & 15) * q[i] + (blk->qs[i] >> 4) * q[i + QK / 2];
+            sum += quant_fp16(blk->d) * d[b] * (float)isum + quant_fp16(blk->m) * s[b];
+        }
+    }
+    return sum;
+}
+
+static void quant_rows_scalar(int type, const uint8_t *w, const int8_t *q, const float *d, const float *s,
+                              const float *bias, float *y, int64_t M, int64_t N, int64_t K, int threads) {
+    const int64_t nb = K / QK, row_bytes = nb * quant_block_bytes(type);
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t n = 0; n < N; ++n) {
+        if (n == 0) lmatlas_note_team();
+        for (int64_t m = 0; m < M; ++m)
+            y[m * N + n] = row_dot_scalar(type, w + n * row_bytes, q + m * K, d + m * nb, s + m * nb, nb) +
+                           (bias ? bias[n] : 0.0f);
+    }
+}
+
+int quant_paths(void) {
+    int paths = 1 << PATH_SCALAR;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    const int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    if (avx2) paths |= 1 << PATH_AVX2;
+    if (avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni"))
+        paths |= 1 << PATH_AVX512VNNI;
+#endif
+    return paths;
+}
+
+int quant_linear(int path, int type, const float *x, const void *w, const float *bias, float *y, int64_t M,
+                 int64_t N, int64_t K, int threads) {
+    if (M < 1 || K % QK || !quant_block_bytes(type) || !(quant_paths() >> path & 1)) return -1;
+    const int64_t nb = K / QK;
+    /* The activations, quantized once for every output row. */
+    int8_t *q = malloc((size_t)(M * K));
+    float *d = malloc(sizeof(float) * (size_t)(2 * M * nb));
+    if (!q || !d) {
+        free(q);
+        free(d);
+        return -2;
+    }
+    float *s = d + M * nb;
+    quant_activations(x, M, K, q, d, s);
+    switch (path) {
+#if defined(__x86_64__) || defined(__i386__)
+    case PATH_AVX2: quant_rows_avx2(type, w, q, d, s, bias, y, M, N, K, threads); break;
+    case PATH_AVX512VNNI: quant_rows_avx512vnni(type, w, q, d, s, bias, y, M, N, K, threads); break;
+#endif
+    default: quant_rows_scalar(type, w, q, d, s, bias, y, M, N, K, threads);
+    }
+    free(q);
+    free(d);
+    return 0;
+}

@@ -1,0 +1,125 @@
+"""llama.cpp's (ggml's) block formats for quantized matrices, in PyTorch: Q8_0, Q4_0 and Q4_1.
+
+A matrix of (rows, columns) is stored row by row, each row as columns / 32 blocks of 32
+consecutive weights, each block a float16 scale (and a float16 minimum for Q4_1) and the
+weights' integers (layouts: ``csrc/quant.c``). ``quantize`` gives the very bytes that the
+``gguf`` package's ``gguf.quants.quantize`` gives (the same float32 operations in the same order,
+so a model quantized here and a GGUF file written by lmatlas or llama.cpp's converter hold the
+same blocks), and ``dequantize`` the very floats of ``gguf.quants.dequantize``. Both work on
+whole matrices at once (vectorised and multi-threaded, unlike the package's numpy code).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import LmatlasError
+
+BLOCK = 32
+
+
+@dataclass(frozen=True)
+class QuantType:
+    name: str  # as lmatlas' options spell it
+    id: int  # ggml's type id, as GGUF files store it
+    block_bytes: int
+
+    def row_bytes(self, columns: int) -> int:
+        return columns // BLOCK * self.block_bytes
+
+
+Q8_0 = QuantType("q8_0", 8, 34)
+Q4_0 = QuantType("q4_0", 2, 18)
+Q4_1 = QuantType("q4_1", 3, 20)
+TYPES = {t.name: t for t in (Q8_0, Q4_0, Q4_1)}
+BY_ID = {t.id: t for t in TYPES.values()}
+
+
+def quant_type(name: str | QuantType, argument: str = "quantize") -> QuantType:
+    """The type ``name`` names (q8_0, q4_0 or q4_1, any case); one sentence for anything else."""
+    if isinstance(name, QuantType):
+        return name
+    found = TYPES.get(str(name).lower())
+    if found is None:
+        raise LmatlasError(f"{argument}={name!r} is not a quantization lmatlas runs; use one of {', '.join(TYPES)}")
+    return found
+
+
+def _blocks(w: torch.Tensor) -> torch.Tensor:
+    if w.ndim != 2 or w.shape[1] % BLOCK:
+        raise LmatlasError(f"a matrix of shape {tuple(w.shape)} cannot be quantized: its rows are not whole blocks of 32")
+    return w.detach().to(torch.float32).reshape(-1, BLOCK)
+
+
+def _inverse(d: torch.Tensor) -> torch.Tensor:
+    """1 / d, and 0 where d is 0 (an all-zero block)."""
+    return torch.where(d == 0, torch.zeros_like(d), torch.ones_like(d) / d)
+
+
+def _half_bytes(v: torch.Tensor) -> torch.Tensor:
+    """(n, 1) float32 -> (n, 2) bytes of its float16, little-endian as GGUF stores it."""
+    return v.to(torch.float16).view(torch.uint8)
+
+
+def _pack_nibbles(q: torch.Tensor) -> torch.Tensor:
+    """(n, 32) values 0..15 -> (n, 16) bytes: weight i in the low nibble of byte i, weight
+    i + 16 in its high nibble."""
+    q = q.to(torch.uint8)
+    return q[:, :16] | (q[:, 16:] << 4)
+
+
+def _unpack_nibbles(qs: torch.Tensor) -> torch.Tensor:
+    return torch.cat([qs & 15, qs >> 4], dim=1)
+
+
+def quantize(w: torch.Tensor, kind: str | QuantType) -> torch.Tensor:
+    """A (rows, columns) float matrix as (rows, row bytes) uint8 blocks of ``kind``."""
+    kind = quant_type(kind)
+    rows = w.shape[0]
+    b = _blocks(w)
+    if kind is Q8_0:
+        d = b.abs().amax(dim=1, keepdim=True) / 127
+        v = b * _inverse(d)
+        # roundf: half away from zero, computed exactly as gguf's np_roundf does
+        a = v.abs()
+        whole = a.floor()
+        q = torch.sign(v) * (whole + (2 * (a - whole)).floor())
+        out = torch.cat([_half_bytes(d), q.to(torch.int8).view(torch.uint8)], dim=1)
+    elif kind is Q4_0:
+        # The scale's sign is the largest magnitude's (the first, on a tie): it maps to -8.
+        biggest = b.gather(1, b.abs().argmax(dim=1, keepdim=True))
+        d = biggest / -8
+        q = (b * _inverse(d) + 8.5).trunc().clamp(0, 15)
+        out = torch.cat([_half_bytes(d), _pack_nibbles(q)], dim=1)
+    else:
+        low, high = b.amin(dim=1, keepdim=True), b.amax(dim=1, keepdim=True)
+        d = (high - low) / 15
+        q = ((b - low) * _inverse(d) + 0.5).trunc().clamp(0, 15)
+        out = torch.cat([_half_bytes(d), _half_bytes(low), _pack_nibbles(q)], dim=1)
+    return out.reshape(rows, -1)
+
+
+def _half(raw: torch.Tensor) -> torch.Tensor:
+    """(n, 2) bytes -> (n, 1) float32 of the float16 they hold."""
+    return raw.contiguous().view(torch.float16).to(torch.float32)
+
+
+def dequantize(blocks: torch.Tensor, kind: str | QuantType, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(rows, row bytes) uint8 blocks of ``kind`` back to the (rows, columns) matrix they hold."""
+    kind = quant_type(kind)
+    rows = blocks.shape[0]
+    raw = blocks.reshape(-1, kind.block_bytes)
+    d = _half(raw[:, :2])
+    if kind is Q8_0:
+        w = raw[:, 2:].contiguous().view(torch.int8).to(torch.float32) * d
+    elif kind is Q4_0:
+        w = d * (_unpack_nibbles(raw[:, 2:]).to(torch.float32) - 8)
+    else:
+        # d * q is exact in float32 (a 4-bit times an 11-bit significand): one rounding, as numpy's
+        w = d * _unpack_nibbles(raw[:, 4:]).to(torch.float32) + _half(raw[:, 2:4])
+    return w.reshape(rows, -1).to(dtype)
+
+
+__all__ = ["BLOCK", "BY_ID", "Q4_0", "Q4_1", "Q8_0", "TYPES", "QuantType", "dequantize", "quant_type", "quantize"]
