@@ -40,7 +40,7 @@ def linear_holders(model: nn.Module) -> dict[int, tuple[list[str], bool]]:
     linears: dict[int, list[str]] = {}
     others: set[int] = set()
     for name, m in model.named_modules(remove_duplicate=False):
-        w = getattr(m, "weight", None)
+        w = None if isinstance(m, QuantizedLinear) else getattr(m, "weight", None)
         if isinstance(m, nn.Linear) and _quantizable(name, m):
             linears.setdefault(id(w), []).append(name)
         elif isinstance(w, torch.Tensor):
@@ -110,6 +110,17 @@ def quantize_model(model: nn.Module, kind: str | QuantType) -> nn.Module:
     return model
 
 
+def dequantized_weights(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """(name, float32 weight) of each quantized linear layer, for saving: the float model the
+    blocks stand for. A head tied to the token embeddings is left out (the embeddings stand for it)."""
+    tied = getattr(getattr(model, "config", None), "tie_word_embeddings", False)
+    return [
+        (f"{name}.weight", m.dequantized())
+        for name, m in model.named_modules()
+        if isinstance(m, QuantizedLinear) and not (tied and name.endswith("head.decoder"))
+    ]
+
+
 def quantized_kinds(model: nn.Module) -> list[str]:
     """The block formats of the model's quantized matrices (none for a float model)."""
     return sorted({m.kind.name for m in model.modules() if isinstance(m, QuantizedLinear)})
@@ -125,4 +136,4 @@ def refuse_quantized(model: nn.Module, what: str) -> None:
         )
 
 
-__all__ = ["install_blocks", "kept_blocks", "linear_holders", "quantize_model", "quantized_kinds", "refuse_quantized"]
+__all__ = ["dequantized_weights", "install_blocks", "kept_blocks", "linear_holders", "quantize_model", "quantized_kinds", "refuse_quantized"]

@@ -18,6 +18,7 @@ from typing import Any, Iterator
 
 from ..errors import LmatlasError
 from ._flags import FLAGS, dashed, in_flags
+from ._generation import add_quantization_options, quantization
 from ._io import check_output_file
 from ._run_inputs import FORMATS, image_items, records, source_name
 
@@ -60,6 +61,7 @@ def arguments(p) -> None:
     p.add_argument("--context", help="question-answering: the context of every question")
     p.add_argument("--source", help="sentence-similarity: compare every input with this sentence")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="weights' precision")
+    add_quantization_options(p)
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="a progress bar for file inputs (default: when standard error is a terminal)")
     p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
@@ -167,7 +169,7 @@ def run(args) -> int:
         items = list(_items(task, rows, columns, args))
     if not items:
         raise LmatlasError("no inputs: every line is empty")
-    pipe = pipeline(args.task, args.model, dtype=args.dtype, batch_size=args.batch_size, **options)
+    pipe = pipeline(args.task, args.model, dtype=args.dtype, batch_size=args.batch_size, **quantization(args), **options)
     if task == "text-generation" and any(isinstance(item[3], list) for item in items):
         # Chats need the model's template: one error for the file, not the same one per line.
         from ..chat import template_of

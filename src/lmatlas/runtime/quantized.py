@@ -59,6 +59,12 @@ class QuantizedLinear(nn.Module):
         """The weight the blocks hold, as a float tensor (a copy)."""
         return dequantize(self.blocks, self.kind, dtype)
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The weight the blocks hold, dequantized to float32: a fresh copy at each read, to
+        look at (the layer is not changed through it, and no weight can be assigned)."""
+        return self.dequantized()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = x.shape[-1]
         rows = x.numel() // k if k else 0

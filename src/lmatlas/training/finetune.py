@@ -42,7 +42,7 @@ def load_for_finetuning(path: str | os.PathLike, head: str, id2label: dict[int, 
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "newly initialised: head.out..." is the point here
-        model = load(path, head=head)
+        model = load(path, head=head, dequantize=True)
     if model.is_decoder and head != "sequence-classification":
         raise LmatlasError(f"{path} is a decoder; fine-tune an encoder (BERT, RoBERTa, ELECTRA...) for {head}")
     if model.is_encoder_decoder != (head == "seq2seq-lm"):
