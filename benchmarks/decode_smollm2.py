@@ -83,7 +83,7 @@ def main() -> int:
     inputs = {batch: chat_prompts(tok, reference_tok, batch, pad_id) for batch, _ in cases}
 
     def load_lmatlas():
-        return lmatlas.load(file)
+        return lmatlas.load(file, dequantize=True)  # float32, as transformers (see decode_quantized.py)
 
     def load_transformers():
         # Its GGUF loader draws a progress bar with tqdm directly, past transformers' own switch.

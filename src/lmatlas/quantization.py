@@ -132,7 +132,7 @@ def refuse_quantized(model: nn.Module, what: str) -> None:
     if kinds:
         raise LmatlasError(
             f"{what} needs float weights, and the model's matrices are quantized ({', '.join(kinds)}); "
-            "load it with dequantize=True (--dequantize), or without quantize"
+            "load it with dequantize=True, or without quantize"
         )
 
 
