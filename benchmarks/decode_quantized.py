@@ -16,14 +16,13 @@ On a shared machine absolute times are noise: read the ratios.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 import torch
 from _timing import alternated_best
 
-from decode_smollm2 import QUESTIONS
+from decode_smollm2 import QUESTIONS, arguments
 
 VARIANTS = {
     "float32": dict(dequantize=True),
@@ -34,11 +33,12 @@ VARIANTS = {
 }
 
 
-def prompts(tokenizer, batch: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+def chat_batch(tokenizer, questions: list[str]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The questions as chat prompts, left-padded: ids, mask and the padding id."""
     from lmatlas.chat import apply_chat_template
 
     rows = []
-    for question in QUESTIONS[:batch]:
+    for question in questions:
         text = apply_chat_template(tokenizer, [{"role": "user", "content": question}], add_generation_prompt=True)
         rows.append(tokenizer.encode(text, add_special_tokens=False))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -66,16 +66,7 @@ def step_bytes(model) -> int:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--new", type=int, default=64, help="new tokens at batch 1; batch 8 decodes half as many")
-    ap.add_argument("--quick", action="store_true", help="one run of 4 new tokens: only checks that it runs")
-    args = ap.parse_args()
-    if args.quick:
-        args.repeats, args.new = 1, 4
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = arguments(__doc__, 64, 4)
 
     import lmatlas
     from lmatlas.defaults import generative_model
@@ -92,7 +83,7 @@ def main() -> int:
     cases = [(1, args.new), (8, max(1, args.new // 2))]
     speed: dict[tuple[str, int], float] = {}
     for batch, new in cases:
-        ids, mask, pad = prompts(tokenizer, batch)
+        ids, mask, pad = chat_batch(tokenizer, QUESTIONS[:batch])
 
         def decode(model, ids=ids, mask=mask, pad=pad, new=new):
             return model.generate(ids, mask, max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=pad)

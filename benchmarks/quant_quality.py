@@ -78,18 +78,11 @@ def perplexity(model, parts: list[torch.Tensor], chunked: bool) -> float:
 
 def greedy(model, tokenizer, new: int) -> list[list[int]]:
     """--new tokens after each chat prompt, all prompts decoded at once (left-padded)."""
-    from lmatlas.chat import apply_chat_template
+    from decode_quantized import chat_batch
 
-    rows = []
-    for prompt in PROMPTS:
-        text = apply_chat_template(tokenizer, [{"role": "user", "content": prompt}], add_generation_prompt=True)
-        rows.append(tokenizer.encode(text, add_special_tokens=False))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    longest = max(map(len, rows))
-    ids = torch.tensor([[pad] * (longest - len(r)) + r for r in rows])
-    mask = torch.tensor([[0] * (longest - len(r)) + [1] * len(r) for r in rows])
+    ids, mask, pad = chat_batch(tokenizer, PROMPTS)
     out = model.generate(ids, mask, max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=pad)
-    return out[:, longest:].tolist()
+    return out[:, ids.shape[1]:].tolist()
 
 
 def agreement(a: list[list[int]], b: list[list[int]]) -> tuple[float, float]:

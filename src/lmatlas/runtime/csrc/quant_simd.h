@@ -2,7 +2,8 @@
  * registers: one block of 32 weights per register. quant_x86.c includes it once per path, under
  * that path's target pragma, with SIMD (the path's name, a suffix of every function here) and
  * DOT32(u, s) defined: the eight int32 sums of four products each of 32 unsigned bytes u and 32
- * signed bytes s (the one instruction that differs between the paths).
+ * signed bytes s (the one instruction that differs between the paths); and optionally PAIRS, a
+ * function that takes the blocks two at a time first and returns how many it took.
  *
  * For each output row, each block is unpacked once into 32 bytes and multiplied with every row of
  * the activations; each row keeps eight float32 partial sums, summed across at the row's end.
@@ -35,7 +36,11 @@ static inline __attribute__((always_inline)) void FN(row)(const int type, const 
         acc[m] = _mm256_setzero_ps();
         mins[m] = 0.0f;
     }
-    for (int64_t b = 0; b < nb; ++b) {
+    int64_t b = 0;
+#ifdef PAIRS
+    b = PAIRS(type, M, w, q, d, s, nb, K, acc, mins); /* the blocks two at a time on 512-bit registers */
+#endif
+    for (; b < nb; ++b) {
         __m256i wq;
         float dw, mw = 0.0f;
         if (type == Q8_0) {
