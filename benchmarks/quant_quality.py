@@ -8,8 +8,8 @@ file's own blocks (Q4_1, the head Q8_0). Measured, for each:
 - perplexity on English text (tests/data: tinyshakespeare, and the SST-2 dev sentences), in
   windows of --window tokens, two ways: "weights", PyTorch's path on the dequantized blocks (the
   weights' rounding alone), and "runtime", the C kernels, the activations quantized to int8
-  blocks as llama.cpp does (each window fed in chunks of 64 tokens through the KV cache, the rows
-  the kernels take at once);
+  blocks as llama.cpp does (each window fed in chunks of at most 256 tokens through the KV cache,
+  the rows the kernels take at once);
 - greedy agreement with float32: --new tokens after each of 10 chat prompts (decoded as one
   left-padded batch, through the runtime): the tokens before the first difference, and the
   positions that agree.
@@ -40,7 +40,6 @@ PROMPTS = [
     "Who wrote Romeo and Juliet, and when?",
     "Give me three tips for learning a new language.",
 ]
-CHUNK = 64  # rows the quantized kernels take in one call (runtime.quantized.MAX_KERNEL_ROWS)
 
 
 def texts() -> dict[str, str]:
@@ -57,8 +56,9 @@ def windows(tokenizer, text: str, count: int, size: int) -> list[torch.Tensor]:
 
 def perplexity(model, parts: list[torch.Tensor], chunked: bool) -> float:
     """exp of the mean next-token loss over the windows; ``chunked``: each window in chunks of
-    ``CHUNK`` tokens through the KV cache (the runtime installed: the kernels' path)."""
+    as many tokens as the kernels take through the KV cache (the runtime installed)."""
     from lmatlas import runtime
+    from lmatlas.runtime.quantized import MAX_KERNEL_ROWS as CHUNK  # the rows the kernels take at once
 
     total, count = 0.0, 0
     with torch.inference_mode():

@@ -19,7 +19,7 @@ import torch
 
 from lmatlas import LmatlasError, runtime
 from lmatlas.runtime import native, quant_formats
-from lmatlas.runtime.quantized import QuantizedLinear
+from lmatlas.runtime.quantized import MAX_KERNEL_ROWS, QuantizedLinear
 
 from .reference import require
 
@@ -60,10 +60,11 @@ def test_quantize_gives_the_bytes_of_the_gguf_package(kind, shape):
     gguf = require("gguf")
     for seed in range(3):
         w = awkward(*shape, seed) * (10.0 ** (seed - 1))
-        ours = quant_formats.quantize(w, kind)
         theirs = gguf.quants.quantize(w.numpy(), gguf_type(kind))
-        assert ours.dtype == torch.uint8 and ours.shape == theirs.shape
-        assert np.array_equal(ours.numpy(), theirs)
+        for quantize in (quant_formats.quantize, quant_formats.quantize_in_torch):  # C, then PyTorch
+            ours = quantize(w, kind)
+            assert ours.dtype == torch.uint8 and ours.shape == theirs.shape
+            assert np.array_equal(ours.numpy(), theirs)
         back = quant_formats.dequantize(ours, kind)
         want = gguf.quants.dequantize(theirs, gguf_type(kind)).astype(np.float32).reshape(shape)
         assert np.array_equal(back.numpy().view(np.uint32), want.view(np.uint32))  # to the bit
@@ -186,7 +187,7 @@ def test_the_layer_without_the_runtime_is_f_linear_on_the_dequantized_weight(mon
     runtime.install(layer)
     assert layer.kernels and runtime.installed(layer)
     assert torch.equal(layer(x), y)
-    many = torch.randn(70, 96)
+    many = torch.randn(MAX_KERNEL_ROWS + 1, 96)
     with torch.no_grad():
         assert (layer(many) - torch.nn.functional.linear(many, wd, bias)).abs().max().item() <= 1e-5
     runtime.uninstall(layer)

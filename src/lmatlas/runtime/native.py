@@ -20,6 +20,7 @@ the kernels here read what they need once, front to back.
   llama.cpp's block formats (Q8_0, Q4_0, Q4_1) for the rows of a step or a prompt, the activations quantized on the
   fly to int8 blocks for integer dot products; a scalar, an AVX2 and an AVX-512 VNNI path in one
   library, chosen at run time from the CPU (``quant_path``; ``LMATLAS_QUANT_PATH`` forces one).
+  And the quantization of a float matrix into those blocks (``quant_quantize``).
   ``runtime.quantized.QuantizedLinear`` calls it.
 - ``csrc/team.c``: the size of the last parallel region's team, for tests. Every kernel with a
   parallel region takes its thread count as an argument: ``torch.get_num_threads()``, which the
@@ -58,7 +59,7 @@ _FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-err
 # Files whose instruction sets are chosen at run time: built for the baseline of the
 # architecture, each path compiled for its own by target attributes (``quant_paths``).
 _PORTABLE = [path for path in _SOURCES if path.name.startswith("quant")]
-_PORTABLE_FLAGS = [f for f in _FLAGS if f not in ("-march=native", "-shared")]
+_PORTABLE_FLAGS = [f for f in _FLAGS if f not in ("-march=native", "-shared")] + ["-ffp-contract=off"]
 QUANT_PATHS = ("scalar", "avx2", "avx512vnni")  # in quant.h's order
 # The C side's fixed-size buffers (attention.c's MAX_ROWS and MAX_DIM, linear.c's MAX_LINEAR_ROWS).
 MAX_ROWS = 16
@@ -121,6 +122,8 @@ def _build() -> ctypes.CDLL:
     lib.add_layer_norm.restype = None
     lib.quant_linear.argtypes = [i32, i32, p, p, p, p, i64, i64, i64, i32]
     lib.quant_linear.restype = i32
+    lib.quant_quantize.argtypes = [i32, p, i64, i64, p, i32]
+    lib.quant_quantize.restype = i32
     lib.quant_activations.argtypes = [p, i64, i64, p, p, p]
     lib.quant_activations.restype = None
     lib.quant_paths.argtypes = []
@@ -346,6 +349,19 @@ def quant_linear(
     return y
 
 
+def quant_quantize(w: torch.Tensor, qtype: int, row_bytes: int) -> torch.Tensor | None:
+    """A (rows, in) float32 matrix as (rows, ``row_bytes``) blocks of ggml's ``qtype``, the bytes
+    ``quant_formats.quantize`` gives; None without the library."""
+    lib = library()
+    if lib is None:
+        return None
+    w = w.contiguous()
+    out = torch.empty(w.shape[0], row_bytes, dtype=torch.uint8)
+    if lib.quant_quantize(qtype, w.data_ptr(), w.shape[0], w.shape[1], out.data_ptr(), torch.get_num_threads()) != 0:
+        raise AssertionError("quant_quantize refused its arguments")
+    return out
+
+
 def quant_activations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The kernels' quantization of (rows, in) float32 activations: int8 values (rows, in), and
     per block of 32 the scale and the scale times the sum of the values (rows, in / 32)."""
@@ -366,5 +382,5 @@ def threads_used() -> int:
 
 __all__ = [
     "QUANT_PATHS", "add_layer_norm", "block_weight", "decode_step_attention", "few_queries_attention", "library",
-    "linear_rows", "quant_activations", "quant_linear", "quant_path", "quant_paths", "threads_used",
+    "linear_rows", "quant_activations", "quant_linear", "quant_path", "quant_paths", "quant_quantize", "threads_used",
 ]  # fmt: skip

@@ -5,8 +5,9 @@ consecutive weights, each block a float16 scale (and a float16 minimum for Q4_1)
 weights' integers (layouts: ``csrc/quant.c``). ``quantize`` gives the very bytes that the
 ``gguf`` package's ``gguf.quants.quantize`` gives (the same float32 operations in the same order,
 so a model quantized here and a GGUF file written by lmatlas or llama.cpp's converter hold the
-same blocks), and ``dequantize`` the very floats of ``gguf.quants.dequantize``. Both work on
-whole matrices at once (vectorised and multi-threaded, unlike the package's numpy code).
+same blocks), and ``dequantize`` the very floats of ``gguf.quants.dequantize``. ``quantize``
+runs in C where the runtime's library is built (``csrc/quant.c``: one pass over the matrix,
+multi-threaded), else in PyTorch; both give those bytes.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import LmatlasError
+from . import native
 
 BLOCK = 32
 
@@ -77,6 +79,14 @@ def _unpack_nibbles(qs: torch.Tensor) -> torch.Tensor:
 def quantize(w: torch.Tensor, kind: str | QuantType) -> torch.Tensor:
     """A (rows, columns) float matrix as (rows, row bytes) uint8 blocks of ``kind``."""
     kind = quant_type(kind)
+    b = _blocks(w)
+    fast = native.quant_quantize(b.reshape(w.shape), kind.id, kind.row_bytes(w.shape[1]))
+    return fast if fast is not None else quantize_in_torch(w, kind)
+
+
+def quantize_in_torch(w: torch.Tensor, kind: str | QuantType) -> torch.Tensor:
+    """``quantize`` in PyTorch's operators (where the C library is not built)."""
+    kind = quant_type(kind)
     rows = w.shape[0]
     b = _blocks(w)
     if kind is Q8_0:
@@ -122,4 +132,7 @@ def dequantize(blocks: torch.Tensor, kind: str | QuantType, dtype: torch.dtype =
     return w.reshape(rows, -1).to(dtype)
 
 
-__all__ = ["BLOCK", "BY_ID", "Q4_0", "Q4_1", "Q8_0", "TYPES", "QuantType", "dequantize", "quant_type", "quantize"]
+__all__ = [
+    "BLOCK", "BY_ID", "Q4_0", "Q4_1", "Q8_0", "TYPES", "QuantType", "dequantize", "quant_type", "quantize",
+    "quantize_in_torch",
+]  # fmt: skip

@@ -27,8 +27,9 @@ from .switch import enabled
 from .quant_formats import QuantType, dequantize, quant_type, quantize
 
 # Rows up to which the C kernels take a call: a prompt's rows share each pass over the weights
-# in groups of 8; beyond this many, dequantizing and multiplying in float32 is as fast.
-MAX_KERNEL_ROWS = 64
+# in groups of 8; up to this many that beats dequantizing the weights for F.linear (figures:
+# benchmarks/README.md), and it needs no float copy of the weights.
+MAX_KERNEL_ROWS = 256
 # Output rows dequantized at a time on PyTorch's path (a few MB of float32).
 TILE_ELEMENTS = 1 << 20
 

@@ -48,6 +48,71 @@ float quant_fp16(uint16_t h) {
     return f;
 }
 
+/* float32 -> float16, rounded to nearest even (as numpy's astype(float16)). */
+static uint16_t fp32_to_fp16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    const uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
+    const uint32_t abs = x & 0x7FFFFFFFu;
+    if (abs > 0x7F800000u) return sign | 0x7E00; /* nan */
+    if (abs >= 0x477FF000u) return sign | 0x7C00; /* 65520 and beyond round to inf */
+    if (abs < 0x38800000u) { /* below 2^-14: a subnormal half, in units of 2^-24 */
+        float a;
+        memcpy(&a, &abs, sizeof a);
+        return sign | (uint16_t)nearbyintf(a * 0x1p24f);
+    }
+    const uint32_t h = abs - 0x38000000u; /* exponent bias 127 -> 15 */
+    return sign | (uint16_t)((h + 0xFFFu + ((h >> 13) & 1)) >> 13);
+}
+
+/* A float matrix's blocks, to the bytes of the gguf package's quantize (its numpy code, step by
+ * step in float32: the scale from the largest magnitude, or from max and min for Q4_1; 1 / d,
+ * 0 for an all-zero block; values rounded half away from zero (Q8_0) or shifted and truncated). */
+static void quantize_block(int type, const float *x, uint8_t *out) {
+    if (type == Q8_0) {
+        block_q8_0 *y = (block_q8_0 *)out;
+        float amax = 0.0f;
+        for (int i = 0; i < QK; ++i) amax = fmaxf(amax, fabsf(x[i]));
+        const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        y->d = fp32_to_fp16(d);
+        for (int i = 0; i < QK; ++i) y->qs[i] = (int8_t)roundf(x[i] * id);
+    } else if (type == Q4_0) {
+        block_q4_0 *y = (block_q4_0 *)out;
+        int first = 0; /* the first of the largest magnitudes: its sign is the scale's */
+        for (int i = 1; i < QK; ++i)
+            if (fabsf(x[i]) > fabsf(x[first])) first = i;
+        const float d = x[first] / -8.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        y->d = fp32_to_fp16(d);
+        for (int i = 0; i < QK / 2; ++i) {
+            const float lo = truncf(x[i] * id + 8.5f), hi = truncf(x[i + QK / 2] * id + 8.5f);
+            y->qs[i] = (uint8_t)((lo > 15.0f ? 15 : (int)lo) | (hi > 15.0f ? 15 : (int)hi) << 4);
+        }
+    } else {
+        block_q4_1 *y = (block_q4_1 *)out;
+        float low = x[0], high = x[0];
+        for (int i = 1; i < QK; ++i) {
+            low = x[i] < low ? x[i] : low;
+            high = x[i] > high ? x[i] : high;
+        }
+        const float d = (high - low) / 15.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        y->d = fp32_to_fp16(d);
+        y->m = fp32_to_fp16(low);
+        for (int i = 0; i < QK / 2; ++i) {
+            const float lo = truncf((x[i] - low) * id + 0.5f), hi = truncf((x[i + QK / 2] - low) * id + 0.5f);
+            y->qs[i] = (uint8_t)((lo > 15.0f ? 15 : (int)lo) | (hi > 15.0f ? 15 : (int)hi) << 4);
+        }
+    }
+}
+
+int quant_quantize(int type, const float *x, int64_t rows, int64_t K, uint8_t *out, int threads) {
+    const int64_t size = quant_block_bytes(type), nb = K / QK;
+    if (!size || K % QK) return -1;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t b = 0; b < nb; ++b) quantize_block(type, x + r * K + b * QK, out + (r * nb + b) * size);
+    return 0;
+}
+
 void quant_activations(const float *x, int64_t M, int64_t K, int8_t *q, float *d, float *s) {
     const int64_t nb = K / QK;
     for (int64_t r = 0; r < M * nb; ++r) {
