@@ -12,6 +12,8 @@ the logits move by at most 2% of their largest magnitude (RUNTIME_TOL).
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -201,8 +203,16 @@ def test_bad_quantize_one_sentence(tmp_path):
         lmatlas.load(folder, quantize="int4")
 
 
-def test_cli_flags(tmp_path, capsys):
-    path = write_llama(tmp_path / "tiny.gguf", reference_model(len(vocabulary()), tied=False))
+def test_cli_flags(tmp_path, capsys, monkeypatch):
+    from lmatlas.cli import build_parser
+    from lmatlas.commands.serve import config
+
+    template = "{% for m in messages %}<|im_start|>{{ m['content'] }}<|im_end|>{% endfor %}"
+    path = write_llama(tmp_path / "tiny.gguf", reference_model(len(vocabulary()), tied=False), template=template)
+    monkeypatch.setattr("sys.stdin", io.StringIO("the\n"))
+    assert main(["chat", "--model", str(path), "--quantize", "q4_0", "--max-new-tokens", "2"]) == 0
+    served = config(build_parser().parse_args(["serve", "--quantize", "q8_0", "--dequantize"]))
+    assert (served.quantize, served.dequantize) == ("q8_0", True)
     args = ["generate", "--model", str(path), "the", "--max-new-tokens", "3"]
     for extra in ([], ["--dequantize"], ["--quantize", "q4_1"], ["--dequantize", "--quantize", "q8_0"]):
         assert main(args + extra) == 0, extra
