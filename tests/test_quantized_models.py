@@ -156,6 +156,7 @@ def test_quantize_option_on_a_float_checkpoint(kind, tmp_path):
     plain, ours = lmatlas.load(folder), lmatlas.load(folder, quantize=kind)
     half = lmatlas.load(folder, quantize=kind, dtype="bfloat16")
     layers = quantized(ours)
+    assert ours.num_parameters() == plain.num_parameters()
     for name, layer in layers.items():
         want = "q8_0" if name == "head.decoder" else kind  # the head in Q8_0, as llama.cpp's quantizer
         assert layer.kind.name == want

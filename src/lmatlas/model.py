@@ -67,8 +67,12 @@ class LmatlasModel(nn.Module):
         return next(self.parameters()).device
 
     def num_parameters(self) -> int:
-        """Distinct parameters (tied weights counted once), as transformers counts them."""
-        return sum(p.numel() for p in self.parameters())
+        """Distinct parameters (tied weights counted once), as transformers counts them; a matrix
+        kept in quantized blocks counts its weights (a tied head's blocks copy the embeddings)."""
+        tied = self.config.tie_word_embeddings
+        quantized = [(name, m) for name, m in self.named_modules() if isinstance(getattr(m, "blocks", None), torch.Tensor)]
+        blocks = sum(m.in_features * m.out_features for name, m in quantized if not (tied and name == "head.decoder"))
+        return sum(p.numel() for p in self.parameters()) + blocks
 
     @property
     def is_decoder(self) -> bool:
