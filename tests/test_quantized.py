@@ -78,7 +78,7 @@ def test_block_sizes_are_ggml_s():
 
 
 def test_bad_input_one_sentence():
-    with pytest.raises(LmatlasError, match=r"^quantize='q5_0' is not a quantization lmatlas runs; use one of q8_0, q4_0, q4_1$"):
+    with pytest.raises(LmatlasError, match=r"^quantize='q5_0' is not a type lmatlas quantizes to; use one of q8_0, q4_0, q4_1$"):
         quant_formats.quantize(torch.zeros(4, 32), "q5_0")
     with pytest.raises(LmatlasError, match=r"^a matrix of shape \(4, 48\) cannot be quantized: its rows are not whole blocks of 32$"):
         quant_formats.quantize(torch.zeros(4, 48), "q8_0")
@@ -112,35 +112,68 @@ def test_activations_quantized_as_ggml():
     assert torch.equal(s, scale * q.reshape(3, 3, 32).sum(-1).float())
 
 
-@pytest.mark.parametrize("path", native.QUANT_PATHS)
-def test_every_path_against_pytorch(path, monkeypatch):
-    """Each kernel path, forced: all types, odd shapes, 1 to 8 rows and a short prompt's 17."""
+def forced(path: str, monkeypatch) -> bool:
+    """Force ``path``; False (having checked the one sentence) where this CPU cannot run it."""
     monkeypatch.setenv("LMATLAS_QUANT_PATH", path)
     if path not in native.quant_paths():
         with pytest.raises(LmatlasError, match=rf"^LMATLAS_QUANT_PATH={path}: this CPU cannot run that path \(it runs scalar"):
             native.quant_path()
-        return
+        return False
     assert native.quant_path() == path
+    return True
+
+
+def check_layer(kind, blocks, x, bias) -> None:
+    """The installed layer against PyTorch on the dequantized weights (tolerances: the module's)."""
+    out_features, in_features, rows = blocks.shape[0], x.shape[1], x.shape[0]
+    layer = QuantizedLinear(in_features, out_features, kind, blocks, bias)
+    runtime.install(layer)
+    with torch.no_grad():
+        got = layer(x).double()
+    wd = quant_formats.dequantize(blocks, kind).double()
+    b = torch.zeros(out_features, dtype=torch.float64) if bias is None else bias.double()
+    # the kernels' own int8 activations, in float64: float32 summation error only
+    q, d, _ = native.quant_activations(x)
+    xq = (q.double().reshape(rows, -1, 32) * d.double()[..., None]).reshape(rows, -1)
+    magnitude = xq.abs() @ wd.abs().T + b.abs()
+    exact_tol = (in_features // 32 + 8) * 4 * EPS * magnitude + 1e-30
+    assert ((got - (xq @ wd.T + b)).abs() <= exact_tol).all(), (kind, out_features, in_features, rows)
+    # float activations: within the activations' rounding
+    want = torch.nn.functional.linear(x, wd.float(), None if bias is None else bias).double()
+    tol = rounding(x, wd) + exact_tol + in_features * EPS * (x.abs().double() @ wd.abs().T + b.abs())
+    assert ((got - want).abs() <= tol).all(), (kind, out_features, in_features, rows)
+
+
+@pytest.mark.parametrize("path", native.QUANT_PATHS)
+def test_every_path_against_pytorch(path, monkeypatch):
+    """Each kernel path, forced: all types, odd shapes, 1 to 8 rows and a short prompt's 17."""
+    if not forced(path, monkeypatch):
+        return
     for kind in KINDS:
         for (out_features, in_features), seed in zip(SHAPES, range(len(SHAPES))):
             for rows in (*range(1, 9), 17):
-                w, x, bias, blocks = kernel_inputs(out_features, in_features, rows, kind, seed)
-                layer = QuantizedLinear(in_features, out_features, kind, blocks, bias)
-                runtime.install(layer)
-                with torch.no_grad():
-                    got = layer(x).double()
-                wd = quant_formats.dequantize(blocks, kind).double()
-                b = torch.zeros(out_features, dtype=torch.float64) if bias is None else bias.double()
-                # the kernels' own int8 activations, in float64: float32 summation error only
-                q, d, _ = native.quant_activations(x)
-                xq = (q.double().reshape(rows, -1, 32) * d.double()[..., None]).reshape(rows, -1)
-                magnitude = xq.abs() @ wd.abs().T + b.abs()
-                exact_tol = (in_features // 32 + 8) * 4 * EPS * magnitude + 1e-30
-                assert ((got - (xq @ wd.T + b)).abs() <= exact_tol).all(), (kind, out_features, in_features, rows)
-                # float activations: within the activations' rounding
-                want = torch.nn.functional.linear(x, wd.float(), None if bias is None else bias).double()
-                tol = rounding(x, wd) + exact_tol + in_features * EPS * (x.abs().double() @ wd.abs().T + b.abs())
-                assert ((got - want).abs() <= tol).all(), (kind, out_features, in_features, rows)
+                _, x, bias, blocks = kernel_inputs(out_features, in_features, rows, kind, seed)
+                check_layer(kind, blocks, x, bias)
+
+
+@pytest.mark.parametrize("path", native.QUANT_PATHS)
+def test_k_quants_as_stored(path, monkeypatch):
+    """Q4_K and Q6_K blocks (random bytes with small scales, as a file could hold: lmatlas does
+    not make them), on each path, against the gguf package's dequantization."""
+    from .test_gguf_quant import random_k_blocks
+
+    if not forced(path, monkeypatch):
+        return
+    for name, kind in (("Q4_K", quant_formats.Q4_K), ("Q6_K", quant_formats.Q6_K)):
+        for (out_features, in_features), seed in (((37, 256), 1), ((5, 768), 2)):
+            raw, _ = random_k_blocks(name, (out_features, in_features), seed)
+            blocks = torch.from_numpy(raw)
+            for rows in (1, 3, 8, 11):
+                g = torch.Generator().manual_seed(rows)
+                x = torch.randn(rows, in_features, generator=g)
+                check_layer(kind, blocks, x, torch.randn(out_features, generator=g) if rows % 2 else None)
+    with pytest.raises(LmatlasError, match=r"^q4_k matrices run as a file stores them; lmatlas quantizes to q8_0, q4_0, q4_1$"):
+        quant_formats.quantize(torch.zeros(2, 256), quant_formats.Q4_K)
 
 
 def test_paths_agree():

@@ -32,7 +32,7 @@ from .test_gguf_written import reference_model, vocabulary
 from .test_gguf_written import write as write_llama
 
 RUNTIME_TOL = 0.02
-KINDS = ("Q8_0", "Q4_0", "Q4_1")
+KINDS = ("Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K")  # the K-quants: random blocks (test_gguf_quant)
 
 
 def quantized(model) -> dict[str, QuantizedLinear]:
@@ -200,7 +200,7 @@ def test_training_refuses_quantized_matrices(tmp_path):
 
 def test_bad_quantize_one_sentence(tmp_path):
     folder = small_llama(tmp_path / "model", tied=True)
-    with pytest.raises(LmatlasError, match=r"^quantize='int4' is not a quantization lmatlas runs; use one of q8_0, q4_0, q4_1$"):
+    with pytest.raises(LmatlasError, match=r"^quantize='int4' is not a type lmatlas quantizes to; use one of q8_0, q4_0, q4_1$"):
         lmatlas.load(folder, quantize="int4")
 
 
@@ -220,9 +220,9 @@ def test_cli_flags(tmp_path, capsys, monkeypatch):
         assert capsys.readouterr().out.strip() != ""
     assert main(args + ["--quantize", "q3"]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--quantize 'q3' is not a quantization lmatlas runs; use one of q8_0, q4_0, q4_1" in err
+    assert err.count("\n") == 1 and "--quantize 'q3' is not a type lmatlas quantizes to; use one of q8_0, q4_0, q4_1" in err
     assert main(["run", "text-generation", "the", "--model", str(path), "--quantize", "q3"]) == 1
-    assert "--quantize 'q3' is not a quantization" in capsys.readouterr().err
+    assert "--quantize 'q3' is not a type lmatlas quantizes to" in capsys.readouterr().err
 
 
 SMOLLM2_PROMPTS = ["What is the capital of France?", "How many legs does a spider have?",

@@ -1,4 +1,5 @@
-"""llama.cpp's (ggml's) block formats for quantized matrices, in PyTorch: Q8_0, Q4_0 and Q4_1.
+"""llama.cpp's (ggml's) block formats for quantized matrices, in PyTorch: Q8_0, Q4_0 and Q4_1
+(and Q4_K, Q6_K as GGUF files store them: dequantized by the ``gguf`` package, never made here).
 
 A matrix of (rows, columns) is stored row by row, each row as columns / 32 blocks of 32
 consecutive weights, each block a float16 scale (and a float16 minimum for Q4_1) and the
@@ -27,16 +28,21 @@ class QuantType:
     name: str  # as lmatlas' options spell it
     id: int  # ggml's type id, as GGUF files store it
     block_bytes: int
+    block: int = BLOCK  # weights per block
 
     def row_bytes(self, columns: int) -> int:
-        return columns // BLOCK * self.block_bytes
+        return columns // self.block * self.block_bytes
 
 
 Q8_0 = QuantType("q8_0", 8, 34)
 Q4_0 = QuantType("q4_0", 2, 18)
 Q4_1 = QuantType("q4_1", 3, 20)
-TYPES = {t.name: t for t in (Q8_0, Q4_0, Q4_1)}
-BY_ID = {t.id: t for t in TYPES.values()}
+TYPES = {t.name: t for t in (Q8_0, Q4_0, Q4_1)}  # the types lmatlas quantizes to
+# The K-quants of most GGUF files, which the runtime runs as stored (super-blocks of 256; layouts:
+# csrc/quant_k.c) but lmatlas does not make: their blocks come from a file.
+Q4_K = QuantType("q4_k", 12, 144, 256)
+Q6_K = QuantType("q6_k", 14, 210, 256)
+BY_ID = {t.id: t for t in (*TYPES.values(), Q4_K, Q6_K)}
 
 
 def quant_type(name: str | QuantType, argument: str = "quantize") -> QuantType:
@@ -45,7 +51,7 @@ def quant_type(name: str | QuantType, argument: str = "quantize") -> QuantType:
         return name
     found = TYPES.get(str(name).lower())
     if found is None:
-        raise LmatlasError(f"{argument}={name!r} is not a quantization lmatlas runs; use one of {', '.join(TYPES)}")
+        raise LmatlasError(f"{argument}={name!r} is not a type lmatlas quantizes to; use one of {', '.join(TYPES)}")
     return found
 
 
@@ -79,6 +85,8 @@ def _unpack_nibbles(qs: torch.Tensor) -> torch.Tensor:
 def quantize(w: torch.Tensor, kind: str | QuantType) -> torch.Tensor:
     """A (rows, columns) float matrix as (rows, row bytes) uint8 blocks of ``kind``."""
     kind = quant_type(kind)
+    if kind.block != BLOCK:
+        raise LmatlasError(f"{kind.name} matrices run as a file stores them; lmatlas quantizes to {', '.join(TYPES)}")
     b = _blocks(w)
     fast = native.quant_quantize(b.reshape(w.shape), kind.id, kind.row_bytes(w.shape[1]))
     return fast if fast is not None else quantize_in_torch(w, kind)
@@ -120,6 +128,11 @@ def dequantize(blocks: torch.Tensor, kind: str | QuantType, dtype: torch.dtype =
     """(rows, row bytes) uint8 blocks of ``kind`` back to the (rows, columns) matrix they hold."""
     kind = quant_type(kind)
     rows = blocks.shape[0]
+    if kind.block != BLOCK:  # a K-quant: the gguf package's own dequantization
+        import gguf
+
+        values = gguf.quants.dequantize(blocks.numpy(), gguf.GGMLQuantizationType(kind.id))
+        return torch.from_numpy(values.astype("float32").reshape(rows, -1)).to(dtype)
     raw = blocks.reshape(-1, kind.block_bytes)
     d = _half(raw[:, :2])
     if kind is Q8_0:
@@ -133,6 +146,6 @@ def dequantize(blocks: torch.Tensor, kind: str | QuantType, dtype: torch.dtype =
 
 
 __all__ = [
-    "BLOCK", "BY_ID", "Q4_0", "Q4_1", "Q8_0", "TYPES", "QuantType", "dequantize", "quant_type", "quantize",
+    "BLOCK", "BY_ID", "Q4_0", "Q4_1", "Q4_K", "Q6_K", "Q8_0", "TYPES", "QuantType", "dequantize", "quant_type", "quantize",
     "quantize_in_torch",
 ]  # fmt: skip

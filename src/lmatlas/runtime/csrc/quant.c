@@ -9,7 +9,8 @@
  *   Q4_1 (type 3)  20 bytes: fp16 d, fp16 m, uint8 qs[16]       w[i] = d * nibble i + m
  *
  * where nibble i is qs[i] & 15 for i < 16 and qs[i - 16] >> 4 for i >= 16 (ggml's order: the
- * low nibbles hold the block's first half, the high nibbles its second).
+ * low nibbles hold the block's first half, the high nibbles its second). And, as files store them,
+ * the K-quants Q4_K and Q6_K (quant_k.c).
  *
  * As in ggml, the activations are quantized on the fly, each row's blocks of 32 to int8 with a
  * scale (a = da * qa, da = max |a| / 127, rounded half away from zero), so that a block's products
@@ -106,7 +107,7 @@ static void quantize_block(int type, const float *x, uint8_t *out) {
 
 int quant_quantize(int type, const float *x, int64_t rows, int64_t K, uint8_t *out, int threads) {
     const int64_t size = quant_block_bytes(type), nb = K / QK;
-    if (!size || K % QK) return -1;
+    if (!size || K % QK || quant_block_weights(type) != QK) return -1; /* the K-quants are not made here */
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t r = 0; r < rows; ++r)
         for (int64_t b = 0; b < nb; ++b) quantize_block(type, x + r * K + b * QK, out + (r * nb + b) * size);
@@ -136,9 +137,13 @@ int64_t quant_block_bytes(int type) {
     case Q8_0: return sizeof(block_q8_0);
     case Q4_0: return sizeof(block_q4_0);
     case Q4_1: return sizeof(block_q4_1);
+    case Q4_K: return sizeof(block_q4_K);
+    case Q6_K: return sizeof(block_q6_K);
     }
     return 0;
 }
+
+int64_t quant_block_weights(int type) { return type == Q4_K || type == Q6_K ? QK_K : QK; }
 
 /* One weight row's blocks against one activation row, in plain C. */
 static float row_dot_scalar(int type, const uint8_t *w, const int8_t *q, const float *d, const float *s, int64_t nb) {
@@ -165,13 +170,19 @@ static float row_dot_scalar(int type, const uint8_t *w, const int8_t *q, const f
 
 static void quant_rows_scalar(int type, const uint8_t *w, const int8_t *q, const float *d, const float *s,
                               const float *bias, float *y, int64_t M, int64_t N, int64_t K, int threads) {
-    const int64_t nb = K / QK, row_bytes = nb * quant_block_bytes(type);
+    const int64_t nb = K / QK, row_bytes = K / quant_block_weights(type) * quant_block_bytes(type);
+    const int k_quant = quant_block_weights(type) == QK_K;
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t n = 0; n < N; ++n) {
         if (n == 0) lmatlas_note_team();
-        for (int64_t m = 0; m < M; ++m)
-            y[m * N + n] = row_dot_scalar(type, w + n * row_bytes, q + m * K, d + m * nb, s + m * nb, nb) +
-                           (bias ? bias[n] : 0.0f);
+        const uint8_t *wn = (const uint8_t *)w + n * row_bytes;
+        for (int64_t m = 0; m < M; ++m) {
+            const int8_t *qm = q + m * K;
+            const float *dm = d + m * nb, *sm = s + m * nb;
+            const float dot = k_quant ? quant_row_k_scalar(type, wn, qm, dm, sm, K / QK_K)
+                                      : row_dot_scalar(type, wn, qm, dm, sm, nb);
+            y[m * N + n] = dot + (bias ? bias[n] : 0.0f);
+        }
     }
 }
 
@@ -190,7 +201,7 @@ int quant_paths(void) {
 
 int quant_linear(int path, int type, const float *x, const void *w, const float *bias, float *y, int64_t M,
                  int64_t N, int64_t K, int threads) {
-    if (M < 1 || K % QK || !quant_block_bytes(type) || !(quant_paths() >> path & 1)) return -1;
+    if (M < 1 || !quant_block_bytes(type) || K % quant_block_weights(type) || !(quant_paths() >> path & 1)) return -1;
     const int64_t nb = K / QK;
     /* The activations, quantized once for every output row. */
     int8_t *q = malloc((size_t)(M * K));
