@@ -236,3 +236,16 @@ def test_the_layer_takes_other_dtypes_and_batch_shapes():
         half = layer.to(torch.bfloat16)(x.reshape(2, 3, 64).bfloat16())
     assert y.shape == (2, 3, 40) and half.dtype == torch.bfloat16
     assert (half.float() - y).abs().max().item() <= 0.05 * y.abs().max().item()
+
+
+def test_the_kernels_take_the_thread_count_they_are_given():
+    before = torch.get_num_threads()
+    _, x, _, blocks = kernel_inputs(40, 64, 3, "q4_0", 0)
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            for path in native.quant_paths():
+                native.quant_linear(x, blocks, quant_formats.Q4_0.id, None, 40, path)
+                assert native.threads_used() == n
+    finally:
+        torch.set_num_threads(before)
