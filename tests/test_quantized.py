@@ -65,9 +65,10 @@ def test_quantize_gives_the_bytes_of_the_gguf_package(kind, shape):
             ours = quantize(w, kind)
             assert ours.dtype == torch.uint8 and ours.shape == theirs.shape
             assert np.array_equal(ours.numpy(), theirs)
-        back = quant_formats.dequantize(ours, kind)
         want = gguf.quants.dequantize(theirs, gguf_type(kind)).astype(np.float32).reshape(shape)
-        assert np.array_equal(back.numpy().view(np.uint32), want.view(np.uint32))  # to the bit
+        for dequantize in (quant_formats.dequantize, quant_formats.dequantize_in_torch):
+            back = dequantize(ours, kind)
+            assert np.array_equal(back.numpy().view(np.uint32), want.view(np.uint32))  # to the bit
 
 
 def test_block_sizes_are_ggml_s():

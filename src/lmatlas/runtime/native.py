@@ -21,7 +21,8 @@ the kernels here read what they need once, front to back.
   for the rows of a step or a prompt, the activations quantized on the
   fly to int8 blocks for integer dot products; a scalar, an AVX2 and an AVX-512 VNNI path in one
   library, chosen at run time from the CPU (``quant_path``; ``LMATLAS_QUANT_PATH`` forces one).
-  And the quantization of a float matrix into those blocks (``quant_quantize``).
+  And the quantization of a float matrix into those blocks and back (``quant_quantize``,
+  ``quant_dequantize``).
   ``runtime.quantized.QuantizedLinear`` calls it.
 - ``csrc/team.c``: the size of the last parallel region's team, for tests. Every kernel with a
   parallel region takes its thread count as an argument: ``torch.get_num_threads()``, which the
@@ -125,6 +126,8 @@ def _build() -> ctypes.CDLL:
     lib.quant_linear.restype = i32
     lib.quant_quantize.argtypes = [i32, p, i64, i64, p, i32]
     lib.quant_quantize.restype = i32
+    lib.quant_dequantize.argtypes = [i32, p, i64, i64, p, i32]
+    lib.quant_dequantize.restype = i32
     lib.quant_activations.argtypes = [p, i64, i64, p, p, p]
     lib.quant_activations.restype = None
     lib.quant_paths.argtypes = []
@@ -363,6 +366,19 @@ def quant_quantize(w: torch.Tensor, qtype: int, row_bytes: int) -> torch.Tensor 
     return out
 
 
+def quant_dequantize(blocks: torch.Tensor, qtype: int, columns: int) -> torch.Tensor | None:
+    """(rows, row bytes) blocks of ggml's ``qtype`` (Q8_0, Q4_0, Q4_1) as the (rows, ``columns``)
+    float32 matrix ``quant_formats.dequantize`` gives; None without the library."""
+    lib = library()
+    if lib is None:
+        return None
+    blocks = blocks.contiguous()
+    out = torch.empty(blocks.shape[0], columns, dtype=torch.float32)
+    if lib.quant_dequantize(qtype, blocks.data_ptr(), blocks.shape[0], columns, out.data_ptr(), torch.get_num_threads()) != 0:
+        raise AssertionError("quant_dequantize refused its arguments")
+    return out
+
+
 def quant_activations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The kernels' quantization of (rows, in) float32 activations: int8 values (rows, in), and
     per block of 32 the scale and the scale times the sum of the values (rows, in / 32)."""
@@ -383,5 +399,6 @@ def threads_used() -> int:
 
 __all__ = [
     "QUANT_PATHS", "add_layer_norm", "block_weight", "decode_step_attention", "few_queries_attention", "library",
-    "linear_rows", "quant_activations", "quant_linear", "quant_path", "quant_paths", "quant_quantize", "threads_used",
+    "linear_rows", "quant_activations", "quant_linear", "quant_dequantize", "quant_path", "quant_paths", "quant_quantize",
+    "threads_used",
 ]  # fmt: skip

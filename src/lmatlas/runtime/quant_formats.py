@@ -125,7 +125,8 @@ def _half(raw: torch.Tensor) -> torch.Tensor:
 
 
 def dequantize(blocks: torch.Tensor, kind: str | QuantType, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """(rows, row bytes) uint8 blocks of ``kind`` back to the (rows, columns) matrix they hold."""
+    """(rows, row bytes) uint8 blocks of ``kind`` back to the (rows, columns) matrix they hold
+    (in C where the library is built, as ``quantize``)."""
     kind = quant_type(kind)
     rows = blocks.shape[0]
     if kind.block != BLOCK:  # a K-quant: the gguf package's own dequantization
@@ -133,6 +134,14 @@ def dequantize(blocks: torch.Tensor, kind: str | QuantType, dtype: torch.dtype =
 
         values = gguf.quants.dequantize(blocks.numpy(), gguf.GGMLQuantizationType(kind.id))
         return torch.from_numpy(values.astype("float32").reshape(rows, -1)).to(dtype)
+    fast = native.quant_dequantize(blocks, kind.id, blocks.shape[1] // kind.block_bytes * BLOCK)
+    return fast.to(dtype) if fast is not None else dequantize_in_torch(blocks, kind, dtype)
+
+
+def dequantize_in_torch(blocks: torch.Tensor, kind: str | QuantType, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``dequantize`` in PyTorch's operators (where the C library is not built)."""
+    kind = quant_type(kind)
+    rows = blocks.shape[0]
     raw = blocks.reshape(-1, kind.block_bytes)
     d = _half(raw[:, :2])
     if kind is Q8_0:
@@ -147,5 +156,5 @@ def dequantize(blocks: torch.Tensor, kind: str | QuantType, dtype: torch.dtype =
 
 __all__ = [
     "BLOCK", "BY_ID", "Q4_0", "Q4_1", "Q4_K", "Q6_K", "Q8_0", "TYPES", "QuantType", "dequantize", "quant_type", "quantize",
-    "quantize_in_torch",
+    "dequantize_in_torch", "quantize_in_torch",
 ]  # fmt: skip

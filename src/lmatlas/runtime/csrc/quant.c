@@ -114,6 +114,39 @@ int quant_quantize(int type, const float *x, int64_t rows, int64_t K, uint8_t *o
     return 0;
 }
 
+/* Blocks back to floats, as the gguf package's dequantize: d q (exact in float32), and d q + m for
+ * Q4_1 (d q exact: one rounding, with or without a fused multiply-add). */
+int quant_dequantize(int type, const uint8_t *w, int64_t rows, int64_t K, float *out, int threads) {
+    const int64_t size = quant_block_bytes(type), nb = K / QK;
+    if (!size || K % QK || quant_block_weights(type) != QK) return -1;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t r = 0; r < rows; ++r)
+        for (int64_t b = 0; b < nb; ++b) {
+            const uint8_t *blk = w + (r * nb + b) * size;
+            float *y = out + r * K + b * QK;
+            if (type == Q8_0) {
+                const block_q8_0 *x = (const block_q8_0 *)blk;
+                const float d = quant_fp16(x->d);
+                for (int i = 0; i < QK; ++i) y[i] = (float)x->qs[i] * d;
+            } else if (type == Q4_0) {
+                const block_q4_0 *x = (const block_q4_0 *)blk;
+                const float d = quant_fp16(x->d);
+                for (int i = 0; i < QK / 2; ++i) {
+                    y[i] = d * (float)((x->qs[i] & 15) - 8);
+                    y[i + QK / 2] = d * (float)((x->qs[i] >> 4) - 8);
+                }
+            } else {
+                const block_q4_1 *x = (const block_q4_1 *)blk;
+                const float d = quant_fp16(x->d), m = quant_fp16(x->m);
+                for (int i = 0; i < QK / 2; ++i) {
+                    y[i] = d * (float)(x->qs[i] & 15) + m;
+                    y[i + QK / 2] = d * (float)(x->qs[i] >> 4) + m;
+                }
+            }
+        }
+    return 0;
+}
+
 void quant_activations(const float *x, int64_t M, int64_t K, int8_t *q, float *d, float *s) {
     const int64_t nb = K / QK;
     for (int64_t r = 0; r < M * nb; ++r) {
