@@ -37,7 +37,7 @@ test: $(VENV)/.setup-test
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 # The side-by-side benchmarks (benchmarks/README.md), one after another, at their defaults.
-BENCHMARKS := embed_throughput decode_gpt2 decode_smollm2 generate_bart train_step serve_load
+BENCHMARKS := embed_throughput decode_gpt2 decode_smollm2 decode_quantized generate_bart train_step serve_load
 
 bench: $(VENV)/.setup-test
 	for b in $(BENCHMARKS); do echo "== $$b"; HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/$$b.py || exit 1; done

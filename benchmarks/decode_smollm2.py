@@ -56,17 +56,24 @@ def chat_prompts(tokenizer, reference, batch: int, pad_id: int) -> tuple[torch.T
     return ids, mask, same
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(doc: str, new: int, quick_new: int) -> argparse.Namespace:
+    """--repeats, --threads, --new and --quick, as the decoding benchmarks of SmolLM2 take them
+    (the thread count applied)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--new", type=int, default=128, help="new tokens at batch 1; batch 8 decodes half as many")
-    ap.add_argument("--quick", action="store_true", help="one run of 8 new tokens: only checks that it runs")
+    ap.add_argument("--new", type=int, default=new, help="new tokens at batch 1; batch 8 decodes half as many")
+    ap.add_argument("--quick", action="store_true", help=f"one run of {quick_new} new tokens: only checks that it runs")
     args = ap.parse_args()
     if args.quick:
-        args.repeats, args.new = 1, 8
+        args.repeats, args.new = 1, quick_new
     if args.threads:
         torch.set_num_threads(args.threads)
+    return args
+
+
+def main() -> int:
+    args = arguments(__doc__, 128, 8)
 
     import transformers
 
@@ -83,7 +90,7 @@ def main() -> int:
     inputs = {batch: chat_prompts(tok, reference_tok, batch, pad_id) for batch, _ in cases}
 
     def load_lmatlas():
-        return lmatlas.load(file)
+        return lmatlas.load(file, dequantize=True)  # float32, as transformers (see decode_quantized.py)
 
     def load_transformers():
         # Its GGUF loader draws a progress bar with tqdm directly, past transformers' own switch.

@@ -67,6 +67,8 @@ COMMANDS: dict[str, Entry] = {
     "lmatlas search build my-index --from notes/ README.md": Entry(),
     'lmatlas search query my-index "how do I fine-tune?" -k 5': Entry(),
     'lmatlas generate --model gpt2 "The Transformer is" --max-new-tokens 40 --stream': Entry(swap={"gpt2": "gpt2"}),
+    'lmatlas generate --model gpt2 "The Transformer is" --quantize q8_0': Entry(swap={"gpt2": "gpt2"},
+                                                                               extra=["--max-new-tokens", "4"]),
     'lmatlas generate --model Helsinki-NLP/opus-mt-en-de "How are you?" --num-beams 4':
         Entry(swap={"Helsinki-NLP/opus-mt-en-de": "marian"}, extra=["--max-new-tokens", "8"]),
     # The default model (SmolLM2) takes half a minute to load here; tests/test_default_generative.py

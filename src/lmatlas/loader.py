@@ -17,6 +17,8 @@ from .heads import HEADS
 from .model import LmatlasModel
 from .presets import head_from_architectures, preset_for
 from .presets._maps import Derived, FirstOf
+from .quantization import install_blocks, kept_blocks, linear_holders, quantize_model
+from .runtime.quant_formats import quant_type
 
 DTYPES = {
     "float32": torch.float32,
@@ -45,13 +47,22 @@ def load(
     head: str | None = None,
     dtype: str | torch.dtype | None = None,
     gguf_file: str | None = None,
+    quantize: str | None = None,
+    dequantize: bool = False,
 ) -> LmatlasModel:
     """A model from a Hugging Face folder or hub id, or a GGUF file (or a folder holding one), in
     eval mode.
 
     ``head`` is one of ``lmatlas.heads.HEADS``; by default the one that
-    ``config.architectures[0]`` names. ``dtype``: float32 (default), bfloat16 or float16.
-    ``gguf_file``: as transformers' argument, the GGUF file to take from a folder or a hub id.
+    ``config.architectures[0]`` names. ``dtype``: float32 (default), bfloat16 or float16 (of the
+    float weights). ``gguf_file``: as transformers' argument, the GGUF file to take from a folder
+    or a hub id.
+
+    Quantized matrices (``lmatlas.quantization``): a GGUF file's Q8_0, Q4_0, Q4_1, Q4_K and Q6_K
+    matrices stay in their blocks (as llama.cpp runs them; a forward pass gives the dequantized model's numbers,
+    a decode takes the runtime's integer kernels), unless ``dequantize=True``, which makes every
+    matrix float32 (as transformers loads a GGUF file; training needs it). ``quantize``: q8_0,
+    q4_0 or q4_1, the type the model's float matrices are quantized to, in llama.cpp's blocks.
     """
     if gguf_file is not None:
         path_or_id = resolve_file(path_or_id, gguf_file)
@@ -71,6 +82,7 @@ def load(
         known = ", ".join(sorted(preset.head_names()))
         raise LmatlasError(f"head {head!r} is not available for {hf['model_type']}; choose one of {known}")
     torch_dtype = parse_dtype(dtype)
+    kind = None if quantize is None else quant_type(quantize)
     if folder is not None:
         weights = Weights(folder)
         if preset.stored_name is not None:
@@ -87,7 +99,10 @@ def load(
         cfg.generation = read_json(generation_file)
     with torch.device("meta"):
         model = LmatlasModel(cfg, head)
-    _load_state(model, preset, cfg, head, weights, torch_dtype)
+    # Quantized from the weights as stored (float32), before the dtype rounds them.
+    _load_state(model, preset, cfg, head, weights, torch_dtype if kind is None else torch.float32, not dequantize)
+    if kind is not None:
+        quantize_model(model, kind)
     # Plain PyTorch: the generation engine installs the CPU runtime's kernels for a decode.
     return model.to(torch_dtype).eval()
 
@@ -109,13 +124,16 @@ def _prefix(preset, weights: Weights) -> str:
 
 
 def _load_state(
-    model: LmatlasModel, preset, cfg: ModelConfig, head: str, weights: Weights, dtype: torch.dtype = torch.float32
+    model: LmatlasModel, preset, cfg: ModelConfig, head: str, weights: Weights, dtype: torch.dtype = torch.float32,
+    keep_blocks: bool = False,
 ) -> None:
     backbone, head_map = preset.weights(cfg, head)
     prefix = _prefix(preset, weights)
     names = {ours: _prefixed(theirs, prefix) for ours, theirs in backbone.items()} | head_map
     state: dict[str, torch.Tensor] = {}
     fresh: list[str] = []
+    holders = linear_holders(model) if keep_blocks else {}
+    kept: dict[str, tuple] = {}  # linear layer -> (format, blocks) of its weight, kept as stored
     for ours, param in model.named_parameters():  # tied parameters appear once
         theirs = names.get(ours)
         if theirs is None:
@@ -137,6 +155,13 @@ def _load_state(
                 fresh.append(ours)
                 continue
             raise LmatlasError(f"{weights.folder}: the checkpoint has no weight {absent[0]}, which {cfg.model_type} needs")
+        linears, only_linears = holders.get(id(param), ([], False))
+        if linears:
+            found = kept_blocks([weights.blocks(p) for p in parts], derive, tuple(param.shape))
+            if found is not None:
+                kept |= dict.fromkeys(linears, found)
+                if only_linears:
+                    continue  # the weight of linear layers only: their blocks are all they need
         tensors = [weights.get(p) for p in parts]
         if derive is not None:
             try:
@@ -162,6 +187,7 @@ def _load_state(
             f"{weights.folder}: newly initialised (train before use): {', '.join(fresh)}", stacklevel=3
         )
         _init_fresh(model, fresh, state)
+    install_blocks(model, kept)
     model.load_state_dict(state, strict=False, assign=True)
     model.tie_weights()
     leftover = [n for n, p in model.named_parameters() if p.is_meta]

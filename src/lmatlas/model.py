@@ -61,6 +61,8 @@ class LmatlasModel(nn.Module):
         decoder = getattr(self.head, "decoder", None)
         if decoder is None or not self.config.tie_word_embeddings:
             return  # image and trajectory models have no token table at all
+        if not isinstance(decoder, nn.Linear):
+            return  # a quantized head holds its own blocks of the table (lmatlas.quantization)
         backbone = self.backbone.decoder if self.is_encoder_decoder else self.backbone
         decoder.weight = backbone.embeddings.tokens.weight
 
@@ -73,8 +75,12 @@ class LmatlasModel(nn.Module):
         return next(self.parameters()).device
 
     def num_parameters(self) -> int:
-        """Distinct parameters (tied weights counted once), as transformers counts them."""
-        return sum(p.numel() for p in self.parameters())
+        """Distinct parameters (tied weights counted once), as transformers counts them; a matrix
+        kept in quantized blocks counts its weights (a tied head's blocks copy the embeddings)."""
+        tied = self.config.tie_word_embeddings
+        quantized = [(name, m) for name, m in self.named_modules() if isinstance(getattr(m, "blocks", None), torch.Tensor)]
+        blocks = sum(m.in_features * m.out_features for name, m in quantized if not (tied and name == "head.decoder"))
+        return sum(p.numel() for p in self.parameters()) + blocks
 
     @property
     def is_decoder(self) -> bool:

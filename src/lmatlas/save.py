@@ -24,6 +24,7 @@ from .errors import LmatlasError
 from .positions import sinusoidal_positions
 from .presets import Preset, model_types, preset_for
 from .presets._maps import Derived, FirstOf, _flatten
+from .quantization import dequantized_weights
 
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
@@ -99,7 +100,7 @@ def hf_state_dict(model) -> dict[str, torch.Tensor]:
     prefix = preset.prefix + "." if preset.prefix and head != "base" else ""
     out: dict[str, torch.Tensor] = {}
     aliases: dict[str, torch.Tensor] = {}
-    for ours, param in model.named_parameters():  # tied parameters appear once
+    for ours, param in [*model.named_parameters(), *dequantized_weights(model)]:  # tied parameters appear once
         value = param.detach().float().cpu()
         if ours in backbone:
             theirs = backbone[ours]

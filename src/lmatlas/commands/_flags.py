@@ -7,7 +7,8 @@ from __future__ import annotations
 import re
 
 # Arguments that every command spelling them takes under the same flag.
-FLAGS = {"batch_size": "--batch-size", "model": "--model", "max_new_tokens": "--max-new-tokens"}
+FLAGS = {"batch_size": "--batch-size", "model": "--model", "max_new_tokens": "--max-new-tokens",
+         "quantize": "--quantize", "dequantize": "--dequantize"}
 
 
 def in_flags(message: str, flags: dict[str, str], words: bool = False) -> str:

@@ -28,6 +28,21 @@ def add_sampling_options(p, max_new_tokens_help: str) -> None:
     p.add_argument("--stop", action="append", default=None, metavar="TEXT", help="stop after this text (repeatable)")
     p.add_argument("--seed", type=int, default=None, help="seed for sampling: the same seed gives the same text")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="weights' precision")
+    add_quantization_options(p)
+
+
+def add_quantization_options(p) -> None:
+    """--quantize and --dequantize: how the model's matrices are held (``lmatlas.load``'s arguments)."""
+    p.add_argument("--quantize", default=None, metavar="TYPE",
+                   help="quantize the model's float matrices to q8_0, q4_0 or q4_1 (llama.cpp's blocks) and "
+                   "decode with integer kernels")
+    p.add_argument("--dequantize", action="store_true",
+                   help="a GGUF file's quantized matrices in float32 (by default they stay quantized, as llama.cpp runs them)")
+
+
+def quantization(args) -> dict:
+    """``lmatlas.load``'s quantize and dequantize arguments from the flags."""
+    return {"quantize": args.quantize, "dequantize": args.dequantize}
 
 
 def generation_options(args, tokenizer) -> dict:

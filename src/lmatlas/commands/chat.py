@@ -12,7 +12,9 @@ from __future__ import annotations
 import sys
 
 from ..errors import LmatlasError
-from ._generation import add_sampling_options, dropped_notice, generation_options, generative_kind, model_source
+from ._generation import (
+    add_sampling_options, dropped_notice, generation_options, generative_kind, model_source, quantization,
+)
 
 HELP = "chat with a model in the terminal: the reply streams, the conversation is kept"
 DESCRIPTION = (
@@ -45,7 +47,7 @@ def run(args) -> int:
     tokenizer = load_tokenizer(source)
     options = generation_options(args, tokenizer)
     template_of(tokenizer)  # a tokenizer without a chat template fails before the weights load
-    model = load(source, head="causal-lm", dtype=args.dtype)
+    model = load(source, head="causal-lm", dtype=args.dtype, **quantization(args))
     # A reply takes at most half the model's positions unless told otherwise, so that a few
     # exchanges fit before the oldest go.
     options.setdefault("max_new_tokens", min(REPLY_TOKENS, model.config.max_positions // 2))

@@ -40,7 +40,7 @@ def run(args) -> int:
     out = Path(args.output) if args.output else Path(f"{name}.{dtype}.gguf" if args.to == "gguf" else f"{name}-hf")
     if args.to == "hf" and out.is_file():
         raise LmatlasError(f"-o {out} is a file; a Hugging Face model is written as a folder")
-    model = load(args.model)
+    model = load(args.model, dequantize=True)  # written anew in --dtype
     try:
         tokenizer = load_tokenizer(args.model)
     except LmatlasError as e:

@@ -51,7 +51,7 @@ def run(args) -> int:
     from ..chat import template_of
     from ..conversation import Conversation
     from ._generation import dropped_notice
-    from ._generation import model_source
+    from ._generation import model_source, quantization
     from ..loader import load
     from ..tokenizer import load_tokenizer
 
@@ -70,7 +70,7 @@ def run(args) -> int:
         prompt = sys.stdin.read()
     if prompt is None and not args.chat:
         raise LmatlasError("give a PROMPT (or - to read it from standard input)")
-    model = load(folder, head="seq2seq-lm" if seq2seq else "causal-lm", dtype=args.dtype)
+    model = load(folder, head="seq2seq-lm" if seq2seq else "causal-lm", dtype=args.dtype, **quantization(args))
     options = generation_options(args, tokenizer)
     if not seq2seq:
         # The command's own default, under the model's settings as any default (generation.settings).

@@ -18,6 +18,7 @@ from typing import Any, Iterator
 
 from ..errors import LmatlasError
 from ._flags import FLAGS, dashed, in_flags
+from ._generation import add_quantization_options, quantization
 from ._io import check_output_file
 from ._ray import FLAGS as RAY_FLAGS, add_ray_options, ray_options
 from ._run_inputs import FORMATS, image_items, records, source_name
@@ -61,6 +62,7 @@ def arguments(p) -> None:
     p.add_argument("--context", help="question-answering: the context of every question")
     p.add_argument("--source", help="sentence-similarity: compare every input with this sentence")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="weights' precision")
+    add_quantization_options(p)
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="a progress bar for file inputs (default: when standard error is a terminal)")
     p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
@@ -172,7 +174,8 @@ def run(args) -> int:
     if not items:
         raise LmatlasError("no inputs: every line is empty")
     # On Ray the actors make the pipeline; here it is made once.
-    pipe = None if ray else pipeline(args.task, args.model, dtype=args.dtype, batch_size=args.batch_size, **options)
+    pipe = None if ray else pipeline(args.task, args.model, dtype=args.dtype, batch_size=args.batch_size,
+                                     **quantization(args), **options)
     if pipe is not None and task == "text-generation" and any(isinstance(item[3], list) for item in items):
         # Chats need the model's template: one error for the file, not the same one per line.
         from ..chat import template_of
@@ -223,7 +226,8 @@ def _results(items: list, args, options: dict, pipe, ray, bar) -> Iterator[tuple
         from ..ray_data import run_task
 
         done = run_task(args.task, [c[3] if c[2] is None else None for c in items], args.model, ray=ray,
-                        batch_size=args.batch_size, dtype=args.dtype, progress=bar or False, **options)
+                        batch_size=args.batch_size, dtype=args.dtype, progress=bar or False,
+                        **quantization(args), **options)
     for lo in range(0, len(items), args.batch_size):
         chunk = items[lo : lo + args.batch_size]
         if done is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._generation import add_quantization_options
+
 HELP = "serve the chat and embedding models over OpenAI's HTTP API, with a web playground"
 DESCRIPTION = (
     "Serve a chat model (default SmolLM2-135M-Instruct) and a sentence-embedding model (default "
@@ -14,6 +16,7 @@ DESCRIPTION = (
 def arguments(p) -> None:
     p.add_argument("--model", "-m", default=None, help="chat model: GGUF file, folder or hub id "
                    "(default: SmolLM2-135M-Instruct)")
+    add_quantization_options(p)  # of the chat model
     p.add_argument("--embedding-model", default=None, help="sentence-embedding model (default: all-MiniLM-L6-v2)")
     p.add_argument("--index", default=None, help="a search index folder (`lmatlas search build`) for /search")
     p.add_argument("--task-model", action="append", default=[], metavar="TASK=MODEL",
@@ -60,7 +63,7 @@ def config(args):
     return ServerConfig(model=args.model, embedding_model=args.embedding_model, index=args.index, task_models=tasks,
                         host=args.host, port=args.port, api_key=args.api_key, max_concurrent=args.max_concurrent,
                         max_queue=args.max_queue, allowed_origins=args.allowed_origins, timeout=args.timeout,
-                        max_tokens=args.max_tokens)
+                        max_tokens=args.max_tokens, quantize=args.quantize, dequantize=args.dequantize)
 
 
 def run(args) -> int:

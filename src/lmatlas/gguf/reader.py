@@ -1,5 +1,6 @@
 """Reading a GGUF file: its metadata as plain values, its tensors dequantized to float32 by the
-``gguf`` package, and the checks that make a bad file one clear sentence."""
+``gguf`` package (or, for the types the runtime multiplies as they are, their blocks), and the
+checks that make a bad file one clear sentence."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoint import Weights
+from ..checkpoint import StoredBlocks, Weights
 from ..errors import LmatlasError
+from ..runtime.quant_formats import BY_ID
 
 MAGIC = b"GGUF"
 
@@ -99,6 +101,17 @@ class GGUFFile(GGUFMetadata):
         values = np.asarray(values, dtype=np.float32).reshape(self.shape(name))
         return torch.from_numpy(values.copy())
 
+    def blocks(self, name: str) -> tuple[torch.Tensor, object] | None:
+        """A matrix stored in a block format the runtime multiplies as it is (Q8_0, Q4_0, Q4_1, Q4_K, Q6_K):
+        its (rows, row bytes) blocks, copied from the file, and the format; None otherwise."""
+        t = self.tensors[name]
+        kind = BY_ID.get(int(t.tensor_type))
+        if kind is None or len(t.shape) != 2:
+            return None
+        rows, columns = self.shape(name)
+        raw = np.asarray(t.data, dtype=np.uint8).reshape(rows, kind.row_bytes(columns))
+        return torch.from_numpy(raw.copy()), kind
+
 
 def open_gguf(path: Path) -> GGUFFile:
     """The file at ``path``, parsed once for ``load`` and ``load_tokenizer`` alike (a tokenizer's
@@ -136,3 +149,13 @@ class GGUFWeights(Weights):
 
     def shapes(self) -> dict[str, tuple[tuple[int, ...], object]]:
         return {ours: (self.file.shape(stored), stored) for ours, (stored, _) in self._names_map.items()}
+
+    def blocks(self, name: str) -> StoredBlocks | None:
+        stored, rearrange = self._names_map[name]
+        found = self.file.blocks(stored)
+        if found is None:
+            return None
+        data, kind = found
+        metadata = self.file.metadata
+        moves = None if rearrange is None else lambda t: rearrange(t, metadata)
+        return StoredBlocks(data, kind, self.file.shape(stored), moves)

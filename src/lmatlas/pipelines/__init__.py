@@ -156,6 +156,8 @@ def pipeline(
     tokenizer: Any = None,
     dtype: str | None = None,
     batch_size: int | None = None,
+    quantize: str | None = None,
+    dequantize: bool = False,
     **options: Any,
 ) -> Pipeline:
     """A callable for ``task`` on ``model``, as ``transformers.pipeline(task, model)``.
@@ -164,7 +166,8 @@ def pipeline(
     ``tokenizer``). Without a model, the tasks the default model all-MiniLM-L6-v2 serves use it
     (feature-extraction, sentence-similarity, zero-shot-classification), text-generation uses
     SmolLM2-135M-Instruct; the others say which checkpoints they need. ``options`` are the task's options (``top_k``, ``aggregation_strategy``,
-    ``candidate_labels``, ...), defaults for every call; a call may override them.
+    ``candidate_labels``, ...), defaults for every call; a call may override them. ``quantize``
+    and ``dequantize``: as ``lmatlas.load`` takes them, for a model the pipeline loads.
     """
     name = canonical(task)
     spec = TASKS[name]
@@ -179,20 +182,23 @@ def pipeline(
     if model is None and not spec.default:
         raise LmatlasError(f"{task} has no default model; name one with model=: {spec.needs}")
 
+    weights = {"quantize": quantize, "dequantize": dequantize}
     if spec.images:
-        return _image_pipeline(spec, task, model, dtype, extra, options)
+        return _image_pipeline(spec, task, model, dtype, extra, options, weights)
     if spec.head is None or (name == "zero-shot-classification" and _is_sentence_model(model)):
         if tokenizer is not None:
             raise LmatlasError(f"{task} reads the tokenizer from the model folder; tokenizer= is not taken")
         if model is not None and not isinstance(model, (str, os.PathLike)):
             raise LmatlasError(f"{task} takes a model folder or hub id, not a loaded model")
+        if quantize is not None:
+            raise LmatlasError(f"quantize= is for language models; {task} runs a sentence-embedding model in float")
         from ..embeddings import SentenceEncoder, encoder
 
         enc = encoder(model) if dtype is None else SentenceEncoder(model, dtype=dtype)
         target = "zero_shot:ZeroShotEmbedding" if name == "zero-shot-classification" else spec.target
         return _class(target)(enc, task=task, **extra, **options)
 
-    loaded, tok, source = _load(model, tokenizer, dtype)
+    loaded, tok, source = _load(model, tokenizer, dtype, weights)
     if loaded.head_name == "question-answering-beam" and name == "question-answering":
         raise LmatlasError(
             f"question-answering reads start and end scores, and {source} is an XLNetForQuestionAnswering, whose "
@@ -208,7 +214,8 @@ def pipeline(
     return _class(spec.target)(loaded, tok, task=task, **extra, **options)
 
 
-def _image_pipeline(spec: Task, task: str, model: Any, dtype: str | None, extra: dict, options: dict) -> Pipeline:
+def _image_pipeline(spec: Task, task: str, model: Any, dtype: str | None, extra: dict, options: dict,
+                    weights: dict) -> Pipeline:
     """An image task on a model folder or hub id: the model, its image processor, and for
     zero-shot classification its tokenizer."""
     from ..checkpoint import resolve
@@ -219,7 +226,7 @@ def _image_pipeline(spec: Task, task: str, model: Any, dtype: str | None, extra:
     if not isinstance(model, (str, os.PathLike)):
         raise LmatlasError(f"{task} takes a model folder or hub id, not a loaded model")
     folder = resolve(model)
-    loaded = load(folder, dtype=dtype)
+    loaded = load(folder, dtype=dtype, **weights)
     if not reads_images(loaded):
         raise LmatlasError(
             f"{task} needs {spec.needs}; {model} is a text model (model_type {loaded.config.model_type}), it reads no images"
@@ -252,7 +259,7 @@ def _is_sentence_model(model: Any) -> bool:
     return (resolve(model) / "modules.json").is_file()
 
 
-def _load(model: Any, tokenizer: Any, dtype: str | None):
+def _load(model: Any, tokenizer: Any, dtype: str | None, weights: dict):
     from ..loader import load
     from ..tokenizer import load_tokenizer
 
@@ -261,7 +268,7 @@ def _load(model: Any, tokenizer: Any, dtype: str | None):
         from ..gguf import find_gguf
 
         folder = find_gguf(model) or resolve(model)
-        loaded = load(folder, dtype=dtype)
+        loaded = load(folder, dtype=dtype, **weights)
         if tokenizer is None:
             tokenizer = load_tokenizer(folder)
         source = str(model)

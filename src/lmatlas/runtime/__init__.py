@@ -4,6 +4,8 @@ The models (``lmatlas.blocks``, ``lmatlas.attention``) are plain PyTorch that a 
 train. For a decode they offer hooks, empty by default, which ``install`` fills:
 
 - ``nn.Linear`` modules become ``linear.CpuLinear`` (same parameters and state dict);
+- ``quantized.QuantizedLinear`` modules (weights kept in llama.cpp's blocks) take the C kernels
+  for a step's few rows or a short prompt (``native.quant_linear``);
 - ``SelfAttention.decode_step``: one new query per row over the key/value cache
   (``native.decode_step_attention``);
 - ``CrossAttention.attend_few``: a decoding step's few query rows over an encoder-decoder's
@@ -27,6 +29,7 @@ from torch import nn
 
 from . import native
 from .linear import MAX_PACKED_ROWS, CpuLinear, decode_rows
+from .quantized import QuantizedLinear
 from .switch import enabled
 from .threads import StepThreads
 
@@ -58,6 +61,8 @@ def install(model: nn.Module) -> bool:
     for m in model.modules():
         if type(m) is nn.Linear:
             m.__class__ = CpuLinear
+        elif isinstance(m, QuantizedLinear):
+            m.kernels = True
         for name, kernel in _hooks(m).items():
             setattr(m, name, kernel)
     return True
@@ -69,13 +74,15 @@ def uninstall(model: nn.Module) -> nn.Module:
         if type(m) is CpuLinear:
             m.release()
             m.__class__ = nn.Linear
+        elif isinstance(m, QuantizedLinear):
+            m.__dict__.pop("kernels", None)
         for name in _hooks(m):
             m.__dict__.pop(name, None)
     return model
 
 
 def installed(model: nn.Module) -> bool:
-    return any(isinstance(m, CpuLinear) for m in model.modules())
+    return any(isinstance(m, CpuLinear) or getattr(m, "kernels", False) for m in model.modules())
 
 
 def release(model: nn.Module) -> None:
@@ -95,6 +102,6 @@ def decoding(model: nn.Module, rows: int) -> Iterator[None]:
 
 
 __all__ = [
-    "MAX_PACKED_ROWS", "CpuLinear", "StepThreads", "decode_rows", "decoding", "enabled", "install", "installed",
+    "MAX_PACKED_ROWS", "CpuLinear", "QuantizedLinear", "StepThreads", "decode_rows", "decoding", "enabled", "install", "installed",
     "release", "uninstall",
 ]  # fmt: skip

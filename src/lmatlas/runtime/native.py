@@ -16,6 +16,14 @@ the kernels here read what they need once, front to back.
   query. Their results differ from PyTorch's by summation order and a polynomial exp (~3e-7).
 - ``csrc/norm.c``: a post-norm layer's residual sum and LayerNorm in one call for a step's few
   rows (three per layer; each operator after a weight stream starts cold). Single-threaded.
+- ``csrc/quant.c`` (with ``quant_k.c``, ``quant_x86.c``, ``quant_simd.h``): linear layers on
+  weights kept in llama.cpp's block formats (Q8_0, Q4_0, Q4_1, and the K-quants Q4_K and Q6_K)
+  for the rows of a step or a prompt, the activations quantized on the
+  fly to int8 blocks for integer dot products; a scalar, an AVX2 and an AVX-512 VNNI path in one
+  library, chosen at run time from the CPU (``quant_path``; ``LMATLAS_QUANT_PATH`` forces one).
+  And the quantization of a float matrix into those blocks and back (``quant_quantize``,
+  ``quant_dequantize``).
+  ``runtime.quantized.QuantizedLinear`` calls it.
 - ``csrc/team.c``: the size of the last parallel region's team, for tests. Every kernel with a
   parallel region takes its thread count as an argument: ``torch.get_num_threads()``, which the
   runtime's thread policy sets (``threads.StepThreads``), so that the C kernels and PyTorch's
@@ -23,7 +31,8 @@ the kernels here read what they need once, front to back.
 
 Figures: ``benchmarks/README.md``. The library goes to ``$LMATLAS_CACHE`` (default
 ``~/.cache/lmatlas``), named by a hash of the source, the compiler command and the CPU's
-instruction-set flags, since it is built for this CPU (``-march=native``). Without a compiler,
+instruction-set flags, since it is built for this CPU (``-march=native``; the quantized kernels' files are built
+without it, their paths compiled for their instruction sets by target attributes). Without a compiler,
 or with the runtime switched off (``switch.enabled``), everything falls back to the PyTorch path
 (a warning says why, once).
 """
@@ -42,10 +51,18 @@ from pathlib import Path
 
 import torch
 
+from ..errors import LmatlasError
 from .switch import enabled
 
-_SOURCES = sorted((Path(__file__).parent / "csrc").glob("*.c"))
+_CSRC = Path(__file__).parent / "csrc"
+_SOURCES = sorted(_CSRC.glob("*.c"))
+_HEADERS = sorted(_CSRC.glob("*.h"))
 _FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math"]
+# Files whose instruction sets are chosen at run time: built for the baseline of the
+# architecture, each path compiled for its own by target attributes (``quant_paths``).
+_PORTABLE = [path for path in _SOURCES if path.name.startswith("quant")]
+_PORTABLE_FLAGS = [f for f in _FLAGS if f not in ("-march=native", "-shared")] + ["-ffp-contract=off"]
+QUANT_PATHS = ("scalar", "avx2", "avx512vnni")  # in quant.h's order
 # The C side's fixed-size buffers (attention.c's MAX_ROWS and MAX_DIM, linear.c's MAX_LINEAR_ROWS).
 MAX_ROWS = 16
 MAX_DIM = 256
@@ -75,7 +92,7 @@ def _build() -> ctypes.CDLL:
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not compiler:
         raise RuntimeError("no C compiler found (set CC)")
-    sources = [path.read_bytes() for path in _SOURCES]
+    sources = [path.read_bytes() for path in _SOURCES + _HEADERS]
     key = hashlib.sha256(b"\0".join([*sources, " ".join([compiler, *_FLAGS]).encode(), _cpu_flags().encode()]))
     target = _cache_dir() / f"lmatlas-{key.hexdigest()[:16]}.so"
     if not target.exists():
@@ -84,11 +101,12 @@ def _build() -> ctypes.CDLL:
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
         os.close(fd)
         try:
-            done = subprocess.run(
-                [compiler, *_FLAGS, *map(str, _SOURCES), "-o", tmp], capture_output=True, text=True, timeout=120
-            )
-            if done.returncode != 0:
-                raise RuntimeError(f"{compiler} failed: {done.stderr.strip()[-500:]}")
+            with tempfile.TemporaryDirectory(dir=target.parent) as objects:
+                portable = [str(Path(objects) / f"{path.stem}.o") for path in _PORTABLE]
+                for path, obj in zip(_PORTABLE, portable):
+                    _compile(compiler, [*_PORTABLE_FLAGS, "-c", str(path), "-o", obj])
+                native = [str(path) for path in _SOURCES if path not in _PORTABLE]
+                _compile(compiler, [*_FLAGS, *native, *portable, "-o", tmp])
             os.replace(tmp, target)
         finally:
             if os.path.exists(tmp):
@@ -104,9 +122,25 @@ def _build() -> ctypes.CDLL:
     lib.linear_rows.restype = None
     lib.add_layer_norm.argtypes = [p, p, p, p, p, i64, i64, ctypes.c_float]
     lib.add_layer_norm.restype = None
+    lib.quant_linear.argtypes = [i32, i32, p, p, p, p, i64, i64, i64, i32]
+    lib.quant_linear.restype = i32
+    lib.quant_quantize.argtypes = [i32, p, i64, i64, p, i32]
+    lib.quant_quantize.restype = i32
+    lib.quant_dequantize.argtypes = [i32, p, i64, i64, p, i32]
+    lib.quant_dequantize.restype = i32
+    lib.quant_activations.argtypes = [p, i64, i64, p, p, p]
+    lib.quant_activations.restype = None
+    lib.quant_paths.argtypes = []
+    lib.quant_paths.restype = i32
     lib.lmatlas_threads_used.argtypes = []
     lib.lmatlas_threads_used.restype = i32
     return lib
+
+
+def _compile(compiler: str, arguments: list[str]) -> None:
+    done = subprocess.run([compiler, *arguments], capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise RuntimeError(f"{compiler} failed: {done.stderr.strip()[-500:]}")
 
 
 def library() -> ctypes.CDLL | None:
@@ -274,10 +308,97 @@ def add_layer_norm(x: torch.Tensor, y: torch.Tensor, norm: torch.nn.LayerNorm) -
     return out
 
 
+def quant_paths() -> tuple[str, ...]:
+    """The paths of the quantized kernels this CPU runs, slowest first (scalar always); none
+    without the library."""
+    lib = library()
+    if lib is None:
+        return ()
+    supported = lib.quant_paths()
+    return tuple(name for i, name in enumerate(QUANT_PATHS) if supported >> i & 1)
+
+
+def quant_path() -> str | None:
+    """The path the quantized kernels take: ``LMATLAS_QUANT_PATH`` (scalar, avx2 or avx512vnni)
+    where set, else the fastest this CPU runs; None without the library."""
+    available = quant_paths()
+    forced = os.environ.get("LMATLAS_QUANT_PATH", "").strip().lower()
+    if forced and forced not in QUANT_PATHS:
+        raise LmatlasError(
+            f"LMATLAS_QUANT_PATH={forced!r} names no path of the quantized kernels; use one of {', '.join(QUANT_PATHS)}"
+        )
+    if not available:
+        return None
+    if forced and forced not in available:
+        raise LmatlasError(f"LMATLAS_QUANT_PATH={forced}: this CPU cannot run that path (it runs {', '.join(available)})")
+    return forced or available[-1]
+
+
+def quant_linear(
+    x: torch.Tensor, blocks: torch.Tensor, qtype: int, bias: torch.Tensor | None, out_features: int, path: str
+) -> torch.Tensor:
+    """``x @ w.T + bias`` for (rows, in) float32 ``x``, ``w`` the (out_features, in) matrix that
+    ``blocks`` holds in ggml's ``qtype`` (a GGUF type id), on the kernels' ``path``. The caller
+    checks the library, the type and the shapes (``in`` a multiple of 32)."""
+    rows, inp = x.shape
+    x = x.contiguous()
+    y = torch.empty(rows, out_features, dtype=torch.float32)
+    bias = None if bias is None else bias.contiguous()
+    done = library().quant_linear(
+        QUANT_PATHS.index(path), qtype, x.data_ptr(), blocks.data_ptr(), _pointer(bias), y.data_ptr(), rows,
+        out_features, inp, torch.get_num_threads(),
+    )  # fmt: skip
+    if done != 0:
+        raise AssertionError(f"quant_linear refused its arguments ({done})")
+    return y
+
+
+def quant_quantize(w: torch.Tensor, qtype: int, row_bytes: int) -> torch.Tensor | None:
+    """A (rows, in) float32 matrix as (rows, ``row_bytes``) blocks of ggml's ``qtype``, the bytes
+    ``quant_formats.quantize`` gives; None without the library."""
+    lib = library()
+    if lib is None:
+        return None
+    w = w.contiguous()
+    out = torch.empty(w.shape[0], row_bytes, dtype=torch.uint8)
+    if lib.quant_quantize(qtype, w.data_ptr(), w.shape[0], w.shape[1], out.data_ptr(), torch.get_num_threads()) != 0:
+        raise AssertionError("quant_quantize refused its arguments")
+    return out
+
+
+def quant_dequantize(blocks: torch.Tensor, qtype: int, columns: int) -> torch.Tensor | None:
+    """(rows, row bytes) blocks of ggml's ``qtype`` (Q8_0, Q4_0, Q4_1) as the (rows, ``columns``)
+    float32 matrix ``quant_formats.dequantize`` gives; None without the library."""
+    lib = library()
+    if lib is None:
+        return None
+    blocks = blocks.contiguous()
+    out = torch.empty(blocks.shape[0], columns, dtype=torch.float32)
+    if lib.quant_dequantize(qtype, blocks.data_ptr(), blocks.shape[0], columns, out.data_ptr(), torch.get_num_threads()) != 0:
+        raise AssertionError("quant_dequantize refused its arguments")
+    return out
+
+
+def quant_activations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The kernels' quantization of (rows, in) float32 activations: int8 values (rows, in), and
+    per block of 32 the scale and the scale times the sum of the values (rows, in / 32)."""
+    rows, inp = x.shape
+    x = x.contiguous()
+    q = torch.empty(rows, inp, dtype=torch.int8)
+    d = torch.empty(rows, inp // 32, dtype=torch.float32)
+    s = torch.empty_like(d)
+    library().quant_activations(x.data_ptr(), rows, inp, q.data_ptr(), d.data_ptr(), s.data_ptr())
+    return q, d, s
+
+
 def threads_used() -> int:
     """The number of threads the kernels' last parallel region ran on (0 before any)."""
     lib = library()
     return 0 if lib is None else lib.lmatlas_threads_used()
 
 
-__all__ = ["add_layer_norm", "block_weight", "decode_step_attention", "few_queries_attention", "library", "linear_rows", "threads_used"]
+__all__ = [
+    "QUANT_PATHS", "add_layer_norm", "block_weight", "decode_step_attention", "few_queries_attention", "library",
+    "linear_rows", "quant_activations", "quant_linear", "quant_dequantize", "quant_path", "quant_paths", "quant_quantize",
+    "threads_used",
+]  # fmt: skip

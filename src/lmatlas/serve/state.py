@@ -39,6 +39,8 @@ class ServerConfig:
     timeout: float = 600.0  # seconds a request may take, queue included
     max_tokens: int = 512  # a reply's length when the request names none
     max_body: int = 1 << 20  # bytes
+    quantize: str | None = None  # the chat model's matrices quantized to this type (lmatlas.load)
+    dequantize: bool = False  # a GGUF chat model's matrices in float32
 
 
 def chat_model_source(model: str | None) -> Path | str:
@@ -134,7 +136,7 @@ class State:
         c = self.config
         source = chat_model_source(c.model)
         self.tokenizer = load_tokenizer(source)
-        model = load(source, head="causal-lm")
+        model = load(source, head="causal-lm", quantize=c.quantize, dequantize=c.dequantize)
         self.chat_name = c.model or "SmolLM2-135M-Instruct"
         self.engine = Engine(model, self.tokenizer, c.max_concurrent, c.max_queue, c.timeout, self.metrics)
         self.engine.start()

@@ -51,7 +51,7 @@ def load_language_model(spec: PathLike, what: str):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = load(spec, head="causal-lm")
+        model = load(spec, head="causal-lm", dequantize=True)
     if not model.is_decoder:
         raise LmatlasError(f"{what} {spec} is not a decoder (GPT-style), which this training needs")
     return model

@@ -42,7 +42,7 @@ def load_for_finetuning(path: str | os.PathLike, head: str, id2label: dict[int, 
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "newly initialised: head.out..." is the point here
-        model = load(path, head=head)
+        model = load(path, head=head, dequantize=True)
     if getattr(model, "decodes_with_memory", False):
         # Its summary and heads read the last position, and fine-tuning pads on the right.
         raise LmatlasError(f"{path} is an XLNet, which fine-tuning does not take yet (its heads read the last "

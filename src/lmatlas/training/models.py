@@ -86,7 +86,7 @@ def _from_checkpoint(spec: str, head: str, tokenizer, block: int, causal: bool |
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a head the checkpoint lacks starts fresh, as wanted
-        model = load(spec, head=head)
+        model = load(spec, head=head, dequantize=True)
     cfg = model.config
     if len(tokenizer) > cfg.vocab_size:
         raise LmatlasError(

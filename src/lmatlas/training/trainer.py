@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ..errors import LmatlasError
+from ..quantization import refuse_quantized
 from . import distributed as dist_
 from .checkpoints import (STATE_FILE, STATE_FORMAT, checkpoint_name, checkpoints, fresh_tmp, prune, publish, read_state,
                           rng_state, set_rng_state)
@@ -128,6 +129,7 @@ class Trainer:
         if resume_from is not None:
             self._check_compatible(resume_from)
             self.task.load(resume_from)
+        refuse_quantized(self.task.module, "training")
         self.task.module.to(ctx.device)
         self.fsdp = cfg.fsdp and ctx.distributed
         # Under FSDP no process holds the whole model: the main one keeps a CPU copy to save.

@@ -1,0 +1,160 @@
+"""llama.cpp's (ggml's) block formats for quantized matrices, in PyTorch: Q8_0, Q4_0 and Q4_1
+(and Q4_K, Q6_K as GGUF files store them: dequantized by the ``gguf`` package, never made here).
+
+A matrix of (rows, columns) is stored row by row, each row as columns / 32 blocks of 32
+consecutive weights, each block a float16 scale (and a float16 minimum for Q4_1) and the
+weights' integers (layouts: ``csrc/quant.c``). ``quantize`` gives the very bytes that the
+``gguf`` package's ``gguf.quants.quantize`` gives (the same float32 operations in the same order,
+so a model quantized here and a GGUF file written by lmatlas or llama.cpp's converter hold the
+same blocks), and ``dequantize`` the very floats of ``gguf.quants.dequantize``. ``quantize``
+runs in C where the runtime's library is built (``csrc/quant.c``: one pass over the matrix,
+multi-threaded), else in PyTorch; both give those bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import LmatlasError
+from . import native
+
+BLOCK = 32
+
+
+@dataclass(frozen=True)
+class QuantType:
+    name: str  # as lmatlas' options spell it
+    id: int  # ggml's type id, as GGUF files store it
+    block_bytes: int
+    block: int = BLOCK  # weights per block
+
+    def row_bytes(self, columns: int) -> int:
+        return columns // self.block * self.block_bytes
+
+
+Q8_0 = QuantType("q8_0", 8, 34)
+Q4_0 = QuantType("q4_0", 2, 18)
+Q4_1 = QuantType("q4_1", 3, 20)
+TYPES = {t.name: t for t in (Q8_0, Q4_0, Q4_1)}  # the types lmatlas quantizes to
+# The K-quants of most GGUF files, which the runtime runs as stored (super-blocks of 256; layouts:
+# csrc/quant_k.c) but lmatlas does not make: their blocks come from a file.
+Q4_K = QuantType("q4_k", 12, 144, 256)
+Q6_K = QuantType("q6_k", 14, 210, 256)
+BY_ID = {t.id: t for t in (*TYPES.values(), Q4_K, Q6_K)}
+
+
+def quant_type(name: str | QuantType, argument: str = "quantize") -> QuantType:
+    """The type ``name`` names (q8_0, q4_0 or q4_1, any case); one sentence for anything else."""
+    if isinstance(name, QuantType):
+        return name
+    found = TYPES.get(str(name).lower())
+    if found is None:
+        raise LmatlasError(f"{argument}={name!r} is not a type lmatlas quantizes to; use one of {', '.join(TYPES)}")
+    return found
+
+
+def _blocks(w: torch.Tensor) -> torch.Tensor:
+    if w.ndim != 2 or w.shape[1] % BLOCK:
+        raise LmatlasError(f"a matrix of shape {tuple(w.shape)} cannot be quantized: its rows are not whole blocks of 32")
+    return w.detach().to(torch.float32).reshape(-1, BLOCK)
+
+
+def _inverse(d: torch.Tensor) -> torch.Tensor:
+    """1 / d, and 0 where d is 0 (an all-zero block)."""
+    return torch.where(d == 0, torch.zeros_like(d), torch.ones_like(d) / d)
+
+
+def _half_bytes(v: torch.Tensor) -> torch.Tensor:
+    """(n, 1) float32 -> (n, 2) bytes of its float16, little-endian as GGUF stores it."""
+    return v.to(torch.float16).view(torch.uint8)
+
+
+def _pack_nibbles(q: torch.Tensor) -> torch.Tensor:
+    """(n, 32) values 0..15 -> (n, 16) bytes: weight i in the low nibble of byte i, weight
+    i + 16 in its high nibble."""
+    q = q.to(torch.uint8)
+    return q[:, :16] | (q[:, 16:] << 4)
+
+
+def _unpack_nibbles(qs: torch.Tensor) -> torch.Tensor:
+    return torch.cat([qs & 15, qs >> 4], dim=1)
+
+
+def quantize(w: torch.Tensor, kind: str | QuantType) -> torch.Tensor:
+    """A (rows, columns) float matrix as (rows, row bytes) uint8 blocks of ``kind``."""
+    kind = quant_type(kind)
+    if kind.block != BLOCK:
+        raise LmatlasError(f"{kind.name} matrices run as a file stores them; lmatlas quantizes to {', '.join(TYPES)}")
+    b = _blocks(w)
+    fast = native.quant_quantize(b.reshape(w.shape), kind.id, kind.row_bytes(w.shape[1]))
+    return fast if fast is not None else quantize_in_torch(w, kind)
+
+
+def quantize_in_torch(w: torch.Tensor, kind: str | QuantType) -> torch.Tensor:
+    """``quantize`` in PyTorch's operators (where the C library is not built)."""
+    kind = quant_type(kind)
+    rows = w.shape[0]
+    b = _blocks(w)
+    if kind is Q8_0:
+        d = b.abs().amax(dim=1, keepdim=True) / 127
+        v = b * _inverse(d)
+        # roundf: half away from zero, computed exactly as gguf's np_roundf does
+        a = v.abs()
+        whole = a.floor()
+        q = torch.sign(v) * (whole + (2 * (a - whole)).floor())
+        out = torch.cat([_half_bytes(d), q.to(torch.int8).view(torch.uint8)], dim=1)
+    elif kind is Q4_0:
+        # The scale's sign is the largest magnitude's (the first, on a tie): it maps to -8.
+        biggest = b.gather(1, b.abs().argmax(dim=1, keepdim=True))
+        d = biggest / -8
+        q = (b * _inverse(d) + 8.5).trunc().clamp(0, 15)
+        out = torch.cat([_half_bytes(d), _pack_nibbles(q)], dim=1)
+    else:
+        low, high = b.amin(dim=1, keepdim=True), b.amax(dim=1, keepdim=True)
+        d = (high - low) / 15
+        q = ((b - low) * _inverse(d) + 0.5).trunc().clamp(0, 15)
+        out = torch.cat([_half_bytes(d), _half_bytes(low), _pack_nibbles(q)], dim=1)
+    return out.reshape(rows, -1)
+
+
+def _half(raw: torch.Tensor) -> torch.Tensor:
+    """(n, 2) bytes -> (n, 1) float32 of the float16 they hold."""
+    return raw.contiguous().view(torch.float16).to(torch.float32)
+
+
+def dequantize(blocks: torch.Tensor, kind: str | QuantType, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(rows, row bytes) uint8 blocks of ``kind`` back to the (rows, columns) matrix they hold
+    (in C where the library is built, as ``quantize``)."""
+    kind = quant_type(kind)
+    rows = blocks.shape[0]
+    if kind.block != BLOCK:  # a K-quant: the gguf package's own dequantization
+        import gguf
+
+        values = gguf.quants.dequantize(blocks.numpy(), gguf.GGMLQuantizationType(kind.id))
+        return torch.from_numpy(values.astype("float32").reshape(rows, -1)).to(dtype)
+    fast = native.quant_dequantize(blocks, kind.id, blocks.shape[1] // kind.block_bytes * BLOCK)
+    return fast.to(dtype) if fast is not None else dequantize_in_torch(blocks, kind, dtype)
+
+
+def dequantize_in_torch(blocks: torch.Tensor, kind: str | QuantType, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``dequantize`` in PyTorch's operators (where the C library is not built)."""
+    kind = quant_type(kind)
+    rows = blocks.shape[0]
+    raw = blocks.reshape(-1, kind.block_bytes)
+    d = _half(raw[:, :2])
+    if kind is Q8_0:
+        w = raw[:, 2:].contiguous().view(torch.int8).to(torch.float32) * d
+    elif kind is Q4_0:
+        w = d * (_unpack_nibbles(raw[:, 2:]).to(torch.float32) - 8)
+    else:
+        # d * q is exact in float32 (a 4-bit times an 11-bit significand): one rounding, as numpy's
+        w = d * _unpack_nibbles(raw[:, 4:]).to(torch.float32) + _half(raw[:, 2:4])
+    return w.reshape(rows, -1).to(dtype)
+
+
+__all__ = [
+    "BLOCK", "BY_ID", "Q4_0", "Q4_1", "Q4_K", "Q6_K", "Q8_0", "TYPES", "QuantType", "dequantize", "quant_type", "quantize",
+    "dequantize_in_torch", "quantize_in_torch",
+]  # fmt: skip

@@ -1,0 +1,100 @@
+"""A linear layer whose weight stays quantized, in llama.cpp's block formats (``quant_formats``).
+
+``QuantizedLinear`` holds the blocks as they are stored (a uint8 buffer, the bytes of a GGUF
+tensor) and the bias, if any, as a float parameter. Its two ways to compute ``x @ w.T + b``:
+
+- PyTorch's: the weight dequantized (as ``gguf.quants.dequantize`` gives it, to the bit), a
+  tile of output rows at a time so that no float copy of a large matrix is kept, then
+  ``F.linear``. The numbers are those of the float model the blocks stand for. This is the path of
+  a model that ``lmatlas.load`` returns (plain PyTorch; gradients flow to the input, the blocks
+  are not trained), of prompts longer than ``MAX_KERNEL_ROWS`` and of other devices;
+- the C kernels (``native.quant_linear``), once the runtime is installed for a decode
+  (``runtime.install`` sets ``kernels``): integer dot products of the blocks with the activations
+  quantized to int8 blocks, as llama.cpp runs them, reading 1.06 (Q8_0), 0.56 (Q4_0, Q4_K), 0.63
+  (Q4_1) or 0.82 (Q6_K) bytes a weight instead of float32's 4. They differ from PyTorch's path by the
+  activations' rounding: for each output, at most sum over blocks of max |x| / 254 times the sum
+  of |w| over the block.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import native
+from .switch import enabled
+from .quant_formats import QuantType, dequantize, quant_type, quantize
+
+# Rows up to which the C kernels take a call: a prompt's rows share each pass over the weights
+# in groups of 8; up to this many that beats dequantizing the weights for F.linear (figures:
+# benchmarks/README.md), and it needs no float copy of the weights.
+MAX_KERNEL_ROWS = 256
+# Output rows dequantized at a time on PyTorch's path (a few MB of float32).
+TILE_ELEMENTS = 1 << 20
+
+
+class QuantizedLinear(nn.Module):
+    """A linear layer over a (out_features, in_features) weight kept in blocks of ``kind``
+    (``blocks``: (out_features, row bytes) uint8), with an optional float ``bias``."""
+
+    kernels = False  # set by runtime.install: calls of a few rows take the C kernels
+
+    def __init__(self, in_features: int, out_features: int, kind: str | QuantType, blocks: torch.Tensor,
+                 bias: torch.Tensor | None = None):  # fmt: skip
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.kind = quant_type(kind)
+        if blocks.dtype != torch.uint8 or tuple(blocks.shape) != (out_features, self.kind.row_bytes(in_features)):
+            raise ValueError(f"blocks of shape {tuple(blocks.shape)} do not hold a {out_features} x {in_features} {self.kind.name} matrix")
+        self.register_buffer("blocks", blocks)
+        self.bias = bias if bias is None or isinstance(bias, nn.Parameter) else nn.Parameter(bias)
+
+    @classmethod
+    def of(cls, linear: nn.Linear, kind: str | QuantType, weight: torch.Tensor | None = None) -> "QuantizedLinear":
+        """``linear`` with its weight (or ``weight``: a tied one) quantized to ``kind``."""
+        w = linear.weight if weight is None else weight
+        return cls(linear.in_features, linear.out_features, kind, quantize(w, kind), linear.bias)
+
+    def dequantized(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The weight the blocks hold, as a float tensor (a copy)."""
+        return dequantize(self.blocks, self.kind, dtype)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The weight the blocks hold, dequantized to float32: a fresh copy at each read, to
+        look at (the layer is not changed through it, and no weight can be assigned)."""
+        return self.dequantized()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = x.shape[-1]
+        rows = x.numel() // k if k else 0
+        if self.kernels and 0 < rows <= MAX_KERNEL_ROWS and self._kernel_applies(x):
+            path = native.quant_path()
+            if path is not None:
+                b = None if self.bias is None else self.bias.detach().float()
+                y = native.quant_linear(x.reshape(rows, k).float(), self.blocks, self.kind.id, b, self.out_features, path)
+                return y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+        return self.reference(x)
+
+    def _kernel_applies(self, x: torch.Tensor) -> bool:
+        grad = torch.is_grad_enabled() and (x.requires_grad or (self.bias is not None and self.bias.requires_grad))
+        return x.device.type == "cpu" and self.blocks.device.type == "cpu" and not grad and enabled()
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        """PyTorch's path: the weight dequantized a tile of output rows at a time, then F.linear."""
+        step = max(1, TILE_ELEMENTS // max(1, self.in_features))
+        if step >= self.out_features:
+            return F.linear(x, dequantize(self.blocks, self.kind, x.dtype), self.bias)
+        tiles = []
+        for start in range(0, self.out_features, step):
+            w = dequantize(self.blocks[start : start + step], self.kind, x.dtype)
+            b = None if self.bias is None else self.bias[start : start + step]
+            tiles.append(F.linear(x, w, b))
+        return torch.cat(tiles, dim=-1)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, kind={self.kind.name}, bias={self.bias is not None}"
+
+
+__all__ = ["MAX_KERNEL_ROWS", "QuantizedLinear"]

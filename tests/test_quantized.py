@@ -1,0 +1,252 @@
+"""Quantized matrices in llama.cpp's block formats (lmatlas.runtime.quant_formats, .quantized and
+the C kernels of csrc/quant*.c): the bytes of the ``gguf`` package, and every kernel path against
+PyTorch on the dequantized weights.
+
+Tolerances. The kernels quantize each row of activations to int8 blocks of 32 (scale max |x| /
+127, rounded half away from zero), so against PyTorch's ``F.linear`` on the dequantized weights
+and float activations an output may differ by the activations' rounding, at most
+sum over blocks of max |x| / 254 times the sum of |w| over the block (the bound ``rounding``
+computes), plus float32 summation error. Against the same product in float64 with the kernels'
+own int8 activations, only float32 rounding remains: the integer sums are exact, and each block
+adds a few float32 roundings, so at most (blocks + 8) x 4 x 2^-24 x the sum of the terms' magnitudes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lmatlas import LmatlasError, runtime
+from lmatlas.runtime import native, quant_formats
+from lmatlas.runtime.quantized import MAX_KERNEL_ROWS, QuantizedLinear
+
+from .reference import require
+
+KINDS = tuple(quant_formats.TYPES)
+EPS = 2.0**-24
+# (out, in): rows not a multiple of any kernel block, in a multiple of 32 only
+SHAPES = [(1, 32), (37, 96), (129, 576), (16, 160)]
+
+
+def gguf_type(kind: str):
+    return require("gguf").GGMLQuantizationType[kind.upper()]
+
+
+def awkward(rows: int, columns: int, seed: int) -> torch.Tensor:
+    """Random weights with the blocks that test a quantizer's edges: all zeros, ties between +x
+    and -x for the largest magnitude, values halfway between two steps, tiny and huge scales."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(rows, columns, generator=g)
+    flat = w.view(-1, 32)
+    n = flat.shape[0]
+    flat[0] = 0
+    if n > 1:
+        flat[1] = torch.tensor([1.0, -1.0] * 16)
+    if n > 2:
+        flat[2] = torch.arange(32) / 2 - 8  # halves: rounding ties
+    if n > 3:
+        flat[3] *= 1e-6
+    if n > 4:
+        flat[4] *= 1e3
+    if n > 5:
+        flat[5] = torch.round(flat[5] * 254) / 2
+    return w
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("shape", [(1, 32), (37, 96), (64, 576), (7, 1536)])
+def test_quantize_gives_the_bytes_of_the_gguf_package(kind, shape):
+    gguf = require("gguf")
+    for seed in range(3):
+        w = awkward(*shape, seed) * (10.0 ** (seed - 1))
+        theirs = gguf.quants.quantize(w.numpy(), gguf_type(kind))
+        for quantize in (quant_formats.quantize, quant_formats.quantize_in_torch):  # C, then PyTorch
+            ours = quantize(w, kind)
+            assert ours.dtype == torch.uint8 and ours.shape == theirs.shape
+            assert np.array_equal(ours.numpy(), theirs)
+        want = gguf.quants.dequantize(theirs, gguf_type(kind)).astype(np.float32).reshape(shape)
+        for dequantize in (quant_formats.dequantize, quant_formats.dequantize_in_torch):
+            back = dequantize(ours, kind)
+            assert np.array_equal(back.numpy().view(np.uint32), want.view(np.uint32))  # to the bit
+
+
+def test_block_sizes_are_ggml_s():
+    gguf = require("gguf")
+    for kind in quant_formats.TYPES.values():
+        assert gguf.GGML_QUANT_SIZES[gguf_type(kind.name)] == (quant_formats.BLOCK, kind.block_bytes)
+        assert int(gguf_type(kind.name)) == kind.id
+
+
+def test_bad_input_one_sentence():
+    with pytest.raises(LmatlasError, match=r"^quantize='q5_0' is not a type lmatlas quantizes to; use one of q8_0, q4_0, q4_1$"):
+        quant_formats.quantize(torch.zeros(4, 32), "q5_0")
+    with pytest.raises(LmatlasError, match=r"^a matrix of shape \(4, 48\) cannot be quantized: its rows are not whole blocks of 32$"):
+        quant_formats.quantize(torch.zeros(4, 48), "q8_0")
+
+
+def kernel_inputs(out_features: int, in_features: int, rows: int, kind: str, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(out_features, in_features, generator=g) * 0.1
+    x = torch.randn(rows, in_features, generator=g)
+    x[0, :32] *= 30  # a block with an outlier-sized scale
+    bias = torch.randn(out_features, generator=g) if seed % 2 else None
+    return w, x, bias, quant_formats.quantize(w, kind)
+
+
+def rounding(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """The most that int8 activations (blocks of 32, round to nearest) move each output."""
+    step = x.reshape(x.shape[0], -1, 32).abs().amax(-1, keepdim=True) / 254
+    return step.expand(-1, -1, 32).reshape(x.shape).double() @ w.abs().double().T
+
+
+def test_activations_quantized_as_ggml():
+    """Blocks of 32, scale max |x| / 127, values rounded half away from zero."""
+    x = torch.randn(3, 96) * 4
+    x[1, :32] = torch.arange(32) * 127 / 62  # halfway values: round away from zero
+    q, d, s = native.quant_activations(x)
+    blocks = x.reshape(3, 3, 32)
+    scale = blocks.abs().amax(-1) / 127
+    v = blocks * (1 / scale)[..., None]
+    assert torch.equal(d, scale)
+    assert torch.equal(q.reshape(3, 3, 32).float(), torch.sign(v) * torch.floor(v.abs() + 0.5))
+    assert torch.equal(s, scale * q.reshape(3, 3, 32).sum(-1).float())
+
+
+def forced(path: str, monkeypatch) -> bool:
+    """Force ``path``; False (having checked the one sentence) where this CPU cannot run it."""
+    monkeypatch.setenv("LMATLAS_QUANT_PATH", path)
+    if path not in native.quant_paths():
+        with pytest.raises(LmatlasError, match=rf"^LMATLAS_QUANT_PATH={path}: this CPU cannot run that path \(it runs scalar"):
+            native.quant_path()
+        return False
+    assert native.quant_path() == path
+    return True
+
+
+def check_layer(kind, blocks, x, bias) -> None:
+    """The installed layer against PyTorch on the dequantized weights (tolerances: the module's)."""
+    out_features, in_features, rows = blocks.shape[0], x.shape[1], x.shape[0]
+    layer = QuantizedLinear(in_features, out_features, kind, blocks, bias)
+    runtime.install(layer)
+    with torch.no_grad():
+        got = layer(x).double()
+    wd = quant_formats.dequantize(blocks, kind).double()
+    b = torch.zeros(out_features, dtype=torch.float64) if bias is None else bias.double()
+    # the kernels' own int8 activations, in float64: float32 summation error only
+    q, d, _ = native.quant_activations(x)
+    xq = (q.double().reshape(rows, -1, 32) * d.double()[..., None]).reshape(rows, -1)
+    magnitude = xq.abs() @ wd.abs().T + b.abs()
+    exact_tol = (in_features // 32 + 8) * 4 * EPS * magnitude + 1e-30
+    assert ((got - (xq @ wd.T + b)).abs() <= exact_tol).all(), (kind, out_features, in_features, rows)
+    # float activations: within the activations' rounding
+    want = torch.nn.functional.linear(x, wd.float(), None if bias is None else bias).double()
+    tol = rounding(x, wd) + exact_tol + in_features * EPS * (x.abs().double() @ wd.abs().T + b.abs())
+    assert ((got - want).abs() <= tol).all(), (kind, out_features, in_features, rows)
+
+
+@pytest.mark.parametrize("path", native.QUANT_PATHS)
+def test_every_path_against_pytorch(path, monkeypatch):
+    """Each kernel path, forced: all types, odd shapes, 1 to 8 rows and a short prompt's 17."""
+    if not forced(path, monkeypatch):
+        return
+    for kind in KINDS:
+        for (out_features, in_features), seed in zip(SHAPES, range(len(SHAPES))):
+            for rows in (*range(1, 9), 17):
+                _, x, bias, blocks = kernel_inputs(out_features, in_features, rows, kind, seed)
+                check_layer(kind, blocks, x, bias)
+
+
+@pytest.mark.parametrize("path", native.QUANT_PATHS)
+def test_k_quants_as_stored(path, monkeypatch):
+    """Q4_K and Q6_K blocks (random bytes with small scales, as a file could hold: lmatlas does
+    not make them), on each path, against the gguf package's dequantization."""
+    from .test_gguf_quant import random_k_blocks
+
+    if not forced(path, monkeypatch):
+        return
+    for name, kind in (("Q4_K", quant_formats.Q4_K), ("Q6_K", quant_formats.Q6_K)):
+        for (out_features, in_features), seed in (((37, 256), 1), ((5, 768), 2)):
+            raw, _ = random_k_blocks(name, (out_features, in_features), seed)
+            blocks = torch.from_numpy(raw)
+            for rows in (1, 3, 8, 11):
+                g = torch.Generator().manual_seed(rows)
+                x = torch.randn(rows, in_features, generator=g)
+                check_layer(kind, blocks, x, torch.randn(out_features, generator=g) if rows % 2 else None)
+    with pytest.raises(LmatlasError, match=r"^q4_k matrices run as a file stores them; lmatlas quantizes to q8_0, q4_0, q4_1$"):
+        quant_formats.quantize(torch.zeros(2, 256), quant_formats.Q4_K)
+
+
+def test_paths_agree():
+    """The integer sums are exact: the paths differ only in the order of the float32 sums."""
+    paths = native.quant_paths()
+    assert paths[0] == "scalar"
+    for kind in KINDS:
+        w, x, bias, blocks = kernel_inputs(129, 576, 5, kind, 1)
+        outs = [native.quant_linear(x, blocks, quant_formats.TYPES[kind].id, bias, 129, p) for p in paths]
+        for other in outs[1:]:
+            assert (other - outs[0]).abs().max().item() <= 1e-4 * outs[0].abs().max().item()
+
+
+def test_unknown_path_one_sentence(monkeypatch):
+    monkeypatch.setenv("LMATLAS_QUANT_PATH", "neon")
+    with pytest.raises(LmatlasError, match=r"^LMATLAS_QUANT_PATH='neon' names no path of the quantized kernels; use one of scalar, avx2, avx512vnni$"):
+        native.quant_path()
+
+
+def test_a_path_the_cpu_lacks_one_sentence(monkeypatch):
+    """As on a CPU without AVX2 (this one's answer replaced)."""
+    monkeypatch.setattr(native, "quant_paths", lambda: ("scalar",))
+    monkeypatch.setenv("LMATLAS_QUANT_PATH", "avx2")
+    with pytest.raises(LmatlasError, match=r"^LMATLAS_QUANT_PATH=avx2: this CPU cannot run that path \(it runs scalar\)$"):
+        native.quant_path()
+    monkeypatch.delenv("LMATLAS_QUANT_PATH")
+    assert native.quant_path() == "scalar"
+
+
+def test_the_layer_without_the_runtime_is_f_linear_on_the_dequantized_weight(monkeypatch):
+    """PyTorch's path, tile by tile (a small tile here): the float model the blocks stand for;
+    gradients reach the input."""
+    monkeypatch.setattr("lmatlas.runtime.quantized.TILE_ELEMENTS", 96 * 10)
+    w, x, bias, blocks = kernel_inputs(37, 96, 4, "q4_1", 1)
+    layer = QuantizedLinear(96, 37, "q4_1", blocks, bias)
+    wd = quant_formats.dequantize(blocks, "q4_1")
+    assert torch.equal(layer.weight, wd)
+    x.requires_grad_(True)
+    y = layer(x)
+    assert (y - torch.nn.functional.linear(x, wd, bias)).abs().max().item() <= 1e-5
+    y.sum().backward()
+    assert x.grad is not None and not layer.blocks.requires_grad
+    # Installed, but with gradients or more rows than the kernels take: PyTorch's path still.
+    runtime.install(layer)
+    assert layer.kernels and runtime.installed(layer)
+    assert torch.equal(layer(x), y)
+    many = torch.randn(MAX_KERNEL_ROWS + 1, 96)
+    with torch.no_grad():
+        assert (layer(many) - torch.nn.functional.linear(many, wd, bias)).abs().max().item() <= 1e-5
+    runtime.uninstall(layer)
+    assert not layer.kernels
+
+
+def test_the_layer_takes_other_dtypes_and_batch_shapes():
+    w, x, bias, blocks = kernel_inputs(40, 64, 6, "q8_0", 1)
+    layer = QuantizedLinear.of(torch.nn.Linear(64, 40), "q8_0", w)
+    runtime.install(layer)
+    with torch.no_grad():
+        y = layer(x.reshape(2, 3, 64))
+        half = layer.to(torch.bfloat16)(x.reshape(2, 3, 64).bfloat16())
+    assert y.shape == (2, 3, 40) and half.dtype == torch.bfloat16
+    assert (half.float() - y).abs().max().item() <= 0.05 * y.abs().max().item()
+
+
+def test_the_kernels_take_the_thread_count_they_are_given():
+    before = torch.get_num_threads()
+    _, x, _, blocks = kernel_inputs(40, 64, 3, "q4_0", 0)
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            for path in native.quant_paths():
+                native.quant_linear(x, blocks, quant_formats.Q4_0.id, None, 40, path)
+                assert native.threads_used() == n
+    finally:
+        torch.set_num_threads(before)
