@@ -122,10 +122,13 @@ def test_the_file_is_per_cpu(monkeypatch):
     assert len({first, second, calibrate.cpu_key()}) == 3
 
 
-def test_copies_stream_past_the_caches():
-    assert calibrate.copies_for(1 << 30) == 2
-    assert calibrate.copies_for(1024) == calibrate.MAX_COPIES
-    assert calibrate.copies_for(16 << 20) == 4
+def test_test_weights_stream_past_the_caches_within_bounds():
+    half = calibrate.WORKING_SET // 2
+    rows, copies = calibrate.test_shape(50257, 768 * 4)  # an LM head: cut to half the set
+    assert rows == half // (768 * 4) and copies * rows * 768 * 4 >= calibrate.WORKING_SET and copies <= 3
+    assert calibrate.test_shape(8, 1024) == (8, calibrate.MAX_COPIES)
+    rows, copies = calibrate.test_shape(3072, 768 * 4)
+    assert rows == 3072 and copies * rows * 768 * 4 >= calibrate.WORKING_SET
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -6,8 +6,9 @@ wrong on the next (a matrix-vector product that beats MKL on one server loses to
 So where several candidates exist (``runtime.linear``: the one-row product, the few rows of a
 batched or beam decode), the first use of a shape times each candidate and keeps the fastest:
 
-- on weights of the same shape and dtype that do not stay in the caches (enough copies to
-  stream ``WORKING_SET`` bytes, as a decode streams every weight once per step), each candidate
+- on weights of the same width and dtype that do not stay in the caches (enough copies to
+  stream ``WORKING_SET`` bytes, as a decode streams every weight once per step; ``test_shape``),
+  each candidate
   timed over ``ROUNDS`` passes interleaved with the others', the median pass kept;
 - at the thread count the call runs on (it is part of the key);
 - stored in a JSON file per CPU beside the compiled kernels (``$LMATLAS_CACHE/kernels``; the
@@ -164,10 +165,14 @@ def choose(kind: str, shape: str, candidates: Callable[[], tuple[dict[str, Calla
         return name
 
 
-def copies_for(nbytes: int) -> int:
-    """How many copies of a weight of ``nbytes`` a pass streams: ``WORKING_SET`` in all, at
-    least two, at most ``MAX_COPIES``."""
-    return max(2, min(MAX_COPIES, -(-WORKING_SET // max(nbytes, 1))))
+def test_shape(rows: int, row_bytes: int) -> tuple[int, int]:
+    """The rows of a test weight standing for one of ``rows`` rows of ``row_bytes``, and how
+    many copies a pass streams: ``WORKING_SET`` bytes in all, in at least two copies and at most
+    ``MAX_COPIES``. A larger weight is timed on its first ``WORKING_SET / 2`` bytes of rows (each
+    row costs the same), so that timing a model's largest matrix (an LM head) with its
+    candidates' own copies does not take several times its size."""
+    rows = max(1, min(rows, WORKING_SET // 2 // max(row_bytes, 1)))
+    return rows, max(2, min(MAX_COPIES, -(-WORKING_SET // (rows * max(row_bytes, 1)))))
 
 
 def forget() -> None:
@@ -177,4 +182,4 @@ def forget() -> None:
         _choices = None
 
 
-__all__ = ["ENV", "choose", "copies_for", "cpu_key", "forced", "forget", "measure", "path"]
+__all__ = ["ENV", "choose", "cpu_key", "forced", "forget", "measure", "path", "test_shape"]

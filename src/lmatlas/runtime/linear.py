@@ -231,10 +231,10 @@ def _onednn(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, dt
 def _test_weights(w: torch.Tensor, bias: torch.Tensor | None, rows: int):
     """Weights like ``w`` (shape, dtype) for timing, enough copies not to stay in the caches, and
     an input of ``rows`` rows."""
-    copies = calibrate.copies_for(w.numel() * w.element_size())
-    ws = [torch.empty(w.shape, dtype=w.dtype).uniform_(-0.05, 0.05) for _ in range(copies)]
+    out, copies = calibrate.test_shape(w.shape[0], w.shape[1] * w.element_size())
+    ws = [torch.empty(out, w.shape[1], dtype=w.dtype).uniform_(-0.05, 0.05) for _ in range(copies)]
     x = torch.empty(rows, w.shape[1], dtype=w.dtype).uniform_(-1, 1)
-    b = None if bias is None else torch.zeros(w.shape[0], dtype=bias.dtype)
+    b = None if bias is None else torch.zeros(out, dtype=bias.dtype)
     return ws, x, b, copies
 
 
@@ -258,7 +258,7 @@ def _rows_candidates(w: torch.Tensor, bias: torch.Tensor | None, rows: int):
         runners["onednn"] = lambda i: _onednn(x, packed[i], b, w.dtype)
     if w.dtype == torch.float32 and rows <= native.MAX_LINEAR_ROWS and native.library() is not None:
         blocked = [native.block_weight(v) for v in ws]
-        runners["blocked"] = lambda i: native.linear_rows(x, blocked[i], b, w.shape[0])
+        runners["blocked"] = lambda i: native.linear_rows(x, blocked[i], b, ws[i].shape[0])
     return runners, copies
 
 
