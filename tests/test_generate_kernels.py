@@ -51,9 +51,11 @@ def test_kernels_keep_logits_and_tokens(variant, saved, all_kernels):
     runtime.release(ours)
 
 
-def test_packed_copy_only_while_decoding_several_rows(saved, all_kernels):
-    """Batch 1 keeps no second copy of the weights; a batch of 2 to 8 rows makes the C kernel's
-    blocked copy and no oneDNN copy (its prompt takes F.linear); ``release`` drops them."""
+def test_packed_copy_only_while_decoding_several_rows(saved, all_kernels, monkeypatch):
+    """Batch 1 keeps no second copy of the weights; a batch of 2 to 8 rows, with the C kernel
+    chosen, makes its blocked copy and no oneDNN copy (its prompt takes F.linear); ``release``
+    drops them."""
+    monkeypatch.setenv("LMATLAS_KERNEL_CHOICE", "linear-rows=blocked")
     _, ours = saved("gpt2")
     runtime.install(ours)
     runtime.release(ours)
@@ -68,22 +70,28 @@ def test_packed_copy_only_while_decoding_several_rows(saved, all_kernels):
     assert all(m._packed is None and m._blocked is None for m in linears)
 
 
-def test_onednn_copy_without_the_c_kernel(saved, all_kernels, monkeypatch):
-    """Where the C kernels cannot be built, several rows take oneDNN's packed copy, with the same
-    tokens."""
+def test_each_several_rows_kernel_gives_the_same_tokens(saved, all_kernels, monkeypatch):
+    """The C kernel, oneDNN's packed copy and F.linear, each forced, decode the same tokens; where
+    the C kernels cannot be built, the C kernel is not among the candidates."""
     _, ours = saved("gpt2")
     runtime.install(ours)
-    runtime.release(ours)
     linears = [m for m in ours.modules() if isinstance(m, runtime.CpuLinear)]
     ids, mask = left_padded_batch()
-    with_c = ours.generate(ids, mask, max_new_tokens=5)
+    tokens = {}
+    for name in linear.ROWS_KERNELS:
+        monkeypatch.setenv("LMATLAS_KERNEL_CHOICE", f"linear-rows={name}")
+        runtime.release(ours)
+        for m in linears:
+            m._kernels = None
+        tokens[name] = ours.generate(ids, mask, max_new_tokens=5)
+        assert all((m._packed is not None) == (name == "onednn") for m in linears)
+        assert all((m._blocked is not None) == (name == "blocked") for m in linears)
+    assert torch.equal(tokens["aten"], tokens["onednn"]) and torch.equal(tokens["aten"], tokens["blocked"])
     runtime.release(ours)
     monkeypatch.setattr(native, "_library", None)
     monkeypatch.setattr(native, "_failed", "switched off for this test")
-    without = ours.generate(ids, mask, max_new_tokens=5)
-    assert all(m._packed is not None and m._blocked is None for m in linears)
-    assert torch.equal(with_c, without)
-    runtime.release(ours)
+    runners, _ = linear._rows_candidates(linears[0].weight, linears[0].bias, 4)
+    assert "blocked" not in runners and "aten" in runners
 
 
 def test_state_dict_and_training_unchanged(saved):

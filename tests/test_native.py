@@ -189,6 +189,7 @@ def test_the_linear_kernel_matches_f_linear(rows, out_features, in_features, bia
 
 def test_a_linear_layer_takes_the_kernel_only_for_decoding_rows(monkeypatch):
     monkeypatch.setattr(linear, "MIN_COMPILED_ELEMENTS", 0)
+    monkeypatch.setenv("LMATLAS_KERNEL_CHOICE", "linear-rows=blocked")
     layer = torch.nn.Linear(24, 40)
     runtime.install(layer)
     x = torch.randn(12, 24)

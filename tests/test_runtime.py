@@ -140,6 +140,7 @@ def test_the_c_kernels_run_on_the_runtime_s_thread_count(threads, folders, monke
     LMATLAS_DECODE_THREADS), in the C kernels as in PyTorch's operators."""
     monkeypatch.setattr(linear, "MIN_COMPILED_ELEMENTS", 0)
     monkeypatch.setenv("LMATLAS_DECODE_THREADS", str(threads))
+    monkeypatch.setenv("LMATLAS_KERNEL_CHOICE", "linear-rows=blocked")
     assert native.library() is not None, native._failed
     _, folder = folders("gpt2")
     model = lmatlas.load(folder)

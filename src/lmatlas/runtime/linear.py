@@ -1,29 +1,29 @@
 """The linear layers of a decode: where decoding spends its time.
 
 Decoding one token reads every weight once, so at batch 1 a token costs (weight bytes) /
-(memory bandwidth) at best. PyTorch's default ``F.linear`` streams float32 weights well below
-that bound for one row, and small-M GEMMs (a batch of 8 rows) at a fraction of it. So, for
-inference on the CPU (figures: ``benchmarks/README.md``):
+(memory bandwidth) at best, and a batch of a few rows barely more. Which kernel comes nearest
+that bound depends on the CPU, so for each case there are candidates, and the first use of a
+shape on a machine times them and keeps the fastest (``calibrate``; figures:
+``benchmarks/README.md``):
 
-- one row (batch-1 decoding): the matrix-vector product written as a fused multiply-reduce and
-  compiled by TorchInductor into one vectorised, multi-threaded loop that reads each weight row
-  once (float32 accumulation whatever the weights' dtype); float16 weights use ATen's own fp16
-  GEMV, which already runs at the bandwidth bound;
-- 2 to 8 rows of float32 (batched or beam decoding): ``native.linear_rows``, a C loop over a
-  copy of the weight stored in blocks of 16 outputs, made while the generation engine says that
-  several rows are being decoded (a second copy of the weights, kept until ``release``; see
-  ``decode_rows``). The prompt or source of such a call (more rows) takes ``F.linear``;
-- otherwise a few rows (up to 64, float16 weights, or no C compiler): oneDNN with the weights
-  reordered once into its blocked layout (``torch.ops.mkldnn``), made under the same hint.
-  float16 weights, which oneDNN cannot multiply on CPUs without AVX512-FP16, get a float32 copy
-  (float16 widens exactly) — twice their size. Once packed, a weight serves every row count (the
-  prompt, an encoder-decoder's source);
-- anything else (training, other devices, one-row decoding's prompt): ``F.linear``.
+- one row (batch-1 decoding): ATen's ``F.linear`` (MKL's GEMV), or the matrix-vector product
+  written as a fused multiply-reduce and compiled by TorchInductor into one vectorised,
+  multi-threaded loop that reads each weight row once (float32 accumulation whatever the
+  weights' dtype). float16 weights take ATen's own fp16 GEMV;
+- 2 to 64 rows (batched or beam decoding, told by the generation engine: ``decode_rows``):
+  ATen's linear; oneDNN with the weights reordered once into its blocked layout
+  (``torch.ops.mkldnn``; float16 weights, which oneDNN cannot multiply on CPUs without
+  AVX512-FP16, widened to a float32 copy); or, for float32 and up to 8 rows,
+  ``native.linear_rows``, a C loop over a copy of the weight stored in blocks of 16 outputs.
+  The copies are made while such a decode runs and kept until ``release``. Once packed for
+  oneDNN, a weight serves every row count (the prompt, an encoder-decoder's source); with the C
+  kernel decoding, a prompt takes ``F.linear`` rather than a second copy;
+- anything else (training, other devices, weights small enough to stay in cache): ``F.linear``.
 
-The first call compiles the loop (about 10 s with an empty TorchInductor cache, which then keeps
-it on disk; a second or so later). The numbers change only by summation order (max abs diff
-~1e-6 in fp32, inside the parity tolerance). Without a C++ compiler the compiled loop falls back
-to ``F.linear`` with a warning. ``lmatlas.runtime.install`` swaps a model's ``nn.Linear`` modules
+The compiled loop is built at its first use (about 10 s with an empty TorchInductor cache, which
+then keeps it on disk; a second or so later). The numbers change only by summation order (max
+abs diff ~1e-6 in fp32, inside the parity tolerance). Without a C++ compiler the compiled loop
+and the C kernel are left out. ``lmatlas.runtime.install`` swaps a model's ``nn.Linear`` modules
 for ``CpuLinear``; ``uninstall`` swaps them back.
 """
 
@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import native
+from . import calibrate, native
 
 _state = threading.local()
 _compiled: dict[str, object] = {}
@@ -49,6 +49,9 @@ MAX_PACKED_ROWS = 64
 # Smaller weights stay with F.linear (one row or several): they sit in cache, and a kernel call
 # costs more than it saves.
 MIN_COMPILED_ELEMENTS = 1 << 18
+# The candidates (``calibrate``), the fallback first.
+ROW_KERNELS = ("aten", "compiled")
+ROWS_KERNELS = ("aten", "onednn", "blocked")
 
 
 def _rows() -> int:
@@ -108,77 +111,77 @@ class CpuLinear(nn.Linear):
     """``nn.Linear`` with the kernels above for inference on CPU; same parameters, same state dict.
 
     Models get it by class swap (``lmatlas.runtime.install``); training, autograd and other devices take
-    ``F.linear`` unchanged.
+    ``F.linear`` unchanged. Where several kernels could run a call, the one this CPU runs fastest
+    for the shape is measured at first use (``calibrate.choose``) and remembered.
     """
 
     _packed: torch.Tensor | None = None
     _packed_version: tuple[int, int] = (0, -1)
     _blocked: torch.Tensor | None = None
     _blocked_version: tuple[int, int] = (0, -1)
+    _kernels: dict | None = None  # (rows decoded, threads) -> the kernel chosen
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight
         if x.device.type != "cpu" or (torch.is_grad_enabled() and (w.requires_grad or x.requires_grad)):
             return F.linear(x, w, self.bias)
+        if w.numel() < MIN_COMPILED_ELEMENTS:
+            return F.linear(x, w, self.bias)  # small weights sit in cache: a kernel call costs more than it saves
         k = x.shape[-1]
         rows = x.numel() // k if k else 0
-        dtype = w.dtype
         if rows == 1:
-            if dtype == torch.float16 or w.numel() < MIN_COMPILED_ELEMENTS:
-                return F.linear(x, w, self.bias)  # ATen's fp16 GEMV is at the bandwidth bound
-            b = self.bias
-            fn = _compiled_gemv(b is not None)
-            if fn is not None:
-                # A plain tensor (not a Parameter) and a fresh row keep one compiled kernel
-                # for every shape: no guard on parameter shapes or storage offsets.
-                row = x.reshape(1, k)
-                if row.storage_offset() or not row.is_contiguous():
-                    row = row.clone()
-                args = (w.detach(), row) + (() if b is None else (b.detach(),))
-                try:
-                    y = fn(*args)
-                except Exception as e:  # no C++ compiler, an unsupported platform...
-                    _disable(e)
-                else:
+            if self._kernel(1) == "compiled":
+                y = self._gemv(x.reshape(1, k))
+                if y is not None:
                     return y.reshape(*x.shape[:-1], w.shape[0])
             return F.linear(x, w, self.bias)
-        if x.dtype == torch.float32 and self._use_blocked(rows):
-            blocked = self._block()
-            y = native.linear_rows(x.reshape(rows, k), blocked, self.bias, w.shape[0])
+        kernel = self._kernel(_rows()) if 1 < _rows() <= MAX_PACKED_ROWS else None
+        if kernel == "blocked" and rows <= native.MAX_LINEAR_ROWS and x.dtype == w.dtype == torch.float32 \
+                and native.library() is not None:
+            y = native.linear_rows(x.reshape(rows, k), self._block(), self.bias, w.shape[0])
             return y.reshape(*x.shape[:-1], w.shape[0])
-        if self._use_packed(rows):
-            packed = self._pack(rows)
+        # Once packed, a weight serves every row count (the prompt, an encoder-decoder's source);
+        # with the C kernel decoding, a prompt takes F.linear rather than a second copy.
+        current = self._packed is not None and self._packed_version == weight_version(w)
+        if kernel == "onednn" or (current and kernel != "blocked"):
+            packed = self._pack()
             if packed is not None:
-                x2, b = x.reshape(rows, k), self.bias
-                if dtype == torch.float16:
-                    # oneDNN has no float16 GEMM without AVX512-FP16: float16 widens exactly to
-                    # float32, so compute there (ATen's own float16 GEMM is slow beyond one row).
-                    x2, b = x2.float(), None if b is None else b.float()
-                # The overload itself: resolving it from the packet costs a few µs per call.
-                y = torch.ops.mkldnn._linear_pointwise.default(x2, packed, b, "none", [], "")
-                return y.to(dtype).reshape(*x.shape[:-1], w.shape[0])
+                return _onednn(x, packed, self.bias, w.dtype).reshape(*x.shape[:-1], w.shape[0])
         return F.linear(x, w, self.bias)
 
-    def _blocked_decoding(self) -> bool:
-        """Whether the rows being decoded take the C kernel (then no oneDNN copy is made)."""
-        return (
-            self.weight.dtype == torch.float32
-            and self.weight.numel() >= MIN_COMPILED_ELEMENTS
-            and 1 < _rows() <= native.MAX_LINEAR_ROWS
-            and native.library() is not None
-        )
+    def _kernel(self, rows: int) -> str:
+        """The kernel for a decode of ``rows`` rows on this thread count: chosen once per shape
+        and CPU (``calibrate``), then remembered by the layer."""
+        memo = (rows, torch.get_num_threads())
+        if self._kernels is None:
+            self._kernels = {}
+        kernel = self._kernels.get(memo)
+        if kernel is None:
+            w = self.weight
+            shape = f"{str(w.dtype).removeprefix('torch.')}/{w.shape[0]}x{w.shape[1]}/bias={self.bias is not None}"
+            if rows == 1:
+                kernel = calibrate.choose("linear-row", shape, lambda: _row_candidates(w, self.bias), ROW_KERNELS)
+            else:
+                kernel = calibrate.choose("linear-rows", f"{shape}/rows={rows}",
+                                          lambda: _rows_candidates(w, self.bias, rows), ROWS_KERNELS)
+            self._kernels[memo] = kernel
+        return kernel
 
-    def _use_blocked(self, rows: int) -> bool:
-        return rows <= native.MAX_LINEAR_ROWS and self._blocked_decoding()
-
-    def _use_packed(self, rows: int) -> bool:
-        if self.weight.numel() < MIN_COMPILED_ELEMENTS:
-            return False  # small weights stay in cache, where a oneDNN call costs more than it saves
-        if self._packed is not None and self._packed_version == weight_version(self.weight):
-            return True
-        # With the C kernel decoding, a prompt (more rows) takes F.linear rather than a second
-        # packed copy of the weights.
-        return 1 < _rows() <= MAX_PACKED_ROWS and not self._blocked_decoding()
+    def _gemv(self, row: torch.Tensor) -> torch.Tensor | None:
+        b = self.bias
+        fn = _compiled_gemv(b is not None)
+        if fn is None:
+            return None
+        # A plain tensor (not a Parameter) and a fresh row keep one compiled kernel for every
+        # shape: no guard on parameter shapes or storage offsets.
+        if row.storage_offset() or not row.is_contiguous():
+            row = row.clone()
+        args = (self.weight.detach(), row) + (() if b is None else (b.detach(),))
+        try:
+            return fn(*args)
+        except Exception as e:  # no C++ compiler, an unsupported platform...
+            _disable(e)
+            return None
 
     def _block(self) -> torch.Tensor:
         if self._blocked is None or self._blocked_version != weight_version(self.weight):
@@ -187,18 +190,12 @@ class CpuLinear(nn.Linear):
             self._blocked_version = weight_version(self.weight)
         return self._blocked
 
-    def _pack(self, rows: int) -> torch.Tensor | None:
+    def _pack(self) -> torch.Tensor | None:
         if self._packed is None or self._packed_version != weight_version(self.weight):
-            if not torch.backends.mkldnn.is_available():
+            packed = _onednn_pack(self.weight.detach(), max(_rows(), 2))
+            if packed is None:
                 return None
-            try:
-                w = self.weight.detach()
-                if w.dtype == torch.float16:
-                    w = w.float()
-                with torch.no_grad():
-                    self._packed = torch.ops.mkldnn._reorder_linear_weight(w, max(_rows(), 2))
-            except RuntimeError:
-                return None
+            self._packed = packed
             self._packed_version = weight_version(self.weight)
         return self._packed
 
@@ -206,6 +203,63 @@ class CpuLinear(nn.Linear):
         """Drop the packed copies (they are made again when needed)."""
         self._packed = None
         self._blocked = None
+
+
+def _onednn_pack(w: torch.Tensor, rows: int) -> torch.Tensor | None:
+    """``w`` reordered into oneDNN's blocked layout for about ``rows`` rows, or None where oneDNN
+    cannot take it. float16 weights, which oneDNN cannot multiply without AVX512-FP16, are
+    widened to float32 first (exactly)."""
+    if not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        with torch.no_grad():
+            return torch.ops.mkldnn._reorder_linear_weight(w.float() if w.dtype == torch.float16 else w, rows)
+    except RuntimeError:
+        return None
+
+
+def _onednn(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    x2 = x.reshape(-1, x.shape[-1])
+    if dtype == torch.float16:
+        # float16 widens exactly to float32: compute there (ATen's own float16 GEMM is slow
+        # beyond one row).
+        x2, bias = x2.float(), None if bias is None else bias.float()
+    # The overload itself: resolving it from the packet costs a few µs per call.
+    return torch.ops.mkldnn._linear_pointwise.default(x2, packed, bias, "none", [], "").to(dtype)
+
+
+def _test_weights(w: torch.Tensor, bias: torch.Tensor | None, rows: int):
+    """Weights like ``w`` (shape, dtype) for timing, enough copies not to stay in the caches, and
+    an input of ``rows`` rows."""
+    out, copies = calibrate.test_shape(w.shape[0], w.shape[1] * w.element_size())
+    ws = [torch.empty(out, w.shape[1], dtype=w.dtype).uniform_(-0.05, 0.05) for _ in range(copies)]
+    x = torch.empty(rows, w.shape[1], dtype=w.dtype).uniform_(-1, 1)
+    b = None if bias is None else torch.zeros(out, dtype=bias.dtype)
+    return ws, x, b, copies
+
+
+def _row_candidates(w: torch.Tensor, bias: torch.Tensor | None):
+    """One row: ATen's linear (MKL's GEMV), or the compiled multiply-reduce."""
+    ws, x, b, copies = _test_weights(w, bias, 1)
+    runners = {"aten": lambda i: F.linear(x, ws[i], b)}
+    fn = _compiled_gemv(b is not None) if w.dtype != torch.float16 else None
+    if fn is not None:
+        runners["compiled"] = lambda i: fn(ws[i], x) if b is None else fn(ws[i], x, b)
+    return runners, copies
+
+
+def _rows_candidates(w: torch.Tensor, bias: torch.Tensor | None, rows: int):
+    """A few rows: ATen's linear, oneDNN on a packed copy, or (float32, up to
+    ``native.MAX_LINEAR_ROWS`` rows) the C kernel on a blocked copy."""
+    ws, x, b, copies = _test_weights(w, bias, rows)
+    runners = {"aten": lambda i: F.linear(x, ws[i], b)}
+    packed = [_onednn_pack(v, rows) for v in ws]
+    if all(p is not None for p in packed):
+        runners["onednn"] = lambda i: _onednn(x, packed[i], b, w.dtype)
+    if w.dtype == torch.float32 and rows <= native.MAX_LINEAR_ROWS and native.library() is not None:
+        blocked = [native.block_weight(v) for v in ws]
+        runners["blocked"] = lambda i: native.linear_rows(x, blocked[i], b, ws[i].shape[0])
+    return runners, copies
 
 
 __all__ = ["CpuLinear", "MAX_PACKED_ROWS", "decode_rows", "weight_version"]

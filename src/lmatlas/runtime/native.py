@@ -71,6 +71,8 @@ BLOCK = 16
 
 _library: ctypes.CDLL | None = None
 _failed: str | None = None
+# The library's answer (with the library it came from), asked once rather than at every layer of every step.
+_quant_paths: tuple[ctypes.CDLL, tuple[str, ...]] | None = None
 
 
 def _cache_dir() -> Path:
@@ -311,11 +313,14 @@ def add_layer_norm(x: torch.Tensor, y: torch.Tensor, norm: torch.nn.LayerNorm) -
 def quant_paths() -> tuple[str, ...]:
     """The paths of the quantized kernels this CPU runs, slowest first (scalar always); none
     without the library."""
+    global _quant_paths
     lib = library()
     if lib is None:
         return ()
-    supported = lib.quant_paths()
-    return tuple(name for i, name in enumerate(QUANT_PATHS) if supported >> i & 1)
+    if _quant_paths is None or _quant_paths[0] is not lib:
+        supported = lib.quant_paths()
+        _quant_paths = (lib, tuple(name for i, name in enumerate(QUANT_PATHS) if supported >> i & 1))
+    return _quant_paths[1]
 
 
 def quant_path() -> str | None:

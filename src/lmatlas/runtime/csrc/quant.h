@@ -4,6 +4,7 @@
 
 #define QK 32              /* weights per block (and per block of the quantized activations) */
 #define QK_K 256           /* weights per super-block of the K-quants */
+#define PREFETCH_BYTES 2048 /* how far ahead the kernels prefetch the weights (quant_simd.h) */
 #define QUANT_GROUP 8      /* rows of x that share a pass over a weight row's blocks */
 
 /* ggml's type ids, as GGUF files name them. */

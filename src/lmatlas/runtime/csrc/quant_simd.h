@@ -146,10 +146,17 @@ static inline __attribute__((always_inline)) void FN(rows)(const int type, const
                                                            const float *bias, float *y, int64_t M, int64_t N,
                                                            int64_t K, int threads) {
     const int64_t nb = K / QK, row_bytes = K / quant_block_weights(type) * quant_block_bytes(type), whole = M - tail;
+    /* Software prefetch PREFETCH_BYTES ahead of the row being read, within the thread's run of
+     * rows: the weights come from memory, once, and the hardware prefetcher alone leaves the
+     * loop waiting on them (half the speed in a decode). */
+    const int64_t ahead = (PREFETCH_BYTES + row_bytes - 1) / row_bytes;
+    const uint8_t *end = w + N * row_bytes;
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t n = 0; n < N; ++n) {
         if (n == 0) lmatlas_note_team();
         const uint8_t *wn = w + n * row_bytes;
+        for (const uint8_t *p = wn + ahead * row_bytes, *stop = p + row_bytes; p < stop && p < end; p += 64)
+            __builtin_prefetch(p);
         float out[QUANT_GROUP];
         for (int64_t m0 = 0; m0 < M; m0 += QUANT_GROUP) {
             const int64_t off = m0 * nb;
