@@ -189,3 +189,38 @@ def test_a_layer_measures_its_own_candidates(store, monkeypatch):
     expected = {"aten", "onednn"} | ({"blocked"} if native.library() is not None else set())
     assert several["choice"] in expected and set(several["us"]) == expected
     runtime.uninstall(layer)
+
+
+def test_a_quantized_layer_measures_its_prompt_paths(store, monkeypatch):
+    """A prompt's rows (more than a step's 8) take the C kernels or the dequantized weights,
+    whichever was measured faster for the matrix and the power of two of rows at or above theirs;
+    each, forced, gives F.linear's numbers within the int8 activations' rounding."""
+    from lmatlas.runtime import quant_formats
+    from lmatlas.runtime.quantized import QuantizedLinear
+
+    w = torch.randn(40, 64) * 0.1
+    layer = QuantizedLinear(64, 40, "q4_1", quant_formats.quantize(w, "q4_1"))
+    x = torch.randn(20, 64)
+    want = torch.nn.functional.linear(x, quant_formats.dequantize(layer.blocks, "q4_1"))
+    runtime.install(layer)
+    calls = []
+    real = native.quant_linear
+    monkeypatch.setattr(native, "quant_linear", lambda *a: calls.append(a[0].shape[0]) or real(*a))
+    with torch.inference_mode():
+        got = layer(x)
+        again = layer(x[:17])  # the same bucket (32 rows): no second measurement
+    path = native.quant_path()
+    entries = json.loads(store.read_text())["choices"]
+    (key, entry), = entries.items()
+    assert key == f"quant-rows/q4_1/40x64/rows=32/{path}/threads={torch.get_num_threads()}"
+    assert set(entry["us"]) == {"dequantize", "kernel"} and entry["choice"] in entry["us"]
+    assert (got - want).abs().max().item() < 0.05 and (again - want[:17]).abs().max().item() < 0.05
+    for name in ("kernel", "dequantize"):
+        monkeypatch.setenv(calibrate.ENV, f"quant-rows={name}")
+        layer._paths = None
+        calls.clear()
+        with torch.inference_mode():
+            got = layer(x)
+        assert (got - want).abs().max().item() < 0.05
+        assert (calls == [20]) == (name == "kernel")
+    runtime.uninstall(layer)

@@ -114,8 +114,11 @@ def test_activations_quantized_as_ggml():
 
 
 def forced(path: str, monkeypatch) -> bool:
-    """Force ``path``; False (having checked the one sentence) where this CPU cannot run it."""
+    """Force ``path`` (and the kernels for a prompt's rows too, which a CPU may find slower than
+    the dequantized weights: test_calibrate.py); False (having checked the one sentence) where
+    this CPU cannot run it."""
     monkeypatch.setenv("LMATLAS_QUANT_PATH", path)
+    monkeypatch.setenv("LMATLAS_KERNEL_CHOICE", "quant-rows=kernel")
     if path not in native.quant_paths():
         with pytest.raises(LmatlasError, match=rf"^LMATLAS_QUANT_PATH={path}: this CPU cannot run that path \(it runs scalar"):
             native.quant_path()

@@ -22,14 +22,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import native
+from . import calibrate, native
 from .switch import enabled
 from .quant_formats import QuantType, dequantize, quant_type, quantize
 
-# Rows up to which the C kernels take a call: a prompt's rows share each pass over the weights
-# in groups of 8; up to this many that beats dequantizing the weights for F.linear (figures:
-# benchmarks/README.md), and it needs no float copy of the weights.
+# A decoding step's rows (up to 8, a group of the kernels) always take the C kernels: the other
+# way would dequantize the whole matrix for a few rows. For a prompt's rows, which share each pass
+# over the weights in groups of 8, whether the kernels beat dequantizing the weights for F.linear
+# depends on the CPU and the matrix: it is measured (``calibrate``, kind "quant-rows") for the
+# power of two at or above the row count, up to MAX_KERNEL_ROWS (beyond, F.linear on the
+# dequantized tiles: the kernels' time grows with the rows, a GEMM's much less).
+DECODE_ROWS = 8
 MAX_KERNEL_ROWS = 256
+PROMPT_PATHS = ("dequantize", "kernel")  # the candidates, the fallback first
 # Output rows dequantized at a time on PyTorch's path (a few MB of float32).
 TILE_ELEMENTS = 1 << 20
 
@@ -39,6 +44,7 @@ class QuantizedLinear(nn.Module):
     (``blocks``: (out_features, row bytes) uint8), with an optional float ``bias``."""
 
     kernels = False  # set by runtime.install: calls of a few rows take the C kernels
+    _paths: dict | None = None  # (rows bucket, threads, kernel path) -> "kernel" or "dequantize"
 
     def __init__(self, in_features: int, out_features: int, kind: str | QuantType, blocks: torch.Tensor,
                  bias: torch.Tensor | None = None):  # fmt: skip
@@ -71,11 +77,25 @@ class QuantizedLinear(nn.Module):
         rows = x.numel() // k if k else 0
         if self.kernels and 0 < rows <= MAX_KERNEL_ROWS and self._kernel_applies(x):
             path = native.quant_path()
-            if path is not None:
+            if path is not None and (rows <= DECODE_ROWS or self._prompt_path(rows, path) == "kernel"):
                 b = None if self.bias is None else self.bias.detach().float()
                 y = native.quant_linear(x.reshape(rows, k).float(), self.blocks, self.kind.id, b, self.out_features, path)
                 return y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
         return self.reference(x)
+
+    def _prompt_path(self, rows: int, path: str) -> str:
+        """For a prompt's ``rows``: the C kernels or the dequantized weights, whichever this CPU
+        runs faster for the matrix and the next power of two of rows (measured once)."""
+        bucket = 1 << (rows - 1).bit_length()
+        memo = (bucket, torch.get_num_threads(), path)
+        if self._paths is None:
+            self._paths = {}
+        choice = self._paths.get(memo)
+        if choice is None:
+            shape = f"{self.kind.name}/{self.out_features}x{self.in_features}/rows={bucket}/{path}"
+            choice = calibrate.choose("quant-rows", shape, lambda: _prompt_candidates(self, bucket, path), PROMPT_PATHS)
+            self._paths[memo] = choice
+        return choice
 
     def _kernel_applies(self, x: torch.Tensor) -> bool:
         grad = torch.is_grad_enabled() and (x.requires_grad or (self.bias is not None and self.bias.requires_grad))
@@ -97,4 +117,18 @@ class QuantizedLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, kind={self.kind.name}, bias={self.bias is not None}"
 
 
-__all__ = ["MAX_KERNEL_ROWS", "QuantizedLinear"]
+def _prompt_candidates(layer: QuantizedLinear, rows: int, path: str):
+    """Copies of ``layer``'s blocks (their first rows where the matrix is large: enough rows and
+    copies to stream from memory, ``calibrate.test_shape``) and ``rows`` rows of input, through
+    either path."""
+    row_bytes = layer.kind.row_bytes(layer.in_features)
+    out, copies = calibrate.test_shape(layer.out_features, row_bytes)
+    mats = [QuantizedLinear(layer.in_features, out, layer.kind, layer.blocks[:out].clone()) for _ in range(copies)]
+    x = torch.empty(rows, layer.in_features).uniform_(-1, 1)
+    return {
+        "dequantize": lambda i: mats[i].reference(x),
+        "kernel": lambda i: native.quant_linear(x, mats[i].blocks, layer.kind.id, None, out, path),
+    }, copies
+
+
+__all__ = ["DECODE_ROWS", "MAX_KERNEL_ROWS", "PROMPT_PATHS", "QuantizedLinear"]

@@ -1,0 +1,117 @@
+"""8-bit weights, lmatlas against CTranslate2, side by side in one run: GPT-2 124M's shape
+(GPT2Config() defaults, random weights written once by transformers), lmatlas with its matrices
+in Q8_0 blocks (``quantize="q8_0"``, run by the runtime's integer kernels) and CTranslate2 with
+``int8`` weights converted from the same checkpoint; both also in float32.
+
+CTranslate2 is not among lmatlas' dependencies: give the site-packages folder of an environment
+that has it (its converter runs here, on this process' transformers)::
+
+    python -m venv /tmp/ct2env && /tmp/ct2env/bin/pip install ctranslate2==4.8.5
+    python benchmarks/decode_int8.py --ctranslate2 /tmp/ct2env/lib/python3.11/site-packages
+
+Greedy decoding of 128 new tokens at batch 1 and 64 at batch 8 after 32-token prompts from
+Shakespeare (the real GPT-2 tokenizer), the end-of-text token kept from ending a sequence; each
+time the best of --repeats runs, the sides alternating. Reports tokens/s and the ratios, and how
+many greedy tokens lmatlas Q8_0 and CTranslate2 int8 share with their own float32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from decode_gpt2 import DATA, prompts
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ctranslate2", required=True, help="site-packages of an environment with ctranslate2")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--folder", default=None, help="reuse a GPT-2 checkpoint folder (decode_gpt2.py's)")
+    ap.add_argument("--quick", action="store_true", help="8 and 4 new tokens, one run")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+    sys.path.append(args.ctranslate2)
+    import ctranslate2
+    import transformers
+    from ctranslate2.converters import TransformersConverter
+
+    import lmatlas
+    from lmatlas.runtime import native
+    from lmatlas.tokenizer import load_tokenizer
+
+    transformers.logging.set_verbosity_error()
+    folder = Path(args.folder or tempfile.mkdtemp(prefix="lmatlas-gpt2-int8-"))
+    if not (folder / "config.json").exists():
+        torch.manual_seed(0)
+        transformers.GPT2LMHeadModel(transformers.GPT2Config()).save_pretrained(folder)
+        for name in ("vocab.json", "merges.txt"):
+            (folder / name).write_bytes((DATA / "gpt2-tokenizer" / name).read_bytes())
+    tok = load_tokenizer(folder)
+    pieces = {i: t for t, i in json.loads((folder / "vocab.json").read_text(encoding="utf-8")).items()}
+    work = Path(tempfile.mkdtemp(prefix="lmatlas-ct2-"))
+    for quantization in ("int8", "float32"):
+        TransformersConverter(str(folder)).convert(str(work / quantization), quantization=quantization, force=True)
+    cases = [(1, 8), (8, 4)] if args.quick else [(1, 128), (8, 64)]
+    repeats = 1 if args.quick else args.repeats
+
+    print(f"load average at start: {os.getloadavg()[0]:.1f} (1 min)")
+    print(f"torch {torch.__version__}, ctranslate2 {ctranslate2.__version__}, {threads} threads on both sides; "
+          f"lmatlas' quantized kernels: {native.quant_path()}")
+    ours = {"lmatlas float32": lmatlas.load(folder), "lmatlas q8_0": lmatlas.load(folder, quantize="q8_0")}
+    theirs = {f"ctranslate2 {q}": ctranslate2.Generator(str(work / q), device="cpu", compute_type=q,
+                                                        intra_threads=threads, inter_threads=1)
+              for q in ("float32", "int8")}
+
+    def run_ours(model, ids, new):
+        out = model.generate(ids, max_new_tokens=new, min_new_tokens=new)
+        return out[:, ids.shape[1]:].tolist()
+
+    def run_theirs(generator, ids, new):
+        batch = [[pieces[i] for i in row] for row in ids.tolist()]
+        results = generator.generate_batch(batch, max_length=new, min_length=new, sampling_topk=1, beam_size=1,
+                                           include_prompt_in_result=False)
+        return [r.sequences_ids[0] for r in results]
+
+    sides = {**{n: (run_ours, m) for n, m in ours.items()}, **{n: (run_theirs, g) for n, g in theirs.items()}}
+    speed, tokens = {}, {}
+    for batch, new in cases:
+        ids = prompts(tok, batch)
+        for run, model in sides.values():  # warm up
+            run(model, ids, new)
+        best = {name: float("inf") for name in sides}
+        for _ in range(repeats):
+            for name, (run, model) in sides.items():
+                start = time.perf_counter()
+                tokens[(name, batch)] = run(model, ids, new)
+                best[name] = min(best[name], time.perf_counter() - start)
+        for name in sides:
+            speed[(name, batch)] = batch * new / best[name]
+            print(f"  {name:20s} batch {batch}: {speed[(name, batch)]:7.1f} tok/s", flush=True)
+
+    print()
+    for batch, new in cases:
+        q8, i8 = speed[("lmatlas q8_0", batch)], speed[("ctranslate2 int8", batch)]
+        f32, c32 = speed[("lmatlas float32", batch)], speed[("ctranslate2 float32", batch)]
+        print(f"batch {batch}: lmatlas q8_0 / ctranslate2 int8 {q8 / i8:.2f}x; "
+              f"lmatlas float32 / ctranslate2 float32 {f32 / c32:.2f}x; q8_0 / float32 {q8 / f32:.2f}x")
+    for batch, new in cases:
+        for mine, ref in (("lmatlas q8_0", "lmatlas float32"), ("ctranslate2 int8", "ctranslate2 float32")):
+            a, b = tokens[(mine, batch)], tokens[(ref, batch)]
+            same = sum(x == y for ra, rb in zip(a, b) for x, y in zip(ra, rb))
+            print(f"batch {batch}: {mine} greedy tokens equal to {ref}'s at {same} of {batch * new} positions")
+    print(f"load average at end: {os.getloadavg()[0]:.1f} (1 min)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
