@@ -114,13 +114,18 @@ class SelfAttention(_Heads):
         cache: LayerCache | None = None, is_causal: bool = False,
     ) -> torch.Tensor:  # fmt: skip
         b, t, _ = x.shape
-        q, k, v = self.qkv(x).split(self.split, dim=-1)
-        q = self.heads(q, self.num_heads)  # (b, heads, t, head_dim)
-        k = self.heads(k, self.num_kv_heads)  # (b, kv_heads, t, head_dim)
-        v = self.heads(v, self.num_kv_heads)
+        fused = self.qkv(x)
+        q_dim, kv_dim, _ = self.split
+        v = self.heads(fused[..., q_dim + kv_dim :], self.num_kv_heads)  # (b, kv_heads, t, head_dim)
         if rope is not None:
-            q = apply_rotary(q, rope[0], rope[1], self.rotary_interleaved)
-            k = apply_rotary(k, rope[0], rope[1], self.rotary_interleaved)
+            # Queries and keys turn by the same angles and lie side by side in the fused output:
+            # one rotation over both sets of heads (half the operators of a decoding step's rotary).
+            qk = self.heads(fused[..., : q_dim + kv_dim], self.num_heads + self.num_kv_heads)
+            qk = apply_rotary(qk, rope[0], rope[1], self.rotary_interleaved)
+            q, k = qk[:, : self.num_heads], qk[:, self.num_heads :]  # (b, heads | kv_heads, t, head_dim)
+        else:
+            q = self.heads(fused[..., :q_dim], self.num_heads)  # (b, heads, t, head_dim)
+            k = self.heads(fused[..., q_dim : q_dim + kv_dim], self.num_kv_heads)  # (b, kv_heads, t, head_dim)
         if cache is not None:
             end = cache.append(k, v)
             if t == 1 and not self.training and self.decode_step is not None:

@@ -54,15 +54,19 @@ def _hooks(module: nn.Module) -> dict:
 
 
 def install(model: nn.Module) -> bool:
-    """Give ``model`` the runtime's kernels for decoding on the CPU; False (and nothing done)
-    where they are switched off."""
+    """Give ``model`` the runtime's kernels for decoding on the CPU; False where they are switched
+    off (``model`` is then plain PyTorch, even if an earlier decode installed them)."""
     if not enabled():
+        uninstall(model)
         return False
+    path = None
     for m in model.modules():
         if type(m) is nn.Linear:
             m.__class__ = CpuLinear
         elif isinstance(m, QuantizedLinear):
-            m.kernels = True
+            if path is None:  # asked once per decode: LMATLAS_QUANT_PATH may change between decodes
+                path = native.quant_path() or ""
+            m.kernels = path or False
         for name, kernel in _hooks(m).items():
             setattr(m, name, kernel)
     return True

@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import calibrate, native
-from .switch import enabled
 from .quant_formats import QuantType, dequantize, quant_type, quantize
 
 # A decoding step's rows (up to 8, a group of the kernels) always take the C kernels: the other
@@ -43,7 +42,7 @@ class QuantizedLinear(nn.Module):
     """A linear layer over a (out_features, in_features) weight kept in blocks of ``kind``
     (``blocks``: (out_features, row bytes) uint8), with an optional float ``bias``."""
 
-    kernels = False  # set by runtime.install: calls of a few rows take the C kernels
+    kernels: str | bool = False  # runtime.install sets the kernels' path: calls of a few rows take them
     _paths: dict | None = None  # (rows bucket, threads, kernel path) -> "kernel" or "dequantize"
 
     def __init__(self, in_features: int, out_features: int, kind: str | QuantType, blocks: torch.Tensor,
@@ -73,12 +72,15 @@ class QuantizedLinear(nn.Module):
         return self.dequantized()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k = x.shape[-1]
-        rows = x.numel() // k if k else 0
-        if self.kernels and 0 < rows <= MAX_KERNEL_ROWS and self._kernel_applies(x):
-            path = native.quant_path()
-            if path is not None and (rows <= DECODE_ROWS or self._prompt_path(rows, path) == "kernel"):
-                b = None if self.bias is None else self.bias.detach().float()
+        path = self.kernels  # a path's name once installed (a decode calls this at every layer of every step)
+        if path:
+            k = x.shape[-1]
+            rows = x.numel() // k if k else 0
+            if 0 < rows <= MAX_KERNEL_ROWS and self._kernel_applies(x) and (
+                rows <= DECODE_ROWS or self._prompt_path(rows, path) == "kernel"
+            ):
+                b = self.bias
+                b = None if b is None else b.detach().float()
                 y = native.quant_linear(x.reshape(rows, k).float(), self.blocks, self.kind.id, b, self.out_features, path)
                 return y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
         return self.reference(x)
@@ -98,8 +100,9 @@ class QuantizedLinear(nn.Module):
         return choice
 
     def _kernel_applies(self, x: torch.Tensor) -> bool:
-        grad = torch.is_grad_enabled() and (x.requires_grad or (self.bias is not None and self.bias.requires_grad))
-        return x.device.type == "cpu" and self.blocks.device.type == "cpu" and not grad and enabled()
+        if torch.is_grad_enabled() and (x.requires_grad or (self.bias is not None and self.bias.requires_grad)):
+            return False
+        return x.device.type == "cpu" and self.blocks.device.type == "cpu"
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:
         """PyTorch's path: the weight dequantized a tile of output rows at a time, then F.linear."""

@@ -138,22 +138,21 @@ static inline __attribute__((always_inline)) void FN(row)(const int type, const 
     for (int m = 0; m < M; ++m) out[m] = FN(hsum)(acc[m]) + mins[m];
 }
 
-/* Every output row against every row of x, eight rows of x at a time (a weight row's blocks,
- * a few KB, stay in the L1 cache from one group of eight to the next); each (type, row count of
- * the last group) gets its own copy of the loops, with the row loop unrolled. */
-static inline __attribute__((always_inline)) void FN(rows)(const int type, const int tail, const uint8_t *w,
-                                                           const int8_t *q, const float *d, const float *s,
-                                                           const float *bias, float *y, int64_t M, int64_t N,
-                                                           int64_t K, int threads) {
+/* Output rows n0 to n1 against every row of x, eight rows of x at a time (a weight row's blocks,
+ * a few KB, stay in the L1 cache from one group of eight to the next). Called with literal type
+ * and tail (the row count of the last group) from FN(run), so each gets its own copy of the
+ * loops, the row loop unrolled and the accumulators in registers. */
+static inline __attribute__((always_inline)) void FN(rows)(const int type, const int tail, int64_t n0, int64_t n1,
+                                                           const uint8_t *w, const int8_t *q, const float *d,
+                                                           const float *s, const float *bias, float *y, int64_t M,
+                                                           int64_t N, int64_t K) {
     const int64_t nb = K / QK, row_bytes = K / quant_block_weights(type) * quant_block_bytes(type), whole = M - tail;
     /* Software prefetch PREFETCH_BYTES ahead of the row being read, within the thread's run of
      * rows: the weights come from memory, once, and the hardware prefetcher alone leaves the
      * loop waiting on them (half the speed in a decode). */
     const int64_t ahead = (PREFETCH_BYTES + row_bytes - 1) / row_bytes;
-    const uint8_t *end = w + N * row_bytes;
-#pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t n = 0; n < N; ++n) {
-        if (n == 0) lmatlas_note_team();
+    const uint8_t *end = w + n1 * row_bytes;
+    for (int64_t n = n0; n < n1; ++n) {
         const uint8_t *wn = w + n * row_bytes;
         for (const uint8_t *p = wn + ahead * row_bytes, *stop = p + row_bytes; p < stop && p < end; p += 64)
             __builtin_prefetch(p);
@@ -172,23 +171,41 @@ static inline __attribute__((always_inline)) void FN(rows)(const int type, const
 
 #define FOR_ROWS(T)                                                                                               \
     switch (M % QUANT_GROUP) {                                                                                    \
-    case 0: FN(rows)(T, QUANT_GROUP, w, q, d, s, bias, y, M, N, K, threads); break;                               \
-    case 1: FN(rows)(T, 1, w, q, d, s, bias, y, M, N, K, threads); break;                                         \
-    case 2: FN(rows)(T, 2, w, q, d, s, bias, y, M, N, K, threads); break;                                         \
-    case 3: FN(rows)(T, 3, w, q, d, s, bias, y, M, N, K, threads); break;                                         \
-    case 4: FN(rows)(T, 4, w, q, d, s, bias, y, M, N, K, threads); break;                                         \
-    case 5: FN(rows)(T, 5, w, q, d, s, bias, y, M, N, K, threads); break;                                         \
-    case 6: FN(rows)(T, 6, w, q, d, s, bias, y, M, N, K, threads); break;                                         \
-    default: FN(rows)(T, 7, w, q, d, s, bias, y, M, N, K, threads);                                               \
+    case 0: FN(rows)(T, QUANT_GROUP, n0, n1, w, q, d, s, bias, y, M, N, K); break;                                \
+    case 1: FN(rows)(T, 1, n0, n1, w, q, d, s, bias, y, M, N, K); break;                                          \
+    case 2: FN(rows)(T, 2, n0, n1, w, q, d, s, bias, y, M, N, K); break;                                          \
+    case 3: FN(rows)(T, 3, n0, n1, w, q, d, s, bias, y, M, N, K); break;                                          \
+    case 4: FN(rows)(T, 4, n0, n1, w, q, d, s, bias, y, M, N, K); break;                                          \
+    case 5: FN(rows)(T, 5, n0, n1, w, q, d, s, bias, y, M, N, K); break;                                          \
+    case 6: FN(rows)(T, 6, n0, n1, w, q, d, s, bias, y, M, N, K); break;                                          \
+    default: FN(rows)(T, 7, n0, n1, w, q, d, s, bias, y, M, N, K);                                                \
     }
 
-void FN(quant_rows)(QUANT_ROWS_ARGS) {
+/* One thread's output rows. A function of its own, outside the parallel region: OpenMP outlines a
+ * region's body before constants reach it, so the type and tail switched on here would be
+ * variables inside the region (every block would then test its type, and the accumulators live
+ * on the stack). */
+static __attribute__((noinline)) void FN(run)(int type, int64_t n0, int64_t n1, const uint8_t *w, const int8_t *q,
+                                              const float *d, const float *s, const float *bias, float *y, int64_t M,
+                                              int64_t N, int64_t K) {
     switch (type) {
     case Q8_0: FOR_ROWS(Q8_0); break;
     case Q4_0: FOR_ROWS(Q4_0); break;
     case Q4_K: FOR_ROWS(Q4_K); break;
     case Q6_K: FOR_ROWS(Q6_K); break;
     default: FOR_ROWS(Q4_1);
+    }
+}
+
+void FN(quant_rows)(QUANT_ROWS_ARGS) {
+    /* The output rows in one contiguous run per thread, as a static schedule gives them. */
+#pragma omp parallel num_threads(threads)
+    {
+        const int t = omp_get_thread_num(), team = omp_get_num_threads();
+        const int64_t share = N / team, extra = N % team;
+        const int64_t n0 = t * share + (t < extra ? t : extra), n1 = n0 + share + (t < extra ? 1 : 0);
+        if (t == 0) lmatlas_note_team();
+        if (n0 < n1) FN(run)(type, n0, n1, (const uint8_t *)w, q, d, s, bias, y, M, N, K);
     }
 }
 
