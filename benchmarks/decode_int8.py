@@ -4,7 +4,9 @@ in Q8_0 blocks (``quantize="q8_0"``, run by the runtime's integer kernels) and C
 ``int8`` weights converted from the same checkpoint; both also in float32.
 
 CTranslate2 is not among lmatlas' dependencies: give the site-packages folder of an environment
-that has it (its converter runs here, on this process' transformers)::
+that has it. It runs in a worker process (``_ctranslate2_worker.py``, this Python with that folder
+on its path, for the converter's transformers) that times its own calls: in this process, its
+OpenMP runtime slowed lmatlas' decoding by a third once it had run::
 
     python -m venv /tmp/ct2env && /tmp/ct2env/bin/pip install ctranslate2==4.8.5
     python benchmarks/decode_int8.py --ctranslate2 /tmp/ct2env/lib/python3.11/site-packages
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +30,10 @@ from pathlib import Path
 
 import torch
 from decode_gpt2 import DATA, prompts
+
+# Seconds of rest before each timed run: an OpenMP runtime's threads spin for a while after their
+# work (Intel's, which CTranslate2 uses, 200 ms by default), which would slow whoever runs next.
+QUIET = 0.5
 
 
 def main() -> int:
@@ -40,10 +47,7 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
-    sys.path.append(args.ctranslate2)
-    import ctranslate2
     import transformers
-    from ctranslate2.converters import TransformersConverter
 
     import lmatlas
     from lmatlas.runtime import native
@@ -59,28 +63,32 @@ def main() -> int:
     tok = load_tokenizer(folder)
     pieces = {i: t for t, i in json.loads((folder / "vocab.json").read_text(encoding="utf-8")).items()}
     work = Path(tempfile.mkdtemp(prefix="lmatlas-ct2-"))
-    for quantization in ("int8", "float32"):
-        TransformersConverter(str(folder)).convert(str(work / quantization), quantization=quantization, force=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), args.ctranslate2]))}
+    worker = subprocess.Popen([sys.executable, str(Path(__file__).parent / "_ctranslate2_worker.py"), str(folder),
+                               str(work), str(threads)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    ready = json.loads(worker.stdout.readline() or "{}")
+    if not ready.get("ready"):
+        raise SystemExit(f"the CTranslate2 worker did not start with {args.ctranslate2} on its path")
     cases = [(1, 8), (8, 4)] if args.quick else [(1, 128), (8, 64)]
     repeats = 1 if args.quick else args.repeats
 
     print(f"load average at start: {os.getloadavg()[0]:.1f} (1 min)")
-    print(f"torch {torch.__version__}, ctranslate2 {ctranslate2.__version__}, {threads} threads on both sides; "
+    print(f"torch {torch.__version__}, ctranslate2 {ready['version']} (its own process), {threads} threads on both sides; "
           f"lmatlas' quantized kernels: {native.quant_path()}")
     ours = {"lmatlas float32": lmatlas.load(folder), "lmatlas q8_0": lmatlas.load(folder, quantize="q8_0")}
-    theirs = {f"ctranslate2 {q}": ctranslate2.Generator(str(work / q), device="cpu", compute_type=q,
-                                                        intra_threads=threads, inter_threads=1)
-              for q in ("float32", "int8")}
+    theirs = {f"ctranslate2 {q}": q for q in ("float32", "int8")}
 
     def run_ours(model, ids, new):
+        start = time.perf_counter()
         out = model.generate(ids, max_new_tokens=new, min_new_tokens=new)
-        return out[:, ids.shape[1]:].tolist()
+        return time.perf_counter() - start, out[:, ids.shape[1]:].tolist()
 
-    def run_theirs(generator, ids, new):
+    def run_theirs(kind, ids, new):
         batch = [[pieces[i] for i in row] for row in ids.tolist()]
-        results = generator.generate_batch(batch, max_length=new, min_length=new, sampling_topk=1, beam_size=1,
-                                           include_prompt_in_result=False)
-        return [r.sequences_ids[0] for r in results]
+        worker.stdin.write(json.dumps({"type": kind, "batch": batch, "new": new}) + "\n")
+        worker.stdin.flush()
+        reply = json.loads(worker.stdout.readline())  # timed in the worker, without the pipe
+        return reply["seconds"], reply["ids"]
 
     sides = {**{n: (run_ours, m) for n, m in ours.items()}, **{n: (run_theirs, g) for n, g in theirs.items()}}
     speed, tokens = {}, {}
@@ -91,9 +99,9 @@ def main() -> int:
         best = {name: float("inf") for name in sides}
         for _ in range(repeats):
             for name, (run, model) in sides.items():
-                start = time.perf_counter()
-                tokens[(name, batch)] = run(model, ids, new)
-                best[name] = min(best[name], time.perf_counter() - start)
+                time.sleep(QUIET)
+                seconds, tokens[(name, batch)] = run(model, ids, new)
+                best[name] = min(best[name], seconds)
         for name in sides:
             speed[(name, batch)] = batch * new / best[name]
             print(f"  {name:20s} batch {batch}: {speed[(name, batch)]:7.1f} tok/s", flush=True)
@@ -109,6 +117,8 @@ def main() -> int:
             a, b = tokens[(mine, batch)], tokens[(ref, batch)]
             same = sum(x == y for ra, rb in zip(a, b) for x, y in zip(ra, rb))
             print(f"batch {batch}: {mine} greedy tokens equal to {ref}'s at {same} of {batch * new} positions")
+    worker.stdin.close()
+    worker.wait(timeout=60)
     print(f"load average at end: {os.getloadavg()[0]:.1f} (1 min)")
     return 0
 

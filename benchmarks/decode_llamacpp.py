@@ -34,6 +34,9 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+# Seconds of rest before each timed run: the other side's threads may still be spinning after
+# their work (in another process here), which would slow whoever runs next.
+QUIET = 0.5
 QUESTION = "Explain in two sentences why the sky is blue, and what changes at sunset."
 
 
@@ -107,6 +110,7 @@ def main() -> int:
         best = {"lmatlas": (float("inf"), None), "llama.cpp": (float("inf"), None)}
         for _ in range(args.repeats):  # alternating, so that a change in the load touches both
             for side, run in (("lmatlas", ours), ("llama.cpp", theirs)):
+                time.sleep(QUIET)
                 seconds, tokens = run(ids, new)
                 best[side] = min(best[side], (seconds, tokens), key=lambda x: x[0])
         results[name] = best
