@@ -232,3 +232,36 @@ def test_where_the_add_and_norm_kernel_does_not_apply_it_declines(change):
     else:
         with torch.no_grad():
             assert native.add_layer_norm(x, y, norm) is None
+
+
+@pytest.mark.parametrize("path", sorted(native.BF16_PATHS))
+@pytest.mark.parametrize("out_features,in_features,bias", [(37, 77, True), (5, 3, False), (64, 768, True), (2304, 40, False)])
+def test_the_bfloat16_row_kernel_matches_f_linear(path, out_features, in_features, bias):
+    """Each path this CPU runs (odd widths: the 8- and 32-wide loops' tails; row counts not a
+    multiple of the four rows taken at once) against F.linear in bfloat16: float32 sums in another
+    order, so within one bfloat16 rounding of the output and the float32 sums' error."""
+    lib = native.library()
+    assert lib is not None, native._failed
+    if not lib.bf16_paths() >> native.BF16_PATHS[path] & 1:
+        assert lib.bf16_gemv(native.BF16_PATHS[path], None, None, None, None, 1, 1, 1) == -1
+        return
+    g = torch.Generator().manual_seed(out_features)
+    w = (torch.randn(out_features, in_features, generator=g) * 0.1).bfloat16()
+    x = torch.randn(in_features, generator=g).bfloat16()
+    b = torch.randn(out_features, generator=g).bfloat16() if bias else None
+    got = native.bf16_gemv(x, w, b, path).float()
+    want = torch.nn.functional.linear(x[None].float(), w.float(), None if b is None else b.float())[0]
+    tol = want.abs() * 2**-8 + in_features * 2**-22 * (x.float().abs() @ w.float().abs().T) + 1e-6
+    assert ((got - want).abs() <= tol).all()
+
+
+def test_the_bfloat16_path_is_the_fastest_the_cpu_runs():
+    lib = native.library()
+    supported = lib.bf16_paths()
+    path = native.bf16_path()
+    if supported >> native.BF16_PATHS["avx512bf16"] & 1:
+        assert path == "avx512bf16"
+    elif supported:
+        assert path == "avx2"
+    else:
+        assert path is None

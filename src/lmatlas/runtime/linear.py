@@ -9,7 +9,8 @@ shape on a machine times them and keeps the fastest (``calibrate``; figures:
 - one row (batch-1 decoding): ATen's ``F.linear`` (MKL's GEMV), or the matrix-vector product
   written as a fused multiply-reduce and compiled by TorchInductor into one vectorised,
   multi-threaded loop that reads each weight row once (float32 accumulation whatever the
-  weights' dtype). float16 weights take ATen's own fp16 GEMV;
+  weights' dtype), or for bfloat16 ``native.bf16_gemv`` (AVX512-BF16's ``vdpbf16ps``, or AVX2).
+  float16 weights take ATen's own fp16 GEMV;
 - 2 to 64 rows (batched or beam decoding, told by the generation engine: ``decode_rows``):
   ATen's linear; oneDNN with the weights reordered once into its blocked layout
   (``torch.ops.mkldnn``; float16 weights, which oneDNN cannot multiply on CPUs without
@@ -50,7 +51,7 @@ MAX_PACKED_ROWS = 64
 # costs more than it saves.
 MIN_COMPILED_ELEMENTS = 1 << 18
 # The candidates (``calibrate``), the fallback first.
-ROW_KERNELS = ("aten", "compiled")
+ROW_KERNELS = ("aten", "compiled", "bf16")
 ROWS_KERNELS = ("aten", "onednn", "blocked")
 
 
@@ -130,9 +131,16 @@ class CpuLinear(nn.Linear):
         k = x.shape[-1]
         rows = x.numel() // k if k else 0
         if rows == 1:
-            if self._kernel(1) == "compiled":
+            kernel = self._kernel(1)
+            if kernel == "compiled":
                 y = self._gemv(x.reshape(1, k))
                 if y is not None:
+                    return y.reshape(*x.shape[:-1], w.shape[0])
+            elif kernel == "bf16" and x.dtype == w.dtype == torch.bfloat16 and w.is_contiguous():
+                path = native.bf16_path()
+                if path is not None:
+                    b = self.bias
+                    y = native.bf16_gemv(x.reshape(k), w, None if b is None else b.detach(), path)
                     return y.reshape(*x.shape[:-1], w.shape[0])
             return F.linear(x, w, self.bias)
         kernel = self._kernel(_rows()) if 1 < _rows() <= MAX_PACKED_ROWS else None
@@ -245,6 +253,9 @@ def _row_candidates(w: torch.Tensor, bias: torch.Tensor | None):
     fn = _compiled_gemv(b is not None) if w.dtype != torch.float16 else None
     if fn is not None:
         runners["compiled"] = lambda i: fn(ws[i], x) if b is None else fn(ws[i], x, b)
+    path = native.bf16_path() if w.dtype == torch.bfloat16 else None
+    if path is not None:
+        runners["bf16"] = lambda i: native.bf16_gemv(x.reshape(-1), ws[i], b, path)
     return runners, copies
 
 

@@ -24,6 +24,9 @@ the kernels here read what they need once, front to back.
   And the quantization of a float matrix into those blocks and back (``quant_quantize``,
   ``quant_dequantize``).
   ``runtime.quantized.QuantizedLinear`` calls it.
+- ``csrc/bf16.c``: the one-row product of a bfloat16 linear layer (batch-1 decoding of a
+  bfloat16 model), AVX512-BF16's ``vdpbf16ps`` or AVX2 widening, chosen from the CPU
+  (``bf16_path``); a candidate of ``runtime.linear``'s calibration beside ATen's.
 - ``csrc/team.c``: the size of the last parallel region's team, for tests. Every kernel with a
   parallel region takes its thread count as an argument: ``torch.get_num_threads()``, which the
   runtime's thread policy sets (``threads.StepThreads``), so that the C kernels and PyTorch's
@@ -31,7 +34,7 @@ the kernels here read what they need once, front to back.
 
 Figures: ``benchmarks/README.md``. The library goes to ``$LMATLAS_CACHE`` (default
 ``~/.cache/lmatlas``), named by a hash of the source, the compiler command and the CPU's
-instruction-set flags, since it is built for this CPU (``-march=native``; the quantized kernels' files are built
+instruction-set flags, since it is built for this CPU (``-march=native``; the quantized and bfloat16 kernels' files are built
 without it, their paths compiled for their instruction sets by target attributes). Without a compiler,
 or with the runtime switched off (``switch.enabled``), everything falls back to the PyTorch path
 (a warning says why, once).
@@ -60,12 +63,13 @@ _HEADERS = sorted(_CSRC.glob("*.h"))
 _FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math"]
 # Files whose instruction sets are chosen at run time: built for the baseline of the
 # architecture, each path compiled for its own by target attributes (``quant_paths``).
-_PORTABLE = [path for path in _SOURCES if path.name.startswith("quant")]
+_PORTABLE = [path for path in _SOURCES if path.name.startswith(("quant", "bf16"))]
 # Zeroing a kernel's few accumulators stays a loop of vector stores: turned into a call to memset,
 # it cost a sixth of a one-row product's time (the call, and loads that wait on its stores).
 _PORTABLE_FLAGS = [f for f in _FLAGS if f not in ("-march=native", "-shared")] + ["-ffp-contract=off",
                                                                                 "-fno-tree-loop-distribute-patterns"]
 QUANT_PATHS = ("scalar", "avx2", "avx512vnni")  # in quant.h's order
+BF16_PATHS = {"avx2": 1, "avx512bf16": 2}  # bf16.c's numbers
 # The C side's fixed-size buffers (attention.c's MAX_ROWS and MAX_DIM, linear.c's MAX_LINEAR_ROWS).
 MAX_ROWS = 16
 MAX_DIM = 256
@@ -137,6 +141,10 @@ def _build() -> ctypes.CDLL:
     lib.quant_activations.restype = None
     lib.quant_paths.argtypes = []
     lib.quant_paths.restype = i32
+    lib.bf16_paths.argtypes = []
+    lib.bf16_paths.restype = i32
+    lib.bf16_gemv.argtypes = [i32, p, p, p, p, i64, i64, i32]
+    lib.bf16_gemv.restype = i32
     lib.lmatlas_threads_used.argtypes = []
     lib.lmatlas_threads_used.restype = i32
     return lib
@@ -340,6 +348,31 @@ def quant_path() -> str | None:
     if forced and forced not in available:
         raise LmatlasError(f"LMATLAS_QUANT_PATH={forced}: this CPU cannot run that path (it runs {', '.join(available)})")
     return forced or available[-1]
+
+
+def bf16_path() -> str | None:
+    """The fastest path of the bfloat16 one-row kernel this CPU runs (``csrc/bf16.c``), or None
+    (no AVX2, or no library)."""
+    lib = library()
+    if lib is None:
+        return None
+    supported = lib.bf16_paths()
+    return next((name for name in ("avx512bf16", "avx2") if supported >> BF16_PATHS[name] & 1), None)
+
+
+def bf16_gemv(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, path: str) -> torch.Tensor:
+    """``w @ x + bias`` for one bfloat16 row ``x`` (K,) and a contiguous bfloat16 ``w`` (N, K):
+    float32 sums, the result rounded to bfloat16 once. The caller checks dtypes and the library."""
+    n, k = w.shape
+    x = x.contiguous()
+    y = torch.empty(n, dtype=torch.bfloat16)
+    done = library().bf16_gemv(
+        BF16_PATHS[path], x.data_ptr(), w.data_ptr(), _pointer(None if bias is None else bias.contiguous()),
+        y.data_ptr(), n, k, torch.get_num_threads(),
+    )  # fmt: skip
+    if done != 0:
+        raise AssertionError(f"bf16_gemv refused its arguments ({done})")
+    return y
 
 
 def quant_linear(
