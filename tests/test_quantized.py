@@ -253,3 +253,36 @@ def test_the_kernels_take_the_thread_count_they_are_given():
                 assert native.threads_used() == n
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("path", native.QUANT_PATHS)
+def test_a_gated_mlp_step_in_one_call(path, monkeypatch):
+    """SwiGLU's two quantized products on one quantization of x (``gated_step``, installed on
+    every MLP): the two layers' own kernels, SiLU and the product, within float32 rounding; where
+    it does not apply it declines and the MLP runs the layers."""
+    from lmatlas.runtime.quantized import gated_step
+
+    if not forced(path, monkeypatch):
+        return
+    F = torch.nn.functional
+    for kind in KINDS:
+        _, x, _, gate_blocks = kernel_inputs(40, 96, 5, kind, 0)
+        _, _, _, up_blocks = kernel_inputs(40, 96, 5, kind, 2)
+        gate, up = QuantizedLinear(96, 40, kind, gate_blocks), QuantizedLinear(96, 40, kind, up_blocks)
+        runtime.install(gate)
+        runtime.install(up)
+        with torch.no_grad():
+            want = F.silu(gate(x)) * up(x)
+            got = gated_step(x, gate, up, F.silu)
+            assert (got - want).abs().max().item() <= 1e-5 * max(1.0, want.abs().max().item())
+            assert gated_step(x, gate, up, F.gelu) is None  # another activation
+            assert gated_step(torch.randn(9, 96), gate, up, F.silu) is None  # more rows than a step's
+            assert gated_step(x.double(), gate, up, F.silu) is None
+        runtime.uninstall(up)
+        assert gated_step(x, gate, up, F.silu) is None  # one of them not installed
+        runtime.uninstall(gate)
+    other = QuantizedLinear(96, 40, "q8_0", quant_formats.quantize(torch.randn(40, 96), "q8_0"))
+    same = QuantizedLinear(96, 40, "q4_1", quant_formats.quantize(torch.randn(40, 96), "q4_1"))
+    runtime.install(other)
+    runtime.install(same)
+    assert gated_step(torch.randn(2, 96), same, other, F.silu) is None  # two kinds

@@ -74,7 +74,14 @@ def make_norm(cfg: ModelConfig, dim: int, eps: float | None = None) -> nn.Module
 
 
 class MLP(nn.Module):
-    """The position-wise feed-forward layer; gated (SwiGLU, GEGLU) when ``cfg.gated_mlp``."""
+    """The position-wise feed-forward layer; gated (SwiGLU, GEGLU) when ``cfg.gated_mlp``.
+
+    The hook ``gated_step(x, gate, up, act)``, empty here, takes the gated half ``act(gate(x)) *
+    up(x)`` where a runtime installs a kernel for it (``lmatlas.runtime``); it returns None where
+    it does not apply.
+    """
+
+    gated_step: Callable[..., torch.Tensor | None] | None = None
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -85,6 +92,10 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gate is not None:
+            if self.gated_step is not None:
+                h = self.gated_step(x, self.gate, self.fc_in, self.act)
+                if h is not None:
+                    return self.fc_out(h)
             return self.fc_out(self.act(self.gate(x)) * self.fc_in(x))
         return self.fc_out(self.act(self.fc_in(x)))
 

@@ -10,7 +10,9 @@ train. For a decode they offer hooks, empty by default, which ``install`` fills:
   (``native.decode_step_attention``);
 - ``CrossAttention.attend_few``: a decoding step's few query rows over an encoder-decoder's
   source (``native.few_queries_attention``);
-- ``Layer.add_norm``: a post-norm layer's residual sum and LayerNorm (``native.add_layer_norm``).
+- ``Layer.add_norm``: a post-norm layer's residual sum and LayerNorm (``native.add_layer_norm``);
+- ``MLP.gated_step``: a SwiGLU MLP's two quantized products on one quantization of x
+  (``quantized.gated_step``).
 
 Each hook returns None where it does not apply (other dtypes, gradients, too many rows), and
 the block then takes PyTorch's path. The generation engine installs the runtime at the start of
@@ -29,7 +31,7 @@ from torch import nn
 
 from . import native
 from .linear import MAX_PACKED_ROWS, CpuLinear, decode_rows
-from .quantized import QuantizedLinear
+from .quantized import QuantizedLinear, gated_step
 from .switch import enabled
 from .threads import StepThreads
 
@@ -37,12 +39,13 @@ from .threads import StepThreads
 _SELF_ATTENTION_HOOKS = {"decode_step": native.decode_step_attention}
 _CROSS_ATTENTION_HOOKS = {"attend_few": native.few_queries_attention}
 _LAYER_HOOKS = {"add_norm": native.add_layer_norm}
+_MLP_HOOKS = {"gated_step": gated_step}
 
 
 def _hooks(module: nn.Module) -> dict:
     # The runtime knows the blocks; they do not know it.
     from ..attention import CrossAttention, SelfAttention
-    from ..blocks import Layer
+    from ..blocks import MLP, Layer
 
     if isinstance(module, SelfAttention):
         return _SELF_ATTENTION_HOOKS
@@ -50,6 +53,8 @@ def _hooks(module: nn.Module) -> dict:
         return _CROSS_ATTENTION_HOOKS
     if isinstance(module, Layer):
         return _LAYER_HOOKS
+    if isinstance(module, MLP):
+        return _MLP_HOOKS
     return {}
 
 

@@ -23,7 +23,8 @@ the kernels here read what they need once, front to back.
   library, chosen at run time from the CPU (``quant_path``; ``LMATLAS_QUANT_PATH`` forces one).
   And the quantization of a float matrix into those blocks and back (``quant_quantize``,
   ``quant_dequantize``).
-  ``runtime.quantized.QuantizedLinear`` calls it.
+  ``runtime.quantized.QuantizedLinear`` calls it; ``quant_gated`` takes a gated MLP's two
+  products (SwiGLU) on one quantization of x, for ``runtime.quantized.gated_step``.
 - ``csrc/bf16.c``: the one-row product of a bfloat16 linear layer (batch-1 decoding of a
   bfloat16 model), AVX512-BF16's ``vdpbf16ps`` or AVX2 widening, chosen from the CPU
   (``bf16_path``); a candidate of ``runtime.linear``'s calibration beside ATen's.
@@ -133,6 +134,8 @@ def _build() -> ctypes.CDLL:
     lib.add_layer_norm.restype = None
     lib.quant_linear.argtypes = [i32, i32, p, p, p, p, i64, i64, i64, i32]
     lib.quant_linear.restype = i32
+    lib.quant_gated.argtypes = [i32, i32, p, p, p, p, i64, i64, i64, i32]
+    lib.quant_gated.restype = i32
     lib.quant_quantize.argtypes = [i32, p, i64, i64, p, i32]
     lib.quant_quantize.restype = i32
     lib.quant_dequantize.argtypes = [i32, p, i64, i64, p, i32]
@@ -391,6 +394,23 @@ def quant_linear(
     )  # fmt: skip
     if done != 0:
         raise AssertionError(f"quant_linear refused its arguments ({done})")
+    return y
+
+
+def quant_gated(x: torch.Tensor, gate: torch.Tensor, up: torch.Tensor, qtype: int, out_features: int,
+                path: str) -> torch.Tensor:
+    """``silu(x @ wg.T) * (x @ wu.T)`` for (rows, in) float32 ``x``, ``gate`` and ``up`` the blocks
+    of two (out_features, in) matrices of ggml's ``qtype`` (a gated MLP's first half, x quantized
+    once for both). The caller checks the library, the types and the shapes."""
+    rows, inp = x.shape
+    x = x.contiguous()
+    y = torch.empty(rows, out_features, dtype=torch.float32)
+    done = library().quant_gated(
+        QUANT_PATHS.index(path), qtype, x.data_ptr(), gate.data_ptr(), up.data_ptr(), y.data_ptr(), rows,
+        out_features, inp, torch.get_num_threads(),
+    )  # fmt: skip
+    if done != 0:
+        raise AssertionError(f"quant_gated refused its arguments ({done})")
     return y
 
 

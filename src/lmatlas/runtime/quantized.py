@@ -120,6 +120,24 @@ class QuantizedLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, kind={self.kind.name}, bias={self.bias is not None}"
 
 
+def gated_step(x: torch.Tensor, gate: nn.Module, up: nn.Module, act) -> torch.Tensor | None:
+    """``act(gate(x)) * up(x)`` for a decoding step's rows, where both are quantized layers of one
+    kind and shape, without bias, installed, and ``act`` is SiLU (SwiGLU: Llama, Mistral, Qwen,
+    SmolLM): one C call that quantizes x once and reads each pair of weight rows together. None
+    where it does not apply (the caller then runs the two layers)."""
+    path = getattr(gate, "kernels", False)
+    if not (path and act is F.silu and isinstance(gate, QuantizedLinear) and isinstance(up, QuantizedLinear)
+            and up.kernels == path and gate.kind is up.kind and gate.bias is None and up.bias is None
+            and gate.out_features == up.out_features and gate.in_features == up.in_features):
+        return None
+    k = x.shape[-1]
+    rows = x.numel() // k if k else 0
+    if not (0 < rows <= DECODE_ROWS and x.dtype == torch.float32 and gate._kernel_applies(x)):
+        return None
+    y = native.quant_gated(x.reshape(rows, k), gate.blocks, up.blocks, gate.kind.id, gate.out_features, path)
+    return y.reshape(*x.shape[:-1], gate.out_features)
+
+
 def _prompt_candidates(layer: QuantizedLinear, rows: int, path: str):
     """Copies of ``layer``'s blocks (their first rows where the matrix is large: enough rows and
     copies to stream from memory, ``calibrate.test_shape``) and ``rows`` rows of input, through
@@ -134,4 +152,4 @@ def _prompt_candidates(layer: QuantizedLinear, rows: int, path: str):
     }, copies
 
 
-__all__ = ["DECODE_ROWS", "MAX_KERNEL_ROWS", "PROMPT_PATHS", "QuantizedLinear"]
+__all__ = ["DECODE_ROWS", "MAX_KERNEL_ROWS", "PROMPT_PATHS", "QuantizedLinear", "gated_step"]

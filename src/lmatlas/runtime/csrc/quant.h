@@ -68,5 +68,10 @@ float quant_row_k_scalar(int type, const uint8_t *w, const int8_t *q, const floa
 #define QUANT_ROWS_ARGS                                                                                           \
     int type, const void *w, const int8_t *q, const float *d, const float *s, const float *bias, float *y,        \
         int64_t M, int64_t N, int64_t K, int threads
+#define QUANT_GATED_ARGS                                                                                          \
+    int type, const void *wg, const void *wu, const int8_t *q, const float *d, const float *s, float *y,         \
+        int64_t M, int64_t N, int64_t K, int threads
+void quant_gated_rows_avx2(QUANT_GATED_ARGS);
+void quant_gated_rows_avx512vnni(QUANT_GATED_ARGS);
 void quant_rows_avx2(QUANT_ROWS_ARGS);
 void quant_rows_avx512vnni(QUANT_ROWS_ARGS);

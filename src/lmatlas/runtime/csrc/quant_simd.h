@@ -169,6 +169,37 @@ static inline __attribute__((always_inline)) void FN(rows)(const int type, const
     }
 }
 
+/* A gated MLP's two products on one quantized x: y = silu(x wg^T) * (x wu^T), output rows n0 to
+ * n1 (each pair of weight rows read once, as FN(rows) reads one). */
+static inline __attribute__((always_inline)) void FN(gated_rows)(const int type, const int tail, int64_t n0,
+                                                                 int64_t n1, const uint8_t *wg, const uint8_t *wu,
+                                                                 const int8_t *q, const float *d, const float *s,
+                                                                 float *y, int64_t M, int64_t N, int64_t K) {
+    const int64_t nb = K / QK, row_bytes = K / quant_block_weights(type) * quant_block_bytes(type), whole = M - tail;
+    const int64_t ahead = (PREFETCH_BYTES + row_bytes - 1) / row_bytes;
+    const uint8_t *end = wg + n1 * row_bytes;
+    for (int64_t n = n0; n < n1; ++n) {
+        const uint8_t *gn = wg + n * row_bytes, *un = wu + n * row_bytes;
+        for (int64_t o = ahead * row_bytes, stop = o + row_bytes; o < stop && gn + o < end; o += 64) {
+            __builtin_prefetch(gn + o);
+            __builtin_prefetch(un + o);
+        }
+        float g[QUANT_GROUP], u[QUANT_GROUP];
+        for (int64_t m0 = 0; m0 < M; m0 += QUANT_GROUP) {
+            const int64_t off = m0 * nb;
+            if (m0 < whole) {
+                FN(row)(type, QUANT_GROUP, gn, q + m0 * K, d + off, s + off, nb, K, g);
+                FN(row)(type, QUANT_GROUP, un, q + m0 * K, d + off, s + off, nb, K, u);
+            } else {
+                FN(row)(type, tail, gn, q + m0 * K, d + off, s + off, nb, K, g);
+                FN(row)(type, tail, un, q + m0 * K, d + off, s + off, nb, K, u);
+            }
+            const int rows = m0 < whole ? QUANT_GROUP : tail;
+            for (int m = 0; m < rows; ++m) y[(m0 + m) * N + n] = g[m] / (1.0f + expf(-g[m])) * u[m];
+        }
+    }
+}
+
 #define FOR_ROWS(T)                                                                                               \
     switch (M % QUANT_GROUP) {                                                                                    \
     case 0: FN(rows)(T, QUANT_GROUP, n0, n1, w, q, d, s, bias, y, M, N, K); break;                                \
@@ -196,6 +227,43 @@ static __attribute__((noinline)) void FN(run)(int type, int64_t n0, int64_t n1, 
     default: FOR_ROWS(Q4_1);
     }
 }
+
+#define FOR_GATED(T)                                                                                              \
+    switch (M % QUANT_GROUP) {                                                                                    \
+    case 0: FN(gated_rows)(T, QUANT_GROUP, n0, n1, wg, wu, q, d, s, y, M, N, K); break;                           \
+    case 1: FN(gated_rows)(T, 1, n0, n1, wg, wu, q, d, s, y, M, N, K); break;                                     \
+    case 2: FN(gated_rows)(T, 2, n0, n1, wg, wu, q, d, s, y, M, N, K); break;                                     \
+    case 3: FN(gated_rows)(T, 3, n0, n1, wg, wu, q, d, s, y, M, N, K); break;                                     \
+    case 4: FN(gated_rows)(T, 4, n0, n1, wg, wu, q, d, s, y, M, N, K); break;                                     \
+    case 5: FN(gated_rows)(T, 5, n0, n1, wg, wu, q, d, s, y, M, N, K); break;                                     \
+    case 6: FN(gated_rows)(T, 6, n0, n1, wg, wu, q, d, s, y, M, N, K); break;                                     \
+    default: FN(gated_rows)(T, 7, n0, n1, wg, wu, q, d, s, y, M, N, K);                                           \
+    }
+
+static __attribute__((noinline)) void FN(run_gated)(int type, int64_t n0, int64_t n1, const uint8_t *wg,
+                                                    const uint8_t *wu, const int8_t *q, const float *d,
+                                                    const float *s, float *y, int64_t M, int64_t N, int64_t K) {
+    switch (type) {
+    case Q8_0: FOR_GATED(Q8_0); break;
+    case Q4_0: FOR_GATED(Q4_0); break;
+    case Q4_K: FOR_GATED(Q4_K); break;
+    case Q6_K: FOR_GATED(Q6_K); break;
+    default: FOR_GATED(Q4_1);
+    }
+}
+
+void FN(quant_gated_rows)(QUANT_GATED_ARGS) {
+#pragma omp parallel num_threads(threads)
+    {
+        const int t = omp_get_thread_num(), team = omp_get_num_threads();
+        const int64_t share = N / team, extra = N % team;
+        const int64_t n0 = t * share + (t < extra ? t : extra), n1 = n0 + share + (t < extra ? 1 : 0);
+        if (t == 0) lmatlas_note_team();
+        if (n0 < n1) FN(run_gated)(type, n0, n1, (const uint8_t *)wg, (const uint8_t *)wu, q, d, s, y, M, N, K);
+    }
+}
+
+#undef FOR_GATED
 
 void FN(quant_rows)(QUANT_ROWS_ARGS) {
     /* The output rows in one contiguous run per thread, as a static schedule gives them. */

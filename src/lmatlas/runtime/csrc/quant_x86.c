@@ -11,6 +11,7 @@
  */
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#include <math.h>
 #include <omp.h>
 #include <stdint.h>
 
