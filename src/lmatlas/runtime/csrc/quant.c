@@ -201,20 +201,25 @@ static float row_dot_scalar(int type, const uint8_t *w, const int8_t *q, const f
     return sum;
 }
 
-static void quant_rows_scalar(int type, const uint8_t *w, const int8_t *q, const float *d, const float *s,
-                              const float *bias, float *y, int64_t M, int64_t N, int64_t K, int threads) {
+static void quant_rows_scalar(QUANT_ROWS_ARGS) {
     const int64_t nb = K / QK, row_bytes = K / quant_block_weights(type) * quant_block_bytes(type);
     const int k_quant = quant_block_weights(type) == QK_K;
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t n = 0; n < N; ++n) {
         if (n == 0) lmatlas_note_team();
-        const uint8_t *wn = (const uint8_t *)w + n * row_bytes;
+        const uint8_t *wn = (const uint8_t *)w + n * row_bytes, *un = wu ? (const uint8_t *)wu + n * row_bytes : NULL;
         for (int64_t m = 0; m < M; ++m) {
             const int8_t *qm = q + m * K;
             const float *dm = d + m * nb, *sm = s + m * nb;
             const float dot = k_quant ? quant_row_k_scalar(type, wn, qm, dm, sm, K / QK_K)
                                       : row_dot_scalar(type, wn, qm, dm, sm, nb);
-            y[m * N + n] = dot + (bias ? bias[n] : 0.0f);
+            if (un) {
+                const float u = k_quant ? quant_row_k_scalar(type, un, qm, dm, sm, K / QK_K)
+                                        : row_dot_scalar(type, un, qm, dm, sm, nb);
+                y[m * N + n] = dot / (1.0f + expf(-dot)) * u;
+            } else {
+                y[m * N + n] = dot + (bias ? bias[n] : 0.0f);
+            }
         }
     }
 }
@@ -232,9 +237,9 @@ int quant_paths(void) {
     return paths;
 }
 
-/* y = silu(x wg^T) * (x wu^T): a gated MLP's two products on one quantization of x. */
-int quant_gated(int path, int type, const float *x, const void *wg, const void *wu, float *y, int64_t M, int64_t N,
-                int64_t K, int threads) {
+/* The activations quantized once for every output row, then the path's rows. */
+static int quant_run(int path, int type, const float *x, const void *w, const void *wu, const float *bias, float *y,
+                     int64_t M, int64_t N, int64_t K, int threads) {
     if (M < 1 || !quant_block_bytes(type) || K % quant_block_weights(type) || !(quant_paths() >> path & 1)) return -1;
     const int64_t nb = K / QK;
     int8_t *q = malloc((size_t)(M * K));
@@ -248,27 +253,10 @@ int quant_gated(int path, int type, const float *x, const void *wg, const void *
     quant_activations(x, M, K, q, d, s);
     switch (path) {
 #if defined(__x86_64__) || defined(__i386__)
-    case PATH_AVX2: quant_gated_rows_avx2(type, wg, wu, q, d, s, y, M, N, K, threads); break;
-    case PATH_AVX512VNNI: quant_gated_rows_avx512vnni(type, wg, wu, q, d, s, y, M, N, K, threads); break;
+    case PATH_AVX2: quant_rows_avx2(type, w, wu, q, d, s, bias, y, M, N, K, threads); break;
+    case PATH_AVX512VNNI: quant_rows_avx512vnni(type, w, wu, q, d, s, bias, y, M, N, K, threads); break;
 #endif
-    default: {
-        const int64_t row_bytes = K / quant_block_weights(type) * quant_block_bytes(type);
-        const int k_quant = quant_block_weights(type) == QK_K;
-#pragma omp parallel for schedule(static) num_threads(threads)
-        for (int64_t n = 0; n < N; ++n) {
-            if (n == 0) lmatlas_note_team();
-            const uint8_t *gn = (const uint8_t *)wg + n * row_bytes, *un = (const uint8_t *)wu + n * row_bytes;
-            for (int64_t m = 0; m < M; ++m) {
-                const int8_t *qm = q + m * K;
-                const float *dm = d + m * nb, *sm = s + m * nb;
-                const float g = k_quant ? quant_row_k_scalar(type, gn, qm, dm, sm, K / QK_K)
-                                        : row_dot_scalar(type, gn, qm, dm, sm, nb);
-                const float u = k_quant ? quant_row_k_scalar(type, un, qm, dm, sm, K / QK_K)
-                                        : row_dot_scalar(type, un, qm, dm, sm, nb);
-                y[m * N + n] = g / (1.0f + expf(-g)) * u;
-            }
-        }
-    }
+    default: quant_rows_scalar(type, w, wu, q, d, s, bias, y, M, N, K, threads);
     }
     free(q);
     free(d);
@@ -277,26 +265,11 @@ int quant_gated(int path, int type, const float *x, const void *wg, const void *
 
 int quant_linear(int path, int type, const float *x, const void *w, const float *bias, float *y, int64_t M,
                  int64_t N, int64_t K, int threads) {
-    if (M < 1 || !quant_block_bytes(type) || K % quant_block_weights(type) || !(quant_paths() >> path & 1)) return -1;
-    const int64_t nb = K / QK;
-    /* The activations, quantized once for every output row. */
-    int8_t *q = malloc((size_t)(M * K));
-    float *d = malloc(sizeof(float) * (size_t)(2 * M * nb));
-    if (!q || !d) {
-        free(q);
-        free(d);
-        return -2;
-    }
-    float *s = d + M * nb;
-    quant_activations(x, M, K, q, d, s);
-    switch (path) {
-#if defined(__x86_64__) || defined(__i386__)
-    case PATH_AVX2: quant_rows_avx2(type, w, q, d, s, bias, y, M, N, K, threads); break;
-    case PATH_AVX512VNNI: quant_rows_avx512vnni(type, w, q, d, s, bias, y, M, N, K, threads); break;
-#endif
-    default: quant_rows_scalar(type, w, q, d, s, bias, y, M, N, K, threads);
-    }
-    free(q);
-    free(d);
-    return 0;
+    return quant_run(path, type, x, w, NULL, bias, y, M, N, K, threads);
+}
+
+/* y = silu(x wg^T) * (x wu^T): a gated MLP's two products on one quantization of x. */
+int quant_gated(int path, int type, const float *x, const void *wg, const void *wu, float *y, int64_t M, int64_t N,
+                int64_t K, int threads) {
+    return wu ? quant_run(path, type, x, wg, wu, NULL, y, M, N, K, threads) : -1;
 }

@@ -64,14 +64,10 @@ static inline void q4_k_scale_min(int j, const uint8_t *q, int *scale, int *min)
 float quant_row_k_scalar(int type, const uint8_t *w, const int8_t *q, const float *d, const float *s, int64_t supers);
 
 /* The rows of y from the quantized activations (q: M x K int8; d, s: M x K/32 scales and
- * scale * sum of the block's q), one function per SIMD path. */
+ * scale * sum of the block's q), one function per SIMD path: x w^T + bias, or with wu (not NULL)
+ * silu(x w^T) * (x wu^T), a gated MLP's first half. */
 #define QUANT_ROWS_ARGS                                                                                           \
-    int type, const void *w, const int8_t *q, const float *d, const float *s, const float *bias, float *y,        \
-        int64_t M, int64_t N, int64_t K, int threads
-#define QUANT_GATED_ARGS                                                                                          \
-    int type, const void *wg, const void *wu, const int8_t *q, const float *d, const float *s, float *y,         \
-        int64_t M, int64_t N, int64_t K, int threads
-void quant_gated_rows_avx2(QUANT_GATED_ARGS);
-void quant_gated_rows_avx512vnni(QUANT_GATED_ARGS);
+    int type, const void *w, const void *wu, const int8_t *q, const float *d, const float *s, const float *bias, \
+        float *y, int64_t M, int64_t N, int64_t K, int threads
 void quant_rows_avx2(QUANT_ROWS_ARGS);
 void quant_rows_avx512vnni(QUANT_ROWS_ARGS);

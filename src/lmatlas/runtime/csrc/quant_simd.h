@@ -139,11 +139,14 @@ static inline __attribute__((always_inline)) void FN(row)(const int type, const 
 }
 
 /* Output rows n0 to n1 against every row of x, eight rows of x at a time (a weight row's blocks,
- * a few KB, stay in the L1 cache from one group of eight to the next). Called with literal type
- * and tail (the row count of the last group) from FN(run), so each gets its own copy of the
- * loops, the row loop unrolled and the accumulators in registers. */
-static inline __attribute__((always_inline)) void FN(rows)(const int type, const int tail, int64_t n0, int64_t n1,
-                                                           const uint8_t *w, const int8_t *q, const float *d,
+ * a few KB, stay in the L1 cache from one group of eight to the next). With ``gated`` (a gated
+ * MLP's first half), each output is silu(x wg^T) * (x wu^T): w is wg, and the row of wu beside
+ * it is read in the same pass, on the same quantized x. Called with literal type, tail (the row
+ * count of the last group) and gated from FN(run), so each gets its own copy of the loops, the
+ * row loop unrolled and the accumulators in registers. */
+static inline __attribute__((always_inline)) void FN(rows)(const int type, const int tail, const int gated,
+                                                           int64_t n0, int64_t n1, const uint8_t *w,
+                                                           const uint8_t *wu, const int8_t *q, const float *d,
                                                            const float *s, const float *bias, float *y, int64_t M,
                                                            int64_t N, int64_t K) {
     const int64_t nb = K / QK, row_bytes = K / quant_block_weights(type) * quant_block_bytes(type), whole = M - tail;
@@ -151,119 +154,64 @@ static inline __attribute__((always_inline)) void FN(rows)(const int type, const
      * rows: the weights come from memory, once, and the hardware prefetcher alone leaves the
      * loop waiting on them (half the speed in a decode). */
     const int64_t ahead = (PREFETCH_BYTES + row_bytes - 1) / row_bytes;
-    const uint8_t *end = w + n1 * row_bytes;
+    const int64_t last = n1 * row_bytes;
     for (int64_t n = n0; n < n1; ++n) {
-        const uint8_t *wn = w + n * row_bytes;
-        for (const uint8_t *p = wn + ahead * row_bytes, *stop = p + row_bytes; p < stop && p < end; p += 64)
-            __builtin_prefetch(p);
-        float out[QUANT_GROUP];
+        const int64_t at = n * row_bytes;
+        for (int64_t o = at + ahead * row_bytes, stop = o + row_bytes; o < stop && o < last; o += 64) {
+            __builtin_prefetch(w + o);
+            if (gated) __builtin_prefetch(wu + o);
+        }
+        float out[QUANT_GROUP], up[QUANT_GROUP];
         for (int64_t m0 = 0; m0 < M; m0 += QUANT_GROUP) {
             const int64_t off = m0 * nb;
-            if (m0 < whole)
-                FN(row)(type, QUANT_GROUP, wn, q + m0 * K, d + off, s + off, nb, K, out);
-            else
-                FN(row)(type, tail, wn, q + m0 * K, d + off, s + off, nb, K, out);
             const int rows = m0 < whole ? QUANT_GROUP : tail;
-            for (int m = 0; m < rows; ++m) y[(m0 + m) * N + n] = out[m] + (bias ? bias[n] : 0.0f);
-        }
-    }
-}
-
-/* A gated MLP's two products on one quantized x: y = silu(x wg^T) * (x wu^T), output rows n0 to
- * n1 (each pair of weight rows read once, as FN(rows) reads one). */
-static inline __attribute__((always_inline)) void FN(gated_rows)(const int type, const int tail, int64_t n0,
-                                                                 int64_t n1, const uint8_t *wg, const uint8_t *wu,
-                                                                 const int8_t *q, const float *d, const float *s,
-                                                                 float *y, int64_t M, int64_t N, int64_t K) {
-    const int64_t nb = K / QK, row_bytes = K / quant_block_weights(type) * quant_block_bytes(type), whole = M - tail;
-    const int64_t ahead = (PREFETCH_BYTES + row_bytes - 1) / row_bytes;
-    const uint8_t *end = wg + n1 * row_bytes;
-    for (int64_t n = n0; n < n1; ++n) {
-        const uint8_t *gn = wg + n * row_bytes, *un = wu + n * row_bytes;
-        for (int64_t o = ahead * row_bytes, stop = o + row_bytes; o < stop && gn + o < end; o += 64) {
-            __builtin_prefetch(gn + o);
-            __builtin_prefetch(un + o);
-        }
-        float g[QUANT_GROUP], u[QUANT_GROUP];
-        for (int64_t m0 = 0; m0 < M; m0 += QUANT_GROUP) {
-            const int64_t off = m0 * nb;
             if (m0 < whole) {
-                FN(row)(type, QUANT_GROUP, gn, q + m0 * K, d + off, s + off, nb, K, g);
-                FN(row)(type, QUANT_GROUP, un, q + m0 * K, d + off, s + off, nb, K, u);
+                FN(row)(type, QUANT_GROUP, w + at, q + m0 * K, d + off, s + off, nb, K, out);
+                if (gated) FN(row)(type, QUANT_GROUP, wu + at, q + m0 * K, d + off, s + off, nb, K, up);
             } else {
-                FN(row)(type, tail, gn, q + m0 * K, d + off, s + off, nb, K, g);
-                FN(row)(type, tail, un, q + m0 * K, d + off, s + off, nb, K, u);
+                FN(row)(type, tail, w + at, q + m0 * K, d + off, s + off, nb, K, out);
+                if (gated) FN(row)(type, tail, wu + at, q + m0 * K, d + off, s + off, nb, K, up);
             }
-            const int rows = m0 < whole ? QUANT_GROUP : tail;
-            for (int m = 0; m < rows; ++m) y[(m0 + m) * N + n] = g[m] / (1.0f + expf(-g[m])) * u[m];
+            for (int m = 0; m < rows; ++m)
+                y[(m0 + m) * N + n] = gated ? out[m] / (1.0f + expf(-out[m])) * up[m] : out[m] + (bias ? bias[n] : 0.0f);
         }
     }
 }
 
-#define FOR_ROWS(T)                                                                                               \
+#define FOR_ROWS(T, G)                                                                                            \
     switch (M % QUANT_GROUP) {                                                                                    \
-    case 0: FN(rows)(T, QUANT_GROUP, n0, n1, w, q, d, s, bias, y, M, N, K); break;                                \
-    case 1: FN(rows)(T, 1, n0, n1, w, q, d, s, bias, y, M, N, K); break;                                          \
-    case 2: FN(rows)(T, 2, n0, n1, w, q, d, s, bias, y, M, N, K); break;                                          \
-    case 3: FN(rows)(T, 3, n0, n1, w, q, d, s, bias, y, M, N, K); break;                                          \
-    case 4: FN(rows)(T, 4, n0, n1, w, q, d, s, bias, y, M, N, K); break;                                          \
-    case 5: FN(rows)(T, 5, n0, n1, w, q, d, s, bias, y, M, N, K); break;                                          \
-    case 6: FN(rows)(T, 6, n0, n1, w, q, d, s, bias, y, M, N, K); break;                                          \
-    default: FN(rows)(T, 7, n0, n1, w, q, d, s, bias, y, M, N, K);                                                \
+    case 0: FN(rows)(T, QUANT_GROUP, G, n0, n1, w, wu, q, d, s, bias, y, M, N, K); break;                         \
+    case 1: FN(rows)(T, 1, G, n0, n1, w, wu, q, d, s, bias, y, M, N, K); break;                                   \
+    case 2: FN(rows)(T, 2, G, n0, n1, w, wu, q, d, s, bias, y, M, N, K); break;                                   \
+    case 3: FN(rows)(T, 3, G, n0, n1, w, wu, q, d, s, bias, y, M, N, K); break;                                   \
+    case 4: FN(rows)(T, 4, G, n0, n1, w, wu, q, d, s, bias, y, M, N, K); break;                                   \
+    case 5: FN(rows)(T, 5, G, n0, n1, w, wu, q, d, s, bias, y, M, N, K); break;                                   \
+    case 6: FN(rows)(T, 6, G, n0, n1, w, wu, q, d, s, bias, y, M, N, K); break;                                   \
+    default: FN(rows)(T, 7, G, n0, n1, w, wu, q, d, s, bias, y, M, N, K);                                         \
+    }
+
+#define FOR_TYPES(G)                                                                                              \
+    switch (type) {                                                                                               \
+    case Q8_0: FOR_ROWS(Q8_0, G); break;                                                                          \
+    case Q4_0: FOR_ROWS(Q4_0, G); break;                                                                          \
+    case Q4_K: FOR_ROWS(Q4_K, G); break;                                                                          \
+    case Q6_K: FOR_ROWS(Q6_K, G); break;                                                                          \
+    default: FOR_ROWS(Q4_1, G);                                                                                   \
     }
 
 /* One thread's output rows. A function of its own, outside the parallel region: OpenMP outlines a
  * region's body before constants reach it, so the type and tail switched on here would be
  * variables inside the region (every block would then test its type, and the accumulators live
  * on the stack). */
-static __attribute__((noinline)) void FN(run)(int type, int64_t n0, int64_t n1, const uint8_t *w, const int8_t *q,
-                                              const float *d, const float *s, const float *bias, float *y, int64_t M,
-                                              int64_t N, int64_t K) {
-    switch (type) {
-    case Q8_0: FOR_ROWS(Q8_0); break;
-    case Q4_0: FOR_ROWS(Q4_0); break;
-    case Q4_K: FOR_ROWS(Q4_K); break;
-    case Q6_K: FOR_ROWS(Q6_K); break;
-    default: FOR_ROWS(Q4_1);
+static __attribute__((noinline)) void FN(run)(int type, int64_t n0, int64_t n1, const uint8_t *w, const uint8_t *wu,
+                                              const int8_t *q, const float *d, const float *s, const float *bias,
+                                              float *y, int64_t M, int64_t N, int64_t K) {
+    if (wu) {
+        FOR_TYPES(1)
+    } else {
+        FOR_TYPES(0)
     }
 }
-
-#define FOR_GATED(T)                                                                                              \
-    switch (M % QUANT_GROUP) {                                                                                    \
-    case 0: FN(gated_rows)(T, QUANT_GROUP, n0, n1, wg, wu, q, d, s, y, M, N, K); break;                           \
-    case 1: FN(gated_rows)(T, 1, n0, n1, wg, wu, q, d, s, y, M, N, K); break;                                     \
-    case 2: FN(gated_rows)(T, 2, n0, n1, wg, wu, q, d, s, y, M, N, K); break;                                     \
-    case 3: FN(gated_rows)(T, 3, n0, n1, wg, wu, q, d, s, y, M, N, K); break;                                     \
-    case 4: FN(gated_rows)(T, 4, n0, n1, wg, wu, q, d, s, y, M, N, K); break;                                     \
-    case 5: FN(gated_rows)(T, 5, n0, n1, wg, wu, q, d, s, y, M, N, K); break;                                     \
-    case 6: FN(gated_rows)(T, 6, n0, n1, wg, wu, q, d, s, y, M, N, K); break;                                     \
-    default: FN(gated_rows)(T, 7, n0, n1, wg, wu, q, d, s, y, M, N, K);                                           \
-    }
-
-static __attribute__((noinline)) void FN(run_gated)(int type, int64_t n0, int64_t n1, const uint8_t *wg,
-                                                    const uint8_t *wu, const int8_t *q, const float *d,
-                                                    const float *s, float *y, int64_t M, int64_t N, int64_t K) {
-    switch (type) {
-    case Q8_0: FOR_GATED(Q8_0); break;
-    case Q4_0: FOR_GATED(Q4_0); break;
-    case Q4_K: FOR_GATED(Q4_K); break;
-    case Q6_K: FOR_GATED(Q6_K); break;
-    default: FOR_GATED(Q4_1);
-    }
-}
-
-void FN(quant_gated_rows)(QUANT_GATED_ARGS) {
-#pragma omp parallel num_threads(threads)
-    {
-        const int t = omp_get_thread_num(), team = omp_get_num_threads();
-        const int64_t share = N / team, extra = N % team;
-        const int64_t n0 = t * share + (t < extra ? t : extra), n1 = n0 + share + (t < extra ? 1 : 0);
-        if (t == 0) lmatlas_note_team();
-        if (n0 < n1) FN(run_gated)(type, n0, n1, (const uint8_t *)wg, (const uint8_t *)wu, q, d, s, y, M, N, K);
-    }
-}
-
-#undef FOR_GATED
 
 void FN(quant_rows)(QUANT_ROWS_ARGS) {
     /* The output rows in one contiguous run per thread, as a static schedule gives them. */
@@ -273,10 +221,11 @@ void FN(quant_rows)(QUANT_ROWS_ARGS) {
         const int64_t share = N / team, extra = N % team;
         const int64_t n0 = t * share + (t < extra ? t : extra), n1 = n0 + share + (t < extra ? 1 : 0);
         if (t == 0) lmatlas_note_team();
-        if (n0 < n1) FN(run)(type, n0, n1, (const uint8_t *)w, q, d, s, bias, y, M, N, K);
+        if (n0 < n1) FN(run)(type, n0, n1, (const uint8_t *)w, (const uint8_t *)wu, q, d, s, bias, y, M, N, K);
     }
 }
 
+#undef FOR_TYPES
 #undef FOR_ROWS
 #undef FN
 #undef CAT
