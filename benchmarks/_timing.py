@@ -31,13 +31,25 @@ def report_bound(name: str, tokens_per_s: float, weight_bytes: float, bandwidth_
 
 
 def memory_bandwidth_gbs() -> float:
-    """Read bandwidth now: the best of a few sums over 512 MB (more than any cache)."""
+    """Read bandwidth now: the fastest of a few reads of 512 MB (more than most caches), each
+    flushed from the caches first, by the fastest readers known here: torch's sum (one stream
+    per thread) and lmatlas' one-row kernel on a 512 MB matrix (several streams per thread,
+    which a core needs to come near the memory's bandwidth)."""
+    from lmatlas.runtime import native
+
     x = torch.ones(128 * 1024 * 1024)
+    readers = {"sum": lambda: x.sum()}
+    path = native.gemv_path(torch.float32)
+    if path is not None:
+        w, v = x.view(-1, 4096), torch.ones(4096)
+        readers["gemv"] = lambda: native.gemv(v, w, None, path)
     best = float("inf")
     for _ in range(5):
-        t = time.perf_counter()
-        x.sum()
-        best = min(best, time.perf_counter() - t)
+        for read in readers.values():
+            native.evict([x])
+            t = time.perf_counter()
+            read()
+            best = min(best, time.perf_counter() - t)
     del x
     return 4 * 128 * 1024 * 1024 / best / 1e9
 

@@ -114,6 +114,25 @@ def test_a_forced_choice_and_a_bad_one(store, monkeypatch):
         calibrate.choose("linear-row", "x", never, ("aten", "compiled"))
 
 
+def test_the_weights_read_are_flushed_before_each_timed_pass(store, monkeypatch):
+    """A candidate is timed on weights that come from memory, as a decode's do, not from a large
+    last-level cache: the tensors the candidates name are flushed before every timed pass."""
+    clock = FakeClock()
+    monkeypatch.setattr(calibrate, "_clock", clock)
+    weights = [torch.ones(4), torch.ones(4)]
+    flushed = []
+    monkeypatch.setattr(native, "evict", lambda tensors: flushed.append(list(tensors)))
+    make = lambda: ({"aten": clock.runner(2e-3), "gemv": clock.runner(1e-3)}, 2, weights)  # noqa: E731
+    assert calibrate.choose("linear-row", "float32/4x4", make, ("aten", "compiled", "gemv")) == "gemv"
+    assert len(flushed) == 2 * calibrate.ROUNDS and all(f == weights for f in flushed)
+
+
+def test_evict_leaves_the_data_whole():
+    x = torch.arange(100_000, dtype=torch.float32)
+    assert native.evict([x, x[:7]]) is True
+    assert torch.equal(x, torch.arange(100_000, dtype=torch.float32))
+
+
 def test_the_file_is_per_cpu(monkeypatch):
     first = calibrate.cpu_key()
     monkeypatch.setattr(native, "_cpu_flags", lambda: "flags : fpu sse2 avx2")
@@ -165,6 +184,50 @@ def test_each_linear_kernel_forced_matches_f_linear(dtype, bias, store, monkeypa
             assert (prompt - want).abs().max().item() <= tol, name
             assert (layer._blocked is not None) == (name == "blocked")
             assert (layer._packed is not None) == (name == "onednn")
+    runtime.uninstall(layer)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_bound_row_kernel_follows_the_layer(dtype, store, monkeypatch):
+    """Once chosen, the C one-row kernel is bound to the layer's weight and bias (one check and one
+    call per step); it must still see every change a user can make: weights changed in place, new
+    storage, a new bias, another thread count, a strided input, gradients on."""
+    monkeypatch.setattr(linear, "MIN_COMPILED_ELEMENTS", 0)
+    monkeypatch.setenv(calibrate.ENV, "linear-row=gemv")
+    g = torch.Generator().manual_seed(1)
+    layer = torch.nn.Linear(96, 70).to(dtype)
+    runtime.install(layer)
+    x = torch.randn(1, 96, generator=g).to(dtype)
+
+    def check():
+        want = torch.nn.functional.linear(x.float(), layer.weight.float(), layer.bias.float())
+        with torch.no_grad():
+            got = layer(x)
+        assert got.dtype == dtype and got.shape == (1, 70)
+        # float32: summation order; bfloat16: one rounding of the output (8 bits) and of the sums
+        tol = 1e-5 + want.abs() * (1e-6 if dtype == torch.float32 else 2**-8)
+        assert ((got.float() - want).abs() <= tol).all()
+
+    check()
+    assert (layer._bound is not None) == (native.gemv_path(dtype) is not None)  # a CPU without AVX2: F.linear
+    with torch.no_grad():
+        layer.weight.mul_(-2)  # in place: the same memory
+    check()
+    layer.weight.data = torch.randn(70, 96, generator=g).to(dtype)  # new storage
+    check()
+    layer.bias = torch.nn.Parameter(torch.randn(70, generator=g).to(dtype))
+    check()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        check()
+    finally:
+        torch.set_num_threads(threads)
+    wide = torch.randn(1, 192, generator=g).to(dtype)
+    x = wide[:, ::2]  # not contiguous
+    check()
+    y = layer(x)  # gradients on: autograd's path
+    assert y.requires_grad
     runtime.uninstall(layer)
 
 

@@ -234,33 +234,47 @@ def test_where_the_add_and_norm_kernel_does_not_apply_it_declines(change):
             assert native.add_layer_norm(x, y, norm) is None
 
 
-@pytest.mark.parametrize("path", sorted(native.BF16_PATHS))
-@pytest.mark.parametrize("out_features,in_features,bias", [(37, 77, True), (5, 3, False), (64, 768, True), (2304, 40, False)])
-def test_the_bfloat16_row_kernel_matches_f_linear(path, out_features, in_features, bias):
-    """Each path this CPU runs (odd widths: the 8- and 32-wide loops' tails; row counts not a
-    multiple of the four rows taken at once) against F.linear in bfloat16: float32 sums in another
-    order, so within one bfloat16 rounding of the output and the float32 sums' error."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("path", sorted(native.GEMV_PATHS))
+@pytest.mark.parametrize("out_features,in_features,bias",
+                         [(37, 77, True), (5, 3, False), (64, 768, True), (2304, 40, False), (203, 129, True)])
+def test_the_row_kernel_matches_f_linear(path, dtype, out_features, in_features, bias):
+    """Each path this CPU runs (odd widths: the 8-, 16- and 32-wide loops' tails; row counts that
+    leave rows past the eight parts read together, and runs shorter than eight rows) against
+    F.linear: float32 sums in another order, so within the float32 sums' error, and for bfloat16
+    within one rounding of the output."""
     lib = native.library()
     assert lib is not None, native._failed
-    if not lib.bf16_paths() >> native.BF16_PATHS[path] & 1:
-        assert lib.bf16_gemv(native.BF16_PATHS[path], None, None, None, None, 1, 1, 1) == -1
+    code = native.GEMV_DTYPES[dtype]
+    if not lib.gemv_paths(code) >> native.GEMV_PATHS[path] & 1:
+        assert lib.gemv(native.GEMV_PATHS[path], code, None, None, None, None, 1, 1, 1) == -1
         return
     g = torch.Generator().manual_seed(out_features)
-    w = (torch.randn(out_features, in_features, generator=g) * 0.1).bfloat16()
-    x = torch.randn(in_features, generator=g).bfloat16()
-    b = torch.randn(out_features, generator=g).bfloat16() if bias else None
-    got = native.bf16_gemv(x, w, b, path).float()
-    want = torch.nn.functional.linear(x[None].float(), w.float(), None if b is None else b.float())[0]
-    tol = want.abs() * 2**-8 + in_features * 2**-22 * (x.float().abs() @ w.float().abs().T) + 1e-6
-    assert ((got - want).abs() <= tol).all()
+    w = (torch.randn(out_features, in_features, generator=g) * 0.1).to(dtype)
+    x = torch.randn(in_features, generator=g).to(dtype)
+    b = torch.randn(out_features, generator=g).to(dtype) if bias else None
+    got = native.gemv(x, w, b, path)
+    assert got.dtype == dtype
+    want = torch.nn.functional.linear(x[None].double(), w.double(), None if b is None else b.double())[0]
+    tol = in_features * 2**-22 * (x.double().abs() @ w.double().abs().T) + 1e-6
+    if dtype == torch.bfloat16:
+        tol = tol + want.abs() * 2**-8
+    assert ((got.double() - want).abs() <= tol).all()
 
 
-def test_the_bfloat16_path_is_the_fastest_the_cpu_runs():
+def test_the_row_kernel_refuses_another_dtype():
     lib = native.library()
-    supported = lib.bf16_paths()
-    path = native.bf16_path()
-    if supported >> native.BF16_PATHS["avx512bf16"] & 1:
-        assert path == "avx512bf16"
+    assert lib.gemv(native.GEMV_PATHS["avx2"], 7, None, None, None, None, 1, 1, 1) == -1
+    assert native.gemv_path(torch.float16) is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_row_kernel_path_is_the_fastest_the_cpu_runs(dtype):
+    lib = native.library()
+    supported = lib.gemv_paths(native.GEMV_DTYPES[dtype])
+    path = native.gemv_path(dtype)
+    if supported >> native.GEMV_PATHS["avx512"] & 1:
+        assert path == "avx512"
     elif supported:
         assert path == "avx2"
     else:

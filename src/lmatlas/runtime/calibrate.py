@@ -6,10 +6,12 @@ wrong on the next (a matrix-vector product that beats MKL on one server loses to
 So where several candidates exist (``runtime.linear``: the one-row product, the few rows of a
 batched or beam decode), the first use of a shape times each candidate and keeps the fastest:
 
-- on weights of the same width and dtype that do not stay in the caches (enough copies to
-  stream ``WORKING_SET`` bytes, as a decode streams every weight once per step; ``test_shape``),
-  each candidate
-  timed over ``ROUNDS`` passes interleaved with the others', the median pass kept;
+- on weights of the same width and dtype that do not stay in the caches, as a decode streams
+  every weight once per step: enough copies to stream ``WORKING_SET`` bytes (``test_shape``),
+  flushed from every cache level before each pass (``native.evict``: a server's last-level cache
+  can hold hundreds of megabytes, and a kernel timed there is timed on the cache, not on the
+  memory a decode reads); each candidate timed over ``ROUNDS`` passes interleaved with the
+  others', the median pass kept;
 - at the thread count the call runs on (it is part of the key);
 - stored in a JSON file per CPU beside the compiled kernels (``$LMATLAS_CACHE/kernels``; the
   file is named by a hash of the CPU's model name and instruction-set flags, torch's version and
@@ -32,7 +34,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -114,11 +116,13 @@ def _model_name() -> str:
         return ""
 
 
-def measure(candidates: dict[str, Callable[[int], object]], copies: int) -> dict[str, float]:
+def measure(candidates: dict[str, Callable[[int], object]], copies: int,
+            cold: Sequence[torch.Tensor] = ()) -> dict[str, float]:
     """Seconds per call of each candidate (``run(i)`` works on copy ``i``): one warm pass over
     the copies (compilation, packing), then ``ROUNDS`` timed passes, interleaved so that a change
-    in the machine's load falls on every candidate; the median pass. Candidates that raise are
-    left out."""
+    in the machine's load falls on every candidate, each pass after ``cold`` (the tensors the
+    candidates read) is flushed from the caches; the median pass. Candidates that raise are left
+    out."""
     alive = {}
     for name, run in candidates.items():
         try:
@@ -130,6 +134,7 @@ def measure(candidates: dict[str, Callable[[int], object]], copies: int) -> dict
     passes: dict[str, list[float]] = {name: [] for name in alive}
     for _ in range(ROUNDS):
         for name, run in alive.items():
+            native.evict(cold)
             start = _clock()
             for i in range(copies):
                 run(i)
@@ -141,8 +146,9 @@ def choose(kind: str, shape: str, candidates: Callable[[], tuple[dict[str, Calla
            names: tuple[str, ...]) -> str:
     """The kernel for ``kind`` at ``shape`` (a string naming what matters: dtype, sizes, rows)
     on the calling thread count: forced, stored, or measured now over ``candidates()`` (which
-    makes the test weights: a dict of runners, named from ``names``, and how many copies they
-    cycle through). ``names[0]`` is the fallback, where no candidate runs."""
+    makes the test weights: a dict of runners, named from ``names``, how many copies they cycle
+    through, and optionally the tensors they read, flushed from the caches before each timed
+    pass). ``names[0]`` is the fallback, where no candidate runs."""
     name = forced(kind, names)
     if name is not None:
         return name
@@ -154,11 +160,11 @@ def choose(kind: str, shape: str, candidates: Callable[[], tuple[dict[str, Calla
         name = _choices.get(key)
         if name in names:
             return name
-        runners, copies = candidates()
+        runners, copies, *cold = candidates()
         if len(runners) == 1:
             return next(iter(runners))  # nothing to choose between: not stored, not timed
-        times = measure(runners, copies)
-        del runners
+        times = measure(runners, copies, *cold)
+        del runners, cold
         name = min(times, key=times.get) if times else names[0]
         _choices[key] = name
         _write(key, {"choice": name, "us": {k: round(v * 1e6, 2) for k, v in sorted(times.items())}})

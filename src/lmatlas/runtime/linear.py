@@ -9,8 +9,8 @@ shape on a machine times them and keeps the fastest (``calibrate``; figures:
 - one row (batch-1 decoding): ATen's ``F.linear`` (MKL's GEMV), or the matrix-vector product
   written as a fused multiply-reduce and compiled by TorchInductor into one vectorised,
   multi-threaded loop that reads each weight row once (float32 accumulation whatever the
-  weights' dtype), or for bfloat16 ``native.bf16_gemv`` (AVX512-BF16's ``vdpbf16ps``, or AVX2).
-  float16 weights take ATen's own fp16 GEMV;
+  weights' dtype), or for float32 and bfloat16 ``native.gemv`` (C, reading several far-apart
+  rows at once; AVX-512 or AVX2). float16 weights take ATen's own fp16 GEMV;
 - 2 to 64 rows (batched or beam decoding, told by the generation engine: ``decode_rows``):
   ATen's linear; oneDNN with the weights reordered once into its blocked layout
   (``torch.ops.mkldnn``; float16 weights, which oneDNN cannot multiply on CPUs without
@@ -51,7 +51,7 @@ MAX_PACKED_ROWS = 64
 # costs more than it saves.
 MIN_COMPILED_ELEMENTS = 1 << 18
 # The candidates (``calibrate``), the fallback first.
-ROW_KERNELS = ("aten", "compiled", "bf16")
+ROW_KERNELS = ("aten", "compiled", "gemv")
 ROWS_KERNELS = ("aten", "onednn", "blocked")
 
 
@@ -121,8 +121,12 @@ class CpuLinear(nn.Linear):
     _blocked: torch.Tensor | None = None
     _blocked_version: tuple[int, int] = (0, -1)
     _kernels: dict | None = None  # (rows decoded, threads) -> the kernel chosen
+    _bound: "_BoundRow | None" = None  # the C one-row kernel, once chosen, bound to the weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bound = self._bound
+        if bound is not None and x.numel() == bound.k and bound.fits(self, x):
+            return bound.run(x, bound.threads).view(x.shape[:-1] + (bound.n,))
         w = self.weight
         if x.device.type != "cpu" or (torch.is_grad_enabled() and (w.requires_grad or x.requires_grad)):
             return F.linear(x, w, self.bias)
@@ -136,12 +140,15 @@ class CpuLinear(nn.Linear):
                 y = self._gemv(x.reshape(1, k))
                 if y is not None:
                     return y.reshape(*x.shape[:-1], w.shape[0])
-            elif kernel == "bf16" and x.dtype == w.dtype == torch.bfloat16 and w.is_contiguous():
-                path = native.bf16_path()
-                if path is not None:
-                    b = self.bias
-                    y = native.bf16_gemv(x.reshape(k), w, None if b is None else b.detach(), path)
-                    return y.reshape(*x.shape[:-1], w.shape[0])
+            elif kernel == "gemv" and x.dtype == w.dtype and w.is_contiguous():
+                path = native.gemv_path(w.dtype)
+                b = self.bias
+                if path is not None and (b is None or (b.dtype == w.dtype and b.is_contiguous())):
+                    bound = self._bound = _BoundRow(self, path)
+                    if bound.fits(self, x):
+                        return bound.run(x, bound.threads).view(x.shape[:-1] + (bound.n,))
+                    return native.gemv(x.reshape(k), w, None if b is None else b.detach(), path).view(
+                        x.shape[:-1] + (bound.n,))
             return F.linear(x, w, self.bias)
         kernel = self._kernel(_rows()) if 1 < _rows() <= MAX_PACKED_ROWS else None
         if kernel == "blocked" and rows <= native.MAX_LINEAR_ROWS and x.dtype == w.dtype == torch.float32 \
@@ -211,6 +218,33 @@ class CpuLinear(nn.Linear):
         """Drop the packed copies (they are made again when needed)."""
         self._packed = None
         self._blocked = None
+        self._bound = None
+
+
+class _BoundRow:
+    """The C one-row kernel bound to a layer's weight and bias (``native.gemv_bound``), for the
+    thread count it was chosen on: a decoding step's product then costs one check and one call,
+    not the kernel choice and the argument handling again (a few µs per layer; a step of GPT-2
+    has 49). It holds while the layer keeps the same storage, the thread count and the dtype,
+    and gradients are off; anything else takes the full path."""
+
+    __slots__ = ("weight", "bias", "threads", "dtype", "k", "n", "run", "ptrs")
+
+    def __init__(self, layer: CpuLinear, path: str):
+        w, b = layer.weight, layer.bias
+        self.weight, self.bias = w, b
+        self.threads, self.dtype = torch.get_num_threads(), w.dtype
+        self.n, self.k = w.shape
+        self.ptrs = (w.data_ptr(), None if b is None else b.data_ptr())
+        self.run = native.gemv_bound(w.detach(), None if b is None else b.detach(), path)
+
+    def fits(self, layer: CpuLinear, x: torch.Tensor) -> bool:
+        w, b = layer.weight, layer.bias
+        return (
+            not torch.is_grad_enabled() and x.is_cpu and x.dtype == self.dtype and x.is_contiguous()
+            and w is self.weight and b is self.bias and torch.get_num_threads() == self.threads
+            and (w.data_ptr(), None if b is None else b.data_ptr()) == self.ptrs
+        )  # fmt: skip
 
 
 def _onednn_pack(w: torch.Tensor, rows: int) -> torch.Tensor | None:
@@ -247,21 +281,23 @@ def _test_weights(w: torch.Tensor, bias: torch.Tensor | None, rows: int):
 
 
 def _row_candidates(w: torch.Tensor, bias: torch.Tensor | None):
-    """One row: ATen's linear (MKL's GEMV), or the compiled multiply-reduce."""
+    """One row: ATen's linear (MKL's GEMV), the compiled multiply-reduce, or the C kernel."""
     ws, x, b, copies = _test_weights(w, bias, 1)
     runners = {"aten": lambda i: F.linear(x, ws[i], b)}
     fn = _compiled_gemv(b is not None) if w.dtype != torch.float16 else None
     if fn is not None:
         runners["compiled"] = lambda i: fn(ws[i], x) if b is None else fn(ws[i], x, b)
-    path = native.bf16_path() if w.dtype == torch.bfloat16 else None
+    path = native.gemv_path(w.dtype)
     if path is not None:
-        runners["bf16"] = lambda i: native.bf16_gemv(x.reshape(-1), ws[i], b, path)
-    return runners, copies
+        runners["gemv"] = lambda i: native.gemv(x.reshape(-1), ws[i], b, path)
+    return runners, copies, ws
 
 
 def _rows_candidates(w: torch.Tensor, bias: torch.Tensor | None, rows: int):
     """A few rows: ATen's linear, oneDNN on a packed copy, or (float32, up to
-    ``native.MAX_LINEAR_ROWS`` rows) the C kernel on a blocked copy."""
+    ``native.MAX_LINEAR_ROWS`` rows) the C kernel on a blocked copy. Not flushed from the caches
+    between passes: oneDNN's packed copies have no storage to flush, and flushing the others
+    alone would favour it."""
     ws, x, b, copies = _test_weights(w, bias, rows)
     runners = {"aten": lambda i: F.linear(x, ws[i], b)}
     packed = [_onednn_pack(v, rows) for v in ws]

@@ -25,9 +25,12 @@ the kernels here read what they need once, front to back.
   ``quant_dequantize``).
   ``runtime.quantized.QuantizedLinear`` calls it; ``quant_gated`` takes a gated MLP's two
   products (SwiGLU) on one quantization of x, for ``runtime.quantized.gated_step``.
-- ``csrc/bf16.c``: the one-row product of a bfloat16 linear layer (batch-1 decoding of a
-  bfloat16 model), AVX512-BF16's ``vdpbf16ps`` or AVX2 widening, chosen from the CPU
-  (``bf16_path``); a candidate of ``runtime.linear``'s calibration beside ATen's.
+- ``csrc/gemv.c``: the one-row product of a float32 or bfloat16 linear layer (batch-1
+  decoding), reading several far-apart rows at once (more streams of memory in flight than
+  MKL's GEMV keeps); AVX-512 (with AVX512-BF16's ``vdpbf16ps`` for bfloat16) or AVX2, chosen
+  from the CPU (``gemv_path``); a candidate of ``runtime.linear``'s calibration beside ATen's.
+- ``csrc/evict.c``: flushing a buffer from the caches, so that ``calibrate`` times kernels on
+  weights that come from memory, as a decode's do, whatever the size of the last-level cache.
 - ``csrc/team.c``: the size of the last parallel region's team, for tests. Every kernel with a
   parallel region takes its thread count as an argument: ``torch.get_num_threads()``, which the
   runtime's thread policy sets (``threads.StepThreads``), so that the C kernels and PyTorch's
@@ -35,7 +38,7 @@ the kernels here read what they need once, front to back.
 
 Figures: ``benchmarks/README.md``. The library goes to ``$LMATLAS_CACHE`` (default
 ``~/.cache/lmatlas``), named by a hash of the source, the compiler command and the CPU's
-instruction-set flags, since it is built for this CPU (``-march=native``; the quantized and bfloat16 kernels' files are built
+instruction-set flags, since it is built for this CPU (``-march=native``; the quantized and one-row kernels' files are built
 without it, their paths compiled for their instruction sets by target attributes). Without a compiler,
 or with the runtime switched off (``switch.enabled``), everything falls back to the PyTorch path
 (a warning says why, once).
@@ -44,6 +47,7 @@ or with the runtime switched off (``switch.enabled``), everything falls back to 
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import shutil
@@ -52,6 +56,7 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -64,13 +69,14 @@ _HEADERS = sorted(_CSRC.glob("*.h"))
 _FLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math"]
 # Files whose instruction sets are chosen at run time: built for the baseline of the
 # architecture, each path compiled for its own by target attributes (``quant_paths``).
-_PORTABLE = [path for path in _SOURCES if path.name.startswith(("quant", "bf16"))]
+_PORTABLE = [path for path in _SOURCES if path.name.startswith(("quant", "gemv"))]
 # Zeroing a kernel's few accumulators stays a loop of vector stores: turned into a call to memset,
 # it cost a sixth of a one-row product's time (the call, and loads that wait on its stores).
 _PORTABLE_FLAGS = [f for f in _FLAGS if f not in ("-march=native", "-shared")] + ["-ffp-contract=off",
                                                                                 "-fno-tree-loop-distribute-patterns"]
 QUANT_PATHS = ("scalar", "avx2", "avx512vnni")  # in quant.h's order
-BF16_PATHS = {"avx2": 1, "avx512bf16": 2}  # bf16.c's numbers
+GEMV_PATHS = {"avx2": 1, "avx512": 2}  # gemv.c's numbers
+GEMV_DTYPES = {torch.float32: 0, torch.bfloat16: 1}
 # The C side's fixed-size buffers (attention.c's MAX_ROWS and MAX_DIM, linear.c's MAX_LINEAR_ROWS).
 MAX_ROWS = 16
 MAX_DIM = 256
@@ -144,12 +150,14 @@ def _build() -> ctypes.CDLL:
     lib.quant_activations.restype = None
     lib.quant_paths.argtypes = []
     lib.quant_paths.restype = i32
-    lib.bf16_paths.argtypes = []
-    lib.bf16_paths.restype = i32
-    lib.bf16_gemv.argtypes = [i32, p, p, p, p, i64, i64, i32]
-    lib.bf16_gemv.restype = i32
+    lib.gemv_paths.argtypes = [i32]
+    lib.gemv_paths.restype = i32
+    lib.gemv.argtypes = [i32, i32, p, p, p, p, i64, i64, i32]
+    lib.gemv.restype = i32
     lib.lmatlas_threads_used.argtypes = []
     lib.lmatlas_threads_used.restype = i32
+    lib.lmatlas_evict.argtypes = [p, i64]
+    lib.lmatlas_evict.restype = None
     return lib
 
 
@@ -353,29 +361,50 @@ def quant_path() -> str | None:
     return forced or available[-1]
 
 
-def bf16_path() -> str | None:
-    """The fastest path of the bfloat16 one-row kernel this CPU runs (``csrc/bf16.c``), or None
-    (no AVX2, or no library)."""
+def gemv_path(dtype: torch.dtype) -> str | None:
+    """The fastest path of the one-row kernel (``csrc/gemv.c``) this CPU runs for weights of
+    ``dtype`` (float32 or bfloat16), or None (another dtype, no AVX2, or no library)."""
     lib = library()
-    if lib is None:
+    if lib is None or dtype not in GEMV_DTYPES:
         return None
-    supported = lib.bf16_paths()
-    return next((name for name in ("avx512bf16", "avx2") if supported >> BF16_PATHS[name] & 1), None)
+    supported = lib.gemv_paths(GEMV_DTYPES[dtype])
+    return next((name for name in ("avx512", "avx2") if supported >> GEMV_PATHS[name] & 1), None)
 
 
-def bf16_gemv(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, path: str) -> torch.Tensor:
-    """``w @ x + bias`` for one bfloat16 row ``x`` (K,) and a contiguous bfloat16 ``w`` (N, K):
-    float32 sums, the result rounded to bfloat16 once. The caller checks dtypes and the library."""
+def gemv(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, path: str) -> torch.Tensor:
+    """``w @ x + bias`` for one row ``x`` (K,) and a contiguous ``w`` (N, K), all float32 or all
+    bfloat16: float32 sums, a bfloat16 result rounded once. The caller checks dtypes and the
+    library."""
     n, k = w.shape
     x = x.contiguous()
-    y = torch.empty(n, dtype=torch.bfloat16)
-    done = library().bf16_gemv(
-        BF16_PATHS[path], x.data_ptr(), w.data_ptr(), _pointer(None if bias is None else bias.contiguous()),
-        y.data_ptr(), n, k, torch.get_num_threads(),
+    y = torch.empty(n, dtype=w.dtype)
+    done = library().gemv(
+        GEMV_PATHS[path], GEMV_DTYPES[w.dtype], x.data_ptr(), w.data_ptr(),
+        _pointer(None if bias is None else bias.contiguous()), y.data_ptr(), n, k, torch.get_num_threads(),
     )  # fmt: skip
     if done != 0:
-        raise AssertionError(f"bf16_gemv refused its arguments ({done})")
+        raise AssertionError(f"gemv refused its arguments ({done})")
     return y
+
+
+def gemv_bound(w: torch.Tensor, bias: torch.Tensor | None, path: str) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """``gemv`` bound to the memory of ``w`` and ``bias`` (contiguous, one dtype): ``run(x,
+    threads)`` for a contiguous row ``x`` of that dtype and width. A decoding step calls each
+    layer's product once, and this leaves it a buffer and one call; the caller keeps ``w`` and
+    ``bias`` alive and checks that their storage is still theirs before each call."""
+    n, k = w.shape
+    dtype = w.dtype
+    call = functools.partial(library().gemv, GEMV_PATHS[path], GEMV_DTYPES[dtype])
+    wp, bp = w.data_ptr(), _pointer(bias)
+
+    def run(x: torch.Tensor, threads: int) -> torch.Tensor:
+        y = torch.empty(n, dtype=dtype)
+        done = call(x.data_ptr(), wp, bp, y.data_ptr(), n, k, threads)
+        if done != 0:
+            raise AssertionError(f"gemv refused its arguments ({done})")
+        return y
+
+    return run
 
 
 def quant_linear(
@@ -452,6 +481,17 @@ def quant_activations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torc
     return q, d, s
 
 
+def evict(tensors) -> bool:
+    """Flush the memory of ``tensors`` from every level of the caches (``csrc/evict.c``), so that
+    the next read comes from memory; False without the library."""
+    lib = library()
+    if lib is None:
+        return False
+    for t in tensors:
+        lib.lmatlas_evict(t.data_ptr(), t.numel() * t.element_size())
+    return True
+
+
 def threads_used() -> int:
     """The number of threads the kernels' last parallel region ran on (0 before any)."""
     lib = library()
@@ -459,7 +499,7 @@ def threads_used() -> int:
 
 
 __all__ = [
-    "QUANT_PATHS", "add_layer_norm", "block_weight", "decode_step_attention", "few_queries_attention", "library",
+    "QUANT_PATHS", "add_layer_norm", "block_weight", "decode_step_attention", "evict", "gemv", "gemv_bound", "gemv_path", "few_queries_attention", "library",
     "linear_rows", "quant_activations", "quant_linear", "quant_dequantize", "quant_path", "quant_paths", "quant_quantize",
     "threads_used",
 ]  # fmt: skip

@@ -140,8 +140,8 @@ def gated_step(x: torch.Tensor, gate: nn.Module, up: nn.Module, act) -> torch.Te
 
 def _prompt_candidates(layer: QuantizedLinear, rows: int, path: str):
     """Copies of ``layer``'s blocks (their first rows where the matrix is large: enough rows and
-    copies to stream from memory, ``calibrate.test_shape``) and ``rows`` rows of input, through
-    either path."""
+    copies to stream from memory, ``calibrate.test_shape``, flushed from the caches before each
+    timed pass) and ``rows`` rows of input, through either path."""
     row_bytes = layer.kind.row_bytes(layer.in_features)
     out, copies = calibrate.test_shape(layer.out_features, row_bytes)
     mats = [QuantizedLinear(layer.in_features, out, layer.kind, layer.blocks[:out].clone()) for _ in range(copies)]
@@ -149,7 +149,7 @@ def _prompt_candidates(layer: QuantizedLinear, rows: int, path: str):
     return {
         "dequantize": lambda i: mats[i].reference(x),
         "kernel": lambda i: native.quant_linear(x, mats[i].blocks, layer.kind.id, None, out, path),
-    }, copies
+    }, copies, [m.blocks for m in mats]
 
 
 __all__ = ["DECODE_ROWS", "MAX_KERNEL_ROWS", "PROMPT_PATHS", "QuantizedLinear", "gated_step"]
