@@ -108,11 +108,13 @@ class Layer(nn.Module):
     """One transformer layer: attention then MLP, each with a residual and a norm.
 
     The hook ``add_norm(x, y, norm)``, empty here, takes a post-norm residual ``norm(x + y)``
-    where a runtime installs a kernel for it (``lmatlas.runtime``); it returns None where it
-    does not apply.
+    where a runtime installs a kernel for it (``lmatlas.runtime``); the hook ``step(layer, x,
+    rope, cache)`` takes a whole decoding step of one token without a mask. Each returns None
+    where it does not apply.
     """
 
     add_norm: Callable[..., torch.Tensor | None] | None = None
+    step: Callable[..., torch.Tensor | None] | None = None
 
     def __init__(self, cfg: ModelConfig, layer_idx: int = 0):
         super().__init__()
@@ -157,6 +159,10 @@ class Layer(nn.Module):
         A decoder with cross-attention (encoder-decoders) has a third sublayer, laid out like the
         other two, between them.
         """
+        if self.step is not None and cache is not None and mask is None and memory is None and not self.training:
+            y = self.step(self, x, rope, cache)
+            if y is not None:
+                return y
         # Dropout is the identity in eval mode: skipping the module call saves a call per sublayer
         # in every decoding step.
         drop = self.dropout if self.training else _identity

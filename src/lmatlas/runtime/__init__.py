@@ -12,7 +12,9 @@ train. For a decode they offer hooks, empty by default, which ``install`` fills:
   source (``native.few_queries_attention``);
 - ``Layer.add_norm``: a post-norm layer's residual sum and LayerNorm (``native.add_layer_norm``);
 - ``MLP.gated_step``: a SwiGLU MLP's two quantized products on one quantization of x
-  (``quantized.gated_step``).
+  (``quantized.gated_step``);
+- ``Layer.step``: a pre-norm decoder layer's whole step for one token in one C call, where its
+  products take C kernels anyway (``layer_step.step``).
 
 Each hook returns None where it does not apply (other dtypes, gradients, too many rows), and
 the block then takes PyTorch's path. The generation engine installs the runtime at the start of
@@ -29,7 +31,7 @@ from typing import Iterator
 
 from torch import nn
 
-from . import native
+from . import layer_step, native
 from .linear import MAX_PACKED_ROWS, CpuLinear, decode_rows
 from .quantized import QuantizedLinear, gated_step
 from .switch import enabled
@@ -38,7 +40,7 @@ from .threads import StepThreads
 # The hooks ``install`` fills: attribute -> kernel, for each kind of block.
 _SELF_ATTENTION_HOOKS = {"decode_step": native.decode_step_attention}
 _CROSS_ATTENTION_HOOKS = {"attend_few": native.few_queries_attention}
-_LAYER_HOOKS = {"add_norm": native.add_layer_norm}
+_LAYER_HOOKS = {"add_norm": native.add_layer_norm, "step": layer_step.step}
 _MLP_HOOKS = {"gated_step": gated_step}
 
 
@@ -74,6 +76,7 @@ def install(model: nn.Module) -> bool:
             m.kernels = path or False
         for name, kernel in _hooks(m).items():
             setattr(m, name, kernel)
+        layer_step.forget(m)  # planned again at the first step: weights or kernel choices may have changed
     return True
 
 
@@ -87,6 +90,7 @@ def uninstall(model: nn.Module) -> nn.Module:
             m.__dict__.pop("kernels", None)
         for name in _hooks(m):
             m.__dict__.pop(name, None)
+        layer_step.forget(m)
     return model
 
 

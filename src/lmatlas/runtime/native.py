@@ -29,6 +29,9 @@ the kernels here read what they need once, front to back.
   decoding), reading several far-apart rows at once (more streams of memory in flight than
   MKL's GEMV keeps); AVX-512 (with AVX512-BF16's ``vdpbf16ps`` for bfloat16) or AVX2, chosen
   from the CPU (``gemv_path``); a candidate of ``runtime.linear``'s calibration beside ATen's.
+- ``csrc/layer.c``: a pre-norm decoder layer's whole step for one token in one call (norms,
+  the products through the kernels above, rotation, the cache, attention, activations), for
+  ``runtime.layer_step``.
 - ``csrc/evict.c``: flushing a buffer from the caches, so that ``calibrate`` times kernels on
   weights that come from memory, as a decode's do, whatever the size of the last-level cache.
 - ``csrc/team.c``: the size of the last parallel region's team, for tests. Every kernel with a
@@ -74,6 +77,7 @@ _PORTABLE = [path for path in _SOURCES if path.name.startswith(("quant", "gemv")
 # it cost a sixth of a one-row product's time (the call, and loads that wait on its stores).
 _PORTABLE_FLAGS = [f for f in _FLAGS if f not in ("-march=native", "-shared")] + ["-ffp-contract=off",
                                                                                 "-fno-tree-loop-distribute-patterns"]
+_LIBS = ["-lm"]  # layer.c's erff, tanhf, expf
 QUANT_PATHS = ("scalar", "avx2", "avx512vnni")  # in quant.h's order
 GEMV_PATHS = {"avx2": 1, "avx512": 2}  # gemv.c's numbers
 GEMV_DTYPES = {torch.float32: 0, torch.bfloat16: 1}
@@ -109,7 +113,7 @@ def _build() -> ctypes.CDLL:
     if not compiler:
         raise RuntimeError("no C compiler found (set CC)")
     sources = [path.read_bytes() for path in _SOURCES + _HEADERS]
-    key = hashlib.sha256(b"\0".join([*sources, " ".join([compiler, *_FLAGS, *_PORTABLE_FLAGS]).encode(), _cpu_flags().encode()]))
+    key = hashlib.sha256(b"\0".join([*sources, " ".join([compiler, *_FLAGS, *_PORTABLE_FLAGS, *_LIBS]).encode(), _cpu_flags().encode()]))
     target = _cache_dir() / f"lmatlas-{key.hexdigest()[:16]}.so"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -122,7 +126,7 @@ def _build() -> ctypes.CDLL:
                 for path, obj in zip(_PORTABLE, portable):
                     _compile(compiler, [*_PORTABLE_FLAGS, "-c", str(path), "-o", obj])
                 native = [str(path) for path in _SOURCES if path not in _PORTABLE]
-                _compile(compiler, [*_FLAGS, *native, *portable, "-o", tmp])
+                _compile(compiler, [*_FLAGS, *native, *portable, *_LIBS, "-o", tmp])
             os.replace(tmp, target)
         finally:
             if os.path.exists(tmp):
@@ -154,6 +158,8 @@ def _build() -> ctypes.CDLL:
     lib.gemv_paths.restype = i32
     lib.gemv.argtypes = [i32, i32, p, p, p, p, i64, i64, i32]
     lib.gemv.restype = i32
+    lib.layer_step.argtypes = [p, p, p, p, i64, i64, i64, p, p, i32]
+    lib.layer_step.restype = i32
     lib.lmatlas_threads_used.argtypes = []
     lib.lmatlas_threads_used.restype = i32
     lib.lmatlas_evict.argtypes = [p, i64]

@@ -1,0 +1,153 @@
+/* One pre-norm decoder layer's decoding step for one token (batch 1), in one call:
+ *
+ *     h = norm1(x); q, k, v = qkv(h); rotate q and k; append k, v to the cache;
+ *     x += out(attention(q, cache)); h = norm2(x); x += fc_out(act(gate(h)) * fc_in(h))
+ *
+ * (without the gate: act(fc_in(h))). A step of a small model spends as long in Python between
+ * its products as in them (about 130 µs a layer: the modules, the checks, a dozen operators,
+ * each starting cold after the weights streamed through the caches); here the layer costs one
+ * call. The products are the ones the layer's modules would run: float32 weights through the
+ * one-row kernel (gemv.c), quantized ones through the integer kernels (quant.c, with the gated
+ * pair in one pass where both are quantized alike and the activation is SiLU); the attention is
+ * attention.c's. Norms, rotation and activations follow PyTorch's formulas in float32 (norm
+ * statistics summed in double), so a step differs from the modules' by rounding only.
+ * lmatlas.runtime.layer_step builds the plan and decides where this applies.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+int gemv(int path, int dtype, const void *x, const void *w, const void *b, void *y, int64_t N, int64_t K,
+         int threads);
+int quant_linear(int path, int type, const float *x, const void *w, const float *bias, float *y, int64_t M,
+                 int64_t N, int64_t K, int threads);
+int quant_gated(int path, int type, const float *x, const void *wg, const void *wu, float *y, int64_t M, int64_t N,
+                int64_t K, int threads);
+void decode_step_attention(const float *q, int64_t q_stride, const float *k_cache, const float *v_cache,
+                           const uint8_t *mask, float *out, float *work, float scale, int64_t batch,
+                           int64_t heads, int64_t kv_heads, int64_t max_length, int64_t length, int64_t D,
+                           int threads);
+
+#define FLOAT32_WEIGHTS -1 /* a product's type: float32 through gemv, else a ggml type id */
+#define NORM_LAYER 0
+#define NORM_RMS 1
+#define ACT_GELU 0
+#define ACT_GELU_TANH 1
+#define ACT_SILU 2
+#define ACT_RELU 3
+
+/* A product y = w x + b: w (n, k) float32 or ggml blocks; bias float32 or NULL. */
+struct product {
+    int64_t type;
+    const void *w;
+    const float *bias;
+    int64_t n, k;
+};
+
+/* Mirrored by lmatlas.runtime.layer_step.Plan (ctypes): int64 and double fields only. */
+struct layer_plan {
+    int64_t norm;
+    const float *norm1_w, *norm1_b, *norm2_w, *norm2_b; /* NULL where the norm has none */
+    double eps1, eps2;
+    struct product qkv, out, fc_in, gate, fc_out; /* gate.w NULL: not gated */
+    int64_t gated_kernel;                         /* gate and fc_in in one quant_gated pass */
+    int64_t act;
+    int64_t heads, kv_heads, dim, hidden, inner;
+    double scale;
+    int64_t gemv_path, quant_path;
+};
+
+static void norm(int64_t kind, const float *x, const float *w, const float *b, double eps, float *y, int64_t n) {
+    double mean = 0.0, var = 0.0;
+    if (kind == NORM_LAYER) {
+        for (int64_t i = 0; i < n; ++i) mean += x[i];
+        mean /= (double)n;
+        for (int64_t i = 0; i < n; ++i) var += ((double)x[i] - mean) * ((double)x[i] - mean);
+    } else {
+        for (int64_t i = 0; i < n; ++i) var += (double)x[i] * x[i];
+    }
+    const float m = (float)mean, rstd = (float)(1.0 / sqrt(var / (double)n + eps));
+    for (int64_t i = 0; i < n; ++i) {
+        const float v = (x[i] - m) * rstd;
+        y[i] = w ? (b ? v * w[i] + b[i] : v * w[i]) : v;
+    }
+}
+
+static int product(const struct layer_plan *p, const struct product *f, const float *x, float *y, int threads) {
+    if (f->type == FLOAT32_WEIGHTS) return gemv((int)p->gemv_path, 0, x, f->w, f->bias, y, f->n, f->k, threads);
+    return quant_linear((int)p->quant_path, (int)f->type, x, f->w, f->bias, y, 1, f->n, f->k, threads);
+}
+
+static float activate(int64_t act, float v) {
+    switch (act) {
+    case ACT_GELU: return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+    case ACT_GELU_TANH: return 0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
+    case ACT_SILU: return v / (1.0f + expf(-v));
+    default: return v > 0.0f ? v : 0.0f;
+    }
+}
+
+/* "Rotate half" (GPT-NeoX, Llama): in each of `heads` rows of `dim`, pairs (i, i + rot/2) of the
+ * first `rot` values turn by the angles whose cos and sin (rot values each, the half repeated)
+ * are given; the rest pass through. */
+static void rotate(float *x, int64_t heads, int64_t dim, int64_t rot, const float *cos, const float *sin) {
+    const int64_t half = rot / 2;
+    for (int64_t h = 0; h < heads; ++h) {
+        float *r = x + h * dim;
+        for (int64_t i = 0; i < half; ++i) {
+            const float a = r[i], b = r[i + half];
+            r[i] = a * cos[i] + -b * sin[i];
+            r[i + half] = b * cos[i + half] + a * sin[i + half];
+        }
+    }
+}
+
+/* x (hidden): the layer's input, overwritten by its output. The caches are (kv_heads,
+ * max_length, dim), filled up to `start`; the new key and value go to `start`. cos and sin:
+ * `rot` values each (rot 0: no rotation). Returns 0, or -1 where a kernel refused (no change to
+ * the cache is undone: the caller's fallback recomputes the whole layer from x, unchanged). */
+int layer_step(const struct layer_plan *p, float *x, float *k_cache, float *v_cache, int64_t max_length,
+               int64_t start, int64_t rot, const float *cos, const float *sin, int threads) {
+    const int64_t H = p->hidden, D = p->dim, qd = p->heads * D, kvd = p->kv_heads * D, inner = p->inner;
+    const int64_t length = start + 1;
+    float *buf = malloc(sizeof(float) * (size_t)(3 * H + qd + 2 * kvd + qd + 2 * inner + p->heads * length));
+    if (!buf) return -1;
+    float *h = buf, *res = h + H, *x2 = res + H, *qkv = x2 + H, *att = qkv + qd + 2 * kvd, *a = att + qd,
+          *g = a + inner, *work = g + inner;
+    int failed = 0;
+
+    norm(p->norm, x, p->norm1_w, p->norm1_b, p->eps1, h, H);
+    failed |= product(p, &p->qkv, h, qkv, threads);
+    if (failed) goto done;
+    if (rot) rotate(qkv, p->heads + p->kv_heads, D, rot, cos, sin);
+    for (int64_t j = 0; j < p->kv_heads; ++j) {
+        memcpy(k_cache + (j * max_length + start) * D, qkv + qd + j * D, sizeof(float) * (size_t)D);
+        memcpy(v_cache + (j * max_length + start) * D, qkv + qd + kvd + j * D, sizeof(float) * (size_t)D);
+    }
+    decode_step_attention(qkv, qd, k_cache, v_cache, NULL, att, work, (float)p->scale, 1, p->heads, p->kv_heads,
+                          max_length, length, D, threads);
+    failed |= product(p, &p->out, att, res, threads);
+    if (failed) goto done;
+    for (int64_t i = 0; i < H; ++i) x2[i] = x[i] + res[i];
+
+    norm(p->norm, x2, p->norm2_w, p->norm2_b, p->eps2, h, H);
+    if (p->gated_kernel) {
+        failed |= quant_gated((int)p->quant_path, (int)p->gate.type, h, p->gate.w, p->fc_in.w, a, 1, inner, H, threads);
+    } else if (p->gate.w) {
+        failed |= product(p, &p->gate, h, g, threads) | product(p, &p->fc_in, h, a, threads);
+        if (!failed)
+            for (int64_t i = 0; i < inner; ++i) a[i] = activate(p->act, g[i]) * a[i];
+    } else {
+        failed |= product(p, &p->fc_in, h, a, threads);
+        if (!failed)
+            for (int64_t i = 0; i < inner; ++i) a[i] = activate(p->act, a[i]);
+    }
+    if (failed) goto done;
+    failed |= product(p, &p->fc_out, a, res, threads);
+    if (failed) goto done;
+    for (int64_t i = 0; i < H; ++i) x[i] = x2[i] + res[i];
+done:
+    free(buf);
+    return failed ? -1 : 0;
+}

@@ -1,0 +1,238 @@
+"""A pre-norm decoder layer's decoding step for one token in one C call (``csrc/layer.c``).
+
+At batch 1 a small model's step spends about as long in Python between its products as in them:
+each layer runs a dozen modules and operators, each a few microseconds of interpreter and
+dispatch, each starting cold after the weights streamed through the caches. ``Layer.step`` (the
+hook ``install`` fills with ``step``) hands the whole layer to C instead, where it can: the plan
+(``Plan``, pointers to the layer's parameters) is made once per layer and thread count, and a
+step passes the hidden state, the cache and the rotation.
+
+It applies where the layer is one the C code follows exactly, and declines (None: the modules
+run) anywhere else:
+
+- ``Layer`` with the pre-norm layout (GPT-2, Llama, Mistral, Qwen, SmolLM...), no cross-attention,
+  norms both LayerNorm or both RMSNorm in float32, an MLP (gated or not) whose activation is
+  GELU (erf or tanh), SiLU or ReLU;
+- ``SelfAttention`` with rotate-half rotary embeddings or none, head width at most
+  ``native.MAX_DIM``;
+- every product one that would take a C kernel anyway: float32 weights for which the one-row
+  kernel was chosen (``linear.CpuLinear``; the choice is this CPU's, ``calibrate``), or weights
+  kept quantized with the runtime's kernels (``quantized.QuantizedLinear``);
+- one float32 token, no gradients, no mask (batch 1 without padding; a mask or a position bias,
+  ALiBi's, a sliding window's, declines), a float32 cache with room for the token.
+
+The numbers are the modules' up to rounding (the products' own summation orders, norm
+statistics summed in double), within the parity tolerance; ``tests/test_layer_step.py`` compares
+each variant with the modules' path. ``LMATLAS_KERNELS=0`` keeps it off with the rest.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import linear, native
+from .quantized import QuantizedLinear
+
+FLOAT32_WEIGHTS = -1
+NORMS = {"layer": 0, "rms": 1}
+ACT_GELU, ACT_GELU_TANH, ACT_SILU, ACT_RELU = 0, 1, 2, 3
+
+
+class Product(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_int64), ("w", ctypes.c_void_p), ("bias", ctypes.c_void_p),
+                ("n", ctypes.c_int64), ("k", ctypes.c_int64)]  # fmt: skip
+
+
+class Plan(ctypes.Structure):
+    """``struct layer_plan`` of ``csrc/layer.c``."""
+
+    _fields_ = [
+        ("norm", ctypes.c_int64),
+        ("norm1_w", ctypes.c_void_p), ("norm1_b", ctypes.c_void_p),
+        ("norm2_w", ctypes.c_void_p), ("norm2_b", ctypes.c_void_p),
+        ("eps1", ctypes.c_double), ("eps2", ctypes.c_double),
+        ("qkv", Product), ("out", Product), ("fc_in", Product), ("gate", Product), ("fc_out", Product),
+        ("gated_kernel", ctypes.c_int64),
+        ("act", ctypes.c_int64),
+        ("heads", ctypes.c_int64), ("kv_heads", ctypes.c_int64), ("dim", ctypes.c_int64),
+        ("hidden", ctypes.c_int64), ("inner", ctypes.c_int64),
+        ("scale", ctypes.c_double),
+        ("gemv_path", ctypes.c_int64), ("quant_path", ctypes.c_int64),
+    ]  # fmt: skip
+
+
+class _Bound:
+    """A layer's plan, the tensors it points into (kept, and checked unchanged before each
+    call), and what it was made for."""
+
+    __slots__ = ("plan", "tensors", "ptrs", "threads", "hidden")
+
+    def __init__(self, plan: Plan, tensors: list[torch.Tensor], threads: int, hidden: int):
+        self.plan, self.tensors, self.threads, self.hidden = plan, tensors, threads, hidden
+        self.ptrs = [t.data_ptr() for t in tensors]
+
+    def current(self, tensors: list[torch.Tensor]) -> bool:
+        return len(tensors) == len(self.tensors) and all(
+            a is b and a.data_ptr() == p for a, b, p in zip(tensors, self.tensors, self.ptrs)
+        )
+
+
+def _activation(act) -> int | None:
+    from ..blocks import _gelu_tanh
+
+    return {F.gelu: ACT_GELU, _gelu_tanh: ACT_GELU_TANH, F.silu: ACT_SILU, F.relu: ACT_RELU}.get(act)
+
+
+def _norm(module: nn.Module, hidden: int) -> tuple[str, torch.Tensor | None, torch.Tensor | None, float] | None:
+    from ..blocks import RMSNorm
+
+    if type(module) is nn.LayerNorm and tuple(module.normalized_shape) == (hidden,):
+        w, b = module.weight, module.bias
+        return "layer", w, b, float(module.eps)
+    if type(module) is RMSNorm and module.weight.shape == (hidden,):
+        return "rms", module.weight, None, float(module.eps)
+    return None
+
+
+def _product(module: nn.Module, quant_path: str | None) -> tuple[Product, list[torch.Tensor]] | None:
+    """The C description of one of the layer's products, or None if it would not take a kernel."""
+    if type(module) is linear.CpuLinear:
+        w, b = module.weight, module.bias
+        if w.dtype != torch.float32 or not w.is_contiguous() or w.numel() < linear.MIN_COMPILED_ELEMENTS:
+            return None
+        if b is not None and (b.dtype != torch.float32 or not b.is_contiguous()):
+            return None
+        if native.gemv_path(torch.float32) is None or module._kernel(1) != "gemv":
+            return None
+        tensors = [w] if b is None else [w, b]
+        return Product(FLOAT32_WEIGHTS, w.data_ptr(), None if b is None else b.data_ptr(), w.shape[0], w.shape[1]), tensors
+    if isinstance(module, QuantizedLinear) and module.kernels and module.kernels == quant_path:
+        blocks, b = module.blocks, module.bias
+        if not blocks.is_contiguous() or module.in_features % 32:
+            return None
+        if b is not None and (b.dtype != torch.float32 or not b.is_contiguous()):
+            return None
+        tensors = [blocks] if b is None else [blocks, b]
+        return Product(module.kind.id, blocks.data_ptr(), None if b is None else b.data_ptr(), module.out_features,
+                       module.in_features), tensors  # fmt: skip
+    return None
+
+
+def _make(layer: nn.Module) -> _Bound | None:
+    from ..attention import SelfAttention
+    from ..blocks import MLP, Layer
+
+    attn, mlp = layer.attn, layer.mlp
+    if not (type(layer) is Layer and layer.norm_position == "pre" and not layer.residual_from_norm
+            and layer.cross_attn is None and layer.mlp_norm is not None
+            and type(attn) is SelfAttention and type(mlp) is MLP):
+        return None  # fmt: skip
+    hidden = attn.qkv.in_features
+    if attn.rotary_interleaved or attn.head_dim > native.MAX_DIM or attn.num_heads % attn.num_kv_heads:
+        return None
+    norms = [_norm(layer.attn_norm, hidden), _norm(layer.mlp_norm, hidden)]
+    act = _activation(mlp.act)
+    if None in norms or norms[0][0] != norms[1][0] or act is None:
+        return None
+    quant_path = next((m.kernels for m in (attn.qkv, mlp.fc_in) if isinstance(m, QuantizedLinear) and m.kernels), None)
+    products = {name: _product(module, quant_path) for name, module in
+                (("qkv", attn.qkv), ("out", attn.out), ("fc_in", mlp.fc_in), ("fc_out", mlp.fc_out))}  # fmt: skip
+    if mlp.gate is not None:
+        products["gate"] = _product(mlp.gate, quant_path)
+    if any(p is None for p in products.values()):
+        return None
+    inner = mlp.fc_in.out_features
+    q_dim, kv_dim, _ = attn.split
+    if (products["qkv"][0].n, products["qkv"][0].k) != (q_dim + 2 * kv_dim, hidden) or \
+            products["fc_out"][0].k != inner or products["out"][0].n != hidden:
+        return None
+    tensors = [t for _, ts in products.values() for t in ts]
+    norm_tensors = [t for n in norms for t in n[1:3] if t is not None]
+    if any(t.dtype != torch.float32 or not t.is_contiguous() for t in norm_tensors):
+        return None
+    empty = Product(FLOAT32_WEIGHTS, None, None, 0, 0)
+    gate = products.get("gate", (empty, []))[0]
+    fc_in = products["fc_in"][0]
+    gated_kernel = (gate.w is not None and act == ACT_SILU and gate.type == fc_in.type != FLOAT32_WEIGHTS
+                    and not gate.bias and not fc_in.bias)  # fmt: skip
+    (kind, w1, b1, eps1), (_, w2, b2, eps2) = norms
+    plan = Plan(
+        norm=NORMS[kind],
+        norm1_w=None if w1 is None else w1.data_ptr(), norm1_b=None if b1 is None else b1.data_ptr(),
+        norm2_w=None if w2 is None else w2.data_ptr(), norm2_b=None if b2 is None else b2.data_ptr(),
+        eps1=eps1, eps2=eps2,
+        qkv=products["qkv"][0], out=products["out"][0], fc_in=fc_in, gate=gate, fc_out=products["fc_out"][0],
+        gated_kernel=int(gated_kernel), act=act,
+        heads=attn.num_heads, kv_heads=attn.num_kv_heads, dim=attn.head_dim, hidden=hidden, inner=inner,
+        scale=float(attn.scale),
+        gemv_path=native.GEMV_PATHS.get(native.gemv_path(torch.float32) or "", 0),
+        quant_path=native.QUANT_PATHS.index(quant_path) if quant_path else 0,
+    )  # fmt: skip
+    return _Bound(plan, tensors + norm_tensors, torch.get_num_threads(), hidden)
+
+
+def _tensors(layer: nn.Module) -> list[torch.Tensor]:
+    """The tensors a plan points into, in the order ``_make`` lists them."""
+    attn, mlp = layer.attn, layer.mlp
+    out = []
+    for module in (attn.qkv, attn.out, mlp.fc_in, mlp.fc_out) + ((mlp.gate,) if mlp.gate is not None else ()):
+        out.append(module.blocks if isinstance(module, QuantizedLinear) else module.weight)
+        if module.bias is not None:
+            out.append(module.bias)
+    for norm in (layer.attn_norm, layer.mlp_norm):
+        out.extend(t for t in (norm.weight, getattr(norm, "bias", None)) if t is not None)
+    return out
+
+
+def step(layer: nn.Module, x: torch.Tensor, rope, cache) -> torch.Tensor | None:
+    """``layer(x, None, rope, cache)`` for one float32 token in one C call, or None where the C
+    step does not apply (the caller then runs the modules)."""
+    if x.shape[0] != 1 or x.shape[1] != 1 or x.dtype != torch.float32 or torch.is_grad_enabled() or not x.is_cpu:
+        return None
+    keys, values = cache.keys, cache.values
+    start = cache.start
+    if keys.dtype != torch.float32 or not (keys.is_contiguous() and values.is_contiguous()) \
+            or keys.shape[0] != 1 or start >= keys.shape[2]:
+        return None  # fmt: skip
+    rot, cos, sin = 0, None, None
+    if rope is not None:
+        cos, sin = rope
+        if cos.dtype != torch.float32 or not (cos.is_contiguous() and sin.is_contiguous()) or cos.numel() != cos.shape[-1]:
+            return None
+        rot = cos.shape[-1]
+    # The plan, made at the layer's first step of a decode (``install`` drops the last decode's):
+    # False where the layer does not qualify.
+    bound = layer.__dict__.get("_step_plan")
+    if bound is False:
+        return None
+    threads = torch.get_num_threads()
+    if bound is None or bound.threads != threads or not bound.current(_tensors(layer)):
+        bound = _make(layer)
+        layer.__dict__["_step_plan"] = False if bound is None else bound
+        if bound is None:
+            return None
+    plan = bound.plan
+    if x.shape[2] != bound.hidden or keys.shape[1] != plan.kv_heads or keys.shape[3] != plan.dim \
+            or rot > plan.dim or rot % 2:
+        return None  # fmt: skip
+    y = x.clone(memory_format=torch.contiguous_format)
+    lib = native.library()
+    done = lib.layer_step(
+        ctypes.byref(plan), y.data_ptr(), keys.data_ptr(), values.data_ptr(), keys.shape[2], start, rot,
+        None if cos is None else cos.data_ptr(), None if sin is None else sin.data_ptr(), threads,
+    )  # fmt: skip
+    return y if done == 0 else None
+
+
+
+
+def forget(layer: nn.Module) -> None:
+    """Drop the layer's plan (made again, or found not to apply, at its next step)."""
+    layer.__dict__.pop("_step_plan", None)
+
+
+__all__ = ["Plan", "forget", "step"]
