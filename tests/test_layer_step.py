@@ -129,6 +129,23 @@ def test_a_changed_weight_is_seen_at_the_next_step(kernels, tmp_path):
     fused = _steps(model, prompt, [9, 10], fused=True)
     plain = _steps(model, prompt, [9, 10], fused=False)
     assert (fused - plain).abs().max().item() <= TOL
+    # Within one installation (no new plan at a decode's start): a replaced weight is noticed.
+    runtime.install(model)
+    with torch.inference_mode():
+        cache = model.new_cache(1, 8)
+        model(prompt, cache=cache)
+        x, rope = torch.randn(1, 1, 48), (torch.ones(1, 1, 1, 12), torch.zeros(1, 1, 1, 12))
+        assert layer_step.step(layer, x, rope, cache.layer(1)) is not None
+        first = layer.__dict__["_step_plan"]
+        layer.mlp.fc_out.weight = torch.nn.Parameter(layer.mlp.fc_out.weight.detach() * -1)
+        got = layer_step.step(layer, x, rope, cache.layer(1))
+        assert layer.__dict__["_step_plan"] is not first
+        step = layer.step
+        layer.step = None
+        want = layer(x, None, rope, cache.layer(1))
+        layer.step = step
+        assert (got - want).abs().max().item() <= TOL
+    runtime.uninstall(model)
 
 
 @pytest.mark.parametrize("variant", ["falcon-40b-new-architecture", "opt-350m-post-norm-projected"])

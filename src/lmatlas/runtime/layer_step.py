@@ -66,19 +66,27 @@ class Plan(ctypes.Structure):
 
 
 class _Bound:
-    """A layer's plan, the tensors it points into (kept, and checked unchanged before each
-    call), and what it was made for."""
+    """A layer's plan and what it points into: each tensor with the dict of its module that holds
+    it (``_parameters`` or ``_buffers``), checked before each call (the same object at the same
+    address: a weight replaced or moved makes the plan again) without going through the modules'
+    attribute lookup, which would cost a step more than the check."""
 
-    __slots__ = ("plan", "tensors", "ptrs", "threads", "hidden")
+    __slots__ = ("plan", "slots", "threads", "hidden")
 
-    def __init__(self, plan: Plan, tensors: list[torch.Tensor], threads: int, hidden: int):
-        self.plan, self.tensors, self.threads, self.hidden = plan, tensors, threads, hidden
-        self.ptrs = [t.data_ptr() for t in tensors]
+    def __init__(self, plan: Plan, slots: list[tuple[dict, str, torch.Tensor]], threads: int, hidden: int):
+        self.plan, self.threads, self.hidden = plan, threads, hidden
+        self.slots = [(holder, name, t, t.data_ptr()) for holder, name, t in slots]
 
-    def current(self, tensors: list[torch.Tensor]) -> bool:
-        return len(tensors) == len(self.tensors) and all(
-            a is b and a.data_ptr() == p for a, b, p in zip(tensors, self.tensors, self.ptrs)
-        )
+    def current(self) -> bool:
+        for holder, name, t, ptr in self.slots:
+            if holder.get(name) is not t or t.data_ptr() != ptr:
+                return False
+        return True
+
+
+def _slot(module: nn.Module, name: str) -> tuple[dict, str, torch.Tensor]:
+    holder = module._parameters if name in module._parameters else module._buffers
+    return holder, name, holder[name]
 
 
 def _activation(act) -> int | None:
@@ -108,17 +116,17 @@ def _product(module: nn.Module, quant_path: str | None) -> tuple[Product, list[t
             return None
         if native.gemv_path(torch.float32) is None or module._kernel(1) != "gemv":
             return None
-        tensors = [w] if b is None else [w, b]
-        return Product(FLOAT32_WEIGHTS, w.data_ptr(), None if b is None else b.data_ptr(), w.shape[0], w.shape[1]), tensors
+        slots = [_slot(module, "weight")] + ([] if b is None else [_slot(module, "bias")])
+        return Product(FLOAT32_WEIGHTS, w.data_ptr(), None if b is None else b.data_ptr(), w.shape[0], w.shape[1]), slots
     if isinstance(module, QuantizedLinear) and module.kernels and module.kernels == quant_path:
         blocks, b = module.blocks, module.bias
         if not blocks.is_contiguous() or module.in_features % 32:
             return None
         if b is not None and (b.dtype != torch.float32 or not b.is_contiguous()):
             return None
-        tensors = [blocks] if b is None else [blocks, b]
+        slots = [_slot(module, "blocks")] + ([] if b is None else [_slot(module, "bias")])
         return Product(module.kind.id, blocks.data_ptr(), None if b is None else b.data_ptr(), module.out_features,
-                       module.in_features), tensors  # fmt: skip
+                       module.in_features), slots  # fmt: skip
     return None
 
 
@@ -150,9 +158,10 @@ def _make(layer: nn.Module) -> _Bound | None:
     if (products["qkv"][0].n, products["qkv"][0].k) != (q_dim + 2 * kv_dim, hidden) or \
             products["fc_out"][0].k != inner or products["out"][0].n != hidden:
         return None
-    tensors = [t for _, ts in products.values() for t in ts]
-    norm_tensors = [t for n in norms for t in n[1:3] if t is not None]
-    if any(t.dtype != torch.float32 or not t.is_contiguous() for t in norm_tensors):
+    slots = [slot for _, product_slots in products.values() for slot in product_slots]
+    norm_slots = [_slot(module, name) for module in (layer.attn_norm, layer.mlp_norm) for name in ("weight", "bias")
+                  if getattr(module, name, None) is not None]  # fmt: skip
+    if any(t.dtype != torch.float32 or not t.is_contiguous() for _, _, t in norm_slots):
         return None
     empty = Product(FLOAT32_WEIGHTS, None, None, 0, 0)
     gate = products.get("gate", (empty, []))[0]
@@ -172,20 +181,7 @@ def _make(layer: nn.Module) -> _Bound | None:
         gemv_path=native.GEMV_PATHS.get(native.gemv_path(torch.float32) or "", 0),
         quant_path=native.QUANT_PATHS.index(quant_path) if quant_path else 0,
     )  # fmt: skip
-    return _Bound(plan, tensors + norm_tensors, torch.get_num_threads(), hidden)
-
-
-def _tensors(layer: nn.Module) -> list[torch.Tensor]:
-    """The tensors a plan points into, in the order ``_make`` lists them."""
-    attn, mlp = layer.attn, layer.mlp
-    out = []
-    for module in (attn.qkv, attn.out, mlp.fc_in, mlp.fc_out) + ((mlp.gate,) if mlp.gate is not None else ()):
-        out.append(module.blocks if isinstance(module, QuantizedLinear) else module.weight)
-        if module.bias is not None:
-            out.append(module.bias)
-    for norm in (layer.attn_norm, layer.mlp_norm):
-        out.extend(t for t in (norm.weight, getattr(norm, "bias", None)) if t is not None)
-    return out
+    return _Bound(plan, slots + norm_slots, torch.get_num_threads(), hidden)
 
 
 def step(layer: nn.Module, x: torch.Tensor, rope, cache) -> torch.Tensor | None:
@@ -210,7 +206,7 @@ def step(layer: nn.Module, x: torch.Tensor, rope, cache) -> torch.Tensor | None:
     if bound is False:
         return None
     threads = torch.get_num_threads()
-    if bound is None or bound.threads != threads or not bound.current(_tensors(layer)):
+    if bound is None or bound.threads != threads or not bound.current():
         bound = _make(layer)
         layer.__dict__["_step_plan"] = False if bound is None else bound
         if bound is None:
