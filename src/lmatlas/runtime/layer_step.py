@@ -11,19 +11,23 @@ It applies where the layer is one the C code follows exactly, and declines (None
 run) anywhere else:
 
 - ``Layer`` with the pre-norm layout (GPT-2, Llama, Mistral, Qwen, SmolLM...), no cross-attention,
-  norms both LayerNorm or both RMSNorm in float32, an MLP (gated or not) whose activation is
+  norms both LayerNorm (with weights) or both RMSNorm, an MLP (gated or not) whose activation is
   GELU (erf or tanh), SiLU or ReLU;
 - ``SelfAttention`` with rotate-half rotary embeddings or none, head width at most
   ``native.MAX_DIM``;
-- every product one that would take a C kernel anyway: float32 weights for which the one-row
-  kernel was chosen (``linear.CpuLinear``; the choice is this CPU's, ``calibrate``), or weights
-  kept quantized with the runtime's kernels (``quantized.QuantizedLinear``);
-- one float32 token, no gradients, no mask (batch 1 without padding; a mask or a position bias,
-  ALiBi's, a sliding window's, declines), a float32 cache with room for the token.
+- every product one that would take a C kernel anyway: float32 or bfloat16 weights for which
+  the one-row kernel was chosen (``linear.CpuLinear``; the choice is this CPU's, ``calibrate``),
+  or, in a float32 model, weights kept quantized with the runtime's kernels
+  (``quantized.QuantizedLinear``);
+- one token, no gradients, no mask (batch 1 without padding; a mask or a position bias, ALiBi's,
+  a sliding window's, declines), the hidden state, every parameter and the cache of one dtype
+  (float32 or bfloat16), the cache with room for the token.
 
-The numbers are the modules' up to rounding (the products' own summation orders, norm
-statistics summed in double), within the parity tolerance; ``tests/test_layer_step.py`` compares
-each variant with the modules' path. ``LMATLAS_KERNELS=0`` keeps it off with the rest.
+In float32 the numbers are the modules' up to rounding (the products' own summation orders, norm
+statistics summed in double), within the parity tolerance. In bfloat16 the C step rounds where
+the modules hold a bfloat16 tensor and computes in float32 between, as they do; a sum taken in
+another order can still land one bfloat16 step away. ``tests/test_layer_step.py`` compares each
+variant with the modules' path. ``LMATLAS_KERNELS=0`` keeps it off with the rest.
 """
 
 from __future__ import annotations
@@ -37,8 +41,10 @@ from torch import nn
 from . import linear, native
 from .quantized import QuantizedLinear
 
-FLOAT32_WEIGHTS = -1
+DENSE_WEIGHTS = -1
 NORMS = {"layer": 0, "rms": 1}
+# The C step for each dtype of the hidden state (every parameter and the cache of that dtype).
+STEPS = {torch.float32: "layer_step", torch.bfloat16: "layer_step_bf16"}
 ACT_GELU, ACT_GELU_TANH, ACT_SILU, ACT_RELU = 0, 1, 2, 3
 
 
@@ -71,10 +77,11 @@ class _Bound:
     address: a weight replaced or moved makes the plan again) without going through the modules'
     attribute lookup, which would cost a step more than the check."""
 
-    __slots__ = ("plan", "slots", "threads", "hidden")
+    __slots__ = ("plan", "slots", "threads", "hidden", "dtype")
 
-    def __init__(self, plan: Plan, slots: list[tuple[dict, str, torch.Tensor]], threads: int, hidden: int):
-        self.plan, self.threads, self.hidden = plan, threads, hidden
+    def __init__(self, plan: Plan, slots: list[tuple[dict, str, torch.Tensor]], threads: int, hidden: int,
+                 dtype: torch.dtype):  # fmt: skip
+        self.plan, self.threads, self.hidden, self.dtype = plan, threads, hidden, dtype
         self.slots = [(holder, name, t, t.data_ptr()) for holder, name, t in slots]
 
     def current(self) -> bool:
@@ -98,7 +105,7 @@ def _activation(act) -> int | None:
 def _norm(module: nn.Module, hidden: int) -> tuple[str, torch.Tensor | None, torch.Tensor | None, float] | None:
     from ..blocks import RMSNorm
 
-    if type(module) is nn.LayerNorm and tuple(module.normalized_shape) == (hidden,):
+    if type(module) is nn.LayerNorm and tuple(module.normalized_shape) == (hidden,) and module.weight is not None:
         w, b = module.weight, module.bias
         return "layer", w, b, float(module.eps)
     if type(module) is RMSNorm and module.weight.shape == (hidden,):
@@ -106,19 +113,20 @@ def _norm(module: nn.Module, hidden: int) -> tuple[str, torch.Tensor | None, tor
     return None
 
 
-def _product(module: nn.Module, quant_path: str | None) -> tuple[Product, list[torch.Tensor]] | None:
-    """The C description of one of the layer's products, or None if it would not take a kernel."""
+def _product(module: nn.Module, quant_path: str | None, dtype: torch.dtype) -> tuple[Product, list] | None:
+    """The C description of one of the layer's products in a step of ``dtype``, or None if it
+    would not take a kernel."""
     if type(module) is linear.CpuLinear:
         w, b = module.weight, module.bias
-        if w.dtype != torch.float32 or not w.is_contiguous() or w.numel() < linear.MIN_COMPILED_ELEMENTS:
+        if w.dtype != dtype or not w.is_contiguous() or w.numel() < linear.MIN_COMPILED_ELEMENTS:
             return None
-        if b is not None and (b.dtype != torch.float32 or not b.is_contiguous()):
+        if b is not None and (b.dtype != dtype or not b.is_contiguous()):
             return None
-        if native.gemv_path(torch.float32) is None or module._kernel(1) != "gemv":
+        if native.gemv_path(dtype) is None or module._kernel(1) != "gemv":
             return None
         slots = [_slot(module, "weight")] + ([] if b is None else [_slot(module, "bias")])
-        return Product(FLOAT32_WEIGHTS, w.data_ptr(), None if b is None else b.data_ptr(), w.shape[0], w.shape[1]), slots
-    if isinstance(module, QuantizedLinear) and module.kernels and module.kernels == quant_path:
+        return Product(DENSE_WEIGHTS, w.data_ptr(), None if b is None else b.data_ptr(), w.shape[0], w.shape[1]), slots
+    if isinstance(module, QuantizedLinear) and module.kernels and module.kernels == quant_path and dtype == torch.float32:
         blocks, b = module.blocks, module.bias
         if not blocks.is_contiguous() or module.in_features % 32:
             return None
@@ -147,10 +155,13 @@ def _make(layer: nn.Module) -> _Bound | None:
     if None in norms or norms[0][0] != norms[1][0] or act is None:
         return None
     quant_path = next((m.kernels for m in (attn.qkv, mlp.fc_in) if isinstance(m, QuantizedLinear) and m.kernels), None)
-    products = {name: _product(module, quant_path) for name, module in
+    dtype = layer.attn_norm.weight.dtype
+    if dtype not in STEPS:
+        return None
+    products = {name: _product(module, quant_path, dtype) for name, module in
                 (("qkv", attn.qkv), ("out", attn.out), ("fc_in", mlp.fc_in), ("fc_out", mlp.fc_out))}  # fmt: skip
     if mlp.gate is not None:
-        products["gate"] = _product(mlp.gate, quant_path)
+        products["gate"] = _product(mlp.gate, quant_path, dtype)
     if any(p is None for p in products.values()):
         return None
     inner = mlp.fc_in.out_features
@@ -161,12 +172,12 @@ def _make(layer: nn.Module) -> _Bound | None:
     slots = [slot for _, product_slots in products.values() for slot in product_slots]
     norm_slots = [_slot(module, name) for module in (layer.attn_norm, layer.mlp_norm) for name in ("weight", "bias")
                   if getattr(module, name, None) is not None]  # fmt: skip
-    if any(t.dtype != torch.float32 or not t.is_contiguous() for _, _, t in norm_slots):
+    if any(t.dtype != dtype or not t.is_contiguous() for _, _, t in norm_slots):
         return None
-    empty = Product(FLOAT32_WEIGHTS, None, None, 0, 0)
+    empty = Product(DENSE_WEIGHTS, None, None, 0, 0)
     gate = products.get("gate", (empty, []))[0]
     fc_in = products["fc_in"][0]
-    gated_kernel = (gate.w is not None and act == ACT_SILU and gate.type == fc_in.type != FLOAT32_WEIGHTS
+    gated_kernel = (gate.w is not None and act == ACT_SILU and gate.type == fc_in.type != DENSE_WEIGHTS
                     and not gate.bias and not fc_in.bias)  # fmt: skip
     (kind, w1, b1, eps1), (_, w2, b2, eps2) = norms
     plan = Plan(
@@ -178,27 +189,29 @@ def _make(layer: nn.Module) -> _Bound | None:
         gated_kernel=int(gated_kernel), act=act,
         heads=attn.num_heads, kv_heads=attn.num_kv_heads, dim=attn.head_dim, hidden=hidden, inner=inner,
         scale=float(attn.scale),
-        gemv_path=native.GEMV_PATHS.get(native.gemv_path(torch.float32) or "", 0),
+        gemv_path=native.GEMV_PATHS.get(native.gemv_path(dtype) or "", 0),
         quant_path=native.QUANT_PATHS.index(quant_path) if quant_path else 0,
     )  # fmt: skip
-    return _Bound(plan, slots + norm_slots, torch.get_num_threads(), hidden)
+    return _Bound(plan, slots + norm_slots, torch.get_num_threads(), hidden, dtype)
 
 
 def step(layer: nn.Module, x: torch.Tensor, rope, cache) -> torch.Tensor | None:
-    """``layer(x, None, rope, cache)`` for one float32 token in one C call, or None where the C
-    step does not apply (the caller then runs the modules)."""
-    if x.shape[0] != 1 or x.shape[1] != 1 or x.dtype != torch.float32 or torch.is_grad_enabled() or not x.is_cpu:
+    """``layer(x, None, rope, cache)`` for one token in one C call, or None where the C step does
+    not apply (the caller then runs the modules)."""
+    dtype = x.dtype
+    if x.shape[0] != 1 or x.shape[1] != 1 or dtype not in STEPS or torch.is_grad_enabled() or not x.is_cpu:
         return None
     keys, values = cache.keys, cache.values
     start = cache.start
-    if keys.dtype != torch.float32 or not (keys.is_contiguous() and values.is_contiguous()) \
+    if keys.dtype != dtype or values.dtype != dtype or not (keys.is_contiguous() and values.is_contiguous()) \
             or keys.shape[0] != 1 or start >= keys.shape[2]:
         return None  # fmt: skip
     rot, cos, sin = 0, None, None
     if rope is not None:
         cos, sin = rope
-        if cos.dtype != torch.float32 or not (cos.is_contiguous() and sin.is_contiguous()) or cos.numel() != cos.shape[-1]:
-            return None
+        if cos.dtype != dtype or sin.dtype != dtype or not (cos.is_contiguous() and sin.is_contiguous()) \
+                or cos.numel() != cos.shape[-1] or sin.shape != cos.shape:
+            return None  # fmt: skip
         rot = cos.shape[-1]
     # The plan, made at the layer's first step of a decode (``install`` drops the last decode's):
     # False where the layer does not qualify.
@@ -212,12 +225,12 @@ def step(layer: nn.Module, x: torch.Tensor, rope, cache) -> torch.Tensor | None:
         if bound is None:
             return None
     plan = bound.plan
-    if x.shape[2] != bound.hidden or keys.shape[1] != plan.kv_heads or keys.shape[3] != plan.dim \
+    if dtype != bound.dtype or x.shape[2] != bound.hidden or keys.shape[1] != plan.kv_heads or keys.shape[3] != plan.dim \
             or rot > plan.dim or rot % 2:
         return None  # fmt: skip
     y = x.clone(memory_format=torch.contiguous_format)
     lib = native.library()
-    done = lib.layer_step(
+    done = getattr(lib, STEPS[dtype])(
         ctypes.byref(plan), y.data_ptr(), keys.data_ptr(), values.data_ptr(), keys.shape[2], start, rot,
         None if cos is None else cos.data_ptr(), None if sin is None else sin.data_ptr(), threads,
     )  # fmt: skip

@@ -6,14 +6,17 @@
  * (without the gate: act(fc_in(h))). A step of a small model spends as long in Python between
  * its products as in them (about 130 µs a layer: the modules, the checks, a dozen operators,
  * each starting cold after the weights streamed through the caches); here the layer costs one
- * call. The products are the ones the layer's modules would run: float32 weights through the
- * one-row kernel (gemv.c), quantized ones through the integer kernels (quant.c, with the gated
- * pair in one pass where both are quantized alike and the activation is SiLU); the attention is
- * attention.c's. Norms, rotation and activations follow PyTorch's formulas in float32 (norm
- * statistics summed in double), so a step differs from the modules' by rounding only.
+ * call. The products are the ones the layer's modules would run: float32 or bfloat16 weights
+ * through the one-row kernel (gemv.c), quantized ones through the integer kernels (quant.c, with
+ * the gated pair in one pass where both are quantized alike and the activation is SiLU); a
+ * float32 step's attention is attention.c's. Norms, rotation and activations follow PyTorch's
+ * formulas in float32 (norm statistics summed in double), so a step differs from the modules' by
+ * rounding only. A bfloat16 step (layer_step_bf16) rounds to bfloat16 wherever the modules hold
+ * a bfloat16 tensor (each operator's output), computing in float32 between.
  * lmatlas.runtime.layer_step builds the plan and decides where this applies.
  */
 #include <math.h>
+#include <float.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,13 +32,30 @@ void decode_step_attention(const float *q, int64_t q_stride, const float *k_cach
                            int64_t heads, int64_t kv_heads, int64_t max_length, int64_t length, int64_t D,
                            int threads);
 
-#define FLOAT32_WEIGHTS -1 /* a product's type: float32 through gemv, else a ggml type id */
+#define DENSE_WEIGHTS -1 /* a product's type: weights of the step's dtype through gemv, else a ggml type id */
 #define NORM_LAYER 0
 #define NORM_RMS 1
 #define ACT_GELU 0
 #define ACT_GELU_TANH 1
 #define ACT_SILU 2
 #define ACT_RELU 3
+
+static inline float bf16_to_float(uint16_t h) {
+    const uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static inline uint16_t float_to_bf16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    if ((x & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((x >> 16) | 0x40); /* nan stays nan */
+    return (uint16_t)((x + 0x7FFFu + ((x >> 16) & 1)) >> 16);
+}
+
+/* f rounded to bfloat16 and back: what a bfloat16 tensor holds of it */
+static inline float bf(float f) { return bf16_to_float(float_to_bf16(f)); }
 
 /* A product y = w x + b: w (n, k) float32 or ggml blocks; bias float32 or NULL. */
 struct product {
@@ -75,7 +95,7 @@ static void norm(int64_t kind, const float *x, const float *w, const float *b, d
 }
 
 static int product(const struct layer_plan *p, const struct product *f, const float *x, float *y, int threads) {
-    if (f->type == FLOAT32_WEIGHTS) return gemv((int)p->gemv_path, 0, x, f->w, f->bias, y, f->n, f->k, threads);
+    if (f->type == DENSE_WEIGHTS) return gemv((int)p->gemv_path, 0, x, f->w, f->bias, y, f->n, f->k, threads);
     return quant_linear((int)p->quant_path, (int)f->type, x, f->w, f->bias, y, 1, f->n, f->k, threads);
 }
 
@@ -149,5 +169,126 @@ int layer_step(const struct layer_plan *p, float *x, float *k_cache, float *v_ca
     for (int64_t i = 0; i < H; ++i) x[i] = x2[i] + res[i];
 done:
     free(buf);
+    return failed ? -1 : 0;
+}
+
+/* The norm of a bfloat16 row, in float32, rounded to bfloat16 (PyTorch's bfloat16 LayerNorm and
+ * the RMSNorm module compute in float32 and round once; their weights are bfloat16). */
+static void norm_bf16(int64_t kind, const uint16_t *x, const uint16_t *w, const uint16_t *b, double eps, uint16_t *y,
+                      int64_t n) {
+    double mean = 0.0, var = 0.0;
+    if (kind == NORM_LAYER) {
+        for (int64_t i = 0; i < n; ++i) mean += bf16_to_float(x[i]);
+        mean /= (double)n;
+        for (int64_t i = 0; i < n; ++i) var += (bf16_to_float(x[i]) - mean) * (bf16_to_float(x[i]) - mean);
+    } else {
+        for (int64_t i = 0; i < n; ++i) var += (double)bf16_to_float(x[i]) * bf16_to_float(x[i]);
+    }
+    const float m = (float)mean, rstd = (float)(1.0 / sqrt(var / (double)n + eps));
+    for (int64_t i = 0; i < n; ++i) {
+        const float v = (bf16_to_float(x[i]) - m) * rstd;
+        float o = v;
+        if (kind == NORM_LAYER) {
+            if (w) o = b ? v * bf16_to_float(w[i]) + bf16_to_float(b[i]) : v * bf16_to_float(w[i]);
+        } else if (w) {
+            o = bf16_to_float(w[i]) * bf(v); /* RMSNorm: weight * (normalized, rounded) */
+        }
+        y[i] = float_to_bf16(o);
+    }
+}
+
+/* One query per head over the cache, bfloat16 in and out, float32 between (SDPA's bfloat16
+ * path): scores, softmax and the weighted sum of values, the output rounded once. */
+static void attend_bf16(const uint16_t *q, const uint16_t *k_cache, const uint16_t *v_cache, uint16_t *out,
+                        float *work, float scale, int64_t heads, int64_t kv_heads, int64_t max_length, int64_t length,
+                        int64_t D) {
+    const int64_t per_kv = heads / kv_heads;
+    float acc[256];
+    for (int64_t h = 0; h < heads; ++h) {
+        const uint16_t *qq = q + h * D, *k = k_cache + (h / per_kv) * max_length * D,
+                       *v = v_cache + (h / per_kv) * max_length * D;
+        float mx = -FLT_MAX, sum = 0.0f;
+        for (int64_t s = 0; s < length; ++s) {
+            float dot = 0.0f;
+            for (int64_t d = 0; d < D; ++d) dot += bf16_to_float(qq[d]) * bf16_to_float(k[s * D + d]);
+            work[s] = dot * scale;
+            mx = work[s] > mx ? work[s] : mx;
+        }
+        for (int64_t s = 0; s < length; ++s) {
+            work[s] = expf(work[s] - mx);
+            sum += work[s];
+        }
+        for (int64_t d = 0; d < D; ++d) acc[d] = 0.0f;
+        for (int64_t s = 0; s < length; ++s) {
+            const float p = work[s] / sum;
+            for (int64_t d = 0; d < D; ++d) acc[d] += p * bf16_to_float(v[s * D + d]);
+        }
+        for (int64_t d = 0; d < D; ++d) out[h * D + d] = float_to_bf16(acc[d]);
+    }
+}
+
+static int product_bf16(const struct layer_plan *p, const struct product *f, const uint16_t *x, uint16_t *y,
+                        int threads) {
+    if (f->type != DENSE_WEIGHTS) return -1; /* no quantized products in a bfloat16 step */
+    return gemv((int)p->gemv_path, 1, x, f->w, f->bias, y, f->n, f->k, threads);
+}
+
+/* layer_step for a bfloat16 layer: x, the caches, cos and sin, the norms' parameters and the
+ * weights all bfloat16 (the plan's pointers to them). */
+int layer_step_bf16(const struct layer_plan *p, uint16_t *x, uint16_t *k_cache, uint16_t *v_cache, int64_t max_length,
+                    int64_t start, int64_t rot, const uint16_t *cos, const uint16_t *sin, int threads) {
+    const int64_t H = p->hidden, D = p->dim, qd = p->heads * D, kvd = p->kv_heads * D, inner = p->inner;
+    const int64_t length = start + 1;
+    if (D > 256) return -1;
+    uint16_t *buf = malloc(sizeof(uint16_t) * (size_t)(3 * H + qd + 2 * kvd + qd + 2 * inner));
+    float *work = malloc(sizeof(float) * (size_t)length);
+    int failed = !buf || !work;
+    if (failed) goto done;
+    uint16_t *h = buf, *res = h + H, *x2 = res + H, *qkv = x2 + H, *att = qkv + qd + 2 * kvd, *a = att + qd,
+             *g = a + inner;
+
+    norm_bf16(p->norm, x, (const uint16_t *)p->norm1_w, (const uint16_t *)p->norm1_b, p->eps1, h, H);
+    failed |= product_bf16(p, &p->qkv, h, qkv, threads);
+    if (failed) goto done;
+    if (rot) {
+        const int64_t half = rot / 2;
+        for (int64_t j = 0; j < p->heads + p->kv_heads; ++j) {
+            uint16_t *r = qkv + j * D;
+            for (int64_t i = 0; i < half; ++i) {
+                const float a0 = bf16_to_float(r[i]), b0 = bf16_to_float(r[i + half]);
+                const float c0 = bf16_to_float(cos[i]), s0 = bf16_to_float(sin[i]);
+                const float c1 = bf16_to_float(cos[i + half]), s1 = bf16_to_float(sin[i + half]);
+                r[i] = float_to_bf16(bf(a0 * c0) + bf(-b0 * s0));
+                r[i + half] = float_to_bf16(bf(b0 * c1) + bf(a0 * s1));
+            }
+        }
+    }
+    for (int64_t j = 0; j < p->kv_heads; ++j) {
+        memcpy(k_cache + (j * max_length + start) * D, qkv + qd + j * D, sizeof(uint16_t) * (size_t)D);
+        memcpy(v_cache + (j * max_length + start) * D, qkv + qd + kvd + j * D, sizeof(uint16_t) * (size_t)D);
+    }
+    attend_bf16(qkv, k_cache, v_cache, att, work, (float)p->scale, p->heads, p->kv_heads, max_length, length, D);
+    failed |= product_bf16(p, &p->out, att, res, threads);
+    if (failed) goto done;
+    for (int64_t i = 0; i < H; ++i) x2[i] = float_to_bf16(bf16_to_float(x[i]) + bf16_to_float(res[i]));
+
+    norm_bf16(p->norm, x2, (const uint16_t *)p->norm2_w, (const uint16_t *)p->norm2_b, p->eps2, h, H);
+    if (p->gate.w) {
+        failed |= product_bf16(p, &p->gate, h, g, threads) | product_bf16(p, &p->fc_in, h, a, threads);
+        if (!failed)
+            for (int64_t i = 0; i < inner; ++i)
+                a[i] = float_to_bf16(bf(activate(p->act, bf16_to_float(g[i]))) * bf16_to_float(a[i]));
+    } else {
+        failed |= product_bf16(p, &p->fc_in, h, a, threads);
+        if (!failed)
+            for (int64_t i = 0; i < inner; ++i) a[i] = float_to_bf16(activate(p->act, bf16_to_float(a[i])));
+    }
+    if (failed) goto done;
+    failed |= product_bf16(p, &p->fc_out, a, res, threads);
+    if (failed) goto done;
+    for (int64_t i = 0; i < H; ++i) x[i] = float_to_bf16(bf16_to_float(x2[i]) + bf16_to_float(res[i]));
+done:
+    free(buf);
+    free(work);
     return failed ? -1 : 0;
 }
