@@ -15,8 +15,8 @@
  * a bfloat16 tensor (each operator's output), computing in float32 between.
  * lmatlas.runtime.layer_step builds the plan and decides where this applies.
  */
-#include <math.h>
 #include <float.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -198,30 +198,36 @@ static void norm_bf16(int64_t kind, const uint16_t *x, const uint16_t *w, const 
 }
 
 /* One query per head over the cache, bfloat16 in and out, float32 between (SDPA's bfloat16
- * path): scores, softmax and the weighted sum of values, the output rounded once. */
+ * path): scores, softmax and the weighted sum of values, the output rounded once. The heads are
+ * shared among the threads; work holds `length` scores per head. */
 static void attend_bf16(const uint16_t *q, const uint16_t *k_cache, const uint16_t *v_cache, uint16_t *out,
                         float *work, float scale, int64_t heads, int64_t kv_heads, int64_t max_length, int64_t length,
-                        int64_t D) {
+                        int64_t D, int threads) {
     const int64_t per_kv = heads / kv_heads;
-    float acc[256];
+#pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t h = 0; h < heads; ++h) {
-        const uint16_t *qq = q + h * D, *k = k_cache + (h / per_kv) * max_length * D,
-                       *v = v_cache + (h / per_kv) * max_length * D;
+        const uint16_t *k = k_cache + (h / per_kv) * max_length * D, *v = v_cache + (h / per_kv) * max_length * D;
+        float qf[256], acc[256], *sc = work + h * length;
+        for (int64_t d = 0; d < D; ++d) qf[d] = bf16_to_float(q[h * D + d]);
         float mx = -FLT_MAX, sum = 0.0f;
         for (int64_t s = 0; s < length; ++s) {
+            const uint16_t *row = k + s * D;
             float dot = 0.0f;
-            for (int64_t d = 0; d < D; ++d) dot += bf16_to_float(qq[d]) * bf16_to_float(k[s * D + d]);
-            work[s] = dot * scale;
-            mx = work[s] > mx ? work[s] : mx;
+#pragma omp simd reduction(+ : dot)
+            for (int64_t d = 0; d < D; ++d) dot += qf[d] * bf16_to_float(row[d]);
+            sc[s] = dot * scale;
+            mx = sc[s] > mx ? sc[s] : mx;
         }
         for (int64_t s = 0; s < length; ++s) {
-            work[s] = expf(work[s] - mx);
-            sum += work[s];
+            sc[s] = expf(sc[s] - mx);
+            sum += sc[s];
         }
         for (int64_t d = 0; d < D; ++d) acc[d] = 0.0f;
         for (int64_t s = 0; s < length; ++s) {
-            const float p = work[s] / sum;
-            for (int64_t d = 0; d < D; ++d) acc[d] += p * bf16_to_float(v[s * D + d]);
+            const uint16_t *row = v + s * D;
+            const float p = sc[s] / sum;
+#pragma omp simd
+            for (int64_t d = 0; d < D; ++d) acc[d] += p * bf16_to_float(row[d]);
         }
         for (int64_t d = 0; d < D; ++d) out[h * D + d] = float_to_bf16(acc[d]);
     }
@@ -241,7 +247,7 @@ int layer_step_bf16(const struct layer_plan *p, uint16_t *x, uint16_t *k_cache, 
     const int64_t length = start + 1;
     if (D > 256) return -1;
     uint16_t *buf = malloc(sizeof(uint16_t) * (size_t)(3 * H + qd + 2 * kvd + qd + 2 * inner));
-    float *work = malloc(sizeof(float) * (size_t)length);
+    float *work = malloc(sizeof(float) * (size_t)(p->heads * length));
     int failed = !buf || !work;
     if (failed) goto done;
     uint16_t *h = buf, *res = h + H, *x2 = res + H, *qkv = x2 + H, *att = qkv + qd + 2 * kvd, *a = att + qd,
@@ -267,7 +273,8 @@ int layer_step_bf16(const struct layer_plan *p, uint16_t *x, uint16_t *k_cache, 
         memcpy(k_cache + (j * max_length + start) * D, qkv + qd + j * D, sizeof(uint16_t) * (size_t)D);
         memcpy(v_cache + (j * max_length + start) * D, qkv + qd + kvd + j * D, sizeof(uint16_t) * (size_t)D);
     }
-    attend_bf16(qkv, k_cache, v_cache, att, work, (float)p->scale, p->heads, p->kv_heads, max_length, length, D);
+    attend_bf16(qkv, k_cache, v_cache, att, work, (float)p->scale, p->heads, p->kv_heads, max_length, length, D,
+                threads);
     failed |= product_bf16(p, &p->out, att, res, threads);
     if (failed) goto done;
     for (int64_t i = 0; i < H; ++i) x2[i] = float_to_bf16(bf16_to_float(x[i]) + bf16_to_float(res[i]));
