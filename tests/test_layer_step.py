@@ -14,11 +14,17 @@ import torch
 import lmatlas
 from lmatlas import runtime
 from lmatlas.blocks import Layer
-from lmatlas.runtime import calibrate, layer_step, linear
+from lmatlas.runtime import calibrate, layer_step, linear, native
 
 from .test_parity_decoders import VOCAB, build_reference
 
 TOL = 1e-4
+
+
+def _gemv_paths() -> list[str]:
+    """The one-row kernel's paths this CPU runs (each forced in turn, ``LMATLAS_GEMV_PATH``)."""
+    lib = native.library()
+    return [p for p in native.GEMV_PATHS if lib is not None and lib.gemv_paths(0) >> native.GEMV_PATHS[p] & 1]
 
 
 @pytest.fixture
@@ -75,8 +81,10 @@ def _variant(name: str) -> tuple[str, dict]:
     return VARIANTS[name]
 
 
+@pytest.mark.parametrize("path", _gemv_paths())
 @pytest.mark.parametrize("name", sorted(VARIANTS))
-def test_the_c_step_equals_the_modules(name, kernels, tmp_path):
+def test_the_c_step_equals_the_modules(name, path, kernels, tmp_path, monkeypatch):
+    monkeypatch.setenv("LMATLAS_GEMV_PATH", path)
     base, config = _variant(name)
     _, folder = _save(tmp_path, base, **config)
     model = lmatlas.load(folder)
@@ -119,10 +127,13 @@ def test_greedy_tokens_through_the_c_step_equal_transformers(name, kernels, tmp_
     assert got.tolist() == want.tolist()
 
 
-def test_quantized_layers_take_the_c_step_within_the_activations_rounding(kernels, tmp_path):
+@pytest.mark.parametrize("path", native.quant_paths())
+def test_quantized_layers_take_the_c_step_within_the_activations_rounding(path, kernels, tmp_path, monkeypatch):
     """A Q8_0 model (products through the integer kernels, the gated pair in one pass): one step
     against the modules' within what rounding the activations to int8 allows (a norm computed in
-    another order can move an activation across a rounding boundary)."""
+    another order can move an activation across a rounding boundary). On each path of the
+    integer kernels this CPU runs."""
+    monkeypatch.setenv("LMATLAS_QUANT_PATH", path)
     _, folder = _save(tmp_path, "llama-gqa", hidden_size=64, intermediate_size=96, head_dim=16)
     model = lmatlas.load(folder, quantize="q8_0")
     prompt = torch.randint(3, VOCAB, (1, 7), generator=torch.Generator().manual_seed(4))

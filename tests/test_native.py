@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from lmatlas import runtime
+from lmatlas.errors import LmatlasError
 from lmatlas.runtime import linear, native
 from lmatlas.attention import few_queries_attention
 
@@ -260,6 +261,30 @@ def test_the_row_kernel_matches_f_linear(path, dtype, out_features, in_features,
     if dtype == torch.bfloat16:
         tol = tol + want.abs() * 2**-8
     assert ((got.double() - want).abs() <= tol).all()
+
+
+def test_a_row_kernel_path_is_forced_by_the_environment(monkeypatch):
+    lib = native.library()
+    for path in native.GEMV_PATHS:
+        monkeypatch.setenv("LMATLAS_GEMV_PATH", path)
+        if lib.gemv_paths(native.GEMV_DTYPES[torch.float32]) >> native.GEMV_PATHS[path] & 1:
+            assert native.gemv_path(torch.float32) == path
+    monkeypatch.setenv("LMATLAS_GEMV_PATH", "sse9")
+    with pytest.raises(LmatlasError, match="LMATLAS_GEMV_PATH='sse9' names no path of the one-row kernel"):
+        native.gemv_path(torch.float32)
+
+
+def test_a_forced_row_kernel_path_the_cpu_lacks_is_one_sentence(monkeypatch):
+    class OnlyAvx2:
+        def gemv_paths(self, dtype):
+            return 1 << native.GEMV_PATHS["avx2"]
+
+    monkeypatch.setattr(native, "library", lambda: OnlyAvx2())
+    monkeypatch.setenv("LMATLAS_GEMV_PATH", "avx512")
+    with pytest.raises(LmatlasError, match="this CPU cannot run that path for bfloat16 weights \\(it runs avx2\\)"):
+        native.gemv_path(torch.bfloat16)
+    monkeypatch.delenv("LMATLAS_GEMV_PATH")
+    assert native.gemv_path(torch.bfloat16) == "avx2"
 
 
 def test_the_row_kernel_refuses_another_dtype():

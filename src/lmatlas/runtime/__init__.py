@@ -70,6 +70,8 @@ def install(model: nn.Module) -> bool:
     for m in model.modules():
         if type(m) is nn.Linear:
             m.__class__ = CpuLinear
+        elif type(m) is CpuLinear:
+            m._bound = None  # bound again at its first row: LMATLAS_GEMV_PATH may change between decodes
         elif isinstance(m, QuantizedLinear):
             if path is None:  # asked once per decode: LMATLAS_QUANT_PATH may change between decodes
                 path = native.quant_path() or ""

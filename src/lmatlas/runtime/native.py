@@ -28,7 +28,7 @@ the kernels here read what they need once, front to back.
 - ``csrc/gemv.c``: the one-row product of a float32 or bfloat16 linear layer (batch-1
   decoding), reading several far-apart rows at once (more streams of memory in flight than
   MKL's GEMV keeps); AVX-512 (with AVX512-BF16's ``vdpbf16ps`` for bfloat16) or AVX2, chosen
-  from the CPU (``gemv_path``); a candidate of ``runtime.linear``'s calibration beside ATen's.
+  from the CPU (``gemv_path``; ``LMATLAS_GEMV_PATH`` forces one); a candidate of ``runtime.linear``'s calibration beside ATen's.
 - ``csrc/layer.c``: a pre-norm decoder layer's whole step for one token in one call (norms,
   the products through the kernels above, rotation, the cache, attention, activations), for
   ``runtime.layer_step``.
@@ -369,13 +369,25 @@ def quant_path() -> str | None:
 
 
 def gemv_path(dtype: torch.dtype) -> str | None:
-    """The fastest path of the one-row kernel (``csrc/gemv.c``) this CPU runs for weights of
-    ``dtype`` (float32 or bfloat16), or None (another dtype, no AVX2, or no library)."""
+    """The path of the one-row kernel (``csrc/gemv.c``) for weights of ``dtype`` (float32 or
+    bfloat16): ``LMATLAS_GEMV_PATH`` (avx2 or avx512) where set, else the fastest this CPU runs;
+    None for another dtype, without AVX2, or without the library."""
     lib = library()
     if lib is None or dtype not in GEMV_DTYPES:
         return None
     supported = lib.gemv_paths(GEMV_DTYPES[dtype])
-    return next((name for name in ("avx512", "avx2") if supported >> GEMV_PATHS[name] & 1), None)
+    available = [name for name in ("avx2", "avx512") if supported >> GEMV_PATHS[name] & 1]
+    forced = os.environ.get("LMATLAS_GEMV_PATH", "").strip().lower()
+    if not forced:
+        return available[-1] if available else None
+    if forced not in GEMV_PATHS:
+        raise LmatlasError(f"LMATLAS_GEMV_PATH={forced!r} names no path of the one-row kernel; use one of "
+                           f"{', '.join(GEMV_PATHS)}")
+    if forced not in available:
+        name = str(dtype).removeprefix("torch.")
+        raise LmatlasError(f"LMATLAS_GEMV_PATH={forced}: this CPU cannot run that path for {name} weights "
+                           f"(it runs {', '.join(available) or 'none'})")
+    return forced
 
 
 def gemv(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, path: str) -> torch.Tensor:
