@@ -99,10 +99,11 @@ def test_the_c_step_equals_the_modules(name, path, kernels, tmp_path, monkeypatc
 
 @pytest.mark.parametrize("name", ["gpt2", "llama-gqa", "llama-head-dim-bias"])
 def test_the_bfloat16_step_equals_the_modules_within_their_rounding(name, kernels, tmp_path):
-    """A bfloat16 model: the C step rounds to bfloat16 where the modules hold a bfloat16 tensor,
-    and computes in float32 between, as they do; the sums' order (attention's, the norms') may
-    still move a value across a rounding boundary, one bfloat16 step (2^-8 of it), and such steps
-    add up over the layers: logits within 2% of their scale."""
+    """A bfloat16 model: the C step rounds to bfloat16 where the modules hold a bfloat16 tensor
+    (SDPA's rounding of the attention weights included), and computes in float32 between, as they
+    do. Here the logits come out equal; elsewhere a sum taken in another order (SDPA's exp is a
+    vectorised approximation) can move a value across a rounding boundary, one bfloat16 step
+    (2^-8 of it), so the test allows 2^-7 of the logits' scale."""
     base, config = _variant(name)
     _, folder = _save(tmp_path, base, **config)
     model = lmatlas.load(folder, dtype=torch.bfloat16)
@@ -112,7 +113,7 @@ def test_the_bfloat16_step_equals_the_modules_within_their_rounding(name, kernel
     fused = _steps(model, prompt, tokens, fused=True).float()
     assert all(isinstance(p, layer_step._Bound) for p in _plans(model))
     plain = _steps(model, prompt, tokens, fused=False).float()
-    assert (fused - plain).abs().max().item() <= 0.02 * plain.abs().max().item()
+    assert (fused - plain).abs().max().item() <= 2**-7 * plain.abs().max().item()
 
 
 @pytest.mark.parametrize("name", ["gpt2", "llama-gqa", "qwen2-multi-query"])
@@ -175,6 +176,66 @@ def test_a_changed_weight_is_seen_at_the_next_step(kernels, tmp_path):
         layer.step = step
         assert (got - want).abs().max().item() <= TOL
     runtime.uninstall(model)
+
+
+def test_a_replaced_module_a_changed_setting_a_hook_or_training_are_seen(kernels, tmp_path):
+    """Within one installation, each change a user can make to a layer after its plan was made:
+    a linear layer replaced, a setting changed, a forward hook added (the C step would skip it),
+    a submodule put in training mode (attention dropout)."""
+    _, folder = _save(tmp_path, "llama-gqa")
+    model = lmatlas.load(folder)
+    layer = _layers(model)[1]
+    runtime.install(model)
+    x, rope = torch.randn(1, 1, 48), (torch.ones(1, 1, 1, 12), torch.zeros(1, 1, 1, 12))
+
+    def both(cache):
+        got = layer_step.step(layer, x, rope, cache.layer(1))
+        step = layer.step
+        layer.step = None
+        want = layer(x, None, rope, cache.layer(1))
+        layer.step = step
+        return got, want
+
+    with torch.inference_mode():
+        cache = model.new_cache(1, 8)
+        model(torch.tensor([[5, 6, 7]]), cache=cache)
+        got, want = both(cache)
+        assert (got - want).abs().max().item() <= TOL
+        first = layer.__dict__["_step_plan"]
+        new = torch.nn.Linear(70, 48, bias=False).eval()
+        torch.nn.init.normal_(new.weight)
+        layer.mlp.fc_out = new
+        runtime.install(layer.mlp)  # a CpuLinear, as a decode makes it
+        layer.__dict__["_step_plan"] = first  # the plan of the old module, as within a decode
+        got, want = both(cache)
+        assert layer.__dict__["_step_plan"] is not first and (got - want).abs().max().item() <= TOL
+        layer.attn.scale = 0.01
+        got, want = both(cache)
+        assert (got - want).abs().max().item() <= TOL
+        handle = layer.mlp.register_forward_hook(lambda module, args, out: out * 0)
+        assert layer_step.step(layer, x, rope, cache.layer(1)) is None
+        handle.remove()
+        layer_step.forget(layer)
+        assert layer_step.step(layer, x, rope, cache.layer(1)) is not None
+        layer.attn.train()
+        assert layer_step.step(layer, x, rope, cache.layer(1)) is None
+    runtime.uninstall(model)
+
+
+def test_a_model_that_decoded_still_copies_and_pickles(kernels, tmp_path):
+    import copy
+    import io
+    import pickle
+
+    _, folder = _save(tmp_path, "llama-gqa")
+    model = lmatlas.load(folder)
+    prompt = torch.tensor([[5, 6, 7]])
+    want = model.generate(prompt, max_new_tokens=4, min_new_tokens=4)
+    assert all(isinstance(p, layer_step._Bound) for p in _plans(model))
+    for twin in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert all(p is None for p in _plans(twin))  # a plan points into the original's memory
+        assert twin.generate(prompt, max_new_tokens=4, min_new_tokens=4).tolist() == want.tolist()
+    torch.save(model, io.BytesIO())
 
 
 @pytest.mark.parametrize("variant", ["falcon-40b-new-architecture", "opt-350m-post-norm-projected"])

@@ -71,24 +71,45 @@ class Plan(ctypes.Structure):
     ]  # fmt: skip
 
 
+def _dropped():
+    return None
+
+
 class _Bound:
-    """A layer's plan and what it points into: each tensor with the dict of its module that holds
-    it (``_parameters`` or ``_buffers``), checked before each call (the same object at the same
-    address: a weight replaced or moved makes the plan again) without going through the modules'
-    attribute lookup, which would cost a step more than the check."""
+    """A layer's plan and everything it was made from, checked before each call without going
+    through the modules' attribute lookup (which would cost a step more than the check):
 
-    __slots__ = ("plan", "slots", "threads", "hidden", "dtype")
+    - each tensor it points into, with the dict of its module that holds it (``_parameters`` or
+      ``_buffers``), its address and shape; the tensor itself is kept, so that its memory cannot
+      be freed and reused by another while the plan holds its address;
+    - each submodule and setting it read (the attention, MLP, norms and linear layers in their
+      parents' ``_modules``; scale, heads, activation, eps, training mode in their ``__dict__``),
+      as the same object: a module replaced or a setting changed makes the plan again;
+    - the modules' forward hooks, which the C step would skip: it declines while any is set.
 
-    def __init__(self, plan: Plan, slots: list[tuple[dict, str, torch.Tensor]], threads: int, hidden: int,
-                 dtype: torch.dtype):  # fmt: skip
+    A model holding plans is still copied and pickled as before: a plan copies as None (it points
+    into the original's memory) and is made again at the copy's next step."""
+
+    __slots__ = ("plan", "slots", "fields", "hooks", "threads", "hidden", "dtype")
+
+    def __init__(self, plan: Plan, slots: list[tuple[dict, str, torch.Tensor]], fields: list[tuple[dict, str]],
+                 hooks: list[dict], threads: int, hidden: int, dtype: torch.dtype):  # fmt: skip
         self.plan, self.threads, self.hidden, self.dtype = plan, threads, hidden, dtype
-        self.slots = [(holder, name, t, t.data_ptr()) for holder, name, t in slots]
+        self.slots = [(holder, name, t, t.data_ptr(), t.shape) for holder, name, t in slots]
+        self.fields = [(holder, name, holder.get(name)) for holder, name in fields]
+        self.hooks = hooks
 
     def current(self) -> bool:
-        for holder, name, t, ptr in self.slots:
-            if holder.get(name) is not t or t.data_ptr() != ptr:
+        for holder, name, t, ptr, shape in self.slots:
+            if holder.get(name) is not t or t.data_ptr() != ptr or t.shape != shape:
                 return False
-        return True
+        for holder, name, value in self.fields:
+            if holder.get(name) is not value:
+                return False
+        return not any(self.hooks)
+
+    def __reduce__(self):
+        return _dropped, ()
 
 
 def _slot(module: nn.Module, name: str) -> tuple[dict, str, torch.Tensor]:
@@ -147,6 +168,9 @@ def _make(layer: nn.Module) -> _Bound | None:
             and layer.cross_attn is None and layer.mlp_norm is not None
             and type(attn) is SelfAttention and type(mlp) is MLP):
         return None  # fmt: skip
+    modules = list(layer.modules())
+    if any(m.training for m in modules) or any(m._forward_hooks or m._forward_pre_hooks for m in modules):
+        return None  # attention dropout, or hooks the C step would skip
     hidden = attn.qkv.in_features
     if attn.rotary_interleaved or attn.head_dim > native.MAX_DIM or attn.num_heads % attn.num_kv_heads:
         return None
@@ -192,7 +216,16 @@ def _make(layer: nn.Module) -> _Bound | None:
         gemv_path=native.GEMV_PATHS.get(native.gemv_path(dtype) or "", 0),
         quant_path=native.QUANT_PATHS.index(quant_path) if quant_path else 0,
     )  # fmt: skip
-    return _Bound(plan, slots + norm_slots, torch.get_num_threads(), hidden, dtype)
+    fields = [(layer._modules, name) for name in ("attn", "mlp", "attn_norm", "mlp_norm", "cross_attn")]
+    fields += [(attn._modules, name) for name in ("qkv", "out")]
+    fields += [(mlp._modules, name) for name in ("fc_in", "gate", "fc_out")]
+    fields += [(layer.__dict__, name) for name in ("norm_position", "residual_from_norm")]
+    fields += [(attn.__dict__, name) for name in ("scale", "num_heads", "num_kv_heads", "head_dim", "rotary_interleaved",
+                                                 "split")]
+    fields += [(mlp.__dict__, "act")] + [(norm.__dict__, "eps") for norm in (layer.attn_norm, layer.mlp_norm)]
+    fields += [(m.__dict__, "training") for m in modules]
+    hooks = [d for m in modules for d in (m._forward_hooks, m._forward_pre_hooks)]
+    return _Bound(plan, slots + norm_slots, fields, hooks, torch.get_num_threads(), hidden, dtype)
 
 
 def step(layer: nn.Module, x: torch.Tensor, rope, cache) -> torch.Tensor | None:
@@ -204,7 +237,8 @@ def step(layer: nn.Module, x: torch.Tensor, rope, cache) -> torch.Tensor | None:
     keys, values = cache.keys, cache.values
     start = cache.start
     if keys.dtype != dtype or values.dtype != dtype or not (keys.is_contiguous() and values.is_contiguous()) \
-            or keys.shape[0] != 1 or start >= keys.shape[2]:
+            or keys.shape != values.shape or keys.shape[0] != 1 or start >= keys.shape[2] or not keys.is_cpu \
+            or not values.is_cpu:
         return None  # fmt: skip
     rot, cos, sin = 0, None, None
     if rope is not None:

@@ -221,22 +221,30 @@ class CpuLinear(nn.Linear):
         self._bound = None
 
 
+def _dropped():
+    return None
+
+
 class _BoundRow:
     """The C one-row kernel bound to a layer's weight and bias (``native.gemv_bound``), for the
     thread count it was chosen on: a decoding step's product then costs one check and one call,
     not the kernel choice and the argument handling again (a few µs per layer; a step of GPT-2
-    has 49). It holds while the layer keeps the same storage, the thread count and the dtype,
-    and gradients are off; anything else takes the full path."""
+    has 49). It holds while the layer keeps the same tensors at the same addresses with the same
+    shapes, the thread count and the dtype, and gradients are off; anything else takes the full
+    path. It keeps the tensors it points into (their memory cannot be freed and reused while it
+    holds their addresses); a copied or pickled layer gets None and binds again."""
 
-    __slots__ = ("weight", "bias", "threads", "dtype", "k", "n", "run", "ptrs")
+    __slots__ = ("weight", "bias", "threads", "dtype", "k", "n", "run", "ptrs", "shapes", "kept")
 
     def __init__(self, layer: CpuLinear, path: str):
         w, b = layer.weight, layer.bias
         self.weight, self.bias = w, b
         self.threads, self.dtype = torch.get_num_threads(), w.dtype
         self.n, self.k = w.shape
+        self.kept = (w.detach(), None if b is None else b.detach())
         self.ptrs = (w.data_ptr(), None if b is None else b.data_ptr())
-        self.run = native.gemv_bound(w.detach(), None if b is None else b.detach(), path)
+        self.shapes = (w.shape, None if b is None else b.shape)
+        self.run = native.gemv_bound(self.kept[0], self.kept[1], path)
 
     def fits(self, layer: CpuLinear, x: torch.Tensor) -> bool:
         w, b = layer.weight, layer.bias
@@ -244,7 +252,11 @@ class _BoundRow:
             not torch.is_grad_enabled() and x.is_cpu and x.dtype == self.dtype and x.is_contiguous()
             and w is self.weight and b is self.bias and torch.get_num_threads() == self.threads
             and (w.data_ptr(), None if b is None else b.data_ptr()) == self.ptrs
+            and (w.shape, None if b is None else b.shape) == self.shapes
         )  # fmt: skip
+
+    def __reduce__(self):
+        return _dropped, ()
 
 
 def _onednn_pack(w: torch.Tensor, rows: int) -> torch.Tensor | None:

@@ -197,9 +197,11 @@ static void norm_bf16(int64_t kind, const uint16_t *x, const uint16_t *w, const 
     }
 }
 
-/* One query per head over the cache, bfloat16 in and out, float32 between (SDPA's bfloat16
- * path): scores, softmax and the weighted sum of values, the output rounded once. The heads are
- * shared among the threads; work holds `length` scores per head. */
+/* One query per head over the cache, bfloat16 in and out, float32 between, rounded where
+ * PyTorch's SDPA rounds for bfloat16 on the CPU: the scores and their softmax in float32, the
+ * unnormalised weights rounded to bfloat16 where they meet the values, the sum of the weighted
+ * values divided by the sum of the weights (taken before rounding) at the end, and the output
+ * rounded once. The heads are shared among the threads; work holds `length` scores per head. */
 static void attend_bf16(const uint16_t *q, const uint16_t *k_cache, const uint16_t *v_cache, uint16_t *out,
                         float *work, float scale, int64_t heads, int64_t kv_heads, int64_t max_length, int64_t length,
                         int64_t D, int threads) {
@@ -219,17 +221,18 @@ static void attend_bf16(const uint16_t *q, const uint16_t *k_cache, const uint16
             mx = sc[s] > mx ? sc[s] : mx;
         }
         for (int64_t s = 0; s < length; ++s) {
-            sc[s] = expf(sc[s] - mx);
-            sum += sc[s];
+            const float e = expf(sc[s] - mx);
+            sum += e;
+            sc[s] = bf(e); /* the weights meet the values as bfloat16, unnormalised */
         }
         for (int64_t d = 0; d < D; ++d) acc[d] = 0.0f;
         for (int64_t s = 0; s < length; ++s) {
             const uint16_t *row = v + s * D;
-            const float p = sc[s] / sum;
+            const float w = sc[s];
 #pragma omp simd
-            for (int64_t d = 0; d < D; ++d) acc[d] += p * bf16_to_float(row[d]);
+            for (int64_t d = 0; d < D; ++d) acc[d] += w * bf16_to_float(row[d]);
         }
-        for (int64_t d = 0; d < D; ++d) out[h * D + d] = float_to_bf16(acc[d]);
+        for (int64_t d = 0; d < D; ++d) out[h * D + d] = float_to_bf16(acc[d] / sum);
     }
 }
 
