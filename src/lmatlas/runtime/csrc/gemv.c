@@ -23,6 +23,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "bf16.h"
+
 void lmatlas_note_team(void); /* team.c */
 
 #define GEMV_PATH_AVX2 1
@@ -31,19 +33,6 @@ void lmatlas_note_team(void); /* team.c */
 #define GEMV_BFLOAT16 1
 #define ROWS 8
 
-static inline float bf16_to_float(uint16_t h) {
-    const uint32_t bits = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
-static inline uint16_t float_to_bf16(float f) {
-    uint32_t x;
-    memcpy(&x, &f, sizeof x);
-    if ((x & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((x >> 16) | 0x40); /* nan stays nan */
-    return (uint16_t)((x + 0x7FFFu + ((x >> 16) & 1)) >> 16);
-}
 
 /* Sums of ROWS rows (w[r] each of K values) with x, or of one row. */
 typedef void (*dot_rows_fn)(const void *x, const void *const *w, int64_t K, float *out);

@@ -21,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bf16.h"
+
 int gemv(int path, int dtype, const void *x, const void *w, const void *b, void *y, int64_t N, int64_t K,
          int threads);
 int quant_linear(int path, int type, const float *x, const void *w, const float *bias, float *y, int64_t M,
@@ -40,19 +42,6 @@ void decode_step_attention(const float *q, int64_t q_stride, const float *k_cach
 #define ACT_SILU 2
 #define ACT_RELU 3
 
-static inline float bf16_to_float(uint16_t h) {
-    const uint32_t bits = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
-static inline uint16_t float_to_bf16(float f) {
-    uint32_t x;
-    memcpy(&x, &f, sizeof x);
-    if ((x & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((x >> 16) | 0x40); /* nan stays nan */
-    return (uint16_t)((x + 0x7FFFu + ((x >> 16) & 1)) >> 16);
-}
 
 /* f rounded to bfloat16 and back: what a bfloat16 tensor holds of it */
 static inline float bf(float f) { return bf16_to_float(float_to_bf16(f)); }
