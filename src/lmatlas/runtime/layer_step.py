@@ -262,15 +262,15 @@ def step(layer: nn.Module, x: torch.Tensor, rope, cache) -> torch.Tensor | None:
     if dtype != bound.dtype or x.shape[2] != bound.hidden or keys.shape[1] != plan.kv_heads or keys.shape[3] != plan.dim \
             or rot > plan.dim or rot % 2:
         return None  # fmt: skip
-    y = x.clone(memory_format=torch.contiguous_format)
     lib = native.library()
+    if lib is None:
+        return None
+    y = x.clone(memory_format=torch.contiguous_format)
     done = getattr(lib, STEPS[dtype])(
         ctypes.byref(plan), y.data_ptr(), keys.data_ptr(), values.data_ptr(), keys.shape[2], start, rot,
         None if cos is None else cos.data_ptr(), None if sin is None else sin.data_ptr(), threads,
     )  # fmt: skip
     return y if done == 0 else None
-
-
 
 
 def forget(layer: nn.Module) -> None:
