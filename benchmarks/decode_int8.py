@@ -50,7 +50,7 @@ def main() -> int:
     import transformers
 
     import lmatlas
-    from lmatlas.runtime import native
+    from lmatlas.runtime import quant_kernels
     from lmatlas.tokenizer import load_tokenizer
 
     transformers.logging.set_verbosity_error()
@@ -74,7 +74,7 @@ def main() -> int:
 
     print(f"load average at start: {os.getloadavg()[0]:.1f} (1 min)")
     print(f"torch {torch.__version__}, ctranslate2 {ready['version']} (its own process), {threads} threads on both sides; "
-          f"lmatlas' quantized kernels: {native.quant_path()}")
+          f"lmatlas' quantized kernels: {quant_kernels.quant_path()}")
     ours = {"lmatlas float32": lmatlas.load(folder), "lmatlas q8_0": lmatlas.load(folder, quantize="q8_0")}
     theirs = {f"ctranslate2 {q}": q for q in ("float32", "int8")}
 

@@ -76,7 +76,7 @@ def main() -> int:
     from lmatlas.chat import apply_chat_template
     from lmatlas.defaults import generative_model
     from lmatlas.gguf import read_tokenizer
-    from lmatlas.runtime import native
+    from lmatlas.runtime import quant_kernels
 
     file = generative_model()
     tok = read_tokenizer(file)
@@ -89,7 +89,7 @@ def main() -> int:
 
     print(f"load average at start: {os.getloadavg()[0]:.1f} (1 min)")
     print(f"{file.name} ({file.stat().st_size / 1e6:.0f} MB), {threads} threads on both sides, "
-          f"lmatlas' quantized kernels: {native.quant_path()}")
+          f"lmatlas' quantized kernels: {quant_kernels.quant_path()}")
     model = lmatlas.load(file)
     llama = LlamaCpp(args.llama_python, file, threads)
 

@@ -70,13 +70,13 @@ def main() -> int:
 
     import lmatlas
     from lmatlas.defaults import generative_model
-    from lmatlas.runtime import native
+    from lmatlas.runtime import quant_kernels
 
     file = generative_model()
     tokenizer = lmatlas.load_tokenizer(file)
     print(f"load average at start: {os.getloadavg()[0]:.1f} (1 min); threads {torch.get_num_threads()}, "
-          f"CPU {os.cpu_count()}; quantized kernels: paths {', '.join(native.quant_paths())}, "
-          f"taking {native.quant_path()}")
+          f"CPU {os.cpu_count()}; quantized kernels: paths {', '.join(quant_kernels.quant_paths())}, "
+          f"taking {quant_kernels.quant_path()}")
     models = {name: lmatlas.load(file, **options) for name, options in VARIANTS.items()}
     for name, model in models.items():
         print(f"  {name:12s} a batch-1 step reads {step_bytes(model) / 1e6:6.1f} MB of weights")

@@ -12,7 +12,7 @@ import torch
 
 from lmatlas import runtime
 from lmatlas.errors import LmatlasError
-from lmatlas.runtime import calibrate, linear, native
+from lmatlas.runtime import calibrate, linear, native, quant_kernels
 
 
 @pytest.fixture
@@ -267,12 +267,12 @@ def test_a_quantized_layer_measures_its_prompt_paths(store, monkeypatch):
     want = torch.nn.functional.linear(x, quant_formats.dequantize(layer.blocks, "q4_1"))
     runtime.install(layer)
     calls = []
-    real = native.quant_linear
-    monkeypatch.setattr(native, "quant_linear", lambda *a: calls.append(a[0].shape[0]) or real(*a))
+    real = quant_kernels.quant_linear
+    monkeypatch.setattr(quant_kernels, "quant_linear", lambda *a: calls.append(a[0].shape[0]) or real(*a))
     with torch.inference_mode():
         got = layer(x)
         again = layer(x[:17])  # the same bucket (32 rows): no second measurement
-    path = native.quant_path()
+    path = quant_kernels.quant_path()
     entries = json.loads(store.read_text())["choices"]
     (key, entry), = entries.items()
     assert key == f"quant-rows/q4_1/40x64/rows=32/{path}/threads={torch.get_num_threads()}"

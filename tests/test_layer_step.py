@@ -14,7 +14,7 @@ import torch
 import lmatlas
 from lmatlas import runtime
 from lmatlas.blocks import Layer
-from lmatlas.runtime import calibrate, layer_step, linear, native
+from lmatlas.runtime import calibrate, layer_step, linear, native, quant_kernels
 
 from .test_parity_decoders import VOCAB, build_reference
 
@@ -128,7 +128,7 @@ def test_greedy_tokens_through_the_c_step_equal_transformers(name, kernels, tmp_
     assert got.tolist() == want.tolist()
 
 
-@pytest.mark.parametrize("path", native.quant_paths())
+@pytest.mark.parametrize("path", quant_kernels.quant_paths())
 def test_quantized_layers_take_the_c_step_within_the_activations_rounding(path, kernels, tmp_path, monkeypatch):
     """A Q8_0 model (products through the integer kernels, the gated pair in one pass): one step
     against the modules' within what rounding the activations to int8 allows (a norm computed in

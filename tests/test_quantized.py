@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from lmatlas import LmatlasError, runtime
-from lmatlas.runtime import native, quant_formats
+from lmatlas.runtime import native, quant_formats, quant_kernels
 from lmatlas.runtime.quantized import MAX_KERNEL_ROWS, QuantizedLinear
 
 from .reference import require
@@ -104,7 +104,7 @@ def test_activations_quantized_as_ggml():
     """Blocks of 32, scale max |x| / 127, values rounded half away from zero."""
     x = torch.randn(3, 96) * 4
     x[1, :32] = torch.arange(32) * 127 / 62  # halfway values: round away from zero
-    q, d, s = native.quant_activations(x)
+    q, d, s = quant_kernels.quant_activations(x)
     blocks = x.reshape(3, 3, 32)
     scale = blocks.abs().amax(-1) / 127
     v = blocks * (1 / scale)[..., None]
@@ -119,11 +119,11 @@ def forced(path: str, monkeypatch) -> bool:
     this CPU cannot run it."""
     monkeypatch.setenv("LMATLAS_QUANT_PATH", path)
     monkeypatch.setenv("LMATLAS_KERNEL_CHOICE", "quant-rows=kernel")
-    if path not in native.quant_paths():
+    if path not in quant_kernels.quant_paths():
         with pytest.raises(LmatlasError, match=rf"^LMATLAS_QUANT_PATH={path}: this CPU cannot run that path \(it runs scalar"):
-            native.quant_path()
+            quant_kernels.quant_path()
         return False
-    assert native.quant_path() == path
+    assert quant_kernels.quant_path() == path
     return True
 
 
@@ -137,7 +137,7 @@ def check_layer(kind, blocks, x, bias) -> None:
     wd = quant_formats.dequantize(blocks, kind).double()
     b = torch.zeros(out_features, dtype=torch.float64) if bias is None else bias.double()
     # the kernels' own int8 activations, in float64: float32 summation error only
-    q, d, _ = native.quant_activations(x)
+    q, d, _ = quant_kernels.quant_activations(x)
     xq = (q.double().reshape(rows, -1, 32) * d.double()[..., None]).reshape(rows, -1)
     magnitude = xq.abs() @ wd.abs().T + b.abs()
     exact_tol = (in_features // 32 + 8) * 4 * EPS * magnitude + 1e-30
@@ -148,7 +148,7 @@ def check_layer(kind, blocks, x, bias) -> None:
     assert ((got - want).abs() <= tol).all(), (kind, out_features, in_features, rows)
 
 
-@pytest.mark.parametrize("path", native.QUANT_PATHS)
+@pytest.mark.parametrize("path", quant_kernels.QUANT_PATHS)
 def test_every_path_against_pytorch(path, monkeypatch):
     """Each kernel path, forced: all types, odd shapes, 1 to 8 rows and a short prompt's 17."""
     if not forced(path, monkeypatch):
@@ -160,7 +160,7 @@ def test_every_path_against_pytorch(path, monkeypatch):
                 check_layer(kind, blocks, x, bias)
 
 
-@pytest.mark.parametrize("path", native.QUANT_PATHS)
+@pytest.mark.parametrize("path", quant_kernels.QUANT_PATHS)
 def test_k_quants_as_stored(path, monkeypatch):
     """Q4_K and Q6_K blocks (random bytes with small scales, as a file could hold: lmatlas does
     not make them), on each path, against the gguf package's dequantization."""
@@ -182,11 +182,11 @@ def test_k_quants_as_stored(path, monkeypatch):
 
 def test_paths_agree():
     """The integer sums are exact: the paths differ only in the order of the float32 sums."""
-    paths = native.quant_paths()
+    paths = quant_kernels.quant_paths()
     assert paths[0] == "scalar"
     for kind in KINDS:
         w, x, bias, blocks = kernel_inputs(129, 576, 5, kind, 1)
-        outs = [native.quant_linear(x, blocks, quant_formats.TYPES[kind].id, bias, 129, p) for p in paths]
+        outs = [quant_kernels.quant_linear(x, blocks, quant_formats.TYPES[kind].id, bias, 129, p) for p in paths]
         for other in outs[1:]:
             assert (other - outs[0]).abs().max().item() <= 1e-4 * outs[0].abs().max().item()
 
@@ -194,17 +194,17 @@ def test_paths_agree():
 def test_unknown_path_one_sentence(monkeypatch):
     monkeypatch.setenv("LMATLAS_QUANT_PATH", "neon")
     with pytest.raises(LmatlasError, match=r"^LMATLAS_QUANT_PATH='neon' names no path of the quantized kernels; use one of scalar, avx2, avx512vnni$"):
-        native.quant_path()
+        quant_kernels.quant_path()
 
 
 def test_a_path_the_cpu_lacks_one_sentence(monkeypatch):
     """As on a CPU without AVX2 (this one's answer replaced)."""
-    monkeypatch.setattr(native, "quant_paths", lambda: ("scalar",))
+    monkeypatch.setattr(quant_kernels, "quant_paths", lambda: ("scalar",))
     monkeypatch.setenv("LMATLAS_QUANT_PATH", "avx2")
     with pytest.raises(LmatlasError, match=r"^LMATLAS_QUANT_PATH=avx2: this CPU cannot run that path \(it runs scalar\)$"):
-        native.quant_path()
+        quant_kernels.quant_path()
     monkeypatch.delenv("LMATLAS_QUANT_PATH")
-    assert native.quant_path() == "scalar"
+    assert quant_kernels.quant_path() == "scalar"
 
 
 def test_the_layer_without_the_runtime_is_f_linear_on_the_dequantized_weight(monkeypatch):
@@ -248,14 +248,14 @@ def test_the_kernels_take_the_thread_count_they_are_given():
     try:
         for n in (1, 2):
             torch.set_num_threads(n)
-            for path in native.quant_paths():
-                native.quant_linear(x, blocks, quant_formats.Q4_0.id, None, 40, path)
+            for path in quant_kernels.quant_paths():
+                quant_kernels.quant_linear(x, blocks, quant_formats.Q4_0.id, None, 40, path)
                 assert native.threads_used() == n
     finally:
         torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize("path", native.QUANT_PATHS)
+@pytest.mark.parametrize("path", quant_kernels.QUANT_PATHS)
 def test_a_gated_mlp_step_in_one_call(path, monkeypatch):
     """SwiGLU's two quantized products on one quantization of x (``gated_step``, installed on
     every MLP): the two layers' own kernels, SiLU and the product, within float32 rounding; where

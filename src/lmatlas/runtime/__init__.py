@@ -5,7 +5,7 @@ train. For a decode they offer hooks, empty by default, which ``install`` fills:
 
 - ``nn.Linear`` modules become ``linear.CpuLinear`` (same parameters and state dict);
 - ``quantized.QuantizedLinear`` modules (weights kept in llama.cpp's blocks) take the C kernels
-  for a step's few rows or a short prompt (``native.quant_linear``);
+  for a step's few rows or a short prompt (``quant_kernels.quant_linear``);
 - ``SelfAttention.decode_step``: one new query per row over the key/value cache
   (``native.decode_step_attention``);
 - ``CrossAttention.attend_few``: a decoding step's few query rows over an encoder-decoder's
@@ -31,7 +31,7 @@ from typing import Iterator
 
 from torch import nn
 
-from . import layer_step, native
+from . import layer_step, native, quant_kernels
 from .linear import MAX_PACKED_ROWS, CpuLinear, decode_rows
 from .quantized import QuantizedLinear, gated_step
 from .switch import enabled
@@ -74,7 +74,7 @@ def install(model: nn.Module) -> bool:
             m._bound = None  # bound again at its first row: LMATLAS_GEMV_PATH may change between decodes
         elif isinstance(m, QuantizedLinear):
             if path is None:  # asked once per decode: LMATLAS_QUANT_PATH may change between decodes
-                path = native.quant_path() or ""
+                path = quant_kernels.quant_path() or ""
             m.kernels = path or False
         for name, kernel in _hooks(m).items():
             setattr(m, name, kernel)

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import linear, native
+from . import linear, native, quant_kernels
 from .quantized import QuantizedLinear
 
 DENSE_WEIGHTS = -1
@@ -214,7 +214,7 @@ def _make(layer: nn.Module) -> _Bound | None:
         heads=attn.num_heads, kv_heads=attn.num_kv_heads, dim=attn.head_dim, hidden=hidden, inner=inner,
         scale=float(attn.scale),
         gemv_path=native.GEMV_PATHS.get(native.gemv_path(dtype) or "", 0),
-        quant_path=native.QUANT_PATHS.index(quant_path) if quant_path else 0,
+        quant_path=quant_kernels.QUANT_PATHS.index(quant_path) if quant_path else 0,
     )  # fmt: skip
     fields = [(layer._modules, name) for name in ("attn", "mlp", "attn_norm", "mlp_norm", "cross_attn")]
     fields += [(attn._modules, name) for name in ("qkv", "out")]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import LmatlasError
-from . import native
+from . import quant_kernels
 
 BLOCK = 32
 
@@ -88,7 +88,7 @@ def quantize(w: torch.Tensor, kind: str | QuantType) -> torch.Tensor:
     if kind.block != BLOCK:
         raise LmatlasError(f"{kind.name} matrices run as a file stores them; lmatlas quantizes to {', '.join(TYPES)}")
     b = _blocks(w)
-    fast = native.quant_quantize(b.reshape(w.shape), kind.id, kind.row_bytes(w.shape[1]))
+    fast = quant_kernels.quant_quantize(b.reshape(w.shape), kind.id, kind.row_bytes(w.shape[1]))
     return fast if fast is not None else quantize_in_torch(w, kind)
 
 
@@ -134,7 +134,7 @@ def dequantize(blocks: torch.Tensor, kind: str | QuantType, dtype: torch.dtype =
 
         values = gguf.quants.dequantize(blocks.numpy(), gguf.GGMLQuantizationType(kind.id))
         return torch.from_numpy(values.astype("float32").reshape(rows, -1)).to(dtype)
-    fast = native.quant_dequantize(blocks, kind.id, blocks.shape[1] // kind.block_bytes * BLOCK)
+    fast = quant_kernels.quant_dequantize(blocks, kind.id, blocks.shape[1] // kind.block_bytes * BLOCK)
     return fast.to(dtype) if fast is not None else dequantize_in_torch(blocks, kind, dtype)
 
 

@@ -8,7 +8,7 @@ tensor) and the bias, if any, as a float parameter. Its two ways to compute ``x 
   ``F.linear``. The numbers are those of the float model the blocks stand for. This is the path of
   a model that ``lmatlas.load`` returns (plain PyTorch; gradients flow to the input, the blocks
   are not trained), of prompts longer than ``MAX_KERNEL_ROWS`` and of other devices;
-- the C kernels (``native.quant_linear``), once the runtime is installed for a decode
+- the C kernels (``quant_kernels.quant_linear``), once the runtime is installed for a decode
   (``runtime.install`` sets ``kernels``): integer dot products of the blocks with the activations
   quantized to int8 blocks, as llama.cpp runs them, reading 1.06 (Q8_0), 0.56 (Q4_0, Q4_K), 0.63
   (Q4_1) or 0.82 (Q6_K) bytes a weight instead of float32's 4. They differ from PyTorch's path by the
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import calibrate, native
+from . import calibrate, quant_kernels
 from .quant_formats import QuantType, dequantize, quant_type, quantize
 
 # A decoding step's rows (up to 8, a group of the kernels) always take the C kernels: the other
@@ -81,7 +81,7 @@ class QuantizedLinear(nn.Module):
             ):
                 b = self.bias
                 b = None if b is None else b.detach().float()
-                y = native.quant_linear(x.reshape(rows, k).float(), self.blocks, self.kind.id, b, self.out_features, path)
+                y = quant_kernels.quant_linear(x.reshape(rows, k).float(), self.blocks, self.kind.id, b, self.out_features, path)
                 return y.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
         return self.reference(x)
 
@@ -134,7 +134,7 @@ def gated_step(x: torch.Tensor, gate: nn.Module, up: nn.Module, act) -> torch.Te
     rows = x.numel() // k if k else 0
     if not (0 < rows <= DECODE_ROWS and x.dtype == torch.float32 and gate._kernel_applies(x)):
         return None
-    y = native.quant_gated(x.reshape(rows, k), gate.blocks, up.blocks, gate.kind.id, gate.out_features, path)
+    y = quant_kernels.quant_gated(x.reshape(rows, k), gate.blocks, up.blocks, gate.kind.id, gate.out_features, path)
     return y.reshape(*x.shape[:-1], gate.out_features)
 
 
@@ -148,7 +148,7 @@ def _prompt_candidates(layer: QuantizedLinear, rows: int, path: str):
     x = torch.empty(rows, layer.in_features).uniform_(-1, 1)
     return {
         "dequantize": lambda i: mats[i].reference(x),
-        "kernel": lambda i: native.quant_linear(x, mats[i].blocks, layer.kind.id, None, out, path),
+        "kernel": lambda i: quant_kernels.quant_linear(x, mats[i].blocks, layer.kind.id, None, out, path),
     }, copies, [m.blocks for m in mats]
 
 
