@@ -264,6 +264,7 @@ def test_it_declines_what_it_does_not_follow(kernels, tmp_path, monkeypatch):
         assert layer_step.step(layer, x.bfloat16(), rope, view) is None  # another dtype
         assert layer_step.step(layer, torch.randn(1, 2, 48), rope, view) is None  # two tokens
         assert layer_step.step(layer, torch.randn(2, 1, 48), rope, view) is None  # two rows
+        assert layer_step.step(layer, torch.randn(1, 1, 96)[..., ::2], rope, view) is None  # strided
         assert layer_step.step(layer, x, (rope[0].double(), rope[1].double()), view) is None
         full = cache.layer(0)
         full.start = cache.max_length  # no room for the token

@@ -232,8 +232,9 @@ def step(layer: nn.Module, x: torch.Tensor, rope, cache) -> torch.Tensor | None:
     """``layer(x, None, rope, cache)`` for one token in one C call, or None where the C step does
     not apply (the caller then runs the modules)."""
     dtype = x.dtype
-    if x.shape[0] != 1 or x.shape[1] != 1 or dtype not in STEPS or torch.is_grad_enabled() or not x.is_cpu:
-        return None
+    if x.shape[0] != 1 or x.shape[1] != 1 or dtype not in STEPS or torch.is_grad_enabled() or not x.is_cpu \
+            or not x.is_contiguous():
+        return None  # fmt: skip
     keys, values = cache.keys, cache.values
     start = cache.start
     if keys.dtype != dtype or values.dtype != dtype or not (keys.is_contiguous() and values.is_contiguous()) \
@@ -265,9 +266,9 @@ def step(layer: nn.Module, x: torch.Tensor, rope, cache) -> torch.Tensor | None:
     lib = native.library()
     if lib is None:
         return None
-    y = x.clone(memory_format=torch.contiguous_format)
+    y = torch.empty(x.shape, dtype=dtype)
     done = getattr(lib, STEPS[dtype])(
-        ctypes.byref(plan), y.data_ptr(), keys.data_ptr(), values.data_ptr(), keys.shape[2], start, rot,
+        ctypes.byref(plan), x.data_ptr(), y.data_ptr(), keys.data_ptr(), values.data_ptr(), keys.shape[2], start, rot,
         None if cos is None else cos.data_ptr(), None if sin is None else sin.data_ptr(), threads,
     )  # fmt: skip
     return y if done == 0 else None

@@ -144,7 +144,8 @@ class CpuLinear(nn.Linear):
                 path = native.gemv_path(w.dtype)
                 b = self.bias
                 if path is not None and (b is None or (b.dtype == w.dtype and b.is_contiguous())):
-                    bound = self._bound = _BoundRow(self, path)
+                    if bound is None or not bound.current(self):
+                        bound = self._bound = _BoundRow(self, path)
                     if bound.fits(self, x):
                         return bound.run(x, bound.threads).view(x.shape[:-1] + (bound.n,))
                     return native.gemv(x.reshape(k), w, None if b is None else b.detach(), path).view(
@@ -246,13 +247,21 @@ class _BoundRow:
         self.shapes = (w.shape, None if b is None else b.shape)
         self.run = native.gemv_bound(self.kept[0], self.kept[1], path)
 
-    def fits(self, layer: CpuLinear, x: torch.Tensor) -> bool:
+    def current(self, layer: CpuLinear) -> bool:
+        """Whether the binding still stands for ``layer`` on this thread count."""
         w, b = layer.weight, layer.bias
         return (
-            not torch.is_grad_enabled() and x.is_cpu and x.dtype == self.dtype and x.is_contiguous()
-            and w is self.weight and b is self.bias and torch.get_num_threads() == self.threads
+            w is self.weight and b is self.bias and torch.get_num_threads() == self.threads
             and (w.data_ptr(), None if b is None else b.data_ptr()) == self.ptrs
             and (w.shape, None if b is None else b.shape) == self.shapes
+        )  # fmt: skip
+
+    def fits(self, layer: CpuLinear, x: torch.Tensor) -> bool:
+        """Whether ``layer(x)`` can take the bound kernel: a current binding, and a contiguous row
+        on the CPU of the weight's dtype with no gradient to track."""
+        return (
+            not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))
+            and x.is_cpu and x.dtype == self.dtype and x.is_contiguous() and self.current(layer)
         )  # fmt: skip
 
     def __reduce__(self):

@@ -153,7 +153,7 @@ def _build() -> ctypes.CDLL:
     lib.gemv.argtypes = [i32, i32, p, p, p, p, i64, i64, i32]
     lib.gemv.restype = i32
     for step in (lib.layer_step, lib.layer_step_bf16):
-        step.argtypes = [p, p, p, p, i64, i64, i64, p, p, i32]
+        step.argtypes = [p, p, p, p, p, i64, i64, i64, p, p, i32]
         step.restype = i32
     lib.lmatlas_threads_used.argtypes = []
     lib.lmatlas_threads_used.restype = i32

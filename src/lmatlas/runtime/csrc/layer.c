@@ -112,12 +112,12 @@ static void rotate(float *x, int64_t heads, int64_t dim, int64_t rot, const floa
     }
 }
 
-/* x (hidden): the layer's input, overwritten by its output. The caches are (kv_heads,
+/* x (hidden): the layer's input; out (hidden): its output. The caches are (kv_heads,
  * max_length, dim), filled up to `start`; the new key and value go to `start`. cos and sin:
  * `rot` values each (rot 0: no rotation). Returns 0, or -1 where a kernel refused (no change to
- * the cache is undone: the caller's fallback recomputes the whole layer from x, unchanged). */
-int layer_step(const struct layer_plan *p, float *x, float *k_cache, float *v_cache, int64_t max_length,
-               int64_t start, int64_t rot, const float *cos, const float *sin, int threads) {
+ * the cache is undone: the caller's fallback recomputes the whole layer from x). */
+int layer_step(const struct layer_plan *p, const float *x, float *out, float *k_cache, float *v_cache,
+               int64_t max_length, int64_t start, int64_t rot, const float *cos, const float *sin, int threads) {
     const int64_t H = p->hidden, D = p->dim, qd = p->heads * D, kvd = p->kv_heads * D, inner = p->inner;
     const int64_t length = start + 1;
     float *buf = malloc(sizeof(float) * (size_t)(3 * H + qd + 2 * kvd + qd + 2 * inner + p->heads * length));
@@ -155,7 +155,7 @@ int layer_step(const struct layer_plan *p, float *x, float *k_cache, float *v_ca
     if (failed) goto done;
     failed |= product(p, &p->fc_out, a, res, threads);
     if (failed) goto done;
-    for (int64_t i = 0; i < H; ++i) x[i] = x2[i] + res[i];
+    for (int64_t i = 0; i < H; ++i) out[i] = x2[i] + res[i];
 done:
     free(buf);
     return failed ? -1 : 0;
@@ -233,8 +233,9 @@ static int product_bf16(const struct layer_plan *p, const struct product *f, con
 
 /* layer_step for a bfloat16 layer: x, the caches, cos and sin, the norms' parameters and the
  * weights all bfloat16 (the plan's pointers to them). */
-int layer_step_bf16(const struct layer_plan *p, uint16_t *x, uint16_t *k_cache, uint16_t *v_cache, int64_t max_length,
-                    int64_t start, int64_t rot, const uint16_t *cos, const uint16_t *sin, int threads) {
+int layer_step_bf16(const struct layer_plan *p, const uint16_t *x, uint16_t *out, uint16_t *k_cache,
+                    uint16_t *v_cache, int64_t max_length, int64_t start, int64_t rot, const uint16_t *cos,
+                    const uint16_t *sin, int threads) {
     const int64_t H = p->hidden, D = p->dim, qd = p->heads * D, kvd = p->kv_heads * D, inner = p->inner;
     const int64_t length = start + 1;
     if (D > 256) return -1;
@@ -285,7 +286,7 @@ int layer_step_bf16(const struct layer_plan *p, uint16_t *x, uint16_t *k_cache, 
     if (failed) goto done;
     failed |= product_bf16(p, &p->fc_out, a, res, threads);
     if (failed) goto done;
-    for (int64_t i = 0; i < H; ++i) x[i] = float_to_bf16(bf16_to_float(x2[i]) + bf16_to_float(res[i]));
+    for (int64_t i = 0; i < H; ++i) out[i] = float_to_bf16(bf16_to_float(x2[i]) + bf16_to_float(res[i]));
 done:
     free(buf);
     free(work);
