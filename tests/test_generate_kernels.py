@@ -6,6 +6,10 @@ test models are not: these tests lower it so that every kernel runs.
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from unittest import mock
+
 import pytest
 import torch
 from torch import nn
@@ -92,6 +96,49 @@ def test_each_several_rows_kernel_gives_the_same_tokens(saved, all_kernels, monk
     monkeypatch.setattr(native, "_failed", "switched off for this test")
     runners, _ = linear._rows_candidates(linears[0].weight, linears[0].bias, 4)
     assert "blocked" not in runners and "aten" in runners
+
+
+def test_no_copy_without_room_in_memory(saved, all_kernels, monkeypatch, tmp_path):
+    """When a copy would leave less than the reserve of memory available, the several-rows
+    kernels make none and the layers compute from their own weights (the same tokens); the
+    process is told once."""
+    from lmatlas.runtime import memory
+
+    _, ours = saved("gpt2")
+    runtime.install(ours)
+    linears = [m for m in ours.modules() if isinstance(m, runtime.CpuLinear)]
+    ids, mask = left_padded_batch()
+    want = _plain(ours).generate(ids, mask, max_new_tokens=5)
+    info = tmp_path / "meminfo"
+    info.write_text("MemTotal:        2097152 kB\nMemFree:          100000 kB\nMemAvailable:     500000 kB\n")
+    monkeypatch.setattr(memory, "MEMINFO", str(info))
+    monkeypatch.setattr(memory, "_warned", False)
+    for name in ("onednn", "blocked"):
+        monkeypatch.setenv("LMATLAS_KERNEL_CHOICE", f"linear-rows={name}")
+        runtime.release(ours)
+        for m in linears:
+            m._kernels = None
+        with pytest.warns(RuntimeWarning, match="488 MB of memory available; the batched kernels' weight copies are not made") \
+                if name == "onednn" else contextlib.nullcontext():
+            assert torch.equal(ours.generate(ids, mask, max_new_tokens=5), want)
+        assert all(m._packed is None and m._blocked is None for m in linears)
+    runtime.release(ours)
+
+
+def test_room_for_a_copy():
+    """The reserve: an eighth of the memory and at least 512 MB; unknown memory allows the copy."""
+    from lmatlas.runtime import memory
+
+    gb = 1 << 30
+    for total, available, nbytes, room in ((16 * gb, 4 * gb, 2 * gb, True), (16 * gb, 4 * gb, 2 * gb + 1, False),
+                                           (2 * gb, 1 * gb, gb // 2, True), (2 * gb, 1 * gb, gb // 2 + 1, False)):
+        with mock.patch.object(memory, "meminfo", return_value=(total, available)), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert memory.room_for(nbytes) is room, (total, available, nbytes)
+    with mock.patch.object(memory, "MEMINFO", "/nonexistent/meminfo"):
+        assert memory.meminfo() is None and memory.room_for(1 << 60)
+    total, available = memory.meminfo()  # this machine, read from the real file
+    assert 0 < available <= total
 
 
 def test_state_dict_and_training_unchanged(saved):

@@ -16,7 +16,8 @@ shape on a machine times them and keeps the fastest (``calibrate``; figures:
   (``torch.ops.mkldnn``; float16 weights, which oneDNN cannot multiply on CPUs without
   AVX512-FP16, widened to a float32 copy); or, for float32 and up to 8 rows,
   ``native.linear_rows``, a C loop over a copy of the weight stored in blocks of 16 outputs.
-  The copies are made while such a decode runs and kept until ``release``. Once packed for
+  The copies are made while such a decode runs, only while the machine has room for them
+  (``memory.room_for``; otherwise ATen's linear), and kept until ``release``. Once packed for
   oneDNN, a weight serves every row count (the prompt, an encoder-decoder's source); with the C
   kernel decoding, a prompt takes ``F.linear`` rather than a second copy;
 - anything else (training, other devices, weights small enough to stay in cache): ``F.linear``.
@@ -39,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import calibrate, native
+from . import calibrate, memory, native
 
 _state = threading.local()
 _compiled: dict[str, object] = {}
@@ -154,8 +155,10 @@ class CpuLinear(nn.Linear):
         kernel = self._kernel(_rows()) if 1 < _rows() <= MAX_PACKED_ROWS else None
         if kernel == "blocked" and rows <= native.MAX_LINEAR_ROWS and x.dtype == w.dtype == torch.float32 \
                 and native.library() is not None:
-            y = native.linear_rows(x.reshape(rows, k), self._block(), self.bias, w.shape[0])
-            return y.reshape(*x.shape[:-1], w.shape[0])
+            blocked = self._block()
+            if blocked is not None:
+                return native.linear_rows(x.reshape(rows, k), blocked, self.bias, w.shape[0]).reshape(
+                    *x.shape[:-1], w.shape[0])
         # Once packed, a weight serves every row count (the prompt, an encoder-decoder's source);
         # with the C kernel decoding, a prompt takes F.linear rather than a second copy.
         current = self._packed is not None and self._packed_version == weight_version(w)
@@ -199,8 +202,11 @@ class CpuLinear(nn.Linear):
             _disable(e)
             return None
 
-    def _block(self) -> torch.Tensor:
+    def _block(self) -> torch.Tensor | None:
         if self._blocked is None or self._blocked_version != weight_version(self.weight):
+            self._blocked = None  # the old copy goes before room is counted for the new one
+            if not memory.room_for(self.weight.numel() * 4):
+                return None
             with torch.no_grad():
                 self._blocked = native.block_weight(self.weight.detach())
             self._blocked_version = weight_version(self.weight)
@@ -208,6 +214,10 @@ class CpuLinear(nn.Linear):
 
     def _pack(self) -> torch.Tensor | None:
         if self._packed is None or self._packed_version != weight_version(self.weight):
+            self._packed = None
+            w = self.weight
+            if not memory.room_for(w.numel() * (4 if w.dtype == torch.float16 else w.element_size())):
+                return None  # (float16 is packed widened to float32)
             packed = _onednn_pack(self.weight.detach(), max(_rows(), 2))
             if packed is None:
                 return None

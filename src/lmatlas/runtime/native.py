@@ -288,10 +288,13 @@ def block_weight(weight: torch.Tensor) -> torch.Tensor:
     """A (out, in) float32 weight stored for ``linear_rows``: (ceil(out / 16), in, 16), zero
     outputs padding the last block."""
     out, inp = weight.shape
-    blocks = -(-out // BLOCK)
-    padded = weight.new_zeros(blocks * BLOCK, inp)
-    padded[:out] = weight
-    return padded.view(blocks, BLOCK, inp).transpose(1, 2).contiguous()
+    full, rest = divmod(out, BLOCK)
+    # Written in place, block by block: no padded copy of the weight on the way.
+    blocked = weight.new_zeros(full + (rest > 0), inp, BLOCK)
+    blocked[:full].transpose(1, 2).copy_(weight[: full * BLOCK].view(full, BLOCK, inp))
+    if rest:
+        blocked[full, :, :rest].copy_(weight[full * BLOCK :].t())
+    return blocked
 
 
 def linear_rows(x: torch.Tensor, blocked: torch.Tensor, bias: torch.Tensor | None, out_features: int) -> torch.Tensor:
