@@ -15,7 +15,8 @@ best of --repeats runs with the two sides alternating:
   pass and first token, as tokens/s of the steps alone (and of the whole call);
 - a 512-token prompt (Shakespeare) read and one token chosen, as prompt tokens/s;
 - how many of the --new greedy tokens agree (both sides quantize the activations to 8 bits for
-  their integer dot products, in different orders, so they may part after a while).
+  their integer dot products, in different orders, so they may part after a while), and the
+  same for the first 24 tokens of the replies to four short chat questions, with lmatlas' reply.
 
 The end-of-sequence token is kept from ending the reply on both sides. On a shared machine
 absolute times are noise: read the ratios.
@@ -38,6 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # their work (in another process here), which would slow whoever runs next.
 QUIET = 0.5
 QUESTION = "Explain in two sentences why the sky is blue, and what changes at sunset."
+QUESTIONS = ("What is the capital of France?", "How many legs does a spider have?", "Name three primary colours.",
+             "Why is the sky blue?")
 
 
 class LlamaCpp:
@@ -116,6 +119,11 @@ def main() -> int:
         results[name] = best
         print(f"  {name:7s} ({len(ids)} prompt tokens, {new} new): lmatlas {best['lmatlas'][0] * 1e3:8.1f} ms, "
               f"llama.cpp {best['llama.cpp'][0] * 1e3:8.1f} ms", flush=True)
+    replies = []
+    for question in QUESTIONS:
+        ids = tok.encode(apply_chat_template(tok, [{"role": "user", "content": question}], add_generation_prompt=True),
+                         add_special_tokens=False)
+        replies.append((question, ours(ids, 24)[1], theirs(ids, 24)[1]))
     llama.close()
 
     print()
@@ -133,6 +141,9 @@ def main() -> int:
     a, b = results["decode"]["lmatlas"][1], results["decode"]["llama.cpp"][1]
     agree = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), len(a))
     print(f"greedy tokens: the first {agree} of {args.new} agree, {sum(x == y for x, y in zip(a, b))} in the same places")
+    for question, a, b in replies:
+        agree = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), len(a))
+        print(f"{question!r}: the first {agree} of {len(a)} tokens agree; lmatlas: {tok.decode(a)!r}")
     print(f"load average at end: {os.getloadavg()[0]:.1f} (1 min)")
     return 0
 
