@@ -116,6 +116,32 @@ def test_an_encoder_neither_builds_nor_calls_the_c_library(no_build):
     assert not _hooked(model)
 
 
+def test_loading_imports_no_compiler():
+    """Loading builds the skeleton on the meta device without initialising it: PyTorch's
+    initialisation of a meta embedding would import TorchDynamo and Inductor (most of a small
+    model's load time, and memory). Checked in a fresh interpreter, which has imported neither."""
+    import subprocess
+    import sys
+
+    code = ("import sys, lmatlas; m = lmatlas.load(sys.argv[1]); "
+            "print([n for n in ('torch._dynamo', 'torch._inductor') if n in sys.modules])")
+    p = subprocess.run([sys.executable, "-c", code, str(default_model_path())], capture_output=True, text=True, check=True)
+    assert p.stdout.strip() == "[]"
+
+
+def test_a_model_built_for_training_is_initialised():
+    """Off the meta device the skeleton is initialised as before (normal(0, 0.02), unit norms)."""
+    from lmatlas.config import ModelConfig
+    from lmatlas.model import LmatlasModel
+
+    cfg = ModelConfig(model_type="bert", vocab_size=50, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
+                      max_positions=20, type_vocab_size=2)
+    model = LmatlasModel(cfg, "masked-lm")
+    for table in (model.backbone.embeddings.tokens, model.backbone.embeddings.positions, model.backbone.layers[0].attn.qkv):
+        assert 0.01 < table.weight.std().item() < 0.03
+    assert torch.equal(model.backbone.layers[0].attn_norm.weight, torch.ones(16))
+
+
 def test_switched_off_no_kernel_at_all(folders, saved_seq2seq, monkeypatch, no_build):
     monkeypatch.setenv("LMATLAS_KERNELS", "0")
     assert not runtime.enabled()

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .blocks import embedding
 from .config import ModelConfig
 from .errors import LmatlasError
 
@@ -60,10 +61,10 @@ class AdaptiveEmbedding(nn.Module):
         self.scale = cfg.hidden_size**0.5
         widths = cluster_widths(cfg)
         if cfg.adaptive_div == 1:
-            self.tables = nn.ModuleList([nn.Embedding(cfg.vocab_size, widths[0])])
+            self.tables = nn.ModuleList([embedding(cfg.vocab_size, widths[0])])
             projected = widths[0] != cfg.hidden_size
         else:
-            self.tables = nn.ModuleList(nn.Embedding(end - start, w) for (start, end), w in zip(self.bounds, widths))
+            self.tables = nn.ModuleList(embedding(end - start, w) for (start, end), w in zip(self.bounds, widths))
             projected = True
         self.projections = nn.ParameterList(
             _projection(cfg.hidden_size, t.embedding_dim) for t in self.tables if projected

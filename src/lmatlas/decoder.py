@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .attention import padding_mask
-from .blocks import Layer, make_norm
+from .blocks import Layer, embedding, make_norm
 from .cache import KVCache
 from .config import ModelConfig
 from .embedding_layer import Embeddings
@@ -44,7 +44,7 @@ class Decoder(nn.Module):
         self.alibi = cfg.position_embedding == "alibi"
         # T5: per-head biases by (causal) relative-position bucket, shared by every layer.
         self.relative_attention_bias = (
-            nn.Embedding(cfg.relative_attention_num_buckets, cfg.num_heads)
+            embedding(cfg.relative_attention_num_buckets, cfg.num_heads)
             if cfg.position_embedding == "relative"
             else None
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import activation, make_norm
+from .blocks import activation, embedding, make_norm
 from .config import ModelConfig
 from .errors import LmatlasError
 from .positions import sinusoidal_positions
@@ -28,18 +28,18 @@ class Embeddings(nn.Module):
         self.positions_after_projection = cfg.output_projection
         p = cfg.hidden_size if self.positions_after_projection else e
         pad = cfg.pad_token_id if cfg.pad_token_id is not None and 0 <= cfg.pad_token_id < cfg.vocab_size else None
-        self.tokens = nn.Embedding(cfg.vocab_size, e, padding_idx=pad)
+        self.tokens = embedding(cfg.vocab_size, e, pad)
         stored = cfg.position_embedding == "learned" or (
             cfg.position_embedding == "sinusoidal" and cfg.positions_stored
         )
-        self.positions = nn.Embedding(cfg.max_positions, p) if stored else None
+        self.positions = embedding(cfg.max_positions, p) if stored else None
         # CTRL's sinusoidal encodings are computed, not stored in the checkpoint.
         self.computed_positions = cfg.position_embedding == "sinusoidal" and not cfg.positions_stored
         self.position_width = p
         self.sinusoidal_layout = cfg.sinusoidal_layout
         self.positions_float64 = cfg.positions_float64
-        self.token_types = nn.Embedding(cfg.type_vocab_size, e) if cfg.type_vocab_size else None
-        self.task_types = nn.Embedding(cfg.task_type_vocab_size, e) if cfg.task_type_vocab_size else None
+        self.token_types = embedding(cfg.type_vocab_size, e) if cfg.type_vocab_size else None
+        self.task_types = embedding(cfg.task_type_vocab_size, e) if cfg.task_type_vocab_size else None
         self.norm = make_norm(cfg, e) if cfg.embedding_norm else None
         self.dropout = nn.Dropout(cfg.hidden_dropout)
         self.project = (

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from .attention import padding_mask
-from .blocks import Layer, make_norm
+from .blocks import Layer, embedding, make_norm
 from .config import ModelConfig
 from . import sparse_attention
 from .embedding_layer import Embeddings, PatchEmbeddings, Pooler
@@ -40,7 +40,7 @@ class Encoder(nn.Module):
         self.pooler = Pooler(cfg, cfg.pooler_activation) if cfg.pooler_activation else None
         # T5: one table of per-head biases by relative-position bucket, shared by every layer.
         self.relative_attention_bias = (
-            nn.Embedding(cfg.relative_attention_num_buckets, cfg.num_heads)
+            embedding(cfg.relative_attention_num_buckets, cfg.num_heads)
             if cfg.position_embedding == "relative"
             else None
         )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import make_norm
+from .blocks import embedding, make_norm
 from .config import ModelConfig
 from .decoder import Decoder
 from .errors import LmatlasError
@@ -29,7 +29,7 @@ class TrajectoryDecoder(nn.Module):
         self.config = cfg
         h = cfg.hidden_size
         self.decoder = Decoder(cfg)
-        self.embed_timestep = nn.Embedding(cfg.max_episode_length, h)
+        self.embed_timestep = embedding(cfg.max_episode_length, h)
         self.embed_return = nn.Linear(1, h)
         self.embed_state = nn.Linear(cfg.state_dim, h)
         self.embed_action = nn.Linear(cfg.action_dim, h)

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from .blocks import MLP, make_norm
+from .blocks import MLP, embedding, make_norm
 from .config import ModelConfig
 from .errors import LmatlasError
 from .recurrence import relative_encodings, update_memory
@@ -35,7 +35,7 @@ class XLNetEmbeddings(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.tokens = embedding(cfg.vocab_size, cfg.hidden_size)
         self.query = nn.Parameter(torch.empty(1, 1, cfg.hidden_size).normal_(0.0, 0.02))
 
 
