@@ -121,3 +121,21 @@ def test_type_gguf_cannot_dequantize(reference, tmp_path):
     finish(writer)
     with pytest.raises(LmatlasError, match=r"q81\.gguf: tensor token_embd\.weight is stored as Q8_1, which gguf cannot"):
         lmatlas.load(path)
+
+
+@pytest.mark.parametrize("kind", QUANTIZED + tuple(K_SCALES))
+def test_a_stored_tensor_reads_as_gguf_dequantizes_it(reference, kind, tmp_path, monkeypatch):
+    """A quantized tensor read as float32 (``dequantize=True``, token tables): to the bit what
+    gguf's own dequantization gives, through lmatlas' C kernels and without them (PyTorch) for
+    Q8_0, Q4_0 and Q4_1, through gguf for the K-quants."""
+    gguf = require("gguf")
+    from lmatlas.gguf.reader import GGUFFile
+    from lmatlas.runtime import native
+
+    path = write(tmp_path / f"{kind}.gguf", reference, kind)
+    down = {t.name: t for t in gguf.GGUFReader(path).tensors}["blk.0.ffn_down.weight"]
+    want = torch.from_numpy(gguf.quants.dequantize(down.data, down.tensor_type).reshape(HIDDEN, FFN).copy())
+    assert torch.equal(GGUFFile(path).tensor("blk.0.ffn_down.weight").view(torch.int32), want.view(torch.int32))
+    monkeypatch.setattr(native, "_library", None)
+    monkeypatch.setattr(native, "_failed", "switched off for this test")
+    assert torch.equal(GGUFFile(path).tensor("blk.0.ffn_down.weight").view(torch.int32), want.view(torch.int32))
