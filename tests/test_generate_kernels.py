@@ -122,23 +122,43 @@ def test_no_copy_without_room_in_memory(saved, all_kernels, monkeypatch, tmp_pat
                 if name == "onednn" else contextlib.nullcontext():
             assert torch.equal(ours.generate(ids, mask, max_new_tokens=5), want)
         assert all(m._packed is None and m._blocked is None for m in linears)
+        # Refused once, a layer keeps to its own weight until release, however memory changes.
+        info.write_text("MemTotal:        2097152 kB\nMemFree:          100000 kB\nMemAvailable:    2000000 kB\n")
+        assert torch.equal(ours.generate(ids, mask, max_new_tokens=5), want)
+        assert all(m._packed is None and m._blocked is None for m in linears)
+        runtime.release(ours)
+        ours.generate(ids, mask, max_new_tokens=2)
+        assert all((m._packed if name == "onednn" else m._blocked) is not None for m in linears)
+        info.write_text("MemTotal:        2097152 kB\nMemFree:          100000 kB\nMemAvailable:     500000 kB\n")
     runtime.release(ours)
 
 
-def test_room_for_a_copy():
-    """The reserve: an eighth of the memory and at least 512 MB; unknown memory allows the copy."""
+def test_room_for_a_copy(monkeypatch, tmp_path):
+    """The reserve: an eighth of the memory and at least 512 MB; a container's limit counts
+    (cgroup v2's files, or v1's); unknown memory allows the copy."""
     from lmatlas.runtime import memory
 
+    monkeypatch.setattr(memory, "_warned", False)
     gb = 1 << 30
     for total, available, nbytes, room in ((16 * gb, 4 * gb, 2 * gb, True), (16 * gb, 4 * gb, 2 * gb + 1, False),
                                            (2 * gb, 1 * gb, gb // 2, True), (2 * gb, 1 * gb, gb // 2 + 1, False)):
         with mock.patch.object(memory, "meminfo", return_value=(total, available)), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             assert memory.room_for(nbytes) is room, (total, available, nbytes)
-    with mock.patch.object(memory, "MEMINFO", "/nonexistent/meminfo"):
-        assert memory.meminfo() is None and memory.room_for(1 << 60)
-    total, available = memory.meminfo()  # this machine, read from the real file
-    assert 0 < available <= total
+    info = tmp_path / "meminfo"
+    info.write_text("MemTotal:       16777216 kB\nMemAvailable:    8388608 kB\n")  # 16 GB, 8 available
+    limit, used = tmp_path / "memory.max", tmp_path / "memory.current"
+    monkeypatch.setattr(memory, "MEMINFO", str(info))
+    monkeypatch.setattr(memory, "CGROUP_LIMITS", ((str(tmp_path / "absent.max"), str(tmp_path / "absent")),
+                                                  (str(limit), str(used))))
+    assert memory.meminfo() == (16 * gb, 8 * gb)  # no container files: the machine's
+    used.write_text(f"{gb}\n")
+    for text, want in (("max\n", (16 * gb, 8 * gb)), (f"{4 * gb}\n", (4 * gb, 3 * gb)), (f"{9 * gb}\n", (9 * gb, 8 * gb)),
+                       (f"{1 << 62}\n", (16 * gb, 8 * gb))):
+        limit.write_text(text)
+        assert memory.meminfo() == want, text
+    monkeypatch.setattr(memory, "MEMINFO", str(tmp_path / "nonexistent"))
+    assert memory.meminfo() is None and memory.room_for(1 << 60)
 
 
 def test_state_dict_and_training_unchanged(saved):

@@ -21,7 +21,7 @@ from lmatlas.attention import CrossAttention, SelfAttention
 from lmatlas.blocks import Layer
 from lmatlas.runtime import linear, native
 
-from .reference import default_model_path
+from .reference import default_model_path, transformers
 from .test_generate import assert_same, hf_generate
 from .test_parity_decoders import _saved, left_padded_batch
 from .test_parity_seq2seq import padded_sources, saved_seq2seq  # noqa: F401  (the fixture)
@@ -116,16 +116,44 @@ def test_an_encoder_neither_builds_nor_calls_the_c_library(no_build):
     assert not _hooked(model)
 
 
-def test_loading_imports_no_compiler():
-    """Loading builds the skeleton on the meta device without initialising it: PyTorch's
-    initialisation of a meta embedding would import TorchDynamo and Inductor (most of a small
-    model's load time, and memory). Checked in a fresh interpreter, which has imported neither."""
+def test_loading_imports_no_compiler(tmp_path):
+    """Loading builds the skeleton on the meta device without initialising it: PyTorch's random
+    initialisation of a meta tensor would import TorchDynamo and Inductor (most of a small
+    model's load time, and memory). Checked in a fresh interpreter, which has imported neither:
+    the default model loaded, and the skeletons of the families that draw parameters in their
+    constructors (XLNet, Transformer-XL's adaptive embeddings, ViT) built as ``load`` builds them."""
     import subprocess
     import sys
 
-    code = ("import sys, lmatlas; m = lmatlas.load(sys.argv[1]); "
-            "print([n for n in ('torch._dynamo', 'torch._inductor') if n in sys.modules])")
-    p = subprocess.run([sys.executable, "-c", code, str(default_model_path())], capture_output=True, text=True, check=True)
+    t = transformers()
+    configs = {
+        "xlnet": t.XLNetConfig(vocab_size=50, d_model=16, n_layer=1, n_head=2, d_inner=32,
+                               architectures=["XLNetLMHeadModel"]),
+        "transfo-xl": t.TransfoXLConfig(vocab_size=300, d_model=16, d_embed=16, n_head=2, d_head=8, d_inner=32,
+                                        n_layer=1, cutoffs=[100, 200], architectures=["TransfoXLLMHeadModel"]),
+        "vit": t.ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                           image_size=8, patch_size=4, architectures=["ViTModel"]),
+    }
+    for name, config in configs.items():
+        config.save_pretrained(tmp_path / name)
+    code = """
+import sys, torch, lmatlas
+from pathlib import Path
+from lmatlas.checkpoint import read_config
+from lmatlas.model import LmatlasModel
+from lmatlas.presets import head_from_architectures, preset_for
+lmatlas.load(sys.argv[1])
+for folder in sys.argv[2:]:
+    hf = read_config(Path(folder))
+    preset = preset_for(hf["model_type"], folder)
+    head = head_from_architectures(preset, hf["architectures"], folder)
+    with torch.device("meta"):
+        LmatlasModel(preset.config(hf, head), head)
+print([n for n in ("torch._dynamo", "torch._inductor") if n in sys.modules])
+"""
+    folders = [str(tmp_path / name) for name in configs]
+    p = subprocess.run([sys.executable, "-c", code, str(default_model_path()), *folders], capture_output=True, text=True,
+                       check=True)
     assert p.stdout.strip() == "[]"
 
 

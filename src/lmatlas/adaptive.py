@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import embedding
+from .blocks import embedding, random_parameter
 from .config import ModelConfig
 from .errors import LmatlasError
 
@@ -46,7 +46,7 @@ def cluster_widths(cfg: ModelConfig) -> list[int]:
 
 
 def _projection(rows: int, cols: int) -> nn.Parameter:
-    return nn.Parameter(torch.randn(rows, cols) * PROJECTION_STD)
+    return random_parameter(rows, cols, std=PROJECTION_STD)
 
 
 class AdaptiveEmbedding(nn.Module):
@@ -109,7 +109,7 @@ class AdaptiveLMHead(nn.Module):
         n = len(self.bounds)
         self.one_table = cfg.adaptive_div == 1
         if n > 1:  # the head's logits of the tail clusters
-            self.cluster_weight = nn.Parameter(torch.randn(n - 1, cfg.embedding_size) * CLUSTER_STD)
+            self.cluster_weight = random_parameter(n - 1, cfg.embedding_size, std=CLUSTER_STD)
             self.cluster_bias = nn.Parameter(torch.zeros(n - 1))
         if self.one_table:
             self.outputs = nn.ModuleList([nn.Linear(widths[0], cfg.vocab_size)])

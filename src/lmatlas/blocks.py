@@ -66,14 +66,24 @@ class RMSNorm(nn.Module):
         return self.weight * (x.float() * torch.rsqrt(variance + self.eps)).to(x.dtype)
 
 
+def on_meta() -> bool:
+    """Whether modules are being built on the meta device: the skeleton a checkpoint fills
+    (``lmatlas.load``), which is not initialised. PyTorch draws random numbers into a meta tensor
+    (``normal_``, ``randn``) through ``torch._refs``, which imports TorchDynamo and Inductor: about
+    0.75 s and 75 MB at a process's first load, for values nobody reads."""
+    return torch.get_default_device().type == "meta"
+
+
 def embedding(num: int, dim: int, padding_idx: int | None = None) -> nn.Embedding:
-    """``nn.Embedding(num, dim, padding_idx)``; on the meta device (the skeleton a checkpoint
-    fills, ``lmatlas.load``) left uninitialised: PyTorch initialises a meta embedding through
-    ``torch._refs``, which imports TorchDynamo and Inductor, about 0.75 s and 150 MB at a
-    process's first load."""
-    if torch.get_default_device().type == "meta":
+    """``nn.Embedding(num, dim, padding_idx)``, left uninitialised on the meta device."""
+    if on_meta():
         return nn.Embedding(num, dim, padding_idx, _weight=torch.empty(num, dim))
     return nn.Embedding(num, dim, padding_idx)
+
+
+def random_parameter(*shape: int, std: float) -> nn.Parameter:
+    """``torch.randn(*shape) * std`` as a parameter, left empty on the meta device."""
+    return nn.Parameter(torch.empty(*shape) if on_meta() else torch.randn(*shape) * std)
 
 
 def make_norm(cfg: ModelConfig, dim: int, eps: float | None = None) -> nn.Module:
@@ -204,7 +214,7 @@ class Layer(nn.Module):
 
 def init_weights(module: nn.Module, std: float = 0.02) -> None:
     """BERT/GPT-2 initialisation: normal(0, 0.02) weights, zero biases, unit norms. Modules on
-    the meta device are left alone (see ``embedding``)."""
+    the meta device are left alone (see ``on_meta``)."""
     for m in module.modules():
         if any(p.is_meta for p in m.parameters(recurse=False)):
             continue
@@ -220,4 +230,5 @@ def init_weights(module: nn.Module, std: float = 0.02) -> None:
                 nn.init.zeros_(m.bias)
 
 
-__all__ = ["ACTIVATIONS", "Layer", "MLP", "RMSNorm", "activation", "embedding", "init_weights", "make_norm"]
+__all__ = ["ACTIVATIONS", "Layer", "MLP", "RMSNorm", "activation", "embedding", "init_weights", "make_norm", "on_meta",
+           "random_parameter"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import activation, embedding, make_norm
+from .blocks import activation, embedding, make_norm, random_parameter
 from .config import ModelConfig
 from .errors import LmatlasError
 from .positions import sinusoidal_positions
@@ -113,8 +113,8 @@ class PatchEmbeddings(nn.Module):
         self.image_size = cfg.image_size
         self.patches = nn.Conv2d(cfg.num_channels, h, cfg.patch_size, stride=cfg.patch_size, bias=cfg.patch_bias)
         grid = cfg.patch_grid
-        self.class_token = nn.Parameter(torch.randn(h) * 0.02)
-        self.positions = nn.Parameter(torch.randn(grid[0] * grid[1] + 1, h) * 0.02)
+        self.class_token = random_parameter(h, std=0.02)
+        self.positions = random_parameter(grid[0] * grid[1] + 1, h, std=0.02)
         self.dropout = nn.Dropout(cfg.hidden_dropout)
         self.norm = make_norm(cfg, h) if cfg.embedding_norm else None
 

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .adaptive import AdaptiveEmbedding
-from .blocks import MLP, make_norm
+from .blocks import MLP, make_norm, random_parameter
 from .config import ModelConfig
 from .errors import LmatlasError
 
@@ -131,8 +131,8 @@ class RelativeAttention(nn.Module):
         self.norm = make_norm(cfg, d)
         self.pre_norm = cfg.norm_position == "pre"
         if cfg.relative_bias_per_layer:
-            self.content_bias = nn.Parameter(torch.randn(n, dh) * BIAS_STD)
-            self.position_bias = nn.Parameter(torch.randn(n, dh) * BIAS_STD)
+            self.content_bias = random_parameter(n, dh, std=BIAS_STD)
+            self.position_bias = random_parameter(n, dh, std=BIAS_STD)
         self.scale = dh**-0.5
         self.attention_dropout = cfg.attention_dropout
         self.dropout = nn.Dropout(cfg.hidden_dropout)
@@ -230,8 +230,8 @@ class RecurrentDecoder(nn.Module):
         self.config = cfg
         self.embeddings = AdaptiveEmbedding(cfg)
         if not cfg.relative_bias_per_layer:  # one u and one v for every layer (untie_r off)
-            self.content_bias = nn.Parameter(torch.randn(cfg.num_heads, cfg.head_dim) * BIAS_STD)
-            self.position_bias = nn.Parameter(torch.randn(cfg.num_heads, cfg.head_dim) * BIAS_STD)
+            self.content_bias = random_parameter(cfg.num_heads, cfg.head_dim, std=BIAS_STD)
+            self.position_bias = random_parameter(cfg.num_heads, cfg.head_dim, std=BIAS_STD)
         self.layers = nn.ModuleList(RecurrentLayer(cfg) for _ in range(cfg.num_layers))
         self.dropout = nn.Dropout(cfg.hidden_dropout)
 

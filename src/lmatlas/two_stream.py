@@ -34,7 +34,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import make_norm
+from .blocks import make_norm, on_meta
 from .config import ModelConfig
 from .recurrence import blocked_keys, relative_shift
 
@@ -98,10 +98,11 @@ class TwoStreamAttention(nn.Module):
         self.norm = make_norm(cfg, d)
         self.dropout = nn.Dropout(cfg.hidden_dropout)
         self.scale = dh**-0.5
-        with torch.no_grad():
-            for p in (self.q, self.k, self.v, self.o, self.r, self.content_bias, self.position_bias,
-                      self.segment_bias, self.segment_embed):
-                p.normal_(0.0, 0.02)
+        if not on_meta():
+            with torch.no_grad():
+                for p in (self.q, self.k, self.v, self.o, self.r, self.content_bias, self.position_bias,
+                          self.segment_bias, self.segment_embed):
+                    p.normal_(0.0, 0.02)
 
     def scores_to_values(self, q, k, v, kr, segments, mask) -> torch.Tensor:
         """q (b, i, n, d) attends over k, v (b, j, n, d); kr (b or 1, distances, n, d) are the

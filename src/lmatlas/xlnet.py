@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from .blocks import MLP, embedding, make_norm
+from .blocks import MLP, embedding, make_norm, on_meta
 from .config import ModelConfig
 from .errors import LmatlasError
 from .recurrence import relative_encodings, update_memory
@@ -36,7 +36,9 @@ class XLNetEmbeddings(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.tokens = embedding(cfg.vocab_size, cfg.hidden_size)
-        self.query = nn.Parameter(torch.empty(1, 1, cfg.hidden_size).normal_(0.0, 0.02))
+        self.query = nn.Parameter(torch.empty(1, 1, cfg.hidden_size))
+        if not on_meta():
+            nn.init.normal_(self.query, 0.0, 0.02)
 
 
 class XLNetLayer(nn.Module):

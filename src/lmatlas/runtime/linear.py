@@ -121,6 +121,7 @@ class CpuLinear(nn.Linear):
     _packed_version: tuple[int, int] = (0, -1)
     _blocked: torch.Tensor | None = None
     _blocked_version: tuple[int, int] = (0, -1)
+    _no_room: bool = False  # a copy was refused for want of memory (``_room_for``)
     _kernels: dict | None = None  # (rows decoded, threads) -> the kernel chosen
     _bound: "_BoundRow | None" = None  # the C one-row kernel, once chosen, bound to the weight
 
@@ -205,7 +206,8 @@ class CpuLinear(nn.Linear):
     def _block(self) -> torch.Tensor | None:
         if self._blocked is None or self._blocked_version != weight_version(self.weight):
             self._blocked = None  # the old copy goes before room is counted for the new one
-            if not memory.room_for(self.weight.numel() * 4):
+            out, inp = self.weight.shape
+            if not self._room_for(-(-out // native.BLOCK) * native.BLOCK * inp * 4):
                 return None
             with torch.no_grad():
                 self._blocked = native.block_weight(self.weight.detach())
@@ -216,8 +218,9 @@ class CpuLinear(nn.Linear):
         if self._packed is None or self._packed_version != weight_version(self.weight):
             self._packed = None
             w = self.weight
-            if not memory.room_for(w.numel() * (4 if w.dtype == torch.float16 else w.element_size())):
-                return None  # (float16 is packed widened to float32)
+            # float16 is widened to float32 first, then packed: two float32 copies for a while.
+            if not self._room_for(w.numel() * (8 if w.dtype == torch.float16 else w.element_size())):
+                return None
             packed = _onednn_pack(self.weight.detach(), max(_rows(), 2))
             if packed is None:
                 return None
@@ -225,11 +228,21 @@ class CpuLinear(nn.Linear):
             self._packed_version = weight_version(self.weight)
         return self._packed
 
+    def _room_for(self, nbytes: int) -> bool:
+        """Whether to make a copy of ``nbytes``: once refused for want of memory, the layer
+        computes from its own weight until ``release``, so that a decode does not switch kernels
+        (and summation orders) from one step to the next as other processes' memory comes and
+        goes."""
+        if not self._no_room and not memory.room_for(nbytes):
+            self._no_room = True
+        return not self._no_room
+
     def release(self) -> None:
-        """Drop the packed copies (they are made again when needed)."""
+        """Drop the packed copies (they are made again when needed, if there is room)."""
         self._packed = None
         self._blocked = None
         self._bound = None
+        self._no_room = False
 
 
 def _dropped():

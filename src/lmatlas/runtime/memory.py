@@ -15,19 +15,34 @@ import warnings
 RESERVE_FRACTION = 0.125
 RESERVE_MIN = 512 << 20
 MEMINFO = "/proc/meminfo"
+# A container's limit and use (cgroup v2, then v1): the machine's free memory is not all its.
+CGROUP_LIMITS = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                 ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
 
 _warned = False
 
 
 def meminfo() -> tuple[int, int] | None:
     """(total, available) bytes of memory as Linux counts them (``MemAvailable``: free memory
-    plus caches it can reclaim), or None where that is not known."""
+    plus caches it can reclaim, which includes the pages of a memory-mapped checkpoint), within
+    the process's container where it has a limit; None where that is not known."""
     try:
         with open(MEMINFO, encoding="ascii") as f:
             fields = dict(line.split(":", 1) for line in f if ":" in line)
         total, available = (int(fields[k].split()[0]) * 1024 for k in ("MemTotal", "MemAvailable"))
     except (OSError, KeyError, ValueError):
         return None
+    for limit_file, usage_file in CGROUP_LIMITS:
+        try:
+            with open(limit_file, encoding="ascii") as f:
+                limit = f.read().strip()
+            with open(usage_file, encoding="ascii") as f:
+                used = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < total:  # "max", or v1's huge number: no limit
+            total, available = int(limit), min(available, max(0, int(limit) - used))
+        break
     return total, available
 
 
