@@ -143,6 +143,11 @@ def test_a_stored_tensor_reads_as_gguf_dequantizes_it(reference, kind, tmp_path,
         return file.tensor("blk.0.ffn_down.weight")
 
     assert torch.equal(read().view(torch.int32), want.view(torch.int32))
+    # The metadata and tensors as gguf's own reader gives them, read through a plain array view.
+    file, theirs = GGUFFile(path), gguf.GGUFReader(path)
+    assert file.metadata == {name: field.contents() for name, field in theirs.fields.items()}
+    assert all(type(t.data) is np.ndarray and np.array_equal(t.data, u.data)
+               for t, u in zip(file.tensors.values(), theirs.tensors))
     monkeypatch.setattr(native, "_library", None)
     monkeypatch.setattr(native, "_failed", "switched off for this test")
     assert torch.equal(read().view(torch.int32), want.view(torch.int32))

@@ -72,7 +72,7 @@ class GGUFFile(GGUFMetadata):
             if f.read(4) != MAGIC:
                 raise LmatlasError(f"{path}: not a GGUF file (it does not start with the GGUF magic bytes)")
         try:
-            reader = gguf.GGUFReader(path)
+            reader = _reader_class(gguf)(path)
             self.metadata: dict[str, Any] = {name: field.contents() for name, field in reader.fields.items()}
             self.tensors = {t.name: t for t in reader.tensors}
             # The reader maps the tensors lazily: one whose bytes run past the end of the file
@@ -119,6 +119,25 @@ class GGUFFile(GGUFMetadata):
         rows, columns = self.shape(name)
         raw = np.asarray(t.data, dtype=np.uint8).reshape(rows, kind.row_bytes(columns))
         return torch.from_numpy(raw.copy()), kind
+
+
+@functools.lru_cache(maxsize=1)
+def _reader_class(gguf):
+    class Reader(gguf.GGUFReader):
+        """gguf's reader over a plain NumPy view of its memory map. It reads the metadata in
+        small slices, two per string, and a slice of an ``np.memmap`` costs several times a plain
+        array's (its ``__array_finalize__``): SmolLM2's 49,152 tokens and 48,900 merges took
+        1.9 s, 0.6 s this way. The view keeps the map open (the map is its base)."""
+
+        @property
+        def data(self) -> np.ndarray:
+            return self._data
+
+        @data.setter
+        def data(self, value: np.ndarray) -> None:
+            self._data = value.view(np.ndarray)
+
+    return Reader
 
 
 def open_gguf(path: Path) -> GGUFFile:
