@@ -180,6 +180,32 @@ def test_k_quants_as_stored(path, monkeypatch):
         quant_formats.quantize(torch.zeros(2, 256), quant_formats.Q4_K)
 
 
+@pytest.mark.parametrize("path", quant_kernels.QUANT_PATHS)
+def test_q5_as_stored(path, monkeypatch):
+    """Q5_0 and Q5_1 blocks, made by the gguf package (lmatlas does not make them), on each path,
+    against the gguf package's dequantization; lmatlas' dequantization gives its floats to the
+    bit; quantizing to them is one sentence."""
+    gguf = require("gguf")
+    if not forced(path, monkeypatch):
+        return
+    for kind in (quant_formats.Q5_0, quant_formats.Q5_1):
+        for (out_features, in_features), seed in (((37, 96), 1), ((5, 1536), 2), ((64, 576), 3)):
+            w = awkward(out_features, in_features, seed)
+            raw = gguf.quants.quantize(w.numpy(), gguf.GGMLQuantizationType(kind.id))
+            blocks = torch.from_numpy(raw)
+            want = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType(kind.id)).astype(np.float32)
+            assert np.array_equal(quant_formats.dequantize(blocks, kind).numpy().view(np.uint32),
+                                  want.reshape(out_features, in_features).view(np.uint32))
+            for rows in (1, 3, 8, 11):
+                g = torch.Generator().manual_seed(rows)
+                x = torch.randn(rows, in_features, generator=g)
+                check_layer(kind, blocks, x, torch.randn(out_features, generator=g) if rows % 2 else None)
+        with pytest.raises(LmatlasError, match=rf"^{kind.name} matrices run as a file stores them; lmatlas quantizes to q8_0, q4_0, q4_1$"):
+            quant_formats.quantize(torch.zeros(2, 64), kind)
+        with pytest.raises(LmatlasError, match=rf"^{kind.name} matrices run as a file stores them"):
+            quant_formats.quantize_in_torch(torch.zeros(2, 64), kind)
+
+
 def test_paths_agree():
     """The integer sums are exact: the paths differ only in the order of the float32 sums."""
     paths = quant_kernels.quant_paths()

@@ -91,13 +91,13 @@ class GGUFFile(GGUFMetadata):
         return tuple(int(d) for d in reversed(self.tensors[name].shape))
 
     def tensor(self, name: str) -> torch.Tensor:
-        """The tensor ``name`` as float32 (dequantized if stored in a quantized type): Q8_0, Q4_0
-        and Q4_1 by ``quant_formats.dequantize`` (C where built, to the bit what the ``gguf``
-        package gives, and about 30 times faster than its NumPy: SmolLM2's table of token
-        embeddings took 0.6 s), the other types by ``gguf``."""
+        """The tensor ``name`` as float32 (dequantized if stored in a quantized type): the types
+        of blocks of 32 (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) by ``quant_formats.dequantize`` (C where
+        built, to the bit what the ``gguf`` package gives, and about 30 times faster than its
+        NumPy: SmolLM2's table of token embeddings took 0.6 s), the other types by ``gguf``."""
         t = self.tensors[name]
         kind = BY_ID.get(int(t.tensor_type))
-        if kind is not None and kind.name in quant_formats.TYPES and len(t.shape) == 2:
+        if kind is not None and kind.block == quant_formats.BLOCK and len(t.shape) == 2:
             blocks = self.blocks(name)[0]
             return quant_formats.dequantize(blocks, kind).reshape(self.shape(name))
         try:
@@ -110,8 +110,9 @@ class GGUFFile(GGUFMetadata):
         return torch.from_numpy(values.copy())
 
     def blocks(self, name: str) -> tuple[torch.Tensor, object] | None:
-        """A matrix stored in a block format the runtime multiplies as it is (Q8_0, Q4_0, Q4_1, Q4_K, Q6_K):
-        its (rows, row bytes) blocks, copied from the file, and the format; None otherwise."""
+        """A matrix stored in a block format the runtime multiplies as it is (Q8_0, Q4_0, Q4_1,
+        Q5_0, Q5_1, Q4_K, Q6_K): its (rows, row bytes) blocks, copied from the file, and the
+        format; None otherwise."""
         t = self.tensors[name]
         kind = BY_ID.get(int(t.tensor_type))
         if kind is None or len(t.shape) != 2:

@@ -1,5 +1,5 @@
 """llama.cpp's (ggml's) block formats for quantized matrices, in PyTorch: Q8_0, Q4_0 and Q4_1
-(and Q4_K, Q6_K as GGUF files store them: dequantized by the ``gguf`` package, never made here).
+(and Q5_0, Q5_1, Q4_K, Q6_K as GGUF files store them: run and dequantized, never made here).
 
 A matrix of (rows, columns) is stored row by row, each row as columns / 32 blocks of 32
 consecutive weights, each block a float16 scale (and a float16 minimum for Q4_1) and the
@@ -42,7 +42,11 @@ TYPES = {t.name: t for t in (Q8_0, Q4_0, Q4_1)}  # the types lmatlas quantizes t
 # csrc/quant_k.c) but lmatlas does not make: their blocks come from a file.
 Q4_K = QuantType("q4_k", 12, 144, 256)
 Q6_K = QuantType("q6_k", 14, 210, 256)
-BY_ID = {t.id: t for t in (*TYPES.values(), Q4_K, Q6_K)}
+# Q5_0 and Q5_1, which llama.cpp's quantizer puts where a Q4_K_M or Q4_K_S file's rows are not
+# whole super-blocks of 256 (a width of 576 or 896): blocks of 32 with a fifth bit per weight.
+Q5_0 = QuantType("q5_0", 6, 22)
+Q5_1 = QuantType("q5_1", 7, 24)
+BY_ID = {t.id: t for t in (*TYPES.values(), Q5_0, Q5_1, Q4_K, Q6_K)}
 
 
 def quant_type(name: str | QuantType, argument: str = "quantize") -> QuantType:
@@ -84,17 +88,22 @@ def _unpack_nibbles(qs: torch.Tensor) -> torch.Tensor:
 
 def quantize(w: torch.Tensor, kind: str | QuantType) -> torch.Tensor:
     """A (rows, columns) float matrix as (rows, row bytes) uint8 blocks of ``kind``."""
-    kind = quant_type(kind)
-    if kind.block != BLOCK:
-        raise LmatlasError(f"{kind.name} matrices run as a file stores them; lmatlas quantizes to {', '.join(TYPES)}")
+    kind = _made_here(kind)
     b = _blocks(w)
     fast = quant_kernels.quant_quantize(b.reshape(w.shape), kind.id, kind.row_bytes(w.shape[1]))
     return fast if fast is not None else quantize_in_torch(w, kind)
 
 
+def _made_here(kind: str | QuantType) -> QuantType:
+    kind = quant_type(kind)
+    if kind.name not in TYPES:
+        raise LmatlasError(f"{kind.name} matrices run as a file stores them; lmatlas quantizes to {', '.join(TYPES)}")
+    return kind
+
+
 def quantize_in_torch(w: torch.Tensor, kind: str | QuantType) -> torch.Tensor:
     """``quantize`` in PyTorch's operators (where the C library is not built)."""
-    kind = quant_type(kind)
+    kind = _made_here(kind)
     rows = w.shape[0]
     b = _blocks(w)
     if kind is Q8_0:
@@ -129,18 +138,23 @@ def dequantize(blocks: torch.Tensor, kind: str | QuantType, dtype: torch.dtype =
     (in C where the library is built, as ``quantize``)."""
     kind = quant_type(kind)
     rows = blocks.shape[0]
-    if kind.block != BLOCK:  # a K-quant: the gguf package's own dequantization
-        import gguf
+    if kind.block == BLOCK:
+        fast = quant_kernels.quant_dequantize(blocks, kind.id, blocks.shape[1] // kind.block_bytes * BLOCK)
+        if fast is not None:
+            return fast.to(dtype)
+        if kind.name in TYPES:
+            return dequantize_in_torch(blocks, kind, dtype)
+    # A K-quant, or Q5 without the library: the gguf package's own dequantization.
+    import gguf
 
-        values = gguf.quants.dequantize(blocks.numpy(), gguf.GGMLQuantizationType(kind.id))
-        return torch.from_numpy(values.astype("float32").reshape(rows, -1)).to(dtype)
-    fast = quant_kernels.quant_dequantize(blocks, kind.id, blocks.shape[1] // kind.block_bytes * BLOCK)
-    return fast.to(dtype) if fast is not None else dequantize_in_torch(blocks, kind, dtype)
+    values = gguf.quants.dequantize(blocks.numpy(), gguf.GGMLQuantizationType(kind.id))
+    return torch.from_numpy(values.astype("float32").reshape(rows, -1)).to(dtype)
 
 
 def dequantize_in_torch(blocks: torch.Tensor, kind: str | QuantType, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """``dequantize`` in PyTorch's operators (where the C library is not built)."""
-    kind = quant_type(kind)
+    """``dequantize`` in PyTorch's operators (where the C library is not built), for the types
+    lmatlas makes."""
+    kind = _made_here(kind)
     rows = blocks.shape[0]
     raw = blocks.reshape(-1, kind.block_bytes)
     d = _half(raw[:, :2])
@@ -155,6 +169,6 @@ def dequantize_in_torch(blocks: torch.Tensor, kind: str | QuantType, dtype: torc
 
 
 __all__ = [
-    "BLOCK", "BY_ID", "Q4_0", "Q4_1", "Q4_K", "Q6_K", "Q8_0", "TYPES", "QuantType", "dequantize", "quant_type", "quantize",
+    "BLOCK", "BY_ID", "Q4_0", "Q4_1", "Q4_K", "Q5_0", "Q5_1", "Q6_K", "Q8_0", "TYPES", "QuantType", "dequantize", "quant_type", "quantize",
     "dequantize_in_torch", "quantize_in_torch",
 ]  # fmt: skip

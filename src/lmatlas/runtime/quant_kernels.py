@@ -105,7 +105,7 @@ def quant_quantize(w: torch.Tensor, qtype: int, row_bytes: int) -> torch.Tensor 
 
 
 def quant_dequantize(blocks: torch.Tensor, qtype: int, columns: int) -> torch.Tensor | None:
-    """(rows, row bytes) blocks of ggml's ``qtype`` (Q8_0, Q4_0, Q4_1) as the (rows, ``columns``)
+    """(rows, row bytes) blocks of ggml's ``qtype`` (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1) as the (rows, ``columns``)
     float32 matrix ``quant_formats.dequantize`` gives; None without the library."""
     lib = native.library()
     if lib is None:

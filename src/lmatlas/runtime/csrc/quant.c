@@ -9,8 +9,14 @@
  *   Q4_1 (type 3)  20 bytes: fp16 d, fp16 m, uint8 qs[16]       w[i] = d * nibble i + m
  *
  * where nibble i is qs[i] & 15 for i < 16 and qs[i - 16] >> 4 for i >= 16 (ggml's order: the
- * low nibbles hold the block's first half, the high nibbles its second). And, as files store them,
- * the K-quants Q4_K and Q6_K (quant_k.c).
+ * low nibbles hold the block's first half, the high nibbles its second). And, as files store them
+ * (lmatlas does not make them):
+ *
+ *   Q5_0 (type 6)  22 bytes: fp16 d, uint8 qh[4], uint8 qs[16]          w[i] = d * (v_i - 16)
+ *   Q5_1 (type 7)  24 bytes: fp16 d, fp16 m, uint8 qh[4], uint8 qs[16]  w[i] = d * v_i + m
+ *
+ * with v_i = nibble i + 16 * (bit i of qh, a little-endian 32-bit word), and the K-quants Q4_K
+ * and Q6_K (quant_k.c).
  *
  * As in ggml, the activations are quantized on the fly, each row's blocks of 32 to int8 with a
  * scale (a = da * qa, da = max |a| / 127, rounded half away from zero), so that a block's products
@@ -107,7 +113,7 @@ static void quantize_block(int type, const float *x, uint8_t *out) {
 
 int quant_quantize(int type, const float *x, int64_t rows, int64_t K, uint8_t *out, int threads) {
     const int64_t size = quant_block_bytes(type), nb = K / QK;
-    if (!size || K % QK || quant_block_weights(type) != QK) return -1; /* the K-quants are not made here */
+    if (!quant_made_here(type) || K % QK) return -1; /* the K-quants and Q5 are not made here */
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t r = 0; r < rows; ++r)
         for (int64_t b = 0; b < nb; ++b) quantize_block(type, x + r * K + b * QK, out + (r * nb + b) * size);
@@ -135,12 +141,22 @@ int quant_dequantize(int type, const uint8_t *w, int64_t rows, int64_t K, float 
                     y[i] = d * (float)((x->qs[i] & 15) - 8);
                     y[i + QK / 2] = d * (float)((x->qs[i] >> 4) - 8);
                 }
-            } else {
+            } else if (type == Q4_1) {
                 const block_q4_1 *x = (const block_q4_1 *)blk;
                 const float d = quant_fp16(x->d), m = quant_fp16(x->m);
                 for (int i = 0; i < QK / 2; ++i) {
                     y[i] = d * (float)(x->qs[i] & 15) + m;
                     y[i + QK / 2] = d * (float)(x->qs[i] >> 4) + m;
+                }
+            } else { /* Q5_0, Q5_1: d (v - 16), or d v + m (d v exact: one rounding) */
+                const int q5_1 = type == Q5_1;
+                const uint8_t *qh = q5_1 ? ((const block_q5_1 *)blk)->qh : ((const block_q5_0 *)blk)->qh;
+                const uint8_t *qs = q5_1 ? ((const block_q5_1 *)blk)->qs : ((const block_q5_0 *)blk)->qs;
+                const float d = quant_fp16(q5_1 ? ((const block_q5_1 *)blk)->d : ((const block_q5_0 *)blk)->d);
+                const float m = q5_1 ? quant_fp16(((const block_q5_1 *)blk)->m) : 0.0f;
+                for (int i = 0; i < QK; ++i) {
+                    const int v = q5_value(qs, qh, i);
+                    y[i] = q5_1 ? d * (float)v + m : d * (float)(v - 16);
                 }
             }
         }
@@ -165,11 +181,15 @@ void quant_activations(const float *x, int64_t M, int64_t K, int8_t *q, float *d
     }
 }
 
+int quant_made_here(int type) { return type == Q8_0 || type == Q4_0 || type == Q4_1; }
+
 int64_t quant_block_bytes(int type) {
     switch (type) {
     case Q8_0: return sizeof(block_q8_0);
     case Q4_0: return sizeof(block_q4_0);
     case Q4_1: return sizeof(block_q4_1);
+    case Q5_0: return sizeof(block_q5_0);
+    case Q5_1: return sizeof(block_q5_1);
     case Q4_K: return sizeof(block_q4_K);
     case Q6_K: return sizeof(block_q6_K);
     }
@@ -192,9 +212,17 @@ static float row_dot_scalar(int type, const uint8_t *w, const int8_t *q, const f
             for (int i = 0; i < QK / 2; ++i)
                 isum += ((blk->qs[i] & 15) - 8) * q[i] + ((blk->qs[i] >> 4) - 8) * q[i + QK / 2];
             sum += quant_fp16(blk->d) * d[b] * (float)isum;
-        } else {
+        } else if (type == Q4_1) {
             const block_q4_1 *blk = (const block_q4_1 *)w + b;
             for (int i = 0; i < QK / 2; ++i) isum += (blk->qs[i] & 15) * q[i] + (blk->qs[i] >> 4) * q[i + QK / 2];
+            sum += quant_fp16(blk->d) * d[b] * (float)isum + quant_fp16(blk->m) * s[b];
+        } else if (type == Q5_0) {
+            const block_q5_0 *blk = (const block_q5_0 *)w + b;
+            for (int i = 0; i < QK; ++i) isum += (q5_value(blk->qs, blk->qh, i) - 16) * q[i];
+            sum += quant_fp16(blk->d) * d[b] * (float)isum;
+        } else {
+            const block_q5_1 *blk = (const block_q5_1 *)w + b;
+            for (int i = 0; i < QK; ++i) isum += q5_value(blk->qs, blk->qh, i) * q[i];
             sum += quant_fp16(blk->d) * d[b] * (float)isum + quant_fp16(blk->m) * s[b];
         }
     }

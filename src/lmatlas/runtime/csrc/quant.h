@@ -8,7 +8,7 @@
 #define QUANT_GROUP 8      /* rows of x that share a pass over a weight row's blocks */
 
 /* ggml's type ids, as GGUF files name them. */
-enum { Q4_0 = 2, Q4_1 = 3, Q8_0 = 8, Q4_K = 12, Q6_K = 14 };
+enum { Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8, Q4_K = 12, Q6_K = 14 };
 enum { PATH_SCALAR = 0, PATH_AVX2 = 1, PATH_AVX512VNNI = 2 };
 
 typedef struct {
@@ -26,6 +26,21 @@ typedef struct {
     uint8_t qs[QK / 2];
 } block_q4_1;
 
+/* Q5_0 and Q5_1, as files store them (llama.cpp's quantizer falls back to Q5_0 for the Q4_K
+ * matrices of a Q4_K_M file whose rows are not whole super-blocks of 256): Q4's nibbles, and
+ * each weight's fifth bit in qh (bit i of the little-endian 32-bit word for weight i). */
+typedef struct {
+    uint16_t d;
+    uint8_t qh[4];
+    uint8_t qs[QK / 2];
+} block_q5_0;
+
+typedef struct {
+    uint16_t d, m;
+    uint8_t qh[4];
+    uint8_t qs[QK / 2];
+} block_q5_1;
+
 /* The K-quants, run as a file stores them (lmatlas does not make them): 256 weights in 8
  * sub-blocks of 32 (Q4_K) or 16 of 16 (Q6_K), each with its own scale. Layouts: quant_k.c. */
 typedef struct {
@@ -42,12 +57,20 @@ typedef struct {
 } block_q6_K;
 
 _Static_assert(sizeof(block_q8_0) == 34 && sizeof(block_q4_0) == 18 && sizeof(block_q4_1) == 20 &&
+                   sizeof(block_q5_0) == 22 && sizeof(block_q5_1) == 24 &&
                    sizeof(block_q4_K) == 144 && sizeof(block_q6_K) == 210,
                "ggml's block sizes");
 
 float quant_fp16(uint16_t h);
+int quant_made_here(int type); /* Q8_0, Q4_0, Q4_1: the types lmatlas quantizes to */
 int64_t quant_block_bytes(int type);
 int64_t quant_block_weights(int type); /* 32, or 256 for the K-quants */
+
+/* Weight i of a Q5 block, 0..31: its nibble and its bit of qh. */
+static inline int q5_value(const uint8_t *qs, const uint8_t *qh, int i) {
+    const int nibble = i < QK / 2 ? qs[i] & 15 : qs[i - QK / 2] >> 4;
+    return nibble | ((qh[i / 8] >> (i % 8)) & 1) << 4;
+}
 
 /* Q4_K's scale and minimum of sub-block j (ggml's get_scale_min_k4). */
 static inline void q4_k_scale_min(int j, const uint8_t *q, int *scale, int *min) {

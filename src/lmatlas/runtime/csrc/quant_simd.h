@@ -26,6 +26,19 @@ static inline __attribute__((always_inline)) __m256i FN(nibbles)(const uint8_t *
     return _mm256_and_si256(both, _mm256_set1_epi8(15));
 }
 
+/* A Q5 block's fifth bits (qh: bit i for weight i) as 32 bytes, 16 where the bit is set and 0
+ * elsewhere: each byte takes the qh byte of its weight (a shuffle within each 128-bit half, where
+ * the broadcast word holds all four) and tests its own bit. */
+static inline __attribute__((always_inline)) __m256i FN(fifth_bits)(const uint8_t *qh) {
+    uint32_t word;
+    memcpy(&word, qh, sizeof word);
+    const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32((int)word),
+                                               _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                                                2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+    const __m256i bit = _mm256_set1_epi64x(0x8040201008040201);
+    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(16));
+}
+
 /* One weight row of K-quant super-blocks (layouts: quant_k.c) against the M rows of quantized
  * activations: each sub-block of 32 is unpacked into 32 bytes in the activations' order, as a
  * block of the other types. */
@@ -103,7 +116,7 @@ static inline __attribute__((always_inline)) void FN(row)(const int type, const 
         b = nb;
     }
 #ifdef PAIRS
-    else
+    else if (type != Q5_0 && type != Q5_1)
         b = PAIRS(type, M, w, q, d, s, nb, K, acc, mins); /* the blocks two at a time on 512-bit registers */
 #endif
     for (; b < nb; ++b) {
@@ -117,22 +130,32 @@ static inline __attribute__((always_inline)) void FN(row)(const int type, const 
             const block_q4_0 *blk = (const block_q4_0 *)w + b;
             wq = _mm256_sub_epi8(FN(nibbles)(blk->qs), _mm256_set1_epi8(8));
             dw = _cvtsh_ss(blk->d);
-        } else {
+        } else if (type == Q4_1) {
             const block_q4_1 *blk = (const block_q4_1 *)w + b;
             wq = FN(nibbles)(blk->qs);
+            dw = _cvtsh_ss(blk->d);
+            mw = _cvtsh_ss(blk->m);
+        } else if (type == Q5_0) {
+            const block_q5_0 *blk = (const block_q5_0 *)w + b;
+            wq = _mm256_sub_epi8(_mm256_or_si256(FN(nibbles)(blk->qs), FN(fifth_bits)(blk->qh)), _mm256_set1_epi8(16));
+            dw = _cvtsh_ss(blk->d);
+        } else {
+            const block_q5_1 *blk = (const block_q5_1 *)w + b;
+            wq = _mm256_or_si256(FN(nibbles)(blk->qs), FN(fifth_bits)(blk->qh));
             dw = _cvtsh_ss(blk->d);
             mw = _cvtsh_ss(blk->m);
         }
         /* The byte multiply-adds (vpmaddubsw, vpdpbusd) take one unsigned operand: signed
          * weights go in as |w|, with their sign moved onto the activations (vpsignb: a, -a or 0).
-         * Q4_1's nibbles are unsigned already. */
-        const __m256i u = type == Q4_1 ? wq : _mm256_sign_epi8(wq, wq);
+         * Q4_1's and Q5_1's values are unsigned already, and add m times the activations' sum. */
+        const int offset = type == Q4_1 || type == Q5_1;
+        const __m256i u = offset ? wq : _mm256_sign_epi8(wq, wq);
         for (int m = 0; m < M; ++m) {
             const __m256i a = _mm256_loadu_si256((const __m256i *)(q + m * K + b * QK));
-            const __m256i sa = type == Q4_1 ? a : _mm256_sign_epi8(a, wq);
+            const __m256i sa = offset ? a : _mm256_sign_epi8(a, wq);
             const __m256 sums = _mm256_cvtepi32_ps(DOT32(u, sa));
             acc[m] = _mm256_fmadd_ps(_mm256_set1_ps(dw * d[m * nb + b]), sums, acc[m]);
-            if (type == Q4_1) mins[m] += mw * s[m * nb + b];
+            if (offset) mins[m] += mw * s[m * nb + b];
         }
     }
     for (int m = 0; m < M; ++m) out[m] = FN(hsum)(acc[m]) + mins[m];
@@ -194,6 +217,8 @@ static inline __attribute__((always_inline)) void FN(rows)(const int type, const
     switch (type) {                                                                                               \
     case Q8_0: FOR_ROWS(Q8_0, G); break;                                                                          \
     case Q4_0: FOR_ROWS(Q4_0, G); break;                                                                          \
+    case Q5_0: FOR_ROWS(Q5_0, G); break;                                                                          \
+    case Q5_1: FOR_ROWS(Q5_1, G); break;                                                                          \
     case Q4_K: FOR_ROWS(Q4_K, G); break;                                                                          \
     case Q6_K: FOR_ROWS(Q6_K, G); break;                                                                          \
     default: FOR_ROWS(Q4_1, G);                                                                                   \
