@@ -70,6 +70,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=None, help="both sides (default: torch's count)")
     ap.add_argument("--new", type=int, default=128)
     ap.add_argument("--prompt", type=int, default=512, help="tokens of the long prompt")
+    ap.add_argument("--file", default=None, help="another GGUF file of the same model (default: the packaged Q4_1 file)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -81,7 +82,7 @@ def main() -> int:
     from lmatlas.gguf import read_tokenizer
     from lmatlas.runtime import quant_kernels
 
-    file = generative_model()
+    file = Path(args.file) if args.file else generative_model()
     tok = read_tokenizer(file)
     eos = tok.eos_token_id
     chat = tok.encode(apply_chat_template(tok, [{"role": "user", "content": QUESTION}], add_generation_prompt=True),

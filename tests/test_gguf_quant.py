@@ -52,8 +52,10 @@ def random_k_blocks(kind, shape, seed):
     return raw.reshape(shape[0], -1), q
 
 
-def write(path, model, kind):
+def write(path, model, kind, kinds=None):
+    """``model`` as a GGUF file, its matrices in ``kind`` (``kinds``: another for some, by name)."""
     gguf = require("gguf")
+    kinds = kinds or {}
     state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
     tensors = {"token_embd.weight": state["model.embed_tokens.weight"], "output.weight": state["lm_head.weight"],
                "output_norm.weight": state["model.norm.weight"]}  # fmt: skip
@@ -74,13 +76,14 @@ def write(path, model, kind):
         add(value)
     for i, (name, w) in enumerate(tensors.items()):
         w = np.ascontiguousarray(w, dtype=np.float32)
+        kind_here = kinds.get(name, kind)
         if w.ndim == 1:  # norms stay F32, as llama.cpp keeps them
             writer.add_tensor(name, w)
-        elif kind in K_SCALES:
-            raw, q = random_k_blocks(kind, w.shape, seed=i)
+        elif kind_here in K_SCALES:
+            raw, q = random_k_blocks(kind_here, w.shape, seed=i)
             writer.add_tensor(name, raw, raw_dtype=q)
         else:
-            q = gguf.GGMLQuantizationType[kind]
+            q = gguf.GGMLQuantizationType[kind_here]
             writer.add_tensor(name, gguf.quants.quantize(w, q), raw_dtype=q)
     finish(writer)
     return path
@@ -106,6 +109,45 @@ def test_quant_type_against_transformers(reference, kind, tmp_path):
     diff = (got - expected)[mask.bool()].abs().max().item()
     print(f"{kind}: max abs logit diff {diff:.2e} (logits up to {expected.abs().max():.1f})")
     assert diff <= TOL
+
+
+@pytest.mark.parametrize("q_kind", ["Q5_0", "Q4_0"])
+def test_a_fused_projection_of_mixed_types_is_kept_as_q8_0(reference, q_kind, tmp_path):
+    """llama.cpp's Q4_K_M stores a layer's q and k in Q5_0 (where rows are not whole blocks of
+    256) and v in Q8_0: lmatlas' fused q/k/v projection is kept as Q8_0 blocks of the very same
+    weights (no rounding), and the model matches transformers on the file; Q4_1 and Q8_0 mixed
+    (a minimum) are dequantized to float32 as before."""
+    from lmatlas.runtime import quant_formats
+    from lmatlas.runtime.quantized import QuantizedLinear
+
+    path = write(tmp_path / f"{q_kind}.gguf", reference, q_kind, {"blk.0.attn_v.weight": "Q8_0"})
+    ours, plain = lmatlas.load(path), lmatlas.load(path, dequantize=True)
+    qkv = ours.backbone.layers[0].attn.qkv
+    assert isinstance(qkv, QuantizedLinear) and qkv.kind is quant_formats.Q8_0
+    assert torch.equal(qkv.weight, plain.backbone.layers[0].attn.qkv.weight)
+    ref = transformers().AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=path.name).eval()
+    ids = torch.randint(0, VOCAB, (2, 7), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert (ours(ids).logits - ref(input_ids=ids).logits).abs().max().item() <= TOL
+    mixed = lmatlas.load(write(tmp_path / "q4_1.gguf", reference, "Q4_1", {"blk.0.attn_v.weight": "Q8_0"}))
+    assert type(mixed.backbone.layers[0].attn.qkv) is torch.nn.Linear
+
+
+def test_q8_0_of_the_same_weights():
+    """``as_q8_0``: Q4_0 and Q5_0 blocks (and Q8_0's own) as Q8_0 blocks holding the very same
+    floats; a type with a minimum is refused."""
+    gguf = require("gguf")
+    from lmatlas.runtime import quant_formats
+
+    w = np.random.default_rng(0).standard_normal((7, 96)).astype(np.float32)
+    for kind in (quant_formats.Q4_0, quant_formats.Q5_0, quant_formats.Q8_0):
+        raw = torch.from_numpy(gguf.quants.quantize(w, gguf.GGMLQuantizationType(kind.id)))
+        q8 = quant_formats.as_q8_0(raw, kind)
+        assert q8.shape == (7, quant_formats.Q8_0.row_bytes(96))
+        want = quant_formats.dequantize(raw, kind).view(torch.int32)
+        assert torch.equal(quant_formats.dequantize(q8, quant_formats.Q8_0).view(torch.int32), want)
+    with pytest.raises(ValueError, match="q4_1 blocks have a minimum"):
+        quant_formats.as_q8_0(torch.zeros(1, 20, dtype=torch.uint8), quant_formats.Q4_1)
 
 
 def test_type_gguf_cannot_dequantize(reference, tmp_path):

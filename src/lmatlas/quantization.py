@@ -14,20 +14,24 @@ Which matrices, as llama.cpp's converter and quantizer choose them:
   embeddings, like the norms, the position tables and the classifiers, stay float.
 
 A GGUF file's matrix is kept as stored when its type is one the runtime multiplies (Q8_0, Q4_0,
-Q4_1, and the K-quants Q4_K and Q6_K of most files, which lmatlas runs but does not make) and the moves between the file's layout and lmatlas' only reorder whole rows (llama.cpp's
+Q4_1, and Q5_0, Q5_1 and the K-quants Q4_K and Q6_K of most files, which lmatlas runs but does
+not make) and the moves between the file's layout and lmatlas' only reorder whole rows (llama.cpp's
 q/k row order, BLOOM's per-head q/k/v, GPT-2's transposed projections stored transposed back):
-the bytes of each row are then moved with it. Anything else (another type, mixed types in a
-fused projection) is dequantized to float32, as without the runtime.
+the bytes of each row are then moved with it. A fused projection whose parts are stored in
+different types of Q8_0, Q4_0 and Q5_0 is kept as Q8_0 blocks of the same weights. Anything else
+(another type, other mixed types) is dequantized to float32, as without the runtime.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 from torch import nn
 
 from .checkpoint import StoredBlocks
 from .errors import LmatlasError
-from .runtime.quant_formats import BLOCK, Q8_0, QuantType, quant_type
+from .runtime.quant_formats import BLOCK, Q4_0, Q5_0, Q8_0, QuantType, as_q8_0, quant_type
 from .runtime.quantized import QuantizedLinear
 
 # Linear layers that stay float whatever the type (see the module's docstring).
@@ -62,9 +66,16 @@ def _probe(rows: int, offset: int) -> torch.Tensor:
 def kept_blocks(parts: list[StoredBlocks | None], derive, shape: tuple[int, ...]) -> tuple[QuantType, torch.Tensor] | None:
     """The blocks of a (rows, columns) ``shape`` parameter made from the stored ``parts``
     (concatenated, or rearranged by ``derive``), if they share one format and every move only
-    reorders whole rows; None otherwise. The moves are found by running them on a small probe."""
-    if any(p is None for p in parts) or len({p.kind for p in parts}) != 1 or len(shape) != 2:
+    reorders whole rows; None otherwise. Parts in different symmetric types of blocks of 32
+    (Q8_0, Q4_0, Q5_0: a Q4_K_M file's attention) are all made Q8_0 blocks of the same weights
+    (``as_q8_0``). The moves are found by running them on a small probe."""
+    if any(p is None for p in parts) or len(shape) != 2:
         return None
+    kinds = {p.kind for p in parts}
+    if len(kinds) > 1:
+        if not kinds <= {Q8_0, Q4_0, Q5_0}:
+            return None
+        parts = [dataclasses.replace(p, data=as_q8_0(p.data, p.kind), kind=Q8_0) for p in parts]
     if any(len(p.shape) != 2 or p.shape[1] != shape[1] for p in parts):
         return None
     probes, offset = [], 0

@@ -151,6 +151,29 @@ def dequantize(blocks: torch.Tensor, kind: str | QuantType, dtype: torch.dtype =
     return torch.from_numpy(values.astype("float32").reshape(rows, -1)).to(dtype)
 
 
+def as_q8_0(blocks: torch.Tensor, kind: str | QuantType) -> torch.Tensor:
+    """(rows, row bytes) blocks of a symmetric type of blocks of 32 (Q8_0, Q4_0, Q5_0) as Q8_0
+    blocks of the very same weights: the scale kept, each integer (q - 8, or v - 16) in a byte.
+    A fused projection whose parts a file stores in different such types (llama.cpp's Q4_K_M
+    mixes Q5_0 and Q8_0 in attention) is thus kept in blocks, one type, without rounding."""
+    kind = quant_type(kind)
+    if kind is Q8_0:
+        return blocks
+    raw = blocks.reshape(-1, kind.block_bytes)
+    values = _unpack_nibbles(raw[:, -BLOCK // 2 :]).to(torch.int16)
+    if kind is Q4_0:
+        values -= 8
+    elif kind is Q5_0:
+        bits = raw[:, 2:6].to(torch.int64)
+        word = bits[:, 0] | bits[:, 1] << 8 | bits[:, 2] << 16 | bits[:, 3] << 24
+        values += ((word[:, None] >> torch.arange(BLOCK)) & 1).to(torch.int16) << 4
+        values -= 16
+    else:
+        raise ValueError(f"{kind.name} blocks have a minimum: they are not Q8_0 blocks of the same weights")
+    out = torch.cat([raw[:, :2], values.to(torch.int8).view(torch.uint8)], dim=1)
+    return out.reshape(blocks.shape[0], -1)
+
+
 def dequantize_in_torch(blocks: torch.Tensor, kind: str | QuantType, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """``dequantize`` in PyTorch's operators (where the C library is not built), for the types
     lmatlas makes."""
@@ -169,6 +192,6 @@ def dequantize_in_torch(blocks: torch.Tensor, kind: str | QuantType, dtype: torc
 
 
 __all__ = [
-    "BLOCK", "BY_ID", "Q4_0", "Q4_1", "Q4_K", "Q5_0", "Q5_1", "Q6_K", "Q8_0", "TYPES", "QuantType", "dequantize", "quant_type", "quantize",
+    "BLOCK", "BY_ID", "Q4_0", "as_q8_0", "Q4_1", "Q4_K", "Q5_0", "Q5_1", "Q6_K", "Q8_0", "TYPES", "QuantType", "dequantize", "quant_type", "quantize",
     "dequantize_in_torch", "quantize_in_torch",
 ]  # fmt: skip
