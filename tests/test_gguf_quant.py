@@ -129,6 +129,16 @@ def test_a_fused_projection_of_mixed_types_is_kept_as_q8_0(reference, q_kind, tm
     ids = torch.randint(0, VOCAB, (2, 7), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         assert (ours(ids).logits - ref(input_ids=ids).logits).abs().max().item() <= TOL
+    # A decode takes the integer kernels for Q5_0 and the Q8_0 of the fused projection (the layer
+    # step, the gated MLP in one call): its logits within the int8 activations' rounding.
+    from lmatlas import runtime
+
+    runtime.install(ours)
+    cache_a, cache_b = ours.new_cache(1, 12), plain.new_cache(1, 12)
+    with torch.inference_mode():
+        ours(ids[:1, :6], cache=cache_a), plain(ids[:1, :6], cache=cache_b)
+        got, want = ours(ids[:1, 6:], cache=cache_a).logits, plain(ids[:1, 6:], cache=cache_b).logits
+    assert 0 < (got - want).abs().max().item() <= 0.02 * want.abs().max().item()
     mixed = lmatlas.load(write(tmp_path / "q4_1.gguf", reference, "Q4_1", {"blk.0.attn_v.weight": "Q8_0"}))
     assert type(mixed.backbone.layers[0].attn.qkv) is torch.nn.Linear
 
