@@ -162,13 +162,13 @@ def test_every_path_against_pytorch(path, monkeypatch):
 
 @pytest.mark.parametrize("path", quant_kernels.QUANT_PATHS)
 def test_k_quants_as_stored(path, monkeypatch):
-    """Q4_K and Q6_K blocks (random bytes with small scales, as a file could hold: lmatlas does
-    not make them), on each path, against the gguf package's dequantization."""
+    """Q4_K, Q5_K and Q6_K blocks (random bytes with small scales, as a file could hold: lmatlas
+    does not make them), on each path, against the gguf package's dequantization."""
     from .test_gguf_quant import random_k_blocks
 
     if not forced(path, monkeypatch):
         return
-    for name, kind in (("Q4_K", quant_formats.Q4_K), ("Q6_K", quant_formats.Q6_K)):
+    for name, kind in (("Q4_K", quant_formats.Q4_K), ("Q5_K", quant_formats.Q5_K), ("Q6_K", quant_formats.Q6_K)):
         for (out_features, in_features), seed in (((37, 256), 1), ((5, 768), 2)):
             raw, _ = random_k_blocks(name, (out_features, in_features), seed)
             blocks = torch.from_numpy(raw)

@@ -58,7 +58,7 @@ def load(
     float weights). ``gguf_file``: as transformers' argument, the GGUF file to take from a folder
     or a hub id.
 
-    Quantized matrices (``lmatlas.quantization``): a GGUF file's Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K and Q6_K
+    Quantized matrices (``lmatlas.quantization``): a GGUF file's Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K
     matrices stay in their blocks (as llama.cpp runs them; a forward pass gives the dequantized model's numbers,
     a decode takes the runtime's integer kernels), unless ``dequantize=True``, which makes every
     matrix float32 (as transformers loads a GGUF file; training needs it). ``quantize``: q8_0,

@@ -14,8 +14,8 @@ Which matrices, as llama.cpp's converter and quantizer choose them:
   embeddings, like the norms, the position tables and the classifiers, stay float.
 
 A GGUF file's matrix is kept as stored when its type is one the runtime multiplies (Q8_0, Q4_0,
-Q4_1, and Q5_0, Q5_1 and the K-quants Q4_K and Q6_K of most files, which lmatlas runs but does
-not make) and the moves between the file's layout and lmatlas' only reorder whole rows (llama.cpp's
+Q4_1, and Q5_0, Q5_1 and the K-quants Q4_K, Q5_K and Q6_K of most files, which lmatlas runs but
+does not make) and the moves between the file's layout and lmatlas' only reorder whole rows (llama.cpp's
 q/k row order, BLOOM's per-head q/k/v, GPT-2's transposed projections stored transposed back):
 the bytes of each row are then moved with it. A fused projection whose parts are stored in
 different types of Q8_0, Q4_0 and Q5_0 is kept as Q8_0 blocks of the same weights. Anything else

@@ -111,7 +111,7 @@ class GGUFFile(GGUFMetadata):
 
     def blocks(self, name: str) -> tuple[torch.Tensor, object] | None:
         """A matrix stored in a block format the runtime multiplies as it is (Q8_0, Q4_0, Q4_1,
-        Q5_0, Q5_1, Q4_K, Q6_K): its (rows, row bytes) blocks, copied from the file, and the
+        Q5_0, Q5_1, Q4_K, Q5_K, Q6_K): its (rows, row bytes) blocks, copied from the file, and the
         format; None otherwise."""
         t = self.tensors[name]
         kind = BY_ID.get(int(t.tensor_type))

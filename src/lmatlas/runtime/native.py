@@ -18,7 +18,7 @@ the kernels here read what they need once, front to back.
   rows (three per layer; each operator after a weight stream starts cold). Single-threaded.
 - ``csrc/quant.c`` (with ``quant_k.c``, ``quant_x86.c``, ``quant_simd.h``): linear layers on
   weights kept in llama.cpp's block formats (Q8_0, Q4_0, Q4_1, and Q5_0, Q5_1 and the K-quants
-  Q4_K and Q6_K) for the rows of a step or a prompt, the activations quantized on the
+  Q4_K, Q5_K and Q6_K) for the rows of a step or a prompt, the activations quantized on the
   fly to int8 blocks for integer dot products; a scalar, an AVX2 and an AVX-512 VNNI path in one
   library, chosen at run time from the CPU; and the quantization of a float matrix into those
   blocks and back. Their bindings are ``runtime.quant_kernels``.

@@ -1,5 +1,5 @@
 """llama.cpp's (ggml's) block formats for quantized matrices, in PyTorch: Q8_0, Q4_0 and Q4_1
-(and Q5_0, Q5_1, Q4_K, Q6_K as GGUF files store them: run and dequantized, never made here).
+(and Q5_0, Q5_1, Q4_K, Q5_K, Q6_K as GGUF files store them: run and dequantized, never made here).
 
 A matrix of (rows, columns) is stored row by row, each row as columns / 32 blocks of 32
 consecutive weights, each block a float16 scale (and a float16 minimum for Q4_1) and the
@@ -38,15 +38,16 @@ Q8_0 = QuantType("q8_0", 8, 34)
 Q4_0 = QuantType("q4_0", 2, 18)
 Q4_1 = QuantType("q4_1", 3, 20)
 TYPES = {t.name: t for t in (Q8_0, Q4_0, Q4_1)}  # the types lmatlas quantizes to
-# The K-quants of most GGUF files, which the runtime runs as stored (super-blocks of 256; layouts:
+# The K-quants of most GGUF files (Q4_K_M, Q5_K_M), which the runtime runs as stored (super-blocks of 256; layouts:
 # csrc/quant_k.c) but lmatlas does not make: their blocks come from a file.
 Q4_K = QuantType("q4_k", 12, 144, 256)
+Q5_K = QuantType("q5_k", 13, 176, 256)
 Q6_K = QuantType("q6_k", 14, 210, 256)
 # Q5_0 and Q5_1, which llama.cpp's quantizer puts where a Q4_K_M or Q4_K_S file's rows are not
 # whole super-blocks of 256 (a width of 576 or 896): blocks of 32 with a fifth bit per weight.
 Q5_0 = QuantType("q5_0", 6, 22)
 Q5_1 = QuantType("q5_1", 7, 24)
-BY_ID = {t.id: t for t in (*TYPES.values(), Q5_0, Q5_1, Q4_K, Q6_K)}
+BY_ID = {t.id: t for t in (*TYPES.values(), Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)}
 
 
 def quant_type(name: str | QuantType, argument: str = "quantize") -> QuantType:
@@ -192,6 +193,6 @@ def dequantize_in_torch(blocks: torch.Tensor, kind: str | QuantType, dtype: torc
 
 
 __all__ = [
-    "BLOCK", "BY_ID", "Q4_0", "as_q8_0", "Q4_1", "Q4_K", "Q5_0", "Q5_1", "Q6_K", "Q8_0", "TYPES", "QuantType", "dequantize", "quant_type", "quantize",
-    "dequantize_in_torch", "quantize_in_torch",
+    "BLOCK", "BY_ID", "Q4_0", "Q4_1", "Q4_K", "Q5_0", "Q5_1", "Q5_K", "Q6_K", "Q8_0", "TYPES", "QuantType", "as_q8_0",
+    "dequantize", "dequantize_in_torch", "quant_type", "quantize", "quantize_in_torch",
 ]  # fmt: skip

@@ -1,8 +1,8 @@
 """The quantized kernels' bindings (``csrc/quant.c`` with ``quant_k.c``, ``quant_x86.c`` and
 ``quant_simd.h``, built into the runtime's one library by ``native``): linear layers on weights
-kept in llama.cpp's block formats (Q8_0, Q4_0, Q4_1, and Q5_0, Q5_1 and the K-quants Q4_K and
-Q6_K) for the rows of a step or a prompt, the activations quantized on the fly to int8 blocks for integer dot
-products; a scalar, an AVX2 and an AVX-512 VNNI path in one library, chosen at run time from the
+kept in llama.cpp's block formats (Q8_0, Q4_0, Q4_1, and Q5_0, Q5_1 and the K-quants Q4_K,
+Q5_K and Q6_K) for the rows of a step or a prompt, the activations quantized on the fly to int8
+blocks for integer dot products; a scalar, an AVX2 and an AVX-512 VNNI path in one library, chosen at run time from the
 CPU (``quant_path``; ``LMATLAS_QUANT_PATH`` forces one). And the quantization of a float matrix
 into those blocks and back (``quant_quantize``, ``quant_dequantize``).
 

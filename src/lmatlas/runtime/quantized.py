@@ -11,7 +11,7 @@ tensor) and the bias, if any, as a float parameter. Its two ways to compute ``x 
 - the C kernels (``quant_kernels.quant_linear``), once the runtime is installed for a decode
   (``runtime.install`` sets ``kernels``): integer dot products of the blocks with the activations
   quantized to int8 blocks, as llama.cpp runs them, reading 1.06 (Q8_0), 0.56 (Q4_0, Q4_K), 0.63
-  (Q4_1), 0.69 (Q5_0), 0.75 (Q5_1) or 0.82 (Q6_K) bytes a weight instead of float32's 4. They
+  (Q4_1), 0.69 (Q5_0, Q5_K), 0.75 (Q5_1) or 0.82 (Q6_K) bytes a weight instead of float32's 4. They
   differ from PyTorch's path by the activations' rounding: for each output, at most sum over
   blocks of max |x| / 254 times the sum of |w| over the block.
 """

@@ -15,8 +15,8 @@
  *   Q5_0 (type 6)  22 bytes: fp16 d, uint8 qh[4], uint8 qs[16]          w[i] = d * (v_i - 16)
  *   Q5_1 (type 7)  24 bytes: fp16 d, fp16 m, uint8 qh[4], uint8 qs[16]  w[i] = d * v_i + m
  *
- * with v_i = nibble i + 16 * (bit i of qh, a little-endian 32-bit word), and the K-quants Q4_K
- * and Q6_K (quant_k.c).
+ * with v_i = nibble i + 16 * (bit i of qh, a little-endian 32-bit word), and the K-quants Q4_K,
+ * Q5_K and Q6_K (quant_k.c).
  *
  * As in ggml, the activations are quantized on the fly, each row's blocks of 32 to int8 with a
  * scale (a = da * qa, da = max |a| / 127, rounded half away from zero), so that a block's products
@@ -191,12 +191,13 @@ int64_t quant_block_bytes(int type) {
     case Q5_0: return sizeof(block_q5_0);
     case Q5_1: return sizeof(block_q5_1);
     case Q4_K: return sizeof(block_q4_K);
+    case Q5_K: return sizeof(block_q5_K);
     case Q6_K: return sizeof(block_q6_K);
     }
     return 0;
 }
 
-int64_t quant_block_weights(int type) { return type == Q4_K || type == Q6_K ? QK_K : QK; }
+int64_t quant_block_weights(int type) { return type == Q4_K || type == Q5_K || type == Q6_K ? QK_K : QK; }
 
 /* One weight row's blocks against one activation row, in plain C. */
 static float row_dot_scalar(int type, const uint8_t *w, const int8_t *q, const float *d, const float *s, int64_t nb) {

@@ -8,7 +8,7 @@
 #define QUANT_GROUP 8      /* rows of x that share a pass over a weight row's blocks */
 
 /* ggml's type ids, as GGUF files name them. */
-enum { Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8, Q4_K = 12, Q6_K = 14 };
+enum { Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8, Q4_K = 12, Q5_K = 13, Q6_K = 14 };
 enum { PATH_SCALAR = 0, PATH_AVX2 = 1, PATH_AVX512VNNI = 2 };
 
 typedef struct {
@@ -42,12 +42,19 @@ typedef struct {
 } block_q5_1;
 
 /* The K-quants, run as a file stores them (lmatlas does not make them): 256 weights in 8
- * sub-blocks of 32 (Q4_K) or 16 of 16 (Q6_K), each with its own scale. Layouts: quant_k.c. */
+ * sub-blocks of 32 (Q4_K, Q5_K) or 16 of 16 (Q6_K), each with its own scale. Layouts: quant_k.c. */
 typedef struct {
     uint16_t d, dmin;
     uint8_t scales[12]; /* 8 six-bit scales and 8 six-bit minimums, packed */
     uint8_t qs[QK_K / 2];
 } block_q4_K;
+
+typedef struct {
+    uint16_t d, dmin;
+    uint8_t scales[12]; /* as Q4_K's */
+    uint8_t qh[QK_K / 8]; /* the fifth bits: bit j of qh[l] for weight l of sub-block j */
+    uint8_t qs[QK_K / 2]; /* as Q4_K's */
+} block_q5_K;
 
 typedef struct {
     uint8_t ql[QK_K / 2]; /* the low 4 bits */
@@ -58,7 +65,7 @@ typedef struct {
 
 _Static_assert(sizeof(block_q8_0) == 34 && sizeof(block_q4_0) == 18 && sizeof(block_q4_1) == 20 &&
                    sizeof(block_q5_0) == 22 && sizeof(block_q5_1) == 24 &&
-                   sizeof(block_q4_K) == 144 && sizeof(block_q6_K) == 210,
+                   sizeof(block_q4_K) == 144 && sizeof(block_q5_K) == 176 && sizeof(block_q6_K) == 210,
                "ggml's block sizes");
 
 float quant_fp16(uint16_t h);

@@ -1,4 +1,4 @@
-/* The K-quants of llama.cpp (Q4_K, Q6_K), as GGUF files store most models' matrices, run as stored
+/* The K-quants of llama.cpp (Q4_K, Q5_K, Q6_K), as GGUF files store most models' matrices, run as stored
  * in the portable path; the SIMD paths are in quant_simd.h. Each super-block of 256 weights meets
  * eight blocks of 32 quantized activations (quant.c), one per sub-block of 32:
  *
@@ -6,6 +6,8 @@
  *        qs[128]. Sub-block j holds weights 32j..32j+31: the low nibbles of qs[32 (j / 2) + i]
  *        for even j, the high ones for odd j; w = d sc[j] q - dmin m[j]. Against activations
  *        a = da qa: d sc[j] da sum(q qa) - dmin m[j] (da sum qa).
+ *   Q5_K (type 13) 176 bytes: Q4_K's d, dmin and scales, then qh[32], then Q4_K's qs[128]. Weight l of
+ *        sub-block j is Q4_K's nibble plus 16 times bit j of qh[l]; w = d sc[j] q - dmin m[j].
  *   Q6_K (type 14) 210 bytes: ql[128] (low 4 bits), qh[64] (high 2 bits), int8 scales[16], fp16 d.
  *        In each half h of 128 weights (ql + 64h, qh + 32h, scales + 8h), block k of 32 (k < 4)
  *        takes for weight l the low (k < 2) or high nibble of ql[l + 32 (k & 1)] and bits 2k, 2k+1
@@ -16,17 +18,24 @@
 float quant_row_k_scalar(int type, const uint8_t *w, const int8_t *q, const float *d, const float *s, int64_t supers) {
     float sum = 0.0f;
     for (int64_t sb = 0; sb < supers; ++sb) {
-        if (type == Q4_K) {
-            const block_q4_K *blk = (const block_q4_K *)w + sb;
-            const float dd = quant_fp16(blk->d), dmin = quant_fp16(blk->dmin);
+        if (type == Q4_K || type == Q5_K) {
+            /* the two share d, dmin, the scales and the nibbles' layout; Q5_K adds qh */
+            const int five = type == Q5_K;
+            const block_q4_K *b4 = (const block_q4_K *)w + sb;
+            const block_q5_K *b5 = (const block_q5_K *)w + sb;
+            const uint8_t *scales = five ? b5->scales : b4->scales, *nibbles = five ? b5->qs : b4->qs;
+            const float dd = quant_fp16(five ? b5->d : b4->d), dmin = quant_fp16(five ? b5->dmin : b4->dmin);
             for (int j = 0; j < 8; ++j) {
                 int scale, min;
-                q4_k_scale_min(j, blk->scales, &scale, &min);
+                q4_k_scale_min(j, scales, &scale, &min);
                 const int64_t b = sb * 8 + j;
-                const uint8_t *qs = blk->qs + 32 * (j / 2);
+                const uint8_t *qs = nibbles + 32 * (j / 2);
                 const int8_t *a = q + b * QK;
                 int isum = 0;
-                for (int i = 0; i < QK; ++i) isum += ((qs[i] >> (4 * (j % 2))) & 15) * a[i];
+                for (int i = 0; i < QK; ++i) {
+                    const int v = ((qs[i] >> (4 * (j % 2))) & 15) | (five ? ((b5->qh[i] >> j) & 1) << 4 : 0);
+                    isum += v * a[i];
+                }
                 sum += dd * (float)scale * d[b] * (float)isum - dmin * (float)min * s[b];
             }
         } else {

@@ -48,16 +48,25 @@ static inline __attribute__((always_inline)) void FN(row_k)(const int type, cons
     const int64_t nb = K / QK, supers = K / QK_K;
     const __m256i low4 = _mm256_set1_epi8(15), low2 = _mm256_set1_epi8(3);
     for (int64_t sb = 0; sb < supers; ++sb) {
-        if (type == Q4_K) {
-            const block_q4_K *blk = (const block_q4_K *)w + sb;
-            const float dd = _cvtsh_ss(blk->d), dmin = _cvtsh_ss(blk->dmin);
+        if (type == Q4_K || type == Q5_K) {
+            /* the two share d, dmin, the scales and the nibbles' layout; Q5_K adds qh */
+            const int five = type == Q5_K;
+            const block_q4_K *b4 = (const block_q4_K *)w + sb;
+            const block_q5_K *b5 = (const block_q5_K *)w + sb;
+            const uint8_t *scales = five ? b5->scales : b4->scales, *nibbles = five ? b5->qs : b4->qs;
+            const float dd = _cvtsh_ss(five ? b5->d : b4->d), dmin = _cvtsh_ss(five ? b5->dmin : b4->dmin);
+            const __m256i high = five ? _mm256_loadu_si256((const __m256i *)b5->qh) : _mm256_setzero_si256();
             for (int c = 0; c < 4; ++c) { /* 32 bytes: sub-blocks 2c (low nibbles) and 2c + 1 (high) */
-                const __m256i packed = _mm256_loadu_si256((const __m256i *)(blk->qs + 32 * c));
+                const __m256i packed = _mm256_loadu_si256((const __m256i *)(nibbles + 32 * c));
                 for (int half = 0; half < 2; ++half) {
                     const int j = 2 * c + half;
                     int scale, min;
-                    q4_k_scale_min(j, blk->scales, &scale, &min);
-                    const __m256i u = _mm256_and_si256(half ? _mm256_srli_epi16(packed, 4) : packed, low4);
+                    q4_k_scale_min(j, scales, &scale, &min);
+                    __m256i u = _mm256_and_si256(half ? _mm256_srli_epi16(packed, 4) : packed, low4);
+                    /* bit j of each qh byte as bit 4 (16-bit shifts: the mask keeps each byte's own bit) */
+                    if (five)
+                        u = _mm256_or_si256(u, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(high, j),
+                                                                                  _mm256_set1_epi8(1)), 4));
                     const int64_t b = sb * 8 + j;
                     const float ds = dd * (float)scale, dm = dmin * (float)min;
                     for (int m = 0; m < M; ++m) {
@@ -111,7 +120,7 @@ static inline __attribute__((always_inline)) void FN(row)(const int type, const 
         mins[m] = 0.0f;
     }
     int64_t b = 0;
-    if (type == Q4_K || type == Q6_K) {
+    if (type == Q4_K || type == Q5_K || type == Q6_K) {
         FN(row_k)(type, M, w, q, d, s, K, acc, mins);
         b = nb;
     }
@@ -220,6 +229,7 @@ static inline __attribute__((always_inline)) void FN(rows)(const int type, const
     case Q5_0: FOR_ROWS(Q5_0, G); break;                                                                          \
     case Q5_1: FOR_ROWS(Q5_1, G); break;                                                                          \
     case Q4_K: FOR_ROWS(Q4_K, G); break;                                                                          \
+    case Q5_K: FOR_ROWS(Q5_K, G); break;                                                                          \
     case Q6_K: FOR_ROWS(Q6_K, G); break;                                                                          \
     default: FOR_ROWS(Q4_1, G);                                                                                   \
     }
