@@ -217,6 +217,54 @@ def test_paths_agree():
             assert (other - outs[0]).abs().max().item() <= 1e-4 * outs[0].abs().max().item()
 
 
+def stored_blocks(kind: quant_formats.QuantType, out_features: int, in_features: int, seed: int) -> torch.Tensor:
+    """Blocks of a type lmatlas runs but does not make, as a file could hold them: Q5_0 and Q5_1
+    quantized by the gguf package, the K-quants random bytes with small scales."""
+    gguf = require("gguf")
+    if kind.block != 32:
+        from .test_gguf_quant import random_k_blocks
+
+        return torch.from_numpy(random_k_blocks(kind.name.upper(), (out_features, in_features), seed)[0])
+    w = awkward(out_features, in_features, seed).numpy()
+    return torch.from_numpy(gguf.quants.quantize(w, gguf.GGMLQuantizationType(kind.id)))
+
+
+STORED = (quant_formats.Q5_0, quant_formats.Q5_1, quant_formats.Q4_K, quant_formats.Q5_K, quant_formats.Q6_K)
+
+
+def test_paths_agree_and_gate_on_stored_types():
+    """The types a file brings: every path gives the scalar path's numbers up to the order of the
+    float32 sums, and the gated MLP's one call (each path) what its two layers give."""
+    from lmatlas.runtime.quantized import gated_step
+
+    F = torch.nn.functional
+    x = torch.randn(5, 512, generator=torch.Generator().manual_seed(0))
+    for kind in STORED:
+        gate_blocks, up_blocks = stored_blocks(kind, 33, 512, 1), stored_blocks(kind, 33, 512, 2)
+        outs = [quant_kernels.quant_linear(x, gate_blocks, kind.id, None, 33, p) for p in quant_kernels.quant_paths()]
+        for other in outs[1:]:
+            assert (other - outs[0]).abs().max().item() <= 1e-4 * outs[0].abs().max().item(), kind
+        for path in quant_kernels.quant_paths():
+            got = quant_kernels.quant_gated(x, gate_blocks, up_blocks, kind.id, 33, path)
+            up = quant_kernels.quant_linear(x, up_blocks, kind.id, None, 33, path)
+            want = F.silu(quant_kernels.quant_linear(x, gate_blocks, kind.id, None, 33, path)) * up
+            assert (got - want).abs().max().item() <= 1e-5 * max(1.0, want.abs().max().item()), (kind, path)
+        gate, up = QuantizedLinear(512, 33, kind, gate_blocks), QuantizedLinear(512, 33, kind, up_blocks)
+        runtime.install(gate)
+        runtime.install(up)
+        with torch.no_grad():
+            want = F.silu(gate(x[:2])) * up(x[:2])
+            assert (gated_step(x[:2], gate, up, F.silu) - want).abs().max().item() <= 1e-5 * want.abs().max().item()
+
+
+def test_a_layer_of_part_blocks_is_refused():
+    """A width that is not a whole number of the type's blocks (32, or 256 for the K-quants)."""
+    with pytest.raises(ValueError, match=r"^a q5_k matrix's rows are whole blocks of 256 weights, not 288$"):
+        QuantizedLinear(288, 2, quant_formats.Q5_K, torch.zeros(2, 176, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"^a q8_0 matrix's rows are whole blocks of 32 weights, not 40$"):
+        QuantizedLinear(40, 2, "q8_0", torch.zeros(2, 34, dtype=torch.uint8))
+
+
 def test_unknown_path_one_sentence(monkeypatch):
     monkeypatch.setenv("LMATLAS_QUANT_PATH", "neon")
     with pytest.raises(LmatlasError, match=r"^LMATLAS_QUANT_PATH='neon' names no path of the quantized kernels; use one of scalar, avx2, avx512vnni$"):

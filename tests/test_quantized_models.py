@@ -32,7 +32,7 @@ from .test_gguf_written import reference_model, vocabulary
 from .test_gguf_written import write as write_llama
 
 RUNTIME_TOL = 0.02
-KINDS = ("Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K")  # the K-quants: random blocks (test_gguf_quant)
+KINDS = ("Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K")  # K-quants: random blocks (test_gguf_quant)
 
 
 def quantized(model) -> dict[str, QuantizedLinear]:

@@ -50,6 +50,8 @@ class QuantizedLinear(nn.Module):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.kind = quant_type(kind)
+        if in_features % self.kind.block:
+            raise ValueError(f"a {self.kind.name} matrix's rows are whole blocks of {self.kind.block} weights, not {in_features}")
         if blocks.dtype != torch.uint8 or tuple(blocks.shape) != (out_features, self.kind.row_bytes(in_features)):
             raise ValueError(f"blocks of shape {tuple(blocks.shape)} do not hold a {out_features} x {in_features} {self.kind.name} matrix")
         self.register_buffer("blocks", blocks)

@@ -21,8 +21,9 @@ float quant_row_k_scalar(int type, const uint8_t *w, const int8_t *q, const floa
         if (type == Q4_K || type == Q5_K) {
             /* the two share d, dmin, the scales and the nibbles' layout; Q5_K adds qh */
             const int five = type == Q5_K;
-            const block_q4_K *b4 = (const block_q4_K *)w + sb;
-            const block_q5_K *b5 = (const block_q5_K *)w + sb;
+            const uint8_t *at = w + sb * (five ? sizeof(block_q5_K) : sizeof(block_q4_K));
+            const block_q4_K *b4 = (const block_q4_K *)at;
+            const block_q5_K *b5 = (const block_q5_K *)at;
             const uint8_t *scales = five ? b5->scales : b4->scales, *nibbles = five ? b5->qs : b4->qs;
             const float dd = quant_fp16(five ? b5->d : b4->d), dmin = quant_fp16(five ? b5->dmin : b4->dmin);
             for (int j = 0; j < 8; ++j) {
