@@ -115,8 +115,7 @@ def test_quant_type_against_transformers(reference, kind, tmp_path):
 def test_a_fused_projection_of_mixed_types_is_kept_as_q8_0(reference, q_kind, tmp_path):
     """llama.cpp's Q4_K_M stores a layer's q and k in Q5_0 (where rows are not whole blocks of
     256) and v in Q8_0: lmatlas' fused q/k/v projection is kept as Q8_0 blocks of the very same
-    weights (no rounding), and the model matches transformers on the file; Q4_1 and Q8_0 mixed
-    (a minimum) are dequantized to float32 as before."""
+    weights (no rounding), and the model matches transformers on the file."""
     from lmatlas.runtime import quant_formats
     from lmatlas.runtime.quantized import QuantizedLinear
 
@@ -139,8 +138,48 @@ def test_a_fused_projection_of_mixed_types_is_kept_as_q8_0(reference, q_kind, tm
         ours(ids[:1, :6], cache=cache_a), plain(ids[:1, :6], cache=cache_b)
         got, want = ours(ids[:1, 6:], cache=cache_a).logits, plain(ids[:1, 6:], cache=cache_b).logits
     assert 0 < (got - want).abs().max().item() <= 0.02 * want.abs().max().item()
-    mixed = lmatlas.load(write(tmp_path / "q4_1.gguf", reference, "Q4_1", {"blk.0.attn_v.weight": "Q8_0"}))
-    assert type(mixed.backbone.layers[0].attn.qkv) is torch.nn.Linear
+
+
+@pytest.mark.parametrize("kinds", [("Q4_K", "Q6_K"), ("Q4_1", "Q8_0")], ids=["q4_k+q6_k", "q4_1+q8_0"])
+def test_a_fused_projection_of_other_mixed_types_is_kept_in_parts(reference, kinds, tmp_path):
+    """q and k in one type, v in another that Q8_0 cannot hold exactly (llama.cpp's Q4_K_M gives
+    some layers' v Q6_K): the fused projection is kept as runs of rows, each in its own blocks
+    (``MixedQuantizedLinear``); the model matches transformers on the file; a decoding step
+    through the C layer step (each part's kernel) gives the modules' own numbers; saved, the
+    model holds the dequantized weight under the layer's name."""
+    from lmatlas import runtime
+    from lmatlas.runtime import layer_step
+    from lmatlas.runtime.quantized import MixedQuantizedLinear
+
+    qk, v = kinds
+    path = write(tmp_path / f"{qk}.gguf", reference, qk, {"blk.0.attn_v.weight": v})
+    ours, plain = lmatlas.load(path), lmatlas.load(path, dequantize=True)
+    qkv = ours.backbone.layers[0].attn.qkv
+    assert isinstance(qkv, MixedQuantizedLinear)
+    assert [(p.kind.name, p.out_features) for p in qkv.parts] == [(qk.lower(), HIDDEN + HIDDEN // 2), (v.lower(), HIDDEN // 2)]
+    assert torch.equal(qkv.weight, plain.backbone.layers[0].attn.qkv.weight)
+    ref = transformers().AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=path.name).eval()
+    ids = torch.randint(0, VOCAB, (1, 7), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert (ours(ids).logits - ref(input_ids=ids).logits).abs().max().item() <= TOL
+    runtime.install(ours)
+    layer = ours.backbone.layers[0]
+    steps = []
+    for hook in (True, False):
+        if not hook:
+            layer.__dict__["step"] = None  # the modules, each part through its kernel
+        cache = ours.new_cache(1, 12)
+        with torch.inference_mode():
+            ours(ids[:, :6], cache=cache)
+            steps.append(ours(ids[:, 6:], cache=cache).logits)
+    assert isinstance(layer.__dict__.get("_step_plan"), layer_step._Bound)  # the C step took the layer
+    assert (steps[0] - steps[1]).abs().max().item() <= 1e-5 * steps[1].abs().max().item()
+    runtime.uninstall(ours)
+    from lmatlas.save import save_model
+
+    save_model(ours, tmp_path / "saved")
+    again = lmatlas.load(tmp_path / "saved")
+    assert torch.equal(again.backbone.layers[0].attn.qkv.weight, plain.backbone.layers[0].attn.qkv.weight)
 
 
 def test_q8_0_of_the_same_weights():

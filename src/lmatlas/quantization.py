@@ -18,8 +18,9 @@ Q4_1, and Q5_0, Q5_1 and the K-quants Q4_K, Q5_K and Q6_K of most files, which l
 does not make) and the moves between the file's layout and lmatlas' only reorder whole rows (llama.cpp's
 q/k row order, BLOOM's per-head q/k/v, GPT-2's transposed projections stored transposed back):
 the bytes of each row are then moved with it. A fused projection whose parts are stored in
-different types of Q8_0, Q4_0 and Q5_0 is kept as Q8_0 blocks of the same weights. Anything else
-(another type, other mixed types) is dequantized to float32, as without the runtime.
+different types of Q8_0, Q4_0 and Q5_0 is kept as Q8_0 blocks of the same weights; one of other
+mixed types, as runs of rows each in its own type (``MixedQuantizedLinear``). Anything else
+(another type, rows moved across many runs) is dequantized to float32, as without the runtime.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from torch import nn
 from .checkpoint import StoredBlocks
 from .errors import LmatlasError
 from .runtime.quant_formats import BLOCK, Q4_0, Q5_0, Q8_0, QuantType, as_q8_0, quant_type
-from .runtime.quantized import QuantizedLinear
+from .runtime.quantized import MixedQuantizedLinear, QuantizedLinear
 
 # Linear layers that stay float whatever the type (see the module's docstring).
 _FLOAT_NAMES = ("router",)
@@ -63,18 +64,25 @@ def _probe(rows: int, offset: int) -> torch.Tensor:
     return (torch.arange(rows) + offset)[:, None] * 3 + torch.arange(3)
 
 
-def kept_blocks(parts: list[StoredBlocks | None], derive, shape: tuple[int, ...]) -> tuple[QuantType, torch.Tensor] | None:
+# Runs of rows of different types up to which a fused projection is kept in parts (a Llama
+# q | k | v gives two or three; BLOOM's per-head grouping would give many, and stays float).
+MAX_PARTS = 3
+
+Kept = tuple[QuantType, torch.Tensor] | list[tuple[QuantType, torch.Tensor]]
+
+
+def kept_blocks(parts: list[StoredBlocks | None], derive, shape: tuple[int, ...]) -> Kept | None:
     """The blocks of a (rows, columns) ``shape`` parameter made from the stored ``parts``
-    (concatenated, or rearranged by ``derive``), if they share one format and every move only
-    reorders whole rows; None otherwise. Parts in different symmetric types of blocks of 32
-    (Q8_0, Q4_0, Q5_0: a Q4_K_M file's attention) are all made Q8_0 blocks of the same weights
-    (``as_q8_0``). The moves are found by running them on a small probe."""
+    (concatenated, or rearranged by ``derive``), if every move only reorders whole rows; None
+    otherwise. Parts of one format give (kind, blocks). Parts in different symmetric types of
+    blocks of 32 (Q8_0, Q4_0, Q5_0: a Q4_K_M file's attention) are all made Q8_0 blocks of the
+    same weights (``as_q8_0``). Other mixed formats (q and k in Q4_K, v in Q6_K) give a list of
+    (kind, blocks), one per run of output rows of one format, for ``MixedQuantizedLinear``. The
+    moves are found by running them on a small probe."""
     if any(p is None for p in parts) or len(shape) != 2:
         return None
     kinds = {p.kind for p in parts}
-    if len(kinds) > 1:
-        if not kinds <= {Q8_0, Q4_0, Q5_0}:
-            return None
+    if len(kinds) > 1 and kinds <= {Q8_0, Q4_0, Q5_0}:
         parts = [dataclasses.replace(p, data=as_q8_0(p.data, p.kind), kind=Q8_0) for p in parts]
     if any(len(p.shape) != 2 or p.shape[1] != shape[1] for p in parts):
         return None
@@ -92,8 +100,22 @@ def kept_blocks(parts: list[StoredBlocks | None], derive, shape: tuple[int, ...]
     rows = moved[:, 0] // 3
     if not torch.equal(moved, rows[:, None] * 3 + torch.arange(3)):
         return None
-    data = parts[0].data if len(parts) == 1 else torch.cat([p.data for p in parts], dim=0)
-    return parts[0].kind, data[rows].contiguous()
+    if len({p.kind for p in parts}) == 1:
+        data = parts[0].data if len(parts) == 1 else torch.cat([p.data for p in parts], dim=0)
+        return parts[0].kind, data[rows].contiguous()
+    # Which part each output row comes from, then runs of output rows of one format.
+    starts = torch.tensor([0] + [p.shape[0] for p in parts]).cumsum(0)
+    part_of = torch.searchsorted(starts[1:], rows, right=True)
+    runs: list[tuple[QuantType, torch.Tensor]] = []
+    begin = 0
+    for end in [*(torch.nonzero(part_of[1:] != part_of[:-1]).flatten() + 1).tolist(), len(rows)]:
+        k = int(part_of[begin])
+        blocks = parts[k].data[rows[begin:end] - starts[k]]
+        if runs and runs[-1][0] is parts[k].kind:  # q and k of one format: one run
+            blocks = torch.cat([runs.pop()[1], blocks])
+        runs.append((parts[k].kind, blocks.contiguous()))
+        begin = end
+    return runs if len(runs) <= MAX_PARTS else None
 
 
 def put(model: nn.Module, name: str, module: nn.Module) -> None:
@@ -101,12 +123,16 @@ def put(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, attr, module)
 
 
-def install_blocks(model: nn.Module, found: dict[str, tuple[QuantType, torch.Tensor]]) -> None:
-    """Swap each named linear layer for a ``QuantizedLinear`` over its kept blocks (the bias,
-    still to be loaded, moves with it)."""
-    for name, (kind, blocks) in found.items():
+def install_blocks(model: nn.Module, found: dict[str, Kept]) -> None:
+    """Swap each named linear layer for a ``QuantizedLinear`` over its kept blocks, or a
+    ``MixedQuantizedLinear`` over its runs of rows (the bias, still to be loaded, moves with it)."""
+    for name, kept in found.items():
         linear = model.get_submodule(name)
-        put(model, name, QuantizedLinear(linear.in_features, linear.out_features, kind, blocks, linear.bias))
+        if isinstance(kept, list):
+            put(model, name, MixedQuantizedLinear(linear.in_features, kept, linear.bias))
+        else:
+            kind, blocks = kept
+            put(model, name, QuantizedLinear(linear.in_features, linear.out_features, kind, blocks, linear.bias))
 
 
 def quantize_model(model: nn.Module, kind: str | QuantType) -> nn.Module:
@@ -125,10 +151,12 @@ def dequantized_weights(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
     """(name, float32 weight) of each quantized linear layer, for saving: the float model the
     blocks stand for. A head tied to the token embeddings is left out (the embeddings stand for it)."""
     tied = getattr(getattr(model, "config", None), "tie_word_embeddings", False)
+    mixed = {name for name, m in model.named_modules() if isinstance(m, MixedQuantizedLinear)}
     return [
         (f"{name}.weight", m.dequantized())
         for name, m in model.named_modules()
-        if isinstance(m, QuantizedLinear) and not (tied and name.endswith("head.decoder"))
+        if isinstance(m, (QuantizedLinear, MixedQuantizedLinear)) and not (tied and name.endswith("head.decoder"))
+        and name.rpartition(".parts.")[0] not in mixed  # a part: its layer stands for it
     ]
 
 

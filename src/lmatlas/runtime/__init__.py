@@ -33,7 +33,7 @@ from torch import nn
 
 from . import layer_step, native, quant_kernels
 from .linear import MAX_PACKED_ROWS, CpuLinear, decode_rows
-from .quantized import QuantizedLinear, gated_step
+from .quantized import MixedQuantizedLinear, QuantizedLinear, gated_step
 from .switch import enabled
 from .threads import StepThreads
 
@@ -117,6 +117,6 @@ def decoding(model: nn.Module, rows: int) -> Iterator[None]:
 
 
 __all__ = [
-    "MAX_PACKED_ROWS", "CpuLinear", "QuantizedLinear", "StepThreads", "decode_rows", "decoding", "enabled", "install", "installed",
+    "MAX_PACKED_ROWS", "CpuLinear", "MixedQuantizedLinear", "QuantizedLinear", "StepThreads", "decode_rows", "decoding", "enabled", "install", "installed",
     "release", "uninstall",
 ]  # fmt: skip

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import linear, native, quant_kernels
-from .quantized import QuantizedLinear
+from .quantized import MixedQuantizedLinear, QuantizedLinear
 
 DENSE_WEIGHTS = -1
 NORMS = {"layer": 0, "rms": 1}
@@ -68,6 +68,7 @@ class Plan(ctypes.Structure):
         ("hidden", ctypes.c_int64), ("inner", ctypes.c_int64),
         ("scale", ctypes.c_double),
         ("gemv_path", ctypes.c_int64), ("quant_path", ctypes.c_int64),
+        ("qkv_rest", Product * 2),
     ]  # fmt: skip
 
 
@@ -159,6 +160,26 @@ def _product(module: nn.Module, quant_path: str | None, dtype: torch.dtype) -> t
     return None
 
 
+def _parts(qkv: nn.Module, parts: list[nn.Module], quant_path, dtype: torch.dtype):
+    """For a q/k/v projection kept in parts (``MixedQuantizedLinear``, two or three): the first
+    part's product and slots, the further parts' products (padded to two with empty ones), and
+    their slots; each product adds its rows' slice of the layer's bias (the parts hold none).
+    None where the step cannot take them."""
+    b = qkv.bias
+    if len(parts) > 3 or dtype != torch.float32 or (b is not None and (b.dtype != dtype or not b.is_contiguous())):
+        return None
+    made = [_product(p, quant_path, dtype) for p in parts]
+    if any(m is None for m in made):
+        return None
+    at = 0
+    for (product, _), part in zip(made, parts):
+        product.bias = None if b is None else b.data_ptr() + at * b.element_size()
+        at += part.out_features
+    rest = [m[0] for m in made[1:]] + [Product(DENSE_WEIGHTS, None, None, 0, 0)] * (3 - len(parts))
+    slots = [slot for _, part_slots in made[1:] for slot in part_slots] + ([] if b is None else [_slot(qkv, "bias")])
+    return made[0], rest, slots
+
+
 def _make(layer: nn.Module) -> _Bound | None:
     from ..attention import SelfAttention
     from ..blocks import MLP, Layer
@@ -178,22 +199,29 @@ def _make(layer: nn.Module) -> _Bound | None:
     act = _activation(mlp.act)
     if None in norms or norms[0][0] != norms[1][0] or act is None:
         return None
-    quant_path = next((m.kernels for m in (attn.qkv, mlp.fc_in) if isinstance(m, QuantizedLinear) and m.kernels), None)
+    qkv_parts = list(attn.qkv.parts) if isinstance(attn.qkv, MixedQuantizedLinear) else [attn.qkv]
+    quant_path = next((m.kernels for m in (*qkv_parts, mlp.fc_in) if isinstance(m, QuantizedLinear) and m.kernels), None)
     dtype = layer.attn_norm.weight.dtype
     if dtype not in STEPS:
         return None
     products = {name: _product(module, quant_path, dtype) for name, module in
-                (("qkv", attn.qkv), ("out", attn.out), ("fc_in", mlp.fc_in), ("fc_out", mlp.fc_out))}  # fmt: skip
+                (("qkv", qkv_parts[0]), ("out", attn.out), ("fc_in", mlp.fc_in), ("fc_out", mlp.fc_out))}  # fmt: skip
+    rest, rest_slots = [Product(DENSE_WEIGHTS, None, None, 0, 0)] * 2, []
+    if len(qkv_parts) > 1:
+        made = _parts(attn.qkv, qkv_parts, quant_path, dtype)
+        if made is None:
+            return None
+        products["qkv"], rest, rest_slots = made
     if mlp.gate is not None:
         products["gate"] = _product(mlp.gate, quant_path, dtype)
     if any(p is None for p in products.values()):
         return None
     inner = mlp.fc_in.out_features
     q_dim, kv_dim, _ = attn.split
-    if (products["qkv"][0].n, products["qkv"][0].k) != (q_dim + 2 * kv_dim, hidden) or \
+    if (products["qkv"][0].n + sum(p.n for p in rest), products["qkv"][0].k) != (q_dim + 2 * kv_dim, hidden) or \
             products["fc_out"][0].k != inner or products["out"][0].n != hidden:
         return None
-    slots = [slot for _, product_slots in products.values() for slot in product_slots]
+    slots = [slot for _, product_slots in products.values() for slot in product_slots] + rest_slots
     norm_slots = [_slot(module, name) for module in (layer.attn_norm, layer.mlp_norm) for name in ("weight", "bias")
                   if getattr(module, name, None) is not None]  # fmt: skip
     if any(t.dtype != dtype or not t.is_contiguous() for _, _, t in norm_slots):
@@ -215,9 +243,12 @@ def _make(layer: nn.Module) -> _Bound | None:
         scale=float(attn.scale),
         gemv_path=native.GEMV_PATHS.get(native.gemv_path(dtype) or "", 0),
         quant_path=quant_kernels.QUANT_PATHS.index(quant_path) if quant_path else 0,
+        qkv_rest=(Product * 2)(*rest),
     )  # fmt: skip
     fields = [(layer._modules, name) for name in ("attn", "mlp", "attn_norm", "mlp_norm", "cross_attn")]
     fields += [(attn._modules, name) for name in ("qkv", "out")]
+    if len(qkv_parts) > 1:
+        fields += [(attn.qkv.parts._modules, str(i)) for i in range(len(qkv_parts))]
     fields += [(mlp._modules, name) for name in ("fc_in", "gate", "fc_out")]
     fields += [(layer.__dict__, name) for name in ("norm_position", "residual_from_norm")]
     fields += [(attn.__dict__, name) for name in ("scale", "num_heads", "num_kv_heads", "head_dim", "rotary_interleaved",

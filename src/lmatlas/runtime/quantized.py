@@ -122,6 +122,37 @@ class QuantizedLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, kind={self.kind.name}, bias={self.bias is not None}"
 
 
+class MixedQuantizedLinear(nn.Module):
+    """A linear layer whose output rows are kept in runs of different block types: a fused
+    projection whose parts a file stores in different types (llama.cpp's Q4_K_M gives some layers'
+    v Q6_K and their q and k Q4_K). Each run is a ``QuantizedLinear`` (``parts``, in output
+    order, without bias), computed in turn and concatenated, then the float ``bias`` added. A
+    decoding step takes each part's kernels (in the layer step too: ``layer_step``)."""
+
+    def __init__(self, in_features: int, runs: list[tuple[QuantType, torch.Tensor]], bias: torch.Tensor | None = None):
+        super().__init__()
+        self.parts = nn.ModuleList(QuantizedLinear(in_features, blocks.shape[0], kind, blocks) for kind, blocks in runs)
+        self.in_features, self.out_features = in_features, sum(p.out_features for p in self.parts)
+        self.bias = bias if bias is None or isinstance(bias, nn.Parameter) else nn.Parameter(bias)
+
+    def dequantized(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The weight the parts hold, as a float tensor (a copy)."""
+        return torch.cat([p.dequantized(dtype) for p in self.parts])
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The weight, dequantized to float32: a fresh copy at each read (see ``QuantizedLinear``)."""
+        return self.dequantized()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.cat([p(x) for p in self.parts], dim=-1)
+        return y if self.bias is None else y + self.bias.to(y.dtype)
+
+    def extra_repr(self) -> str:
+        rows = ", ".join(f"{p.out_features} {p.kind.name}" for p in self.parts)
+        return f"in_features={self.in_features}, out_features={self.out_features}, rows={rows}, bias={self.bias is not None}"
+
+
 def gated_step(x: torch.Tensor, gate: nn.Module, up: nn.Module, act) -> torch.Tensor | None:
     """``act(gate(x)) * up(x)`` for a decoding step's rows, where both are quantized layers of one
     kind and shape, without bias, installed, and ``act`` is SiLU (SwiGLU: Llama, Mistral, Qwen,

@@ -65,6 +65,9 @@ struct layer_plan {
     int64_t heads, kv_heads, dim, hidden, inner;
     double scale;
     int64_t gemv_path, quant_path;
+    struct product qkv_rest[2]; /* the q/k/v product's further runs of rows (w NULL: none), each
+                                   writing the rows after the last: a fused projection kept in
+                                   parts of different block types */
 };
 
 static void norm(int64_t kind, const float *x, const float *w, const float *b, double eps, float *y, int64_t n) {
@@ -128,6 +131,8 @@ int layer_step(const struct layer_plan *p, const float *x, float *out, float *k_
 
     norm(p->norm, x, p->norm1_w, p->norm1_b, p->eps1, h, H);
     failed |= product(p, &p->qkv, h, qkv, threads);
+    for (int64_t i = 0, at = p->qkv.n; i < 2 && p->qkv_rest[i].w; at += p->qkv_rest[i].n, ++i)
+        failed |= product(p, &p->qkv_rest[i], h, qkv + at, threads);
     if (failed) goto done;
     if (rot) rotate(qkv, p->heads + p->kv_heads, D, rot, cos, sin);
     for (int64_t j = 0; j < p->kv_heads; ++j) {
@@ -236,6 +241,7 @@ static int product_bf16(const struct layer_plan *p, const struct product *f, con
 int layer_step_bf16(const struct layer_plan *p, const uint16_t *x, uint16_t *out, uint16_t *k_cache,
                     uint16_t *v_cache, int64_t max_length, int64_t start, int64_t rot, const uint16_t *cos,
                     const uint16_t *sin, int threads) {
+    if (p->qkv_rest[0].w) return -1; /* parts are quantized: a float32 step's */
     const int64_t H = p->hidden, D = p->dim, qd = p->heads * D, kvd = p->kv_heads * D, inner = p->inner;
     const int64_t length = start + 1;
     if (D > 256) return -1;
