@@ -162,19 +162,23 @@ def test_a_fused_projection_of_other_mixed_types_is_kept_in_parts(reference, kin
     ids = torch.randint(0, VOCAB, (1, 7), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         assert (ours(ids).logits - ref(input_ids=ids).logits).abs().max().item() <= TOL
-    runtime.install(ours)
     layer = ours.backbone.layers[0]
-    steps = []
-    for hook in (True, False):
-        if not hook:
-            layer.__dict__["step"] = None  # the modules, each part through its kernel
-        cache = ours.new_cache(1, 12)
-        with torch.inference_mode():
-            ours(ids[:, :6], cache=cache)
-            steps.append(ours(ids[:, 6:], cache=cache).logits)
-    assert isinstance(layer.__dict__.get("_step_plan"), layer_step._Bound)  # the C step took the layer
-    assert (steps[0] - steps[1]).abs().max().item() <= 1e-5 * steps[1].abs().max().item()
-    runtime.uninstall(ours)
+    for bias in (None, torch.randn(qkv.out_features, generator=torch.Generator().manual_seed(5))):
+        # and with a bias (Qwen2's q/k/v): each part adds its slice of it
+        qkv.bias = None if bias is None else torch.nn.Parameter(bias)
+        runtime.install(ours)
+        steps = []
+        for hook in (True, False):
+            if not hook:
+                layer.__dict__["step"] = None  # the modules, each part through its kernel
+            cache = ours.new_cache(1, 12)
+            with torch.inference_mode():
+                ours(ids[:, :6], cache=cache)
+                steps.append(ours(ids[:, 6:], cache=cache).logits)
+        assert isinstance(layer.__dict__.get("_step_plan"), layer_step._Bound)  # the C step took the layer
+        assert (steps[0] - steps[1]).abs().max().item() <= 1e-5 * steps[1].abs().max().item()
+        runtime.uninstall(ours)
+    qkv.bias = None
     from lmatlas.save import save_model
 
     save_model(ours, tmp_path / "saved")

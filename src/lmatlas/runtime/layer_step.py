@@ -161,12 +161,12 @@ def _product(module: nn.Module, quant_path: str | None, dtype: torch.dtype) -> t
 
 
 def _parts(qkv: nn.Module, parts: list[nn.Module], quant_path, dtype: torch.dtype):
-    """For a q/k/v projection kept in parts (``MixedQuantizedLinear``, two or three): the first
+    """For a q/k/v projection kept in parts (``MixedQuantizedLinear``, up to three): the first
     part's product and slots, the further parts' products (padded to two with empty ones), and
     their slots; each product adds its rows' slice of the layer's bias (the parts hold none).
     None where the step cannot take them."""
     b = qkv.bias
-    if len(parts) > 3 or dtype != torch.float32 or (b is not None and (b.dtype != dtype or not b.is_contiguous())):
+    if not parts or len(parts) > 3 or dtype != torch.float32 or (b is not None and (b.dtype != dtype or not b.is_contiguous())):
         return None
     made = [_product(p, quant_path, dtype) for p in parts]
     if any(m is None for m in made):
@@ -207,7 +207,7 @@ def _make(layer: nn.Module) -> _Bound | None:
     products = {name: _product(module, quant_path, dtype) for name, module in
                 (("qkv", qkv_parts[0]), ("out", attn.out), ("fc_in", mlp.fc_in), ("fc_out", mlp.fc_out))}  # fmt: skip
     rest, rest_slots = [Product(DENSE_WEIGHTS, None, None, 0, 0)] * 2, []
-    if len(qkv_parts) > 1:
+    if isinstance(attn.qkv, MixedQuantizedLinear):
         made = _parts(attn.qkv, qkv_parts, quant_path, dtype)
         if made is None:
             return None
@@ -247,8 +247,8 @@ def _make(layer: nn.Module) -> _Bound | None:
     )  # fmt: skip
     fields = [(layer._modules, name) for name in ("attn", "mlp", "attn_norm", "mlp_norm", "cross_attn")]
     fields += [(attn._modules, name) for name in ("qkv", "out")]
-    if len(qkv_parts) > 1:
-        fields += [(attn.qkv.parts._modules, str(i)) for i in range(len(qkv_parts))]
+    if isinstance(attn.qkv, MixedQuantizedLinear):
+        fields += [(attn.qkv._modules, "parts")] + [(attn.qkv.parts._modules, str(i)) for i in range(len(qkv_parts))]
     fields += [(mlp._modules, name) for name in ("fc_in", "gate", "fc_out")]
     fields += [(layer.__dict__, name) for name in ("norm_position", "residual_from_norm")]
     fields += [(attn.__dict__, name) for name in ("scale", "num_heads", "num_kv_heads", "head_dim", "rotary_interleaved",

@@ -185,4 +185,4 @@ def _prompt_candidates(layer: QuantizedLinear, rows: int, path: str):
     }, copies, [m.blocks for m in mats]
 
 
-__all__ = ["DECODE_ROWS", "MAX_KERNEL_ROWS", "PROMPT_PATHS", "QuantizedLinear", "gated_step"]
+__all__ = ["DECODE_ROWS", "MAX_KERNEL_ROWS", "PROMPT_PATHS", "MixedQuantizedLinear", "QuantizedLinear", "gated_step"]
