@@ -14,6 +14,8 @@ from lmatlas import runtime
 from lmatlas.errors import LmatlasError
 from lmatlas.runtime import calibrate, linear, native, quant_kernels
 
+from .test_parity_decoders import saved  # noqa: F401  (the fixture)
+
 
 @pytest.fixture
 def store(tmp_path, monkeypatch):
@@ -287,3 +289,30 @@ def test_a_quantized_layer_measures_its_prompt_paths(store, monkeypatch):
         assert (got - want).abs().max().item() < 0.05
         assert (calls == [20]) == (name == "kernel")
     runtime.uninstall(layer)
+
+
+def test_measuring_leaves_the_random_generator_as_it_was(store, saved):
+    """The test weights are drawn from PyTorch's generator, which is put back: a seeded sampled
+    decode gives the same tokens when its first use of a shape measures the kernels (an empty
+    choices file, as on a new machine) and when the choices are stored."""
+    _, model = saved("gpt2")
+    ids = torch.tensor([[5, 9, 2, 7]])
+
+    def sample():
+        torch.manual_seed(3)
+        return model.generate(ids, max_new_tokens=8, do_sample=True, temperature=1.0)
+
+    before = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    state = torch.random.get_rng_state()
+    calibrate.choose("test", "shape", lambda: ({"a": lambda i: torch.rand(3), "b": lambda i: torch.rand(3)}, 2), ("a", "b"))
+    assert torch.equal(torch.random.get_rng_state(), state)
+    torch.random.set_rng_state(before)
+    linear.MIN_COMPILED_ELEMENTS, saved_min = 0, linear.MIN_COMPILED_ELEMENTS
+    try:
+        calibrate.forget()
+        first = sample()  # measures each shape's kernels
+        assert json.loads(store.read_text())  # it did
+        assert torch.equal(sample(), first)  # stored now: nothing measured
+    finally:
+        linear.MIN_COMPILED_ELEMENTS = saved_min

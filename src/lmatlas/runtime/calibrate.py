@@ -160,11 +160,14 @@ def choose(kind: str, shape: str, candidates: Callable[[], tuple[dict[str, Calla
         name = _choices.get(key)
         if name in names:
             return name
-        runners, copies, *cold = candidates()
-        if len(runners) == 1:
-            return next(iter(runners))  # nothing to choose between: not stored, not timed
-        times = measure(runners, copies, *cold)
-        del runners, cold
+        # The test weights are drawn from PyTorch's generator: its state is put back after, so that
+        # a seeded sampling gives the same tokens whether or not its decode measured a kernel.
+        with torch.random.fork_rng(devices=[]):
+            runners, copies, *cold = candidates()
+            if len(runners) == 1:
+                return next(iter(runners))  # nothing to choose between: not stored, not timed
+            times = measure(runners, copies, *cold)
+            del runners, cold
         name = min(times, key=times.get) if times else names[0]
         _choices[key] = name
         _write(key, {"choice": name, "us": {k: round(v * 1e6, 2) for k, v in sorted(times.items())}})
