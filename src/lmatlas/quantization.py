@@ -151,12 +151,12 @@ def dequantized_weights(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
     """(name, float32 weight) of each quantized linear layer, for saving: the float model the
     blocks stand for. A head tied to the token embeddings is left out (the embeddings stand for it)."""
     tied = getattr(getattr(model, "config", None), "tie_word_embeddings", False)
-    mixed = {name for name, m in model.named_modules() if isinstance(m, MixedQuantizedLinear)}
+    parts = {id(p) for m in model.modules() if isinstance(m, MixedQuantizedLinear) for p in m.parts}
     return [
         (f"{name}.weight", m.dequantized())
         for name, m in model.named_modules()
         if isinstance(m, (QuantizedLinear, MixedQuantizedLinear)) and not (tied and name.endswith("head.decoder"))
-        and name.rpartition(".parts.")[0] not in mixed  # a part: its layer stands for it
+        and id(m) not in parts  # a part: its layer stands for it
     ]
 
 

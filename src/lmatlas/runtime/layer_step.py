@@ -53,6 +53,11 @@ class Product(ctypes.Structure):
                 ("n", ctypes.c_int64), ("k", ctypes.c_int64)]  # fmt: skip
 
 
+# No product (a layer without a gate; the q/k/v rows' further parts where there are none): read
+# only, and copied where a plan takes it.
+NO_PRODUCT = Product(DENSE_WEIGHTS, None, None, 0, 0)
+
+
 class Plan(ctypes.Structure):
     """``struct layer_plan`` of ``csrc/layer.c``."""
 
@@ -160,12 +165,15 @@ def _product(module: nn.Module, quant_path: str | None, dtype: torch.dtype) -> t
     return None
 
 
-def _parts(qkv: nn.Module, parts: list[nn.Module], quant_path, dtype: torch.dtype):
-    """For a q/k/v projection kept in parts (``MixedQuantizedLinear``, up to three): the first
-    part's product and slots, the further parts' products (padded to two with empty ones), and
-    their slots; each product adds its rows' slice of the layer's bias (the parts hold none).
-    None where the step cannot take them."""
-    b = qkv.bias
+def _qkv(qkv: nn.Module, quant_path, dtype: torch.dtype):
+    """The q/k/v projection's products: its one product and slots, the further products (two,
+    empty but for a ``MixedQuantizedLinear``'s second and third parts, which write the rows after),
+    and their slots; None where the step cannot take it. A part's product adds its rows' slice of
+    the layer's bias (the parts hold none)."""
+    if not isinstance(qkv, MixedQuantizedLinear):
+        made = _product(qkv, quant_path, dtype)
+        return None if made is None else (made, [NO_PRODUCT, NO_PRODUCT], [])
+    parts, b = list(qkv.parts), qkv.bias
     if not parts or len(parts) > 3 or dtype != torch.float32 or (b is not None and (b.dtype != dtype or not b.is_contiguous())):
         return None
     made = [_product(p, quant_path, dtype) for p in parts]
@@ -175,7 +183,7 @@ def _parts(qkv: nn.Module, parts: list[nn.Module], quant_path, dtype: torch.dtyp
     for (product, _), part in zip(made, parts):
         product.bias = None if b is None else b.data_ptr() + at * b.element_size()
         at += part.out_features
-    rest = [m[0] for m in made[1:]] + [Product(DENSE_WEIGHTS, None, None, 0, 0)] * (3 - len(parts))
+    rest = [m[0] for m in made[1:]] + [NO_PRODUCT] * (3 - len(parts))
     slots = [slot for _, part_slots in made[1:] for slot in part_slots] + ([] if b is None else [_slot(qkv, "bias")])
     return made[0], rest, slots
 
@@ -204,14 +212,12 @@ def _make(layer: nn.Module) -> _Bound | None:
     dtype = layer.attn_norm.weight.dtype
     if dtype not in STEPS:
         return None
+    qkv = _qkv(attn.qkv, quant_path, dtype)
+    if qkv is None:
+        return None
     products = {name: _product(module, quant_path, dtype) for name, module in
-                (("qkv", qkv_parts[0]), ("out", attn.out), ("fc_in", mlp.fc_in), ("fc_out", mlp.fc_out))}  # fmt: skip
-    rest, rest_slots = [Product(DENSE_WEIGHTS, None, None, 0, 0)] * 2, []
-    if isinstance(attn.qkv, MixedQuantizedLinear):
-        made = _parts(attn.qkv, qkv_parts, quant_path, dtype)
-        if made is None:
-            return None
-        products["qkv"], rest, rest_slots = made
+                (("out", attn.out), ("fc_in", mlp.fc_in), ("fc_out", mlp.fc_out))}  # fmt: skip
+    products["qkv"], rest, rest_slots = qkv
     if mlp.gate is not None:
         products["gate"] = _product(mlp.gate, quant_path, dtype)
     if any(p is None for p in products.values()):
@@ -226,8 +232,7 @@ def _make(layer: nn.Module) -> _Bound | None:
                   if getattr(module, name, None) is not None]  # fmt: skip
     if any(t.dtype != dtype or not t.is_contiguous() for _, _, t in norm_slots):
         return None
-    empty = Product(DENSE_WEIGHTS, None, None, 0, 0)
-    gate = products.get("gate", (empty, []))[0]
+    gate = products.get("gate", (NO_PRODUCT, []))[0]
     fc_in = products["fc_in"][0]
     gated_kernel = (gate.w is not None and act == ACT_SILU and gate.type == fc_in.type != DENSE_WEIGHTS
                     and not gate.bias and not fc_in.bias)  # fmt: skip

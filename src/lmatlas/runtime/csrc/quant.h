@@ -1,5 +1,6 @@
 /* The block formats and entry points of quant.c and quant_x86.c (layouts: quant.c). */
 #pragma once
+#include <stddef.h>
 #include <stdint.h>
 
 #define QK 32              /* weights per block (and per block of the quantized activations) */
@@ -77,6 +78,22 @@ int64_t quant_block_weights(int type); /* 32, or 256 for the K-quants */
 static inline int q5_value(const uint8_t *qs, const uint8_t *qh, int i) {
     const int nibble = i < QK / 2 ? qs[i] & 15 : qs[i - QK / 2] >> 4;
     return nibble | ((qh[i / 8] >> (i % 8)) & 1) << 4;
+}
+
+/* What Q4_K and Q5_K share, of super-block sb of a row: d, dmin and the packed scales at the
+ * same offsets, and the nibbles, which in Q5_K follow its fifth bits (qh; NULL for Q4_K). */
+struct k4_fields {
+    uint16_t d, dmin;
+    const uint8_t *scales, *qs, *qh;
+};
+
+static inline struct k4_fields q4_k_fields(int type, const void *w, int64_t sb) {
+    if (type == Q5_K) {
+        const block_q5_K *b = (const block_q5_K *)w + sb;
+        return (struct k4_fields){b->d, b->dmin, b->scales, b->qs, b->qh};
+    }
+    const block_q4_K *b = (const block_q4_K *)w + sb;
+    return (struct k4_fields){b->d, b->dmin, b->scales, b->qs, NULL};
 }
 
 /* Q4_K's scale and minimum of sub-block j (ggml's get_scale_min_k4). */

@@ -19,22 +19,17 @@ float quant_row_k_scalar(int type, const uint8_t *w, const int8_t *q, const floa
     float sum = 0.0f;
     for (int64_t sb = 0; sb < supers; ++sb) {
         if (type == Q4_K || type == Q5_K) {
-            /* the two share d, dmin, the scales and the nibbles' layout; Q5_K adds qh */
-            const int five = type == Q5_K;
-            const uint8_t *at = w + sb * (five ? sizeof(block_q5_K) : sizeof(block_q4_K));
-            const block_q4_K *b4 = (const block_q4_K *)at;
-            const block_q5_K *b5 = (const block_q5_K *)at;
-            const uint8_t *scales = five ? b5->scales : b4->scales, *nibbles = five ? b5->qs : b4->qs;
-            const float dd = quant_fp16(five ? b5->d : b4->d), dmin = quant_fp16(five ? b5->dmin : b4->dmin);
+            const struct k4_fields f = q4_k_fields(type, w, sb);
+            const float dd = quant_fp16(f.d), dmin = quant_fp16(f.dmin);
             for (int j = 0; j < 8; ++j) {
                 int scale, min;
-                q4_k_scale_min(j, scales, &scale, &min);
+                q4_k_scale_min(j, f.scales, &scale, &min);
                 const int64_t b = sb * 8 + j;
-                const uint8_t *qs = nibbles + 32 * (j / 2);
+                const uint8_t *qs = f.qs + 32 * (j / 2);
                 const int8_t *a = q + b * QK;
                 int isum = 0;
                 for (int i = 0; i < QK; ++i) {
-                    const int v = ((qs[i] >> (4 * (j % 2))) & 15) | (five ? ((b5->qh[i] >> j) & 1) << 4 : 0);
+                    const int v = ((qs[i] >> (4 * (j % 2))) & 15) | (f.qh ? ((f.qh[i] >> j) & 1) << 4 : 0);
                     isum += v * a[i];
                 }
                 sum += dd * (float)scale * d[b] * (float)isum - dmin * (float)min * s[b];

@@ -49,23 +49,18 @@ static inline __attribute__((always_inline)) void FN(row_k)(const int type, cons
     const __m256i low4 = _mm256_set1_epi8(15), low2 = _mm256_set1_epi8(3);
     for (int64_t sb = 0; sb < supers; ++sb) {
         if (type == Q4_K || type == Q5_K) {
-            /* the two share d, dmin, the scales and the nibbles' layout; Q5_K adds qh */
-            const int five = type == Q5_K;
-            const uint8_t *at = w + sb * (five ? sizeof(block_q5_K) : sizeof(block_q4_K));
-            const block_q4_K *b4 = (const block_q4_K *)at;
-            const block_q5_K *b5 = (const block_q5_K *)at;
-            const uint8_t *scales = five ? b5->scales : b4->scales, *nibbles = five ? b5->qs : b4->qs;
-            const float dd = _cvtsh_ss(five ? b5->d : b4->d), dmin = _cvtsh_ss(five ? b5->dmin : b4->dmin);
-            const __m256i high = five ? _mm256_loadu_si256((const __m256i *)b5->qh) : _mm256_setzero_si256();
+            const struct k4_fields f = q4_k_fields(type, w, sb);
+            const float dd = _cvtsh_ss(f.d), dmin = _cvtsh_ss(f.dmin);
+            const __m256i high = f.qh ? _mm256_loadu_si256((const __m256i *)f.qh) : _mm256_setzero_si256();
             for (int c = 0; c < 4; ++c) { /* 32 bytes: sub-blocks 2c (low nibbles) and 2c + 1 (high) */
-                const __m256i packed = _mm256_loadu_si256((const __m256i *)(nibbles + 32 * c));
+                const __m256i packed = _mm256_loadu_si256((const __m256i *)(f.qs + 32 * c));
                 for (int half = 0; half < 2; ++half) {
                     const int j = 2 * c + half;
                     int scale, min;
-                    q4_k_scale_min(j, scales, &scale, &min);
+                    q4_k_scale_min(j, f.scales, &scale, &min);
                     __m256i u = _mm256_and_si256(half ? _mm256_srli_epi16(packed, 4) : packed, low4);
                     /* bit j of each qh byte as bit 4 (16-bit shifts: the mask keeps each byte's own bit) */
-                    if (five)
+                    if (f.qh)
                         u = _mm256_or_si256(u, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(high, j),
                                                                                   _mm256_set1_epi8(1)), 4));
                     const int64_t b = sb * 8 + j;
